@@ -1,0 +1,57 @@
+//! Argument parsing: one file per subcommand, each a `clap::Args` struct and a `run` function.
+
+mod data;
+mod devices;
+mod encode;
+mod score;
+
+use clap::{Parser, Subcommand};
+use pac_wgpu::device::DeviceChoice;
+
+/// Fine-tune pretrained language models with PAC-tuning on any GPU wgpu reaches, or the CPU.
+#[derive(Parser, Debug)]
+#[command(name = "pac-wgpu", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+/// Flags every command takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Where to compute: auto (best hardware GPU, else cpu), cpu (Burn's CPU backend), or an
+    /// adapter index from `pac-wgpu devices` (software adapters such as llvmpipe only by index).
+    #[arg(long, global = true, default_value = "auto")]
+    pub device: DeviceChoice,
+    /// No progress bars (also implied when stdout is not a terminal).
+    #[arg(long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List wgpu adapters and the CPU backend, and which one `--device auto` picks.
+    #[command(after_help = "Examples:\n  pac-wgpu devices\n  pac-wgpu devices --json")]
+    Devices(devices::DevicesArgs),
+    /// Tokenize a sentence (or pair), run the encoder once and print ids and the [CLS] vector.
+    #[command(
+        after_help = "Examples:\n  pac-wgpu encode --model assets/models/all-MiniLM-L6-v2 --text-a \"A cat sat.\" --device cpu\n  pac-wgpu encode --model bert-base-uncased --text-a \"Is it?\" --text-b \"It is.\" --json"
+    )]
+    Encode(encode::EncodeArgs),
+    /// Split sizes, label distribution and token lengths of a GLUE task.
+    Data(data::DataArgs),
+    /// Score a predictions file with the task's GLUE metrics.
+    Score(score::ScoreArgs),
+}
+
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Devices(args) => devices::run(args, &cli.global),
+        Command::Encode(args) => encode::run(args, &cli.global),
+        Command::Data(args) => data::run(args),
+        Command::Score(args) => score::run(args),
+    }
+}

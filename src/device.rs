@@ -1,0 +1,200 @@
+//! Choosing where tensors live: a wgpu adapter (Vulkan, Metal, DX12, GL) or Burn's CPU backend.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, DeviceKind};
+use serde::Serialize;
+
+/// What `--device` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// The best hardware GPU, else the CPU backend. Never a software rasteriser.
+    Auto,
+    /// Burn's pure-Rust CPU backend (flex).
+    Cpu,
+    /// A wgpu adapter by its index in [`adapters`].
+    Index(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(DeviceChoice::Auto),
+            "cpu" => Ok(DeviceChoice::Cpu),
+            other => other.parse().map(DeviceChoice::Index).map_err(|_| {
+                format!(
+                    "expected auto, cpu or an adapter index from `pac-wgpu devices`, found {s:?}"
+                )
+            }),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DeviceChoice::Auto => write!(f, "auto"),
+            DeviceChoice::Cpu => write!(f, "cpu"),
+            DeviceChoice::Index(i) => write!(f, "{i}"),
+        }
+    }
+}
+
+/// One wgpu adapter as `pac-wgpu devices` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterInfo {
+    pub index: usize,
+    pub name: String,
+    pub backend: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub driver: String,
+    #[serde(skip)]
+    device_type: wgpu::DeviceType,
+}
+
+impl AdapterInfo {
+    fn is_hardware(&self) -> bool {
+        matches!(
+            self.device_type,
+            wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu
+        )
+    }
+}
+
+/// The adapters of the graphics API Burn's wgpu backend settles on (the first of Vulkan, DX12,
+/// GL — Metal on macOS — with a GPU, else the first with any adapter), in the order Burn
+/// counts them. Enumerated once per process.
+pub fn adapters() -> &'static [AdapterInfo] {
+    static ADAPTERS: OnceLock<Vec<AdapterInfo>> = OnceLock::new();
+    ADAPTERS.get_or_init(|| {
+        let candidates: &[wgpu::Backend] = if cfg!(target_os = "macos") {
+            &[wgpu::Backend::Metal]
+        } else {
+            &[
+                wgpu::Backend::Vulkan,
+                wgpu::Backend::Dx12,
+                wgpu::Backend::Gl,
+            ]
+        };
+        let mut software_only = Vec::new();
+        for &backend in candidates {
+            let found = enumerate(backend);
+            if found.iter().any(|a| a.device_type != wgpu::DeviceType::Cpu) {
+                return found;
+            }
+            if software_only.is_empty() {
+                software_only = found;
+            }
+        }
+        software_only
+    })
+}
+
+fn enumerate(backend: wgpu::Backend) -> Vec<AdapterInfo> {
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+        backends: backend.into(),
+        ..wgpu::InstanceDescriptor::new_without_display_handle()
+    });
+    let found = pollster::block_on(instance.enumerate_adapters(backend.into()));
+    // The Vulkan loader misbehaves when instances come and go while Burn creates its own:
+    // keep this one for the life of the process.
+    std::mem::forget(instance);
+    found
+        .iter()
+        .map(|a| a.get_info())
+        .enumerate()
+        .map(|(index, info)| AdapterInfo {
+            index,
+            name: info.name,
+            backend: format!("{:?}", info.backend),
+            kind: match info.device_type {
+                wgpu::DeviceType::DiscreteGpu => "discrete",
+                wgpu::DeviceType::IntegratedGpu => "integrated",
+                wgpu::DeviceType::VirtualGpu => "virtual",
+                wgpu::DeviceType::Cpu => "cpu",
+                wgpu::DeviceType::Other => "other",
+            }
+            .to_string(),
+            driver: [info.driver, info.driver_info]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" "),
+            device_type: info.device_type,
+        })
+        .collect()
+}
+
+/// What `auto` resolves to: the first discrete GPU, else the first integrated one, else `cpu`.
+pub fn auto_choice() -> DeviceChoice {
+    let list = adapters();
+    let first = |t: wgpu::DeviceType| list.iter().find(|a| a.device_type == t);
+    first(wgpu::DeviceType::DiscreteGpu)
+        .or_else(|| first(wgpu::DeviceType::IntegratedGpu))
+        .filter(|a| a.is_hardware())
+        .map_or(DeviceChoice::Cpu, |a| DeviceChoice::Index(a.index))
+}
+
+/// A Burn device plus a human-readable name for logs and run files.
+#[derive(Debug, Clone)]
+pub struct SelectedDevice {
+    pub device: Device,
+    pub name: String,
+}
+
+/// Resolves `--device` to a Burn device, checking first that the adapter exists so that a
+/// machine without one gets an error that says what to do, not a panic inside wgpu.
+pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
+    let choice = match choice {
+        DeviceChoice::Auto => auto_choice(),
+        other => other,
+    };
+    let index = match choice {
+        DeviceChoice::Cpu | DeviceChoice::Auto => {
+            return Ok(SelectedDevice {
+                device: Device::flex(),
+                name: "cpu (Burn flex backend)".into(),
+            });
+        }
+        DeviceChoice::Index(i) => i,
+    };
+    let list = adapters();
+    if list.is_empty() {
+        bail!(
+            "--device {index}: no wgpu adapter found; install a Vulkan driver (on Debian: apt-get install mesa-vulkan-drivers libvulkan1) or pass --device cpu"
+        );
+    }
+    let Some(adapter) = list.get(index) else {
+        bail!(
+            "--device {index}: no such adapter (this machine has {}: indices 0..{}; see `pac-wgpu devices`), or pass --device cpu",
+            list.len(),
+            list.len() - 1
+        );
+    };
+    // Burn counts adapters per type, in enumeration order.
+    let same_type_before = list[..index]
+        .iter()
+        .filter(|a| a.device_type == adapter.device_type)
+        .count();
+    let kind = match adapter.device_type {
+        wgpu::DeviceType::DiscreteGpu => DeviceKind::DiscreteGpu(same_type_before),
+        wgpu::DeviceType::IntegratedGpu => DeviceKind::IntegratedGpu(same_type_before),
+        wgpu::DeviceType::VirtualGpu => DeviceKind::VirtualGpu(same_type_before),
+        wgpu::DeviceType::Cpu if same_type_before == 0 => DeviceKind::Cpu,
+        _ => bail!(
+            "--device {index}: adapter \"{}\" ({}) cannot be selected by Burn's wgpu backend; pass another index or --device cpu",
+            adapter.name,
+            adapter.kind
+        ),
+    };
+    Ok(SelectedDevice {
+        device: Device::wgpu(kind),
+        name: format!("{} ({}, {})", adapter.name, adapter.backend, adapter.kind),
+    })
+}

@@ -1,0 +1,452 @@
+//! Readers for GLUE's TSV files, users' own TSV/CSV/JSONL files and prediction files.
+//!
+//! Every file must be UTF-8; a leading byte-order mark is skipped, and lines end in `\n` or
+//! `\r\n` (the last one may lack it). Bad input gives a [`DataError`], never a panic.
+
+use std::path::{Path, PathBuf};
+
+use super::{Example, FileFormat, Label, Split, Task};
+
+/// A one-line error naming the file, the line (1-based; absent when the whole file is at
+/// fault), what was expected and what was found.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{}: expected {expected}, found {found}", location(.file, .line))]
+pub struct DataError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub expected: String,
+    pub found: String,
+}
+
+fn location(file: &Path, line: &Option<usize>) -> String {
+    match line {
+        Some(line) => format!("{}:{line}", file.display()),
+        None => file.display().to_string(),
+    }
+}
+
+impl DataError {
+    pub fn new(
+        file: &Path,
+        line: Option<usize>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> DataError {
+        DataError {
+            file: file.to_path_buf(),
+            line,
+            expected: expected.into(),
+            found: found.into(),
+        }
+    }
+}
+
+/// Column names to read from a user's TSV/CSV header or JSONL keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Columns {
+    pub text_a: String,
+    pub text_b: Option<String>,
+    pub label: String,
+}
+
+impl Default for Columns {
+    /// `sentence` and `label`, no second text.
+    fn default() -> Columns {
+        Columns {
+            text_a: "sentence".to_string(),
+            text_b: None,
+            label: "label".to_string(),
+        }
+    }
+}
+
+/// Which field of a row holds what.
+struct Layout {
+    columns: usize,
+    text_a: usize,
+    text_b: Option<usize>,
+    label: Option<usize>,
+}
+
+/// A field for an error message: quoted, escaped and cut to 60 characters.
+fn quoted(text: &str) -> String {
+    const MAX: usize = 60;
+    match text.char_indices().nth(MAX) {
+        Some((end, _)) => format!("{:?}...", &text[..end]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// Reads a whole file as UTF-8 text without its byte-order mark.
+fn read_text(path: &Path) -> Result<String, DataError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        let found = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            _ => e.to_string(),
+        };
+        DataError::new(path, None, "a readable file", found)
+    })?;
+    let mut text = String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let at = e.utf8_error().valid_up_to();
+        let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+        DataError::new(
+            path,
+            Some(line),
+            "UTF-8 text",
+            format!("byte 0x{:02x}", bytes[at]),
+        )
+    })?;
+    if text.starts_with('\u{feff}') {
+        text.drain(..'\u{feff}'.len_utf8());
+    }
+    Ok(text)
+}
+
+/// Lines with their 1-based numbers.
+fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().map(|(i, line)| (i + 1, line))
+}
+
+fn parse_label(task: Task, text: &str, path: &Path, line: usize) -> Result<Label, DataError> {
+    task.parse_label(text).ok_or_else(|| {
+        let expected = if task.is_regression() {
+            "a numeric similarity score".to_string()
+        } else {
+            format!("a label (one of {})", task.glue_labels().join(", "))
+        };
+        DataError::new(path, Some(line), expected, quoted(text))
+    })
+}
+
+fn example(
+    fields: &[&str],
+    layout: &Layout,
+    task: Task,
+    path: &Path,
+    line: usize,
+) -> Result<Example, DataError> {
+    if fields.len() != layout.columns {
+        return Err(DataError::new(
+            path,
+            Some(line),
+            format!("{} columns", layout.columns),
+            fields.len().to_string(),
+        ));
+    }
+    let label = match layout.label {
+        Some(column) => parse_label(task, fields[column], path, line)?,
+        None => Label::None,
+    };
+    Ok(Example {
+        text_a: fields[layout.text_a].to_string(),
+        text_b: layout.text_b.map(|column| fields[column].to_string()),
+        label,
+    })
+}
+
+fn no_rows(path: &Path, text: &str, header: bool) -> DataError {
+    if text.is_empty() {
+        DataError::new(path, Some(1), "a data row", "an empty file")
+    } else {
+        let line = if header { 2 } else { 1 };
+        DataError::new(path, Some(line), "a data row", "end of file")
+    }
+}
+
+/// The first of `task`'s files for `split` that exists under `dir`.
+pub fn find_glue_file(dir: &Path, task: Task, split: Split) -> Option<(PathBuf, FileFormat)> {
+    task.files(split)
+        .into_iter()
+        .map(|format| (dir.join(format.path), format))
+        .find(|(path, _)| path.is_file())
+}
+
+/// Reads `split` of `task` from a `glue_data` folder; returns the file read and its examples.
+pub fn read_glue(
+    dir: &Path,
+    task: Task,
+    split: Split,
+) -> Result<(PathBuf, Vec<Example>), DataError> {
+    let Some((path, format)) = find_glue_file(dir, task, split) else {
+        return Err(match task.files(split).first() {
+            Some(format) => {
+                DataError::new(&dir.join(format.path), None, "a GLUE file", "no such file")
+            }
+            None => DataError::new(
+                dir,
+                None,
+                format!("a split of {task} ({})", split_names(task)),
+                split.name(),
+            ),
+        });
+    };
+    let examples = read_glue_file(&path, &format, task)?;
+    Ok((path, examples))
+}
+
+fn split_names(task: Task) -> String {
+    let names: Vec<&str> = task.splits().iter().map(|s| s.name()).collect();
+    names.join(", ")
+}
+
+/// Reads one GLUE TSV file laid out as `format` says.
+pub fn read_glue_file(
+    path: &Path,
+    format: &FileFormat,
+    task: Task,
+) -> Result<Vec<Example>, DataError> {
+    let text = read_text(path)?;
+    let layout = Layout {
+        columns: format.columns,
+        text_a: format.text_a,
+        text_b: format.text_b,
+        label: format.label,
+    };
+    let mut lines = numbered_lines(&text);
+    if format.header
+        && let Some((line, header)) = lines.next()
+    {
+        let columns = header.split('\t').count();
+        if columns != format.columns {
+            return Err(DataError::new(
+                path,
+                Some(line),
+                format!("a header of {} columns", format.columns),
+                columns.to_string(),
+            ));
+        }
+    }
+    let examples = lines
+        .map(|(line, row)| {
+            let fields: Vec<&str> = row.split('\t').collect();
+            example(&fields, &layout, task, path, line)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if examples.is_empty() {
+        return Err(no_rows(path, &text, format.header));
+    }
+    Ok(examples)
+}
+
+/// Reads a user's file with a header (`.tsv`: tab-split, no quoting; `.csv`: RFC 4180
+/// quoting) or JSON Lines (`.jsonl`/`.json`: one object per line), taking the named columns.
+/// Labels are spelled as in [`Task::parse_label`]; JSON labels may also be numbers.
+pub fn read_user_file(
+    path: &Path,
+    columns: &Columns,
+    task: Task,
+) -> Result<Vec<Example>, DataError> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    if !matches!(extension.as_str(), "tsv" | "csv" | "jsonl" | "json") {
+        let found = match extension.as_str() {
+            "" => "no extension".to_string(),
+            ext => format!("extension .{ext}"),
+        };
+        return Err(DataError::new(
+            path,
+            None,
+            "a .tsv, .csv or .jsonl file",
+            found,
+        ));
+    }
+    let text = read_text(path)?;
+    let examples = match extension.as_str() {
+        "tsv" => {
+            let rows = numbered_lines(&text).map(|(line, row)| (line, row.split('\t').collect()));
+            read_table(rows, path, columns, task)?
+        }
+        "csv" => {
+            let records = csv_records(&text, path)?;
+            let rows = records
+                .iter()
+                .map(|(line, fields)| (*line, fields.iter().map(String::as_str).collect()));
+            read_table(rows, path, columns, task)?
+        }
+        _ => numbered_lines(&text)
+            .map(|(line, row)| json_example(row, path, line, columns, task))
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    if examples.is_empty() {
+        let header = matches!(extension.as_str(), "tsv" | "csv");
+        return Err(no_rows(path, &text, header));
+    }
+    Ok(examples)
+}
+
+/// Rows of a table whose first row is the header.
+fn read_table<'a>(
+    mut rows: impl Iterator<Item = (usize, Vec<&'a str>)>,
+    path: &Path,
+    columns: &Columns,
+    task: Task,
+) -> Result<Vec<Example>, DataError> {
+    let Some((header_line, header)) = rows.next() else {
+        return Ok(Vec::new());
+    };
+    let find = |name: &str| {
+        header.iter().position(|h| h.trim() == name).ok_or_else(|| {
+            DataError::new(
+                path,
+                Some(header_line),
+                format!("a column named {name:?}"),
+                format!("columns {}", header.join(", ")),
+            )
+        })
+    };
+    let layout = Layout {
+        columns: header.len(),
+        text_a: find(&columns.text_a)?,
+        text_b: columns.text_b.as_deref().map(find).transpose()?,
+        label: Some(find(&columns.label)?),
+    };
+    rows.map(|(line, fields)| example(&fields, &layout, task, path, line))
+        .collect()
+}
+
+/// Splits CSV text into records, each with the line it starts on. `"` opens a quoted field
+/// at the start of a field; inside it `""` is a quote and newlines and commas are text.
+fn csv_records(text: &str, path: &Path) -> Result<Vec<(usize, Vec<String>)>, DataError> {
+    let mut records = Vec::new();
+    let mut record = Vec::new();
+    let mut field = String::new();
+    let (mut line, mut record_line) = (1, 1);
+    let mut in_quotes = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (in_quotes, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => in_quotes = false,
+            (false, '"') if field.is_empty() => in_quotes = true,
+            (false, ',') => record.push(std::mem::take(&mut field)),
+            (false, '\r') if chars.peek() == Some(&'\n') => {}
+            (false, '\n') => {
+                record.push(std::mem::take(&mut field));
+                records.push((record_line, std::mem::take(&mut record)));
+                line += 1;
+                record_line = line;
+            }
+            (_, c) => {
+                line += usize::from(c == '\n');
+                field.push(c);
+            }
+        }
+    }
+    if in_quotes {
+        return Err(DataError::new(
+            path,
+            Some(record_line),
+            "a closing quote",
+            "end of file",
+        ));
+    }
+    if !field.is_empty() || !record.is_empty() {
+        record.push(field);
+        records.push((record_line, record));
+    }
+    Ok(records)
+}
+
+fn json_example(
+    row: &str,
+    path: &Path,
+    line: usize,
+    columns: &Columns,
+    task: Task,
+) -> Result<Example, DataError> {
+    let error = |expected: String, found: String| DataError::new(path, Some(line), expected, found);
+    let object = match serde_json::from_str::<serde_json::Value>(row) {
+        Ok(serde_json::Value::Object(object)) => object,
+        Ok(other) => return Err(error("a JSON object".into(), quoted(&other.to_string()))),
+        Err(e) => return Err(error("a JSON object".into(), format!("invalid JSON ({e})"))),
+    };
+    let field = |name: &str| {
+        object.get(name).ok_or_else(|| {
+            let keys: Vec<&str> = object.keys().map(String::as_str).collect();
+            error(
+                format!("a key {name:?}"),
+                format!("keys {}", keys.join(", ")),
+            )
+        })
+    };
+    let text = |name: &str| match field(name)? {
+        serde_json::Value::String(text) => Ok(text.clone()),
+        other => Err(error(
+            format!("a string for {name:?}"),
+            quoted(&other.to_string()),
+        )),
+    };
+    let label = match field(&columns.label)? {
+        serde_json::Value::String(text) => text.clone(),
+        other => other.to_string(),
+    };
+    Ok(Example {
+        text_a: text(&columns.text_a)?,
+        text_b: columns.text_b.as_deref().map(text).transpose()?,
+        label: parse_label(task, &label, path, line)?,
+    })
+}
+
+/// Reads a predictions file in GLUE's submission format: `index<TAB>prediction` rows, in any
+/// order, after an optional `index` header; predictions spelled as in [`Task::parse_label`].
+/// The indices must be 0..n, each once; returns the predictions in index order.
+pub fn read_predictions(path: &Path, task: Task) -> Result<Vec<Label>, DataError> {
+    let text = read_text(path)?;
+    let mut lines = numbered_lines(&text).peekable();
+    let header = lines
+        .next_if(|(_, row)| {
+            row.split('\t')
+                .next()
+                .is_some_and(|f| f.eq_ignore_ascii_case("index"))
+        })
+        .is_some();
+    let rows = lines
+        .map(|(line, row)| {
+            let fields: Vec<&str> = row.split('\t').collect();
+            let [index, prediction] = fields[..] else {
+                return Err(DataError::new(
+                    path,
+                    Some(line),
+                    "2 columns (index, prediction)",
+                    fields.len().to_string(),
+                ));
+            };
+            let index = index
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| DataError::new(path, Some(line), "a row index", quoted(index)))?;
+            Ok((line, index, parse_label(task, prediction, path, line)?))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if rows.is_empty() {
+        return Err(no_rows(path, &text, header));
+    }
+    let mut predictions = vec![None; rows.len()];
+    for (line, index, label) in rows {
+        let n = predictions.len();
+        let slot = predictions.get_mut(index).ok_or_else(|| {
+            DataError::new(
+                path,
+                Some(line),
+                format!("an index below {n} (one row per example)"),
+                index.to_string(),
+            )
+        })?;
+        if slot.replace(label).is_some() {
+            return Err(DataError::new(
+                path,
+                Some(line),
+                "each index once",
+                format!("index {index} again"),
+            ));
+        }
+    }
+    Ok(predictions.into_iter().flatten().collect())
+}

@@ -1,0 +1,273 @@
+//! A BERT encoder with Hugging Face `BertModel` semantics, plus a linear head on [CLS].
+//!
+//! Field names follow the HF checkpoint names so that `encoder.layer.3.intermediate.dense.weight`
+//! in a `model.safetensors` lands on `encoder.layer[3].intermediate.dense.weight` here. Two
+//! spellings differ because Rust forbids them: HF `LayerNorm` is `layer_norm` and HF
+//! `attention.self` is `attention.self_attn` (see [`super::load`], which maps them).
+
+use burn::module::Module;
+use burn::nn::{
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
+};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Int, Tensor};
+
+use super::config::BertConfig;
+
+/// Added to attention scores at padded key positions (HF uses the dtype's minimum; any value
+/// that underflows `exp` gives the same probabilities).
+const MASKED_SCORE: f32 = -1e9;
+
+/// Exact (erf) GELU, written with primitive ops so autodiff differentiates the exact function.
+fn gelu(x: Tensor<3>) -> Tensor<3> {
+    let cdf = (x.clone() / std::f32::consts::SQRT_2).erf().add_scalar(1.0) * 0.5;
+    x * cdf
+}
+
+fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    LinearConfig::new(d_in, d_out)
+        .with_initializer(Initializer::Normal {
+            mean: 0.0,
+            std: 0.02,
+        })
+        .init(device)
+}
+
+#[derive(Module, Debug)]
+pub struct Embeddings {
+    pub word_embeddings: Embedding,
+    pub position_embeddings: Embedding,
+    pub token_type_embeddings: Embedding,
+    pub layer_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+impl Embeddings {
+    fn new(c: &BertConfig, dropout: f64, device: &Device) -> Self {
+        let emb = |n| EmbeddingConfig::new(n, c.hidden_size).init(device);
+        Embeddings {
+            word_embeddings: emb(c.vocab_size),
+            position_embeddings: emb(c.max_position_embeddings),
+            token_type_embeddings: emb(c.type_vocab_size),
+            layer_norm: LayerNormConfig::new(c.hidden_size)
+                .with_epsilon(c.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
+        let [_, seq] = input_ids.dims();
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, &input_ids.device()).unsqueeze();
+        let x = self.word_embeddings.forward(input_ids)
+            + self.position_embeddings.forward(positions)
+            + self.token_type_embeddings.forward(token_type_ids);
+        self.dropout.forward(self.layer_norm.forward(x))
+    }
+}
+
+/// Multi-head scaled dot-product self-attention (HF `BertSelfAttention`).
+#[derive(Module, Debug)]
+pub struct SelfAttention {
+    pub query: Linear,
+    pub key: Linear,
+    pub value: Linear,
+    heads: usize,
+    dropout: Dropout,
+}
+
+impl SelfAttention {
+    /// `mask_bias`: `[batch, 1, 1, seq]`, 0 for real tokens and [`MASKED_SCORE`] for padding.
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [batch, seq, hidden] = x.dims();
+        let head_dim = hidden / self.heads;
+        let split = |t: Tensor<3>| {
+            t.reshape([batch, seq, self.heads, head_dim])
+                .swap_dims(1, 2)
+        };
+        let q = split(self.query.forward(x.clone()));
+        let k = split(self.key.forward(x.clone()));
+        let v = split(self.value.forward(x));
+        let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f32).sqrt() + mask_bias;
+        let probs = self.dropout.forward(softmax(scores, 3));
+        probs
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([batch, seq, hidden])
+    }
+}
+
+/// Dense + dropout + residual + LayerNorm (HF `BertSelfOutput` and `BertOutput`).
+#[derive(Module, Debug)]
+pub struct ResidualOutput {
+    pub dense: Linear,
+    pub layer_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+impl ResidualOutput {
+    fn new(d_in: usize, c: &BertConfig, dropout: f64, device: &Device) -> Self {
+        ResidualOutput {
+            dense: linear(d_in, c.hidden_size, device),
+            layer_norm: LayerNormConfig::new(c.hidden_size)
+                .with_epsilon(c.layer_norm_eps)
+                .init(device),
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, residual: Tensor<3>) -> Tensor<3> {
+        let x = self.dropout.forward(self.dense.forward(x));
+        self.layer_norm.forward(x + residual)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub self_attn: SelfAttention,
+    pub output: ResidualOutput,
+}
+
+#[derive(Module, Debug)]
+pub struct Intermediate {
+    pub dense: Linear,
+}
+
+/// One post-LayerNorm transformer layer (HF `BertLayer`).
+#[derive(Module, Debug)]
+pub struct Layer {
+    pub attention: Attention,
+    pub intermediate: Intermediate,
+    pub output: ResidualOutput,
+}
+
+impl Layer {
+    fn new(c: &BertConfig, dropout: f64, device: &Device) -> Self {
+        Layer {
+            attention: Attention {
+                self_attn: SelfAttention {
+                    query: linear(c.hidden_size, c.hidden_size, device),
+                    key: linear(c.hidden_size, c.hidden_size, device),
+                    value: linear(c.hidden_size, c.hidden_size, device),
+                    heads: c.num_attention_heads,
+                    dropout: DropoutConfig::new(dropout).init(),
+                },
+                output: ResidualOutput::new(c.hidden_size, c, dropout, device),
+            },
+            intermediate: Intermediate {
+                dense: linear(c.hidden_size, c.intermediate_size, device),
+            },
+            output: ResidualOutput::new(c.intermediate_size, c, dropout, device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
+        let x = self.attention.output.forward(attn, x);
+        let h = gelu(self.intermediate.dense.forward(x.clone()));
+        self.output.forward(h, x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Encoder {
+    pub layer: Vec<Layer>,
+}
+
+/// The encoder: embeddings and `num_hidden_layers` layers (no pooler).
+#[derive(Module, Debug)]
+pub struct Bert {
+    pub embeddings: Embeddings,
+    pub encoder: Encoder,
+}
+
+impl Bert {
+    /// A randomly initialised encoder (weights are normally loaded afterwards).
+    pub fn new(config: &BertConfig, dropout: f64, device: &Device) -> Self {
+        Bert {
+            embeddings: Embeddings::new(config, dropout, device),
+            encoder: Encoder {
+                layer: (0..config.num_hidden_layers)
+                    .map(|_| Layer::new(config, dropout, device))
+                    .collect(),
+            },
+        }
+    }
+
+    /// Last hidden states `[batch, seq, hidden]`. `attention_mask` is 1 for tokens, 0 for padding.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2>,
+    ) -> Tensor<3> {
+        let [batch, seq] = attention_mask.dims();
+        let mask_bias =
+            (attention_mask.neg().add_scalar(1.0) * MASKED_SCORE).reshape([batch, 1, 1, seq]);
+        let mut x = self.embeddings.forward(input_ids, token_type_ids);
+        for layer in &self.encoder.layer {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
+
+    /// The [CLS] (first token) vector of each sequence, `[batch, hidden]`.
+    pub fn cls(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2>,
+    ) -> Tensor<2> {
+        let hidden = self.forward(input_ids, token_type_ids, attention_mask);
+        let [batch, _, width] = hidden.dims();
+        hidden.narrow(1, 0, 1).reshape([batch, width])
+    }
+}
+
+/// Encoder + a linear head `out` on the [CLS] vector: sequence classification (or regression
+/// with one output), as PAC-tuning uses it (no pooler).
+#[derive(Module, Debug)]
+pub struct Classifier {
+    pub bert: Bert,
+    pub out: Linear,
+    dropout: Dropout,
+}
+
+impl Classifier {
+    /// A classifier whose head is initialised like HF's (normal, std 0.02; zero bias).
+    pub fn new(
+        bert: Bert,
+        hidden: usize,
+        num_labels: usize,
+        dropout: f64,
+        device: &Device,
+    ) -> Self {
+        let out = LinearConfig::new(hidden, num_labels)
+            .with_initializer(Initializer::Normal {
+                mean: 0.0,
+                std: 0.02,
+            })
+            .init(device);
+        let out = Linear {
+            bias: out.bias.map(|b| b.map(|t| t.zeros_like())),
+            ..out
+        };
+        Classifier {
+            bert,
+            out,
+            dropout: DropoutConfig::new(dropout).init(),
+        }
+    }
+
+    /// Logits `[batch, num_labels]`.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2>,
+    ) -> Tensor<2> {
+        let cls = self.bert.cls(input_ids, token_type_ids, attention_mask);
+        self.out.forward(self.dropout.forward(cls))
+    }
+}

@@ -1,0 +1,157 @@
+//! Tokenization with the HF `tokenizers` crate: single sentences and pairs, longest-first
+//! truncation, and batches padded to their longest member.
+
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use tokenizers::models::wordpiece::WordPiece;
+use tokenizers::normalizers::BertNormalizer;
+use tokenizers::pre_tokenizers::bert::BertPreTokenizer;
+use tokenizers::processors::bert::BertProcessing;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+/// One tokenized example, with special tokens, before padding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Encoded {
+    pub input_ids: Vec<u32>,
+    pub token_type_ids: Vec<u32>,
+}
+
+/// A model's tokenizer, truncating to `max_length` tokens like HF's `truncation=True`.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    pad_id: u32,
+}
+
+impl TextTokenizer {
+    /// Loads `tokenizer.json` from a model folder, or builds a BERT WordPiece tokenizer from
+    /// `vocab.txt` (lower-casing, as in uncased BERT) when there is no tokenizer.json.
+    pub fn from_model_dir(dir: &Path, max_length: usize) -> Result<Self> {
+        if max_length < 3 {
+            return Err(anyhow!(
+                "--max-length must be at least 3 ([CLS] x [SEP]), found {max_length}"
+            ));
+        }
+        let json = dir.join("tokenizer.json");
+        let mut inner = if json.is_file() {
+            Tokenizer::from_file(&json).map_err(|e| {
+                anyhow!(
+                    "{}: expected a tokenizers JSON file, found {e}",
+                    json.display()
+                )
+            })?
+        } else {
+            from_vocab(&dir.join("vocab.txt"))?
+        };
+        inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| anyhow!("{}: cannot set truncation: {e}", dir.display()))?;
+        inner.with_padding(None);
+        let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
+        Ok(TextTokenizer { inner, pad_id })
+    }
+
+    /// Tokenizes one sentence or a pair, adding [CLS]/[SEP] and token types.
+    pub fn encode(&self, text_a: &str, text_b: Option<&str>) -> Result<Encoded> {
+        let encoding = match text_b {
+            Some(b) => self.inner.encode((text_a, b), true),
+            None => self.inner.encode(text_a, true),
+        }
+        .map_err(|e| anyhow!("cannot tokenize {text_a:?}: {e}"))?;
+        Ok(Encoded {
+            input_ids: encoding.get_ids().to_vec(),
+            token_type_ids: encoding.get_type_ids().to_vec(),
+        })
+    }
+
+    /// The id used for padding (`[PAD]`, else 0).
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+}
+
+fn from_vocab(vocab: &Path) -> Result<Tokenizer> {
+    if !vocab.is_file() {
+        return Err(anyhow!(
+            "{}: model folder has neither tokenizer.json nor vocab.txt",
+            vocab.parent().unwrap_or(vocab).display()
+        ));
+    }
+    let model = WordPiece::from_file(&vocab.to_string_lossy())
+        .build()
+        .map_err(|e| {
+            anyhow!(
+                "{}: expected a WordPiece vocabulary, found {e}",
+                vocab.display()
+            )
+        })?;
+    let mut tokenizer = Tokenizer::new(model);
+    let id = |t: &str| {
+        tokenizer
+            .token_to_id(t)
+            .ok_or_else(|| anyhow!("{}: vocabulary has no {t} token", vocab.display()))
+    };
+    let (cls, sep) = (id("[CLS]")?, id("[SEP]")?);
+    tokenizer
+        .with_normalizer(Some(BertNormalizer::new(true, true, None, true)))
+        .with_pre_tokenizer(Some(BertPreTokenizer))
+        .with_post_processor(Some(BertProcessing::new(
+            ("[SEP]".into(), sep),
+            ("[CLS]".into(), cls),
+        )));
+    Ok(tokenizer)
+}
+
+/// Examples padded on the right to the longest member, row-major `[batch, seq]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaddedBatch {
+    pub batch: usize,
+    pub seq: usize,
+    pub input_ids: Vec<i64>,
+    pub token_type_ids: Vec<i64>,
+    /// 1 for real tokens, 0 for padding.
+    pub attention_mask: Vec<f32>,
+}
+
+impl PaddedBatch {
+    pub fn new(examples: &[&Encoded], pad_id: u32) -> Self {
+        let seq = examples
+            .iter()
+            .map(|e| e.input_ids.len())
+            .max()
+            .unwrap_or(0);
+        let batch = examples.len();
+        let mut out = PaddedBatch {
+            batch,
+            seq,
+            input_ids: vec![pad_id as i64; batch * seq],
+            token_type_ids: vec![0; batch * seq],
+            attention_mask: vec![0.0; batch * seq],
+        };
+        for (row, e) in examples.iter().enumerate() {
+            let start = row * seq;
+            for (i, (&id, &ty)) in e.input_ids.iter().zip(&e.token_type_ids).enumerate() {
+                out.input_ids[start + i] = id as i64;
+                out.token_type_ids[start + i] = ty as i64;
+                out.attention_mask[start + i] = 1.0;
+            }
+        }
+        out
+    }
+
+    /// `(input_ids, token_type_ids, attention_mask)` on `device`.
+    pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
+        let shape = [self.batch, self.seq];
+        (
+            Tensor::from_data(TensorData::new(self.input_ids.clone(), shape), device),
+            Tensor::from_data(TensorData::new(self.token_type_ids.clone(), shape), device),
+            Tensor::from_data(TensorData::new(self.attention_mask.clone(), shape), device),
+        )
+    }
+}

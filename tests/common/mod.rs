@@ -1,0 +1,96 @@
+//! Shared test fixtures: where the model, GLUE data and golden files are, the devices to test
+//! on, and a tiny random BERT written to a temporary folder.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+
+use pac_wgpu::device::{DeviceChoice, SelectedDevice, adapters, select};
+
+pub mod tiny;
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
+}
+
+/// Reports a missing prerequisite: fatal in CI (no silent skips), a skip note elsewhere.
+pub fn missing(what: &str, hint: &str) -> Option<PathBuf> {
+    if in_ci() {
+        panic!("{what} not found and CI is set: {hint}");
+    }
+    eprintln!("skipped: {what} not found ({hint})");
+    None
+}
+
+fn crate_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// all-MiniLM-L6-v2 from `scripts/fetch-model.sh`, or `$PAC_WGPU_MODEL_DIR`.
+pub fn minilm_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PAC_WGPU_MODEL_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate_dir().join("assets/models/all-MiniLM-L6-v2"));
+    if dir.join("model.safetensors").is_file() {
+        Some(dir)
+    } else {
+        missing(
+            &format!("model at {}", dir.display()),
+            "run scripts/fetch-model.sh or set PAC_WGPU_MODEL_DIR",
+        )
+    }
+}
+
+/// `../shared/golden` beside the checkout, or `$PAC_WGPU_GOLDEN_DIR`.
+pub fn golden_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("PAC_WGPU_GOLDEN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate_dir().join("../shared/golden"));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        missing(
+            &format!("golden files at {}", dir.display()),
+            "set PAC_WGPU_GOLDEN_DIR",
+        )
+    }
+}
+
+/// The first software (CPU-type) wgpu adapter, i.e. lavapipe on Linux.
+pub fn lavapipe() -> Option<SelectedDevice> {
+    match adapters().iter().find(|a| a.kind == "cpu") {
+        Some(a) => Some(select(DeviceChoice::Index(a.index)).expect("select lavapipe")),
+        None => {
+            missing(
+                "a software wgpu adapter (lavapipe)",
+                "apt-get install mesa-vulkan-drivers libvulkan1",
+            );
+            None
+        }
+    }
+}
+
+/// The CPU device, plus lavapipe when present.
+pub fn test_devices() -> Vec<SelectedDevice> {
+    let mut devices = vec![select(DeviceChoice::Cpu).expect("cpu device")];
+    devices.extend(lavapipe());
+    devices
+}
+
+pub fn read_json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// The `pac-wgpu` binary built for this test run.
+pub fn binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pac-wgpu"))
+}

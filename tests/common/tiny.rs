@@ -1,0 +1,142 @@
+//! A tiny random BERT in Hugging Face's on-disk format, written by the tests themselves.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+
+/// Sizes of the tiny model: 2 layers, hidden 32, 4 heads.
+pub const HIDDEN: usize = 32;
+pub const LAYERS: usize = 2;
+pub const HEADS: usize = 4;
+pub const FFN: usize = 64;
+pub const MAX_POS: usize = 64;
+
+/// Words of the test vocabulary, after the BERT special tokens.
+pub const WORDS: [&str; 24] = [
+    "the", "a", "cat", "dog", "sat", "ran", "on", "mat", "is", "was", "big", "small", "red",
+    "blue", "and", "not", "it", "very", "good", "bad", "movie", "film", ".", ",",
+];
+
+/// The HF tensors of the tiny encoder: name and shape (Linear weights as `[out, in]`).
+pub fn tensor_shapes() -> Vec<(String, Vec<usize>)> {
+    let vocab = 5 + WORDS.len();
+    let mut shapes = vec![
+        (
+            "embeddings.word_embeddings.weight".into(),
+            vec![vocab, HIDDEN],
+        ),
+        (
+            "embeddings.position_embeddings.weight".into(),
+            vec![MAX_POS, HIDDEN],
+        ),
+        (
+            "embeddings.token_type_embeddings.weight".into(),
+            vec![2, HIDDEN],
+        ),
+        ("embeddings.LayerNorm.weight".into(), vec![HIDDEN]),
+        ("embeddings.LayerNorm.bias".into(), vec![HIDDEN]),
+    ];
+    for l in 0..LAYERS {
+        let p = format!("encoder.layer.{l}.");
+        for (name, shape) in [
+            ("attention.self.query.weight", vec![HIDDEN, HIDDEN]),
+            ("attention.self.query.bias", vec![HIDDEN]),
+            ("attention.self.key.weight", vec![HIDDEN, HIDDEN]),
+            ("attention.self.key.bias", vec![HIDDEN]),
+            ("attention.self.value.weight", vec![HIDDEN, HIDDEN]),
+            ("attention.self.value.bias", vec![HIDDEN]),
+            ("attention.output.dense.weight", vec![HIDDEN, HIDDEN]),
+            ("attention.output.dense.bias", vec![HIDDEN]),
+            ("attention.output.LayerNorm.weight", vec![HIDDEN]),
+            ("attention.output.LayerNorm.bias", vec![HIDDEN]),
+            ("intermediate.dense.weight", vec![FFN, HIDDEN]),
+            ("intermediate.dense.bias", vec![FFN]),
+            ("output.dense.weight", vec![HIDDEN, FFN]),
+            ("output.dense.bias", vec![HIDDEN]),
+            ("output.LayerNorm.weight", vec![HIDDEN]),
+            ("output.LayerNorm.bias", vec![HIDDEN]),
+        ] {
+            shapes.push((format!("{p}{name}"), shape));
+        }
+    }
+    shapes
+}
+
+/// Deterministic pseudo-random values in [-0.5, 0.5) (LayerNorm gains near 1).
+fn values(name: &str, len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        ^ name.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100000001b3)
+        });
+    let offset = if name.ends_with("LayerNorm.weight") {
+        1.0
+    } else {
+        0.0
+    };
+    (0..len)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            offset + ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.5
+        })
+        .collect()
+}
+
+/// Writes config.json, vocab.txt and model.safetensors of a tiny random BERT into `dir`.
+/// `edit` may change the tensors (name → (shape, values)) before they are written.
+pub fn write_model(
+    dir: &Path,
+    seed: u64,
+    edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<f32>)>),
+) {
+    std::fs::create_dir_all(dir).unwrap();
+    let config = serde_json::json!({
+        "architectures": ["BertModel"],
+        "model_type": "bert",
+        "vocab_size": 5 + WORDS.len(),
+        "hidden_size": HIDDEN,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "intermediate_size": FFN,
+        "max_position_embeddings": MAX_POS,
+        "type_vocab_size": 2,
+        "layer_norm_eps": 1e-12,
+        "hidden_act": "gelu",
+        "pad_token_id": 0
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let mut vocab = vec!["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"];
+    vocab.extend(WORDS);
+    std::fs::write(dir.join("vocab.txt"), vocab.join("\n") + "\n").unwrap();
+
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = tensor_shapes()
+        .into_iter()
+        .map(|(name, shape)| {
+            let v = values(&name, shape.iter().product(), seed);
+            (name, shape, v)
+        })
+        .collect();
+    edit(&mut tensors);
+    write_safetensors(&dir.join("model.safetensors"), &tensors);
+}
+
+pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, v)| v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        .collect();
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            (
+                name.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), b).unwrap(),
+            )
+        })
+        .collect();
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
+}
