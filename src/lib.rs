@@ -8,5 +8,4 @@ pub mod device;
 pub mod glue;
 pub mod metrics;
 pub mod model;
-pub mod pac;
 pub mod tokenize;
