@@ -8,4 +8,8 @@ pub mod device;
 pub mod glue;
 pub mod metrics;
 pub mod model;
+pub mod pac;
+pub mod reduce;
+pub mod report;
 pub mod tokenize;
+pub mod train;

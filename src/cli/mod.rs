@@ -3,7 +3,9 @@
 mod data;
 mod devices;
 mod encode;
+mod eval;
 mod score;
+mod train;
 
 use clap::{Parser, Subcommand};
 use pac_wgpu::device::DeviceChoice;
@@ -44,6 +46,21 @@ enum Command {
     Data(data::DataArgs),
     /// Score a predictions file with the task's GLUE metrics.
     Score(score::ScoreArgs),
+    /// Fine-tune on a GLUE task (or your own data) and write a run folder.
+    #[command(
+        after_help = "Examples:\n  pac-wgpu train --task rte --method vanilla --model assets/models/all-MiniLM-L6-v2 --data-dir ../shared/glue --epochs 10 --device cpu\n  pac-wgpu train --task mrpc --output-dir runs/mrpc --resume"
+    )]
+    Train(Box<train::TrainArgs>),
+    /// Score a run's checkpoint on a labelled split.
+    #[command(
+        after_help = "Examples:\n  pac-wgpu eval --run runs/rte-vanilla-42\n  pac-wgpu eval --run runs/rte-vanilla-42 --checkpoint last --json"
+    )]
+    Eval(eval::EvalArgs),
+    /// Write a run's predictions in the GLUE submission format.
+    #[command(
+        after_help = "Examples:\n  pac-wgpu predict --run runs/rte-vanilla-42 --split test --out RTE.tsv"
+    )]
+    Predict(eval::PredictArgs),
 }
 
 pub fn run() -> anyhow::Result<()> {
@@ -53,5 +70,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Encode(args) => encode::run(args, &cli.global),
         Command::Data(args) => data::run(args),
         Command::Score(args) => score::run(args),
+        Command::Train(args) => train::run(args, &cli.global),
+        Command::Eval(args) => eval::run(args, &cli.global),
+        Command::Predict(args) => eval::predict(args, &cli.global),
     }
 }

@@ -42,7 +42,7 @@ impl DataError {
 }
 
 /// Column names to read from a user's TSV/CSV header or JSONL keys.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Columns {
     pub text_a: String,
     pub text_b: Option<String>,

@@ -45,6 +45,13 @@ impl SplitMix64 {
         }
     }
 
+    /// A standard normal draw (Box-Muller on two 53-bit uniforms).
+    pub fn normal(&mut self) -> f64 {
+        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
     /// Fisher–Yates over the first `k` positions: afterwards `items[..k]` is a uniform draw
     /// without replacement, in draw order. `k = items.len()` shuffles the whole slice.
     pub fn partial_shuffle<T>(&mut self, items: &mut [T], k: usize) {

@@ -5,19 +5,24 @@
 //! spellings differ because Rust forbids them: HF `LayerNorm` is `layer_norm` and HF
 //! `attention.self` is `attention.self_attn` (see [`super::load`], which maps them).
 
-use burn::module::Module;
+use burn::module::{Module, Param};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::glue::sample::SplitMix64;
 
 use super::config::BertConfig;
 
 /// Added to attention scores at padded key positions (HF uses the dtype's minimum; any value
 /// that underflows `exp` gives the same probabilities).
 const MASKED_SCORE: f32 = -1e9;
+
+/// Separates the head-initialisation stream from other uses of the run seed (ASCII "head").
+const HEAD_STREAM: u64 = 0x6865_6164;
 
 /// Exact (erf) GELU, written with primitive ops so autodiff differentiates the exact function.
 fn gelu(x: Tensor<3>) -> Tensor<3> {
@@ -235,23 +240,26 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// A classifier whose head is initialised like HF's (normal, std 0.02; zero bias).
+    /// A classifier whose head is initialised like HF's: weights N(0, 0.02²) drawn from
+    /// SplitMix64(`seed`) on the host (the same on every device), zero bias.
     pub fn new(
         bert: Bert,
         hidden: usize,
         num_labels: usize,
         dropout: f64,
+        seed: u64,
         device: &Device,
     ) -> Self {
-        let out = LinearConfig::new(hidden, num_labels)
-            .with_initializer(Initializer::Normal {
-                mean: 0.0,
-                std: 0.02,
-            })
-            .init(device);
+        let mut rng = SplitMix64::new(seed ^ HEAD_STREAM);
+        let weights: Vec<f32> = (0..hidden * num_labels)
+            .map(|_| (rng.normal() * 0.02) as f32)
+            .collect();
         let out = Linear {
-            bias: out.bias.map(|b| b.map(|t| t.zeros_like())),
-            ..out
+            weight: Param::from_tensor(Tensor::from_data(
+                TensorData::new(weights, [hidden, num_labels]),
+                device,
+            )),
+            bias: Some(Param::from_tensor(Tensor::zeros([num_labels], device))),
         };
         Classifier {
             bert,

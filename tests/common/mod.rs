@@ -94,3 +94,46 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 pub fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_pac-wgpu"))
 }
+
+/// `$GLUE_DIR`, else `../shared/glue` beside the checkout.
+pub fn glue_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("GLUE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate_dir().join("../shared/glue"));
+    if dir.join("MRPC/train.tsv").is_file() {
+        Some(dir)
+    } else {
+        missing(&format!("GLUE data at {}", dir.display()), "set GLUE_DIR")
+    }
+}
+
+/// The `--device` index of the first software wgpu adapter (lavapipe).
+pub fn lavapipe_index() -> Option<usize> {
+    lavapipe()?;
+    adapters().iter().find(|a| a.kind == "cpu").map(|a| a.index)
+}
+
+/// Runs the binary and returns stdout, failing the test with stderr when it exits non-zero.
+pub fn run_ok(cmd: &mut std::process::Command) -> String {
+    let out = cmd.output().expect("run pac-wgpu");
+    assert!(
+        out.status.success(),
+        "pac-wgpu failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// history.jsonl without the timing fields, which legitimately differ between runs.
+pub fn history_without_timings(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let obj = v.as_object_mut().unwrap();
+            obj.retain(|k, _| !k.ends_with("_seconds") && !k.ends_with("_per_s"));
+            v
+        })
+        .collect()
+}

@@ -1,0 +1,109 @@
+// The KL term of PAC-tuning. Launched only by src/pac/kl.rs, whose CPU code is this file's twin.
+//
+// Sums of trainable tensor j: S_j = Σ exp(2p), P_j = Σ p, D_j = Σ (θ − θ0)², in two launches:
+//   OP_PARTIALS, once per tensor: up to 256 workgroups stride over its elements and tree-reduce
+//     in workgroup memory; workgroup w writes slot w of the tensor's 256 slots in `partials`
+//     (workgroup 0 zeroes the slots no workgroup owns);
+//   OP_FINISH, once for all tensors: workgroup j tree-reduces the 256 slots of tensor j into
+//     out[3j..3j + 3] = (S_j, P_j, D_j).
+// OP_GRAD_THETA adds the KL pull towards θ0 to a θ gradient, one thread per element on a 2-D grid:
+//   out = g + exp(−2 b_j)·kl_coef·(θ − θ0).
+//
+// Every storage binding is read_write, as cubecl binds them (tensors share pages).
+
+struct Params {
+    op: u32,       // one of the OP_ constants
+    n: u32,        // elements of tensor j (OP_PARTIALS, OP_GRAD_THETA)
+    j: u32,        // the tensor's slot block in `partials` (OP_PARTIALS), its index in b (OP_GRAD_THETA)
+    kl_coef: f32,  // OP_GRAD_THETA: 1/(nγ)
+}
+
+const OP_PARTIALS: u32 = 0u;
+const OP_FINISH: u32 = 1u;
+const OP_GRAD_THETA: u32 = 2u;
+const SLOTS: u32 = 256u;
+
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> theta: array<f32>;
+@group(0) @binding(2) var<storage, read_write> theta0: array<f32>;
+@group(0) @binding(3) var<storage, read_write> p: array<f32>;
+@group(0) @binding(4) var<storage, read_write> g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> b: array<f32>;         // every b_j
+@group(0) @binding(6) var<storage, read_write> partials: array<f32>;  // 3 per slot, 256 slots per tensor
+@group(0) @binding(7) var<uniform> params: Params;
+
+var<workgroup> acc: array<vec3<f32>, 256>;
+
+// Σ acc[0..256] once every lane has stored its value; call from uniform control flow.
+fn workgroup_sum(lane: u32) -> vec3<f32> {
+    workgroupBarrier();
+    for (var half = 128u; half > 0u; half >>= 1u) {
+        if lane < half {
+            acc[lane] += acc[lane + half];
+        }
+        workgroupBarrier();
+    }
+    return acc[0];
+}
+
+fn write_slot(slot: u32, v: vec3<f32>) {
+    partials[3u * slot] = v.x;
+    partials[3u * slot + 1u] = v.y;
+    partials[3u * slot + 2u] = v.z;
+}
+
+fn partial_sums(w: u32, groups: u32, lane: u32) {
+    var s = vec3<f32>(0.0);
+    for (var i = w * 256u + lane; i < params.n; i += groups * 256u) {
+        let pi = p[i];
+        let d = theta[i] - theta0[i];
+        s += vec3<f32>(exp(2.0 * pi), pi, d * d);
+    }
+    acc[lane] = s;
+    let total = workgroup_sum(lane);
+    let base = params.j * SLOTS;
+    if lane == 0u {
+        write_slot(base + w, total);
+    }
+    if w == 0u && lane >= groups {
+        write_slot(base + lane, vec3<f32>(0.0));
+    }
+}
+
+fn finish(j: u32, lane: u32) {
+    let slot = 3u * (j * SLOTS + lane);
+    acc[lane] = vec3<f32>(partials[slot], partials[slot + 1u], partials[slot + 2u]);
+    let total = workgroup_sum(lane);
+    if lane == 0u {
+        out[3u * j] = total.x;
+        out[3u * j + 1u] = total.y;
+        out[3u * j + 2u] = total.z;
+    }
+}
+
+fn grad_theta(i: u32) {
+    if i >= params.n {
+        return;
+    }
+    let coef = exp(-2.0 * b[params.j]) * params.kl_coef;
+    out[i] = g[i] + coef * (theta[i] - theta0[i]);
+}
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    switch params.op {
+        case OP_PARTIALS: {
+            partial_sums(group.x, groups.x, lane);
+        }
+        case OP_FINISH: {
+            finish(group.x, lane);
+        }
+        default: {
+            grad_theta((group.y * groups.x + group.x) * 256u + lane);
+        }
+    }
+}

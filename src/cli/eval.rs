@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use pac_wgpu::device::select;
+use pac_wgpu::glue::Split;
+use pac_wgpu::report::write_atomic;
+use pac_wgpu::train::{Trained, predictions_tsv};
+
+use super::GlobalArgs;
+
+#[derive(clap::Args, Debug)]
+pub struct EvalArgs {
+    /// A run folder written by `pac-wgpu train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// best or last.
+    #[arg(long, default_value = "best")]
+    checkpoint: String,
+    /// train, dev or test (test has no labels: use `predict`).
+    #[arg(long, default_value = "dev")]
+    split: Split,
+    /// Print {"split": .., "n": N, "metrics": {..}}.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
+    let selected = select(global.device)?;
+    let trained = Trained::open(&args.run, &args.checkpoint, &selected.device)?;
+    let (predictions, metrics) = trained.evaluate(args.split, &selected.device)?;
+    let Some(metrics) = metrics else {
+        bail!(
+            "--split {}: has no labels to score; use `pac-wgpu predict`",
+            args.split.name()
+        );
+    };
+    if args.json {
+        let value = serde_json::json!({
+            "task": trained.task.name(),
+            "split": args.split.name(),
+            "checkpoint": args.checkpoint,
+            "n": predictions.len(),
+            "metrics": metrics,
+        });
+        println!("{value}");
+    } else {
+        println!(
+            "{} {} ({} examples, checkpoint {})",
+            trained.task,
+            args.split.name(),
+            predictions.len(),
+            args.checkpoint
+        );
+        for (name, value) in metrics.as_object().into_iter().flatten() {
+            println!("  {name:<10} {:.4}", value.as_f64().unwrap_or(f64::NAN));
+        }
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PredictArgs {
+    /// A run folder written by `pac-wgpu train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// best or last.
+    #[arg(long, default_value = "best")]
+    checkpoint: String,
+    /// train, dev or test.
+    #[arg(long, default_value = "test")]
+    split: Split,
+    /// Where to write `index<TAB>prediction` lines. [default: <run>/predictions/<TASK>-<split>.tsv]
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+pub fn predict(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
+    let selected = select(global.device)?;
+    let trained = Trained::open(&args.run, &args.checkpoint, &selected.device)?;
+    let (predictions, _) = trained.evaluate(args.split, &selected.device)?;
+    let out = match &args.out {
+        Some(path) => path.clone(),
+        None => {
+            let dir = args.run.join("predictions");
+            std::fs::create_dir_all(&dir)?;
+            dir.join(format!("{}-{}.tsv", trained.task.name(), args.split.name()))
+        }
+    };
+    write_atomic(&out, predictions_tsv(trained.task, &predictions).as_bytes())?;
+    println!(
+        "wrote {} predictions to {}",
+        predictions.len(),
+        out.display()
+    );
+    Ok(())
+}

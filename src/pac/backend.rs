@@ -1,0 +1,363 @@
+//! The backend extension behind [`noise`](super::noise) and [`kl`](super::kl): WGSL kernels on
+//! wgpu devices (`Cube`), plain Rust on the CPU device (`Flex`). Each method only forwards to the
+//! file that owns the shader; callers use the `Tensor` functions there.
+
+use std::borrow::Cow;
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, into_contiguous};
+use burn::backend::{Backend, Cube, ExtensionType, Flex, backend_extension};
+use burn::cubecl::client::Client;
+use burn::cubecl::prelude::BufferIOAttr;
+use burn::cubecl::server::{Handle, KernelArguments, MetadataBindingInfo};
+use burn::cubecl::{CubeCount, CubeDim};
+use burn::tensor::{DType, Shape, TensorData};
+
+use super::{kl, noise};
+
+/// Where τ comes from.
+#[derive(ExtensionType)]
+pub enum Tau<B: Backend> {
+    /// Philox4x32-10 keyed by (seed, step), counter (element index, tensor id).
+    Philox { seed: u32, step: u32 },
+    /// A caller's τ, used as given.
+    Given(FloatTensor<B>),
+}
+
+/// Which way [`PacBackend::pac_perturb`] moves θ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Perturb {
+    /// θ + exp(p)·τ
+    Inject,
+    /// θ − exp(p)·τ
+    Remove,
+}
+
+#[backend_extension(Cube, Flex)]
+pub trait PacBackend: Backend {
+    /// θ ± exp(p)·τ for tensor `j`.
+    fn pac_perturb(
+        theta: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        #[extension_type] tau: Tau<Self>,
+        j: u32,
+        way: Perturb,
+    ) -> FloatTensor<Self>;
+
+    /// exp(p)·τ·g + kl_coef·(exp(2(p − b_j)) − 1) for tensor `j`.
+    fn pac_grad_p(
+        p: FloatTensor<Self>,
+        g: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        #[extension_type] tau: Tau<Self>,
+        j: u32,
+        kl_coef: f32,
+    ) -> FloatTensor<Self>;
+
+    /// τ of shape `shape` for tensor `j`, on the device of `on`.
+    fn pac_draw(
+        on: FloatTensor<Self>,
+        shape: Shape,
+        seed: u32,
+        step: u32,
+        j: u32,
+    ) -> FloatTensor<Self>;
+
+    /// Philox output word `word` (0..4) for each element, as u32.
+    fn pac_philox_word(
+        on: FloatTensor<Self>,
+        shape: Shape,
+        seed: u32,
+        step: u32,
+        j: u32,
+        word: u32,
+    ) -> IntTensor<Self>;
+
+    /// `partials` (256 slots of (Σ exp(2p), Σ p, Σ (θ − θ0)²) per tensor, flat) with the slots
+    /// of tensor `j` filled from its θ, θ0 and p.
+    fn pac_kl_partials(
+        partials: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        theta0: FloatTensor<Self>,
+        p: FloatTensor<Self>,
+        j: u32,
+    ) -> FloatTensor<Self>;
+
+    /// Each tensor's slots of `partials` summed: shape [L, 3].
+    fn pac_kl_finish(partials: FloatTensor<Self>) -> FloatTensor<Self>;
+
+    /// g + exp(−2 b_j)·kl_coef·(θ − θ0).
+    fn pac_kl_grad_theta(
+        g: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        theta0: FloatTensor<Self>,
+        b: FloatTensor<Self>,
+        j: u32,
+        kl_coef: f32,
+    ) -> FloatTensor<Self>;
+}
+
+impl PacBackend for Cube {
+    fn pac_perturb(
+        theta: CubeTensor,
+        p: CubeTensor,
+        tau: Tau<Self>,
+        j: u32,
+        way: Perturb,
+    ) -> CubeTensor {
+        noise::perturb_wgsl(theta, p, tau, j, way)
+    }
+
+    fn pac_grad_p(
+        p: CubeTensor,
+        g: CubeTensor,
+        b: CubeTensor,
+        tau: Tau<Self>,
+        j: u32,
+        kl_coef: f32,
+    ) -> CubeTensor {
+        noise::grad_p_wgsl(p, g, b, tau, j, kl_coef)
+    }
+
+    fn pac_draw(on: CubeTensor, shape: Shape, seed: u32, step: u32, j: u32) -> CubeTensor {
+        noise::draw_wgsl(on, shape, seed, step, j, None)
+    }
+
+    fn pac_philox_word(
+        on: CubeTensor,
+        shape: Shape,
+        seed: u32,
+        step: u32,
+        j: u32,
+        word: u32,
+    ) -> CubeTensor {
+        noise::draw_wgsl(on, shape, seed, step, j, Some(word))
+    }
+
+    fn pac_kl_partials(
+        partials: CubeTensor,
+        theta: CubeTensor,
+        theta0: CubeTensor,
+        p: CubeTensor,
+        j: u32,
+    ) -> CubeTensor {
+        kl::partials_wgsl(partials, theta, theta0, p, j)
+    }
+
+    fn pac_kl_finish(partials: CubeTensor) -> CubeTensor {
+        kl::finish_wgsl(partials)
+    }
+
+    fn pac_kl_grad_theta(
+        g: CubeTensor,
+        theta: CubeTensor,
+        theta0: CubeTensor,
+        b: CubeTensor,
+        j: u32,
+        kl_coef: f32,
+    ) -> CubeTensor {
+        kl::grad_theta_wgsl(g, theta, theta0, b, j, kl_coef)
+    }
+}
+
+impl PacBackend for Flex {
+    fn pac_perturb(
+        theta: FlexTensor,
+        p: FlexTensor,
+        tau: Tau<Self>,
+        j: u32,
+        way: Perturb,
+    ) -> FlexTensor {
+        noise::perturb_cpu(theta, p, tau, j, way)
+    }
+
+    fn pac_grad_p(
+        p: FlexTensor,
+        g: FlexTensor,
+        b: FlexTensor,
+        tau: Tau<Self>,
+        j: u32,
+        kl_coef: f32,
+    ) -> FlexTensor {
+        noise::grad_p_cpu(p, g, b, tau, j, kl_coef)
+    }
+
+    fn pac_draw(_on: FlexTensor, shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {
+        noise::draw_cpu(shape, seed, step, j)
+    }
+
+    fn pac_philox_word(
+        _on: FlexTensor,
+        shape: Shape,
+        seed: u32,
+        step: u32,
+        j: u32,
+        word: u32,
+    ) -> FlexTensor {
+        noise::philox_word_cpu(shape, seed, step, j, word)
+    }
+
+    fn pac_kl_partials(
+        partials: FlexTensor,
+        theta: FlexTensor,
+        theta0: FlexTensor,
+        p: FlexTensor,
+        j: u32,
+    ) -> FlexTensor {
+        kl::partials_cpu(partials, theta, theta0, p, j)
+    }
+
+    fn pac_kl_finish(partials: FlexTensor) -> FlexTensor {
+        kl::finish_cpu(partials)
+    }
+
+    fn pac_kl_grad_theta(
+        g: FlexTensor,
+        theta: FlexTensor,
+        theta0: FlexTensor,
+        b: FlexTensor,
+        j: u32,
+        kl_coef: f32,
+    ) -> FlexTensor {
+        kl::grad_theta_cpu(g, theta, theta0, b, j, kl_coef)
+    }
+}
+
+// ---- wgpu side -------------------------------------------------------------------------------
+
+/// Threads per workgroup in every shader under shaders/.
+pub(super) const WORKGROUP: u32 = 256;
+
+/// The f32 tensor laid out as one dense row-major array, as the shaders index it.
+pub(super) fn dense(t: CubeTensor) -> CubeTensor {
+    assert_eq!(t.dtype, DType::F32, "PAC kernels take f32 tensors");
+    into_contiguous(t)
+}
+
+/// A fresh dense tensor of `shape` on `like`'s device.
+pub(super) fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
+    let handle = like.client.empty(shape.num_elements() * dtype.size());
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        dtype,
+    )
+}
+
+/// One thread per element: ⌈n / 256⌉ workgroups, folded into a second grid dimension past the
+/// 65 535 a dimension allows.
+pub(super) fn elementwise_grid(n: usize) -> CubeCount {
+    let groups = u32::try_from(n.div_ceil(WORKGROUP as usize)).expect("tensor too large");
+    let x = groups.clamp(1, 65_535);
+    CubeCount::Static(x, groups.div_ceil(x), 1)
+}
+
+/// How a kernel uses a bound buffer; `Unused` fills a binding the current op does not touch.
+pub(super) enum Io {
+    Read,
+    Write,
+    Unused,
+}
+
+/// Launches `kernel` with `buffers` at bindings 0.. and `params` as the uniform right after
+/// them (a WGSL uniform struct is a multiple of 16 bytes: four words).
+pub(super) fn launch<K: KernelSource>(
+    client: &Client,
+    kernel: K,
+    grid: CubeCount,
+    buffers: &[(&Handle, Io)],
+    params: &[u32],
+) {
+    assert!(params.len() % 4 == 0, "uniform params come in fours");
+    let mut args = KernelArguments::new();
+    for (handle, io) in buffers {
+        let io = match io {
+            Io::Read => BufferIOAttr::ReadOnly,
+            Io::Write => BufferIOAttr::WriteOnly,
+            Io::Unused => BufferIOAttr::Dead,
+        };
+        args = args.with_buffer_io((*handle).clone().binding(), io);
+    }
+    let words = params
+        .chunks(2)
+        .map(|pair| u64::from(pair[0]) | u64::from(pair[1]) << 32)
+        .collect();
+    client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
+        grid,
+        args.with_info(MetadataBindingInfo::custom(words)),
+    );
+}
+
+// ---- CPU side --------------------------------------------------------------------------------
+
+/// The f32 values of `t` in row-major order, borrowed when already dense.
+pub(super) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    assert_eq!(t.dtype(), DType::F32, "PAC kernels take f32 tensors");
+    match t.as_slice::<f32>() {
+        Some(slice) => Cow::Borrowed(slice),
+        None => Cow::Owned(
+            t.to_contiguous()
+                .into_data()
+                .try_into_vec()
+                .expect("f32 data"),
+        ),
+    }
+}
+
+pub(super) fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The fewest elements worth a thread of their own.
+const CPU_CHUNK: usize = 1 << 16;
+
+/// `f(0..n)` computed over the CPU's threads.
+pub(super) fn par_map(n: usize, f: impl Fn(usize) -> f32 + Sync) -> Vec<f32> {
+    let chunk = chunk_len(n);
+    if chunk >= n {
+        return (0..n).map(f).collect();
+    }
+    let mut out = vec![0.0; n];
+    std::thread::scope(|scope| {
+        for (c, part) in out.chunks_mut(chunk).enumerate() {
+            let f = &f;
+            scope.spawn(move || {
+                for (k, o) in part.iter_mut().enumerate() {
+                    *o = f(c * chunk + k);
+                }
+            });
+        }
+    });
+    out
+}
+
+/// Σ over 0..n of `f`, in f64, over the CPU's threads.
+pub(super) fn par_sum(n: usize, f: impl Fn(usize) -> [f64; 3] + Sync) -> [f64; 3] {
+    let sum = |range: std::ops::Range<usize>| range.map(&f).fold([0.0; 3], add3);
+    let chunk = chunk_len(n);
+    if chunk >= n {
+        return sum(0..n);
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..n.div_ceil(chunk))
+            .map(|c| scope.spawn(move || sum(c * chunk..n.min((c + 1) * chunk))))
+            .collect();
+        parts
+            .into_iter()
+            .map(|part| part.join().expect("CPU kernel thread panicked"))
+            .fold([0.0; 3], add3)
+    })
+}
+
+fn add3(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+}
+
+fn chunk_len(n: usize) -> usize {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    n.div_ceil(threads).max(CPU_CHUNK)
+}

@@ -1,0 +1,283 @@
+//! The KL term of PAC-tuning, per trainable tensor j: the sums the closed form needs
+//! (S_j = Σ exp(2p), Σ p, D_j = Σ (θ − θ0)²) and the closed-form pull of θ towards θ0.
+//!
+//! On wgpu devices the work runs in shaders/kl.wgsl (launched only from here), with a
+//! workgroup tree reduction instead of Burn's whole-tensor `sum()`, which is wrong on lavapipe
+//! past ~262k elements; on the CPU device it runs the same formulas in Rust, summing in f64.
+//! Results stay on the device: the caller reads a number only where it needs one.
+//!
+//! Inputs may live on an autodiff device (their values are used); every result is a plain tensor
+//! on the inner device, and none of these operations is recorded for autodiff.
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::wgpu::CubeTensor;
+use burn::backend::{Dispatch, TensorMetadata};
+use burn::cubecl::CubeCount;
+use burn::tensor::{DType, Shape, Tensor};
+
+use super::backend::{
+    Io, PacBackend, WORKGROUP, dense, elementwise_grid, empty, flex_tensor, launch, par_map,
+    par_sum, values,
+};
+
+/// Row j of the result is (S_j, Σ p_j, D_j) = (Σ exp(2p_j), Σ p_j, Σ (θ_j − θ0_j)²) for the
+/// j-th tensors of the three lists, each flattened to one dimension; shape [L, 3].
+///
+/// One launch per tensor fills that tensor's partial sums, one more adds them all up.
+pub fn sums(theta: &[Tensor<1>], theta0: &[Tensor<1>], p: &[Tensor<1>]) -> Tensor<2> {
+    let tensors = theta.len();
+    assert!(
+        tensors > 0 && theta0.len() == tensors && p.len() == tensors,
+        "one θ, θ0 and p per trainable tensor"
+    );
+    let device = theta[0].clone().inner().device();
+    let mut partials = Tensor::<1>::empty([tensors * SLOTS * 3], &device).into_dispatch();
+    for j in 0..tensors {
+        partials = <Dispatch as PacBackend>::pac_kl_partials(
+            partials,
+            theta[j].clone().inner().into_dispatch(),
+            theta0[j].clone().inner().into_dispatch(),
+            p[j].clone().inner().into_dispatch(),
+            j as u32,
+        );
+    }
+    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_kl_finish(partials))
+}
+
+/// g + coef·(θ − θ0) with coef = exp(−2 b_j)·kl_coef: adds ∂loss2/∂θ, the KL pull towards θ0,
+/// to the gradient `g` of trainable tensor `j`. `b` holds every b_j; kl_coef = 1/(nγ).
+pub fn grad_theta<const D: usize>(
+    g: Tensor<D>,
+    theta: &Tensor<D>,
+    theta0: &Tensor<D>,
+    b: &Tensor<1>,
+    j: u32,
+    kl_coef: f32,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_kl_grad_theta(
+        g.inner().into_dispatch(),
+        theta.clone().inner().into_dispatch(),
+        theta0.clone().inner().into_dispatch(),
+        b.clone().inner().into_dispatch(),
+        j,
+        kl_coef,
+    ))
+}
+
+/// Partial-sum slots per tensor, which is also the most workgroups one tensor's pass uses.
+const SLOTS: usize = 256;
+
+fn check_partials(shape: &Shape, j: u32) {
+    let len = shape.num_elements();
+    assert!(
+        len % (3 * SLOTS) == 0 && (j as usize) < len / (3 * SLOTS),
+        "no partial-sum slots for tensor {j}"
+    );
+}
+
+// ---- wgpu: shaders/kl.wgsl -------------------------------------------------------------------
+
+/// shaders/kl.wgsl as a cubecl kernel.
+mod shader {
+    use burn::backend::wgpu::{KernelSource, SourceTemplate, kernel_source};
+    use burn::cubecl::prelude::KernelId;
+    use derive_new::new;
+
+    kernel_source!(KlKernel, "../../shaders/kl.wgsl");
+
+    impl KernelSource for KlKernel {
+        fn source(&self) -> SourceTemplate {
+            // The inherent `source` the macro generated: the shader text.
+            KlKernel::source(self)
+        }
+
+        fn id(&self) -> KernelId {
+            KernelId::new::<Self>()
+        }
+
+        fn lang(&self) -> &'static str {
+            "wgsl"
+        }
+    }
+}
+
+/// The `op` codes of shaders/kl.wgsl.
+const OP_PARTIALS: u32 = 0;
+const OP_FINISH: u32 = 1;
+const OP_GRAD_THETA: u32 = 2;
+
+pub(super) fn partials_wgsl(
+    partials: CubeTensor,
+    theta: CubeTensor,
+    theta0: CubeTensor,
+    p: CubeTensor,
+    j: u32,
+) -> CubeTensor {
+    let (theta, theta0, p) = (dense(theta), dense(theta0), dense(p));
+    let n = theta.shape().num_elements();
+    assert!(
+        theta0.shape().num_elements() == n && p.shape().num_elements() == n,
+        "θ, θ0 and p of tensor {j} differ in size"
+    );
+    check_partials(&partials.shape(), j);
+    assert!(
+        partials.is_contiguous() && partials.can_mut(),
+        "the partial sums are written in place"
+    );
+    let groups = n.div_ceil(WORKGROUP as usize).clamp(1, SLOTS);
+    launch(
+        &theta.client,
+        shader::KlKernel::new(),
+        CubeCount::Static(groups as u32, 1, 1),
+        &[
+            (&theta.handle, Io::Unused),
+            (&theta.handle, Io::Read),
+            (&theta0.handle, Io::Read),
+            (&p.handle, Io::Read),
+            (&theta.handle, Io::Unused),
+            (&theta.handle, Io::Unused),
+            (&partials.handle, Io::Write),
+        ],
+        &[
+            OP_PARTIALS,
+            u32::try_from(n).expect("tensor too large"),
+            j,
+            0,
+        ],
+    );
+    partials
+}
+
+pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
+    let partials = dense(partials);
+    let tensors = partials.shape().num_elements() / (3 * SLOTS);
+    assert!(tensors <= 65_535, "at most 65 535 tensors");
+    let out = empty(&partials, Shape::new([tensors, 3]), DType::F32);
+    launch(
+        &partials.client,
+        shader::KlKernel::new(),
+        CubeCount::Static(tensors as u32, 1, 1),
+        &[
+            (&out.handle, Io::Write),
+            (&partials.handle, Io::Unused),
+            (&partials.handle, Io::Unused),
+            (&partials.handle, Io::Unused),
+            (&partials.handle, Io::Unused),
+            (&partials.handle, Io::Unused),
+            (&partials.handle, Io::Read),
+        ],
+        &[OP_FINISH, 0, 0, 0],
+    );
+    out
+}
+
+pub(super) fn grad_theta_wgsl(
+    g: CubeTensor,
+    theta: CubeTensor,
+    theta0: CubeTensor,
+    b: CubeTensor,
+    j: u32,
+    kl_coef: f32,
+) -> CubeTensor {
+    let (g, theta, theta0, b) = (dense(g), dense(theta), dense(theta0), dense(b));
+    assert!(
+        g.shape() == theta.shape() && theta.shape() == theta0.shape(),
+        "g, θ and θ0 must have the same shape"
+    );
+    assert!(
+        (j as usize) < b.shape().num_elements(),
+        "b has no entry {j}"
+    );
+    let n = g.shape().num_elements();
+    let out = empty(&g, g.shape(), DType::F32);
+    launch(
+        &g.client,
+        shader::KlKernel::new(),
+        elementwise_grid(n),
+        &[
+            (&out.handle, Io::Write),
+            (&theta.handle, Io::Read),
+            (&theta0.handle, Io::Read),
+            (&theta.handle, Io::Unused),
+            (&g.handle, Io::Read),
+            (&b.handle, Io::Read),
+            (&theta.handle, Io::Unused),
+        ],
+        &[
+            OP_GRAD_THETA,
+            u32::try_from(n).expect("tensor too large"),
+            j,
+            kl_coef.to_bits(),
+        ],
+    );
+    out
+}
+
+// ---- CPU: the same formulas in Rust ----------------------------------------------------------
+
+/// Tensor `j`'s slots: its sums, summed in f64, in the first, zeros in the rest.
+pub(super) fn partials_cpu(
+    partials: FlexTensor,
+    theta: FlexTensor,
+    theta0: FlexTensor,
+    p: FlexTensor,
+    j: u32,
+) -> FlexTensor {
+    let (theta, theta0, p) = (values(&theta), values(&theta0), values(&p));
+    assert!(
+        theta0.len() == theta.len() && p.len() == theta.len(),
+        "θ, θ0 and p of tensor {j} differ in size"
+    );
+    check_partials(&partials.shape(), j);
+    let sums = par_sum(theta.len(), |i| {
+        let (pi, d) = (f64::from(p[i]), f64::from(theta[i] - theta0[i]));
+        [(2.0 * pi).exp(), pi, d * d]
+    });
+    let mut partials = partials;
+    assert!(
+        partials.is_contiguous() && partials.layout().start_offset() == 0,
+        "the partial sums are written in place"
+    );
+    let j = j as usize;
+    let slots = &mut partials.storage_mut::<f32>()[3 * SLOTS * j..3 * SLOTS * (j + 1)];
+    slots.fill(0.0);
+    slots[..3].copy_from_slice(&sums.map(|s| s as f32));
+    partials
+}
+
+pub(super) fn finish_cpu(partials: FlexTensor) -> FlexTensor {
+    let slots = values(&partials);
+    let out: Vec<f32> = slots
+        .chunks(3 * SLOTS)
+        .flat_map(|tensor| {
+            let sums = tensor.chunks(3).fold([0.0f64; 3], |s, slot| {
+                [
+                    s[0] + f64::from(slot[0]),
+                    s[1] + f64::from(slot[1]),
+                    s[2] + f64::from(slot[2]),
+                ]
+            });
+            sums.map(|s| s as f32)
+        })
+        .collect();
+    let tensors = out.len() / 3;
+    flex_tensor(out, Shape::new([tensors, 3]))
+}
+
+pub(super) fn grad_theta_cpu(
+    g: FlexTensor,
+    theta: FlexTensor,
+    theta0: FlexTensor,
+    b: FlexTensor,
+    j: u32,
+    kl_coef: f32,
+) -> FlexTensor {
+    assert!(
+        g.shape() == theta.shape() && theta.shape() == theta0.shape(),
+        "g, θ and θ0 must have the same shape"
+    );
+    let (g_v, theta_v, theta0_v) = (values(&g), values(&theta), values(&theta0));
+    let coef = (-2.0 * values(&b)[j as usize]).exp() * kl_coef;
+    let out = par_map(g_v.len(), |i| g_v[i] + coef * (theta_v[i] - theta0_v[i]));
+    flex_tensor(out, g.shape())
+}

@@ -1,0 +1,12 @@
+//! PAC-tuning's kernels: weight noise ([`noise`]) and the KL term ([`kl`]), as WGSL compute
+//! shaders on wgpu devices and as plain Rust on the CPU device, behind one Burn backend
+//! extension.
+//!
+//! Names follow the paper: θ the trainable weights, `theta0` (θ0) their values at the start of
+//! fine-tuning, `p` the posterior log-std (σ = exp(p), one per scalar), `b` the prior log-std
+//! (one b_j per trainable tensor j), γ (`gamma`) the bound's temperature, n the number of
+//! training examples.
+
+mod backend;
+pub mod kl;
+pub mod noise;

@@ -1,0 +1,508 @@
+//! The noise of PAC-tuning: τ ~ N(0, I) clipped to [−2, 2], regenerated whenever it is needed
+//! instead of stored.
+//!
+//! τ for element `i` of trainable tensor `j` at (`seed`, `step`) is [`tau`]: Philox4x32-10 with
+//! key (seed, step) and counter (i, j, 0, 0), then Box-Muller on its first two words in f32. On
+//! wgpu devices the work runs in shaders/noise.wgsl (launched only from here); on the CPU device
+//! it runs [`tau`] itself. The Philox words are identical on both. τ takes ln and cos from
+//! polynomials built of +, −, × (not the WGSL built-ins, which Vulkan lets be far off), so it
+//! agrees to about an ulp: a driver may still fuse a multiply-add or round sqrt differently
+//! (tests/kernels.rs measures by how much).
+//!
+//! Inputs may live on an autodiff device (their values are used); every result is a plain tensor
+//! on the inner device, and none of these operations is recorded for autodiff.
+
+use std::borrow::Cow;
+use std::f32::consts::TAU;
+
+use burn::backend::Dispatch;
+use burn::backend::flex::FlexTensor;
+use burn::backend::wgpu::CubeTensor;
+use burn::backend::{Cube, Flex, TensorMetadata};
+use burn::cubecl::server::Handle;
+use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
+
+use super::backend::{
+    Io, PacBackend, Perturb, Tau, dense, elementwise_grid, empty, flex_tensor, launch, par_map,
+    values,
+};
+
+/// Where the τ of an operation comes from.
+pub enum NoiseSource<const D: usize> {
+    /// The generator, keyed by (seed, step); the tensor id comes with each call.
+    Philox { seed: u32, step: u32 },
+    /// A τ tensor of θ's shape, used exactly as given (for parity tests against recorded noise).
+    Given(Tensor<D>),
+}
+
+impl<const D: usize> NoiseSource<D> {
+    fn to_dispatch(&self) -> Tau<Dispatch> {
+        match self {
+            Self::Philox { seed, step } => Tau::Philox {
+                seed: *seed,
+                step: *step,
+            },
+            Self::Given(tau) => Tau::Given(tau.clone().inner().into_dispatch()),
+        }
+    }
+}
+
+/// θ' = θ + exp(p)·τ for trainable tensor `j`.
+pub fn inject<const D: usize>(
+    theta: Tensor<D>,
+    p: &Tensor<D>,
+    j: u32,
+    noise: &NoiseSource<D>,
+) -> Tensor<D> {
+    perturb(theta, p, j, noise, Perturb::Inject)
+}
+
+/// θ = θ' − exp(p)·τ: undoes [`inject`] with the same τ, regenerated.
+pub fn remove<const D: usize>(
+    theta: Tensor<D>,
+    p: &Tensor<D>,
+    j: u32,
+    noise: &NoiseSource<D>,
+) -> Tensor<D> {
+    perturb(theta, p, j, noise, Perturb::Remove)
+}
+
+fn perturb<const D: usize>(
+    theta: Tensor<D>,
+    p: &Tensor<D>,
+    j: u32,
+    noise: &NoiseSource<D>,
+    way: Perturb,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_perturb(
+        theta.inner().into_dispatch(),
+        p.clone().inner().into_dispatch(),
+        noise.to_dispatch(),
+        j,
+        way,
+    ))
+}
+
+/// The gradient of p for trainable tensor `j`, fused:
+/// g_p = exp(p)·τ·g + kl_coef·(exp(2(p − b_j)) − 1), where g = ∂loss1/∂θ' and the second term
+/// is ∂loss2/∂p with kl_coef = 1/(nγ) (pass 0 where the KL term is off). `b` holds every b_j.
+pub fn grad_p<const D: usize>(
+    p: &Tensor<D>,
+    g: &Tensor<D>,
+    b: &Tensor<1>,
+    j: u32,
+    noise: &NoiseSource<D>,
+    kl_coef: f32,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_grad_p(
+        p.clone().inner().into_dispatch(),
+        g.clone().inner().into_dispatch(),
+        b.clone().inner().into_dispatch(),
+        noise.to_dispatch(),
+        j,
+        kl_coef,
+    ))
+}
+
+/// τ itself for trainable tensor `j`, of shape `shape`.
+pub fn draw<const D: usize>(
+    shape: [usize; D],
+    device: &Device,
+    seed: u32,
+    step: u32,
+    j: u32,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_draw(
+        anchor(device),
+        Shape::from(shape),
+        seed,
+        step,
+        j,
+    ))
+}
+
+/// Philox output word `word` (0..4) behind each element's τ, as u32: lets tests prove the
+/// generator is the same integer stream on every device.
+pub fn philox_words<const D: usize>(
+    shape: [usize; D],
+    device: &Device,
+    seed: u32,
+    step: u32,
+    j: u32,
+    word: u32,
+) -> Tensor<D, Int> {
+    assert!(word < 4, "Philox4x32 has four output words");
+    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_philox_word(
+        anchor(device),
+        Shape::from(shape),
+        seed,
+        step,
+        j,
+        word,
+    ))
+}
+
+/// A one-element tensor that tells the extension which device to run on.
+fn anchor(device: &Device) -> burn::backend::DispatchTensor {
+    Tensor::<1>::empty([1], device).inner().into_dispatch()
+}
+
+/// Philox4x32-10 (Salmon et al., SC 2011): the four output words for `counter` under `key`.
+pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
+    const M0: u32 = 0xD251_1F53;
+    const M1: u32 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    let mulhilo = |a: u32, b: u32| {
+        let product = u64::from(a) * u64::from(b);
+        ((product >> 32) as u32, product as u32)
+    };
+    let (mut c, mut k) = (counter, key);
+    for _ in 0..10 {
+        let (hi0, lo0) = mulhilo(M0, c[0]);
+        let (hi1, lo1) = mulhilo(M1, c[2]);
+        c = [hi1 ^ c[1] ^ k[0], lo1, hi0 ^ c[3] ^ k[1], lo0];
+        k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+    }
+    c
+}
+
+/// τ for element `i` of trainable tensor `j` at (`seed`, `step`): the reference the WGSL
+/// kernel is tested against, operation for operation.
+pub fn tau(seed: u32, step: u32, j: u32, i: u32) -> f32 {
+    const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
+    let [x0, x1, _, _] = philox4x32_10([i, j, 0, 0], [seed, step]);
+    let u1 = ((x0 >> 8) + 1) as f32 * TWO_POW_MINUS_24;
+    ((-2.0 * ln_unit(u1)).sqrt() * cos_turn(x1 >> 8)).clamp(-2.0, 2.0)
+}
+
+/// ln u for u = m · 2⁻²⁴, m ∈ [1, 2²⁴]: u = 2ᵉ·f with f ∈ [√½, √2), then Cephes' logf
+/// polynomial (max error 1.4 ulp over all 2²⁴ inputs). Constants as written in the shader.
+#[allow(clippy::excessive_precision)]
+fn ln_unit(u: f32) -> f32 {
+    const LN_2_HI: f32 = 0.693359375;
+    const LN_2_LO: f32 = -2.12194440e-4;
+    let bits = u.to_bits();
+    let mut e = ((bits >> 23) as i32 - 127) as f32;
+    let mut f = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
+    if f > std::f32::consts::SQRT_2 {
+        f *= 0.5;
+        e += 1.0;
+    }
+    let x = f - 1.0;
+    let z = x * x;
+    let mut y = 7.0376836292e-2;
+    y = y * x - 1.1514610310e-1;
+    y = y * x + 1.1676998740e-1;
+    y = y * x - 1.2420140846e-1;
+    y = y * x + 1.4249322787e-1;
+    y = y * x - 1.6668057665e-1;
+    y = y * x + 2.0000714765e-1;
+    y = y * x - 2.4999993993e-1;
+    y = y * x + 3.3333331174e-1;
+    y = y * x * z;
+    y += LN_2_LO * e;
+    y -= 0.5 * z;
+    x + y + LN_2_HI * e
+}
+
+/// cos(2π n · 2⁻²⁴) for n ∈ [0, 2²⁴): the quadrant from n's top bits, the rest t ∈ [−π/4, π/4)
+/// into Cephes' sinf or cosf polynomial (max error 9·10⁻⁸ over all 2²⁴ inputs).
+#[allow(clippy::excessive_precision)]
+fn cos_turn(n: u32) -> f32 {
+    const TWO_PI_OVER_2_24: f32 = TAU / 16_777_216.0;
+    let a = n + 0x20_0000;
+    let t = ((a & 0x3F_FFFF) as i32 - 0x20_0000) as f32 * TWO_PI_OVER_2_24;
+    let z = t * t;
+    let sin = || ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * t + t;
+    let cos = || {
+        let y =
+            ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z;
+        y - 0.5 * z + 1.0
+    };
+    // Quadrant q: cos, −sin, −cos, sin.
+    let q = (a >> 22) & 3;
+    let value = if q & 1 == 0 { cos() } else { sin() };
+    if (q + 1) & 2 == 0 { value } else { -value }
+}
+
+// ---- wgpu: shaders/noise.wgsl ----------------------------------------------------------------
+
+/// shaders/noise.wgsl as a cubecl kernel.
+mod shader {
+    use burn::backend::wgpu::{KernelSource, SourceTemplate, kernel_source};
+    use burn::cubecl::prelude::KernelId;
+    use derive_new::new;
+
+    kernel_source!(NoiseKernel, "../../shaders/noise.wgsl");
+
+    impl KernelSource for NoiseKernel {
+        fn source(&self) -> SourceTemplate {
+            // The inherent `source` the macro generated: the shader text.
+            NoiseKernel::source(self)
+        }
+
+        fn id(&self) -> KernelId {
+            KernelId::new::<Self>()
+        }
+
+        fn lang(&self) -> &'static str {
+            "wgsl"
+        }
+    }
+}
+
+/// The `op` codes of shaders/noise.wgsl.
+const OP_DRAW: u32 = 0;
+const OP_WORD: u32 = 1;
+const OP_INJECT: u32 = 2;
+const OP_REMOVE: u32 = 3;
+const OP_GRAD_P: u32 = 4;
+
+/// One launch of shaders/noise.wgsl. A binding the op does not read gets `spare`.
+struct NoiseLaunch<'a> {
+    op: u32,
+    out: &'a CubeTensor,
+    x: Option<&'a CubeTensor>,
+    p: Option<&'a CubeTensor>,
+    b: Option<&'a CubeTensor>,
+    tau: &'a Tau<Cube>,
+    spare: &'a CubeTensor,
+    j: u32,
+    word: u32,
+    kl_coef: f32,
+}
+
+impl<'a> NoiseLaunch<'a> {
+    /// `t`'s buffer as an input, or `spare` where the op reads nothing.
+    fn input(&self, t: Option<&'a CubeTensor>) -> (&'a Handle, Io) {
+        match t {
+            Some(t) => (&t.handle, Io::Read),
+            None => (&self.spare.handle, Io::Unused),
+        }
+    }
+
+    fn run(self) {
+        let n = self.out.shape().num_elements();
+        let (seed, step, given) = match self.tau {
+            Tau::Philox { seed, step } => (*seed, *step, None),
+            Tau::Given(tau) => {
+                assert_eq!(
+                    tau.shape().num_elements(),
+                    n,
+                    "given τ must match θ's shape"
+                );
+                (0, 0, Some(tau))
+            }
+        };
+        launch(
+            &self.out.client,
+            shader::NoiseKernel::new(),
+            elementwise_grid(n),
+            &[
+                (&self.out.handle, Io::Write),
+                self.input(self.x),
+                self.input(self.p),
+                self.input(self.b),
+                self.input(given),
+            ],
+            &[
+                self.op,
+                u32::try_from(n).expect("tensor too large"),
+                seed,
+                step,
+                self.j,
+                u32::from(given.is_some()),
+                self.word,
+                self.kl_coef.to_bits(),
+            ],
+        );
+    }
+}
+
+/// A given τ laid out densely, so the shader can index it like θ.
+fn dense_tau(tau: Tau<Cube>) -> Tau<Cube> {
+    match tau {
+        Tau::Given(t) => Tau::Given(dense(t)),
+        philox => philox,
+    }
+}
+
+pub(super) fn perturb_wgsl(
+    theta: CubeTensor,
+    p: CubeTensor,
+    tau: Tau<Cube>,
+    j: u32,
+    way: Perturb,
+) -> CubeTensor {
+    let (theta, p, tau) = (dense(theta), dense(p), dense_tau(tau));
+    assert_eq!(theta.shape(), p.shape(), "θ and p must have the same shape");
+    let out = empty(&theta, theta.shape(), DType::F32);
+    NoiseLaunch {
+        op: match way {
+            Perturb::Inject => OP_INJECT,
+            Perturb::Remove => OP_REMOVE,
+        },
+        out: &out,
+        x: Some(&theta),
+        p: Some(&p),
+        b: None,
+        tau: &tau,
+        spare: &theta,
+        j,
+        word: 0,
+        kl_coef: 0.0,
+    }
+    .run();
+    out
+}
+
+pub(super) fn grad_p_wgsl(
+    p: CubeTensor,
+    g: CubeTensor,
+    b: CubeTensor,
+    tau: Tau<Cube>,
+    j: u32,
+    kl_coef: f32,
+) -> CubeTensor {
+    let (p, g, b, tau) = (dense(p), dense(g), dense(b), dense_tau(tau));
+    assert_eq!(
+        p.shape(),
+        g.shape(),
+        "p and its gradient must have the same shape"
+    );
+    assert!(
+        (j as usize) < b.shape().num_elements(),
+        "b has no entry {j}"
+    );
+    let out = empty(&p, p.shape(), DType::F32);
+    NoiseLaunch {
+        op: OP_GRAD_P,
+        out: &out,
+        x: Some(&g),
+        p: Some(&p),
+        b: Some(&b),
+        tau: &tau,
+        spare: &g,
+        j,
+        word: 0,
+        kl_coef,
+    }
+    .run();
+    out
+}
+
+/// τ (`word` None) or one Philox output word as u32, for every element of `shape`.
+pub(super) fn draw_wgsl(
+    on: CubeTensor,
+    shape: Shape,
+    seed: u32,
+    step: u32,
+    j: u32,
+    word: Option<u32>,
+) -> CubeTensor {
+    let dtype = if word.is_some() {
+        DType::U32
+    } else {
+        DType::F32
+    };
+    let out = empty(&on, shape, dtype);
+    NoiseLaunch {
+        op: if word.is_some() { OP_WORD } else { OP_DRAW },
+        out: &out,
+        x: None,
+        p: None,
+        b: None,
+        tau: &Tau::Philox { seed, step },
+        spare: &on,
+        j,
+        word: word.unwrap_or(0),
+        kl_coef: 0.0,
+    }
+    .run();
+    out
+}
+
+// ---- CPU: the same formulas in Rust ----------------------------------------------------------
+
+/// τ of one CPU call, element by element.
+enum CpuTau<'a> {
+    Philox { seed: u32, step: u32, j: u32 },
+    Given(Cow<'a, [f32]>),
+}
+
+impl<'a> CpuTau<'a> {
+    fn new(tau: &'a Tau<Flex>, j: u32, n: usize) -> Self {
+        match tau {
+            Tau::Philox { seed, step } => Self::Philox {
+                seed: *seed,
+                step: *step,
+                j,
+            },
+            Tau::Given(t) => {
+                let v = values(t);
+                assert_eq!(v.len(), n, "given τ must match θ's shape");
+                Self::Given(v)
+            }
+        }
+    }
+
+    fn at(&self, i: usize) -> f32 {
+        match self {
+            Self::Philox { seed, step, j } => tau(*seed, *step, *j, i as u32),
+            Self::Given(v) => v[i],
+        }
+    }
+}
+
+pub(super) fn perturb_cpu(
+    theta: FlexTensor,
+    p: FlexTensor,
+    tau: Tau<Flex>,
+    j: u32,
+    way: Perturb,
+) -> FlexTensor {
+    assert_eq!(theta.shape(), p.shape(), "θ and p must have the same shape");
+    let (theta_v, p_v) = (values(&theta), values(&p));
+    let tau = CpuTau::new(&tau, j, theta_v.len());
+    let out = par_map(theta_v.len(), |i| match way {
+        Perturb::Inject => theta_v[i] + p_v[i].exp() * tau.at(i),
+        Perturb::Remove => theta_v[i] - p_v[i].exp() * tau.at(i),
+    });
+    flex_tensor(out, theta.shape())
+}
+
+pub(super) fn grad_p_cpu(
+    p: FlexTensor,
+    g: FlexTensor,
+    b: FlexTensor,
+    tau: Tau<Flex>,
+    j: u32,
+    kl_coef: f32,
+) -> FlexTensor {
+    assert_eq!(
+        p.shape(),
+        g.shape(),
+        "p and its gradient must have the same shape"
+    );
+    let (p_v, g_v) = (values(&p), values(&g));
+    let b_j = *values(&b).get(j as usize).expect("b has no entry j");
+    let tau = CpuTau::new(&tau, j, p_v.len());
+    let out = par_map(p_v.len(), |i| {
+        let pi = p_v[i];
+        pi.exp() * tau.at(i) * g_v[i] + kl_coef * ((2.0 * (pi - b_j)).exp() - 1.0)
+    });
+    flex_tensor(out, p.shape())
+}
+
+pub(super) fn draw_cpu(shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {
+    let out = par_map(shape.num_elements(), |i| tau(seed, step, j, i as u32));
+    flex_tensor(out, shape)
+}
+
+pub(super) fn philox_word_cpu(shape: Shape, seed: u32, step: u32, j: u32, word: u32) -> FlexTensor {
+    let words: Vec<u32> = (0..shape.num_elements() as u32)
+        .map(|i| philox4x32_10([i, j, 0, 0], [seed, step])[word as usize])
+        .collect();
+    FlexTensor::from_data(TensorData::new(words, shape))
+}

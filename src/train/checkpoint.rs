@@ -1,0 +1,189 @@
+//! Checkpoints: a folder holding the model in HF layout (so `--model` can load its encoder),
+//! the optimiser moments and the loop position. Written to a sibling folder, then swapped in,
+//! so a crash at any moment leaves the previous checkpoint whole.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::{Dtype, TensorView};
+use serde::{Deserialize, Serialize};
+
+use super::optim::AdamW;
+use super::params::Slot;
+use crate::model::Classifier;
+
+const MODEL: &str = "model.safetensors";
+const OPTIMIZER: &str = "optimizer.safetensors";
+const STATE: &str = "state.json";
+
+/// Where the loop stood when the checkpoint was written.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LoopState {
+    /// Epochs completed.
+    pub epoch: usize,
+    /// Optimiser steps taken.
+    pub step: u64,
+    /// The best epoch so far and its main-metric value.
+    pub best: Option<(usize, f64)>,
+    /// Evaluations in a row without improvement (for early stopping).
+    pub stale_evals: usize,
+}
+
+/// Writes `model` (+ optimiser moments and loop state when given) as folder `dir`, atomically.
+pub fn save(
+    dir: &Path,
+    model: &Classifier,
+    extra_files: &[PathBuf],
+    optimizer: Option<(&AdamW, &[Slot])>,
+    state: &LoopState,
+) -> Result<()> {
+    let partial = dir.with_extension("partial");
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    std::fs::create_dir_all(&partial)
+        .with_context(|| format!("{}: cannot create checkpoint folder", partial.display()))?;
+    let mut store = SafetensorsStore::from_file(partial.join(MODEL))
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .with_key_remapping(r"layer_norm", "LayerNorm")
+        .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.");
+    model
+        .save_into(&mut store)
+        .map_err(|e| anyhow!("{}: cannot write model: {e}", partial.display()))?;
+    for file in extra_files {
+        if let Some(name) = file.file_name() {
+            std::fs::copy(file, partial.join(name))
+                .with_context(|| format!("cannot copy {} into the checkpoint", file.display()))?;
+        }
+    }
+    if let Some((adam, slots)) = optimizer {
+        write_moments(&partial.join(OPTIMIZER), adam, slots)?;
+    }
+    std::fs::write(partial.join(STATE), serde_json::to_string_pretty(state)?)?;
+
+    // Swap: dir -> dir.old, partial -> dir, drop dir.old. `load_state` falls back to dir.old.
+    let old = dir.with_extension("old");
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    if dir.exists() {
+        std::fs::rename(dir, &old)?;
+    }
+    std::fs::rename(&partial, dir)?;
+    if old.exists() {
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+/// The checkpoint folder to read: `dir`, or the previous one if a crash interrupted the swap.
+pub fn existing(dir: &Path) -> Option<PathBuf> {
+    [dir.to_path_buf(), dir.with_extension("old")]
+        .into_iter()
+        .find(|d| d.join(STATE).is_file() && d.join(MODEL).is_file())
+}
+
+pub fn load_state(dir: &Path) -> Result<LoopState> {
+    let path = dir.join(STATE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read checkpoint state", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: expected checkpoint state JSON, found {e}",
+            path.display()
+        )
+    })
+}
+
+/// Loads the weights of a checkpoint into `model` (built from the same config).
+pub fn load_model(dir: &Path, mut model: Classifier) -> Result<Classifier> {
+    let path = dir.join(MODEL);
+    let mut store = SafetensorsStore::from_file(&path)
+        .with_from_adapter(PyTorchToBurnAdapter)
+        .with_key_remapping(r"LayerNorm", "layer_norm")
+        .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
+        .allow_partial(true)
+        .validate(false);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| anyhow!("{}: cannot read checkpoint: {e}", path.display()))?;
+    if let Some(e) = result.errors.first() {
+        bail!(
+            "{}: checkpoint does not fit the model: {e:?}",
+            path.display()
+        );
+    }
+    if let Some((name, _)) = result.missing.first() {
+        bail!(
+            "{}: checkpoint lacks {name} (from another model or task?)",
+            path.display()
+        );
+    }
+    Ok(model)
+}
+
+fn write_moments(path: &Path, adam: &AdamW, slots: &[Slot]) -> Result<()> {
+    let mut tensors: Vec<(String, Vec<u8>, usize)> = Vec::new();
+    for (j, slot) in slots.iter().enumerate() {
+        for (kind, moment) in [("m", &adam.m[j]), ("v", &adam.v[j])] {
+            if let Some(t) = moment {
+                let values = t
+                    .to_data()
+                    .try_to_vec::<f32>()
+                    .map_err(|e| anyhow!("cannot read optimiser state: {e:?}"))?;
+                let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+                tensors.push((format!("{kind}.{}", slot.name), bytes, values.len()));
+            }
+        }
+    }
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|(name, bytes, n)| Ok((name.clone(), TensorView::new(Dtype::F32, vec![*n], bytes)?)))
+        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let meta = HashMap::from([("adam_step".to_string(), adam.step.to_string())]);
+    std::fs::write(path, safetensors::serialize(views, Some(meta))?)?;
+    Ok(())
+}
+
+/// Restores AdamW moments and step count written by [`save`].
+pub fn load_moments(dir: &Path, adam: &mut AdamW, slots: &[Slot], device: &Device) -> Result<()> {
+    let path = dir.join(OPTIMIZER);
+    let bytes = std::fs::read(&path)
+        .with_context(|| format!("{}: cannot read optimiser state", path.display()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow!("{}: corrupt optimiser state ({e})", path.display()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)?;
+    adam.step = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("adam_step"))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{}: no adam_step in metadata", path.display()))?;
+    for (j, slot) in slots.iter().enumerate() {
+        for (kind, moment) in [("m", &mut adam.m[j]), ("v", &mut adam.v[j])] {
+            let Ok(view) = file.tensor(&format!("{kind}.{}", slot.name)) else {
+                continue;
+            };
+            if view.shape() != [slot.numel()] {
+                bail!(
+                    "{}: {kind}.{} has the wrong size",
+                    path.display(),
+                    slot.name
+                );
+            }
+            let values: Vec<f32> = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            *moment = Some(Tensor::from_data(
+                TensorData::new(values, [slot.numel()]),
+                device,
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,134 @@
+//! Tokenized splits, loss targets, per-example losses and predictions.
+
+use anyhow::Result;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::glue::sample::EvalOrder;
+use crate::glue::{Dataset, Label, Task};
+use crate::model::Classifier;
+use crate::tokenize::{Encoded, PaddedBatch, TextTokenizer};
+
+/// A split ready for the model: token ids and gold labels, in example order.
+pub struct Prepared {
+    pub encoded: Vec<Encoded>,
+    pub labels: Vec<Label>,
+}
+
+impl Prepared {
+    pub fn new(
+        dataset: &Dataset,
+        rows: Option<&[usize]>,
+        tokenizer: &TextTokenizer,
+    ) -> Result<Self> {
+        let all: Vec<usize> = (0..dataset.examples.len()).collect();
+        let rows = rows.unwrap_or(&all);
+        let mut encoded = Vec::with_capacity(rows.len());
+        let mut labels = Vec::with_capacity(rows.len());
+        for &i in rows {
+            let e = &dataset.examples[i];
+            encoded.push(tokenizer.encode(&e.text_a, e.text_b.as_deref())?);
+            labels.push(e.label);
+        }
+        Ok(Prepared { encoded, labels })
+    }
+
+    pub fn len(&self) -> usize {
+        self.encoded.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty()
+    }
+
+    /// The padded batch of examples `rows`.
+    pub fn batch(&self, rows: &[usize], pad_id: u32) -> PaddedBatch {
+        let refs: Vec<&Encoded> = rows.iter().map(|&i| &self.encoded[i]).collect();
+        PaddedBatch::new(&refs, pad_id)
+    }
+
+    /// The gold labels of `rows` as a loss target.
+    pub fn targets(&self, rows: &[usize], device: &Device) -> Targets {
+        let labels = rows.iter().map(|&i| self.labels[i]);
+        match self.labels.first() {
+            Some(Label::Score(_)) => {
+                let y: Vec<f32> = labels
+                    .map(|l| match l {
+                        Label::Score(s) => s as f32,
+                        _ => f32::NAN,
+                    })
+                    .collect();
+                Targets::Score(Tensor::from_data(TensorData::new(y, [rows.len()]), device))
+            }
+            _ => {
+                let y: Vec<i64> = labels
+                    .map(|l| match l {
+                        Label::Class(c) => c as i64,
+                        _ => -1,
+                    })
+                    .collect();
+                Targets::Class(Tensor::from_data(TensorData::new(y, [rows.len()]), device))
+            }
+        }
+    }
+}
+
+/// Loss targets of a batch: class ids (cross-entropy) or scores (squared error, STS-B).
+pub enum Targets {
+    Class(Tensor<1, Int>),
+    Score(Tensor<1>),
+}
+
+/// The loss of each example of the batch, `[batch]`.
+pub fn per_example_loss(logits: Tensor<2>, targets: &Targets) -> Tensor<1> {
+    let [batch, _] = logits.dims();
+    match targets {
+        Targets::Class(y) => {
+            let picked = log_softmax(logits, 1).gather(1, y.clone().reshape([batch, 1]));
+            picked.reshape([batch]).neg()
+        }
+        Targets::Score(y) => {
+            let diff = logits.reshape([batch]) - y.clone();
+            diff.clone() * diff
+        }
+    }
+}
+
+/// The model's predictions for every example of `split`, in example order. Batches are formed
+/// by length (longest first) to waste little padding.
+pub fn predict(
+    model: &Classifier,
+    split: &Prepared,
+    task: Task,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<Label>> {
+    let lengths: Vec<usize> = split.encoded.iter().map(|e| e.input_ids.len()).collect();
+    let order = EvalOrder::by_length(&lengths);
+    let mut out = Vec::with_capacity(split.len());
+    for rows in order.order().chunks(batch_size.max(1)) {
+        let (ids, types, mask) = split.batch(rows, pad_id).to_tensors(device);
+        let logits = model.forward(ids, types, mask);
+        let [b, k] = logits.dims();
+        let values = logits
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("cannot read logits: {e:?}"))?;
+        for row in values.chunks(k).take(b) {
+            out.push(if task.is_regression() {
+                Label::Score(row[0] as f64)
+            } else {
+                let best = row
+                    .iter()
+                    .enumerate()
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+                    );
+                Label::Class(best.0)
+            });
+        }
+    }
+    Ok(order.restore(out))
+}

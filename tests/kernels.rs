@@ -1,0 +1,438 @@
+//! PAC-tuning's kernels against their plain-Rust reference, on the wgpu device (lavapipe in CI)
+//! and on the CPU device. Run with `--nocapture` to see the measured differences.
+//!
+//! Without a wgpu adapter the wgpu half is skipped, except under CI=true, where it fails.
+
+use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
+use pac_wgpu::pac::kl;
+use pac_wgpu::pac::noise::{self, NoiseSource};
+
+/// The awkward sizes: one element, just under and over a workgroup, just over the 256 slots
+/// of a reduction, and over a million.
+const SIZES: [usize; 5] = [1, 255, 257, 65_537, 1_000_003];
+
+/// Largest |τ_wgsl − τ_rust| accepted (a few ulp of |τ| ≤ 2). The Philox words must be
+/// identical; τ is computed with +, −, × and sqrt only, so it may differ in its last bits where
+/// a driver fuses a multiply-add or rounds sqrt differently (Vulkan need not round it exactly).
+const TAU_TOLERANCE: f32 = 1e-6;
+
+/// Relative error accepted for every other result of the wgpu kernels against the reference.
+const RELATIVE_TOLERANCE: f32 = 1e-5;
+
+/// P(|Z| > 2) for Z ~ N(0, 1).
+const TAIL: f64 = 0.045_500_263_896_358_42;
+
+/// The CPU device, then the wgpu device when there is an adapter.
+fn devices() -> Vec<(&'static str, Device)> {
+    let mut devices = vec![("cpu", Device::flex())];
+    if pac_wgpu::device::adapters().is_empty() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but no wgpu adapter: the WGSL kernels went untested"
+        );
+        eprintln!("skipped: no wgpu adapter");
+    } else {
+        devices.push(("wgpu", Device::wgpu(DeviceKind::DefaultDevice)));
+    }
+    devices
+}
+
+/// Deterministic inputs: xorshift64*.
+struct Inputs(u64);
+
+impl Inputs {
+    fn next(&mut self) -> f32 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n).map(|_| lo + (hi - lo) * self.next()).collect()
+    }
+
+    /// Magnitudes in [lo, hi] with random signs: never zero.
+    fn signed(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let v = lo + (hi - lo) * self.next();
+                if self.next() < 0.5 { -v } else { v }
+            })
+            .collect()
+    }
+}
+
+fn tensor(values: &[f32], device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_into_vec().expect("f32 data")
+}
+
+/// max over i of |actual − expected| / scale, where scale is the sum of the magnitudes of the
+/// terms that make up the expected value: the error floating point allows grows with them.
+fn max_error(actual: &[f32], expected: &[f32], scale: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len());
+    (0..actual.len())
+        .map(|i| (actual[i] - expected[i]).abs() / scale[i])
+        .fold(0.0, f32::max)
+}
+
+/// Asserts `actual` matches `expected`: bit for bit on the CPU (the reference's own code),
+/// within [`RELATIVE_TOLERANCE`] of `scale` on wgpu.
+fn assert_matches(what: &str, device: &str, actual: &[f32], expected: &[f32], scale: &[f32]) {
+    let error = max_error(actual, expected, scale);
+    eprintln!(
+        "{what} on {device}, n = {}: max relative error {error:.2e}",
+        actual.len()
+    );
+    if device == "cpu" {
+        assert_eq!(
+            actual, expected,
+            "{what} on the CPU device differs from the reference"
+        );
+    } else {
+        assert!(
+            error <= RELATIVE_TOLERANCE,
+            "{what} on {device}: max relative error {error:e}"
+        );
+    }
+}
+
+#[test]
+fn philox_matches_random123_known_answers() {
+    // Random123's tests/kat_vectors, philox4x32 10: counter, key, output.
+    let cases = [
+        (
+            [0; 4],
+            [0; 2],
+            [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8],
+        ),
+        (
+            [u32::MAX; 4],
+            [u32::MAX; 2],
+            [0x408f_276d, 0x41c8_3b0e, 0xa20b_c7c6, 0x6d54_51fd],
+        ),
+        (
+            [0x243f_6a88, 0x85a3_08d3, 0x1319_8a2e, 0x0370_7344],
+            [0xa409_3822, 0x299f_31d0],
+            [0xd16c_fe09, 0x94fd_cceb, 0x5001_e420, 0x2412_6ea1],
+        ),
+    ];
+    for (counter, key, expected) in cases {
+        assert_eq!(noise::philox4x32_10(counter, key), expected);
+    }
+}
+
+#[test]
+fn philox_words_are_identical_on_every_device() {
+    for (name, device) in devices() {
+        // Element 0 of tensor 0 under seed 0, step 0 is Random123's all-zero vector.
+        let zero = noise::philox_words([1], &device, 0, 0, 0, 0);
+        let zero: Vec<u32> = zero.into_data().try_into_vec().expect("u32 data");
+        assert_eq!(zero, [0x6627_e8d5], "Philox known answer on {name}");
+
+        let (seed, step, j) = (0x5EED, 17, 3);
+        for n in SIZES {
+            for word in 0..2 {
+                let got = noise::philox_words([n], &device, seed, step, j, word);
+                let got: Vec<u32> = got.into_data().try_into_vec().expect("u32 data");
+                let expected: Vec<u32> = (0..n as u32)
+                    .map(|i| noise::philox4x32_10([i, j, 0, 0], [seed, step])[word as usize])
+                    .collect();
+                assert!(got == expected, "Philox word {word} on {name}, n = {n}");
+            }
+        }
+    }
+}
+
+#[test]
+fn tau_matches_the_reference() {
+    let (seed, step, j) = (42, 7, 11);
+    for (name, device) in devices() {
+        for n in SIZES {
+            let got = read(noise::draw([n], &device, seed, step, j));
+            let expected: Vec<f32> = (0..n as u32)
+                .map(|i| noise::tau(seed, step, j, i))
+                .collect();
+            let max = got
+                .iter()
+                .zip(&expected)
+                .map(|(a, e)| (a - e).abs())
+                .fold(0.0, f32::max);
+            let identical = got.iter().zip(&expected).filter(|(a, e)| a == e).count();
+            eprintln!("τ on {name}, n = {n}: max |Δ| {max:.2e}, {identical} of {n} bit-identical");
+            if name == "cpu" {
+                assert_eq!(got, expected);
+            } else {
+                assert!(
+                    max <= TAU_TOLERANCE,
+                    "τ on {name}, n = {n}: max |Δ| {max:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn tau_is_keyed_by_seed_step_and_tensor() {
+    let n = 4096;
+    for (name, device) in devices() {
+        let draw = |seed, step, j| read(noise::draw([n], &device, seed, step, j));
+        let base = draw(1, 1, 0);
+        assert_eq!(base, draw(1, 1, 0), "same key, same τ on {name}");
+        for (what, other) in [
+            ("step", draw(1, 2, 0)),
+            ("seed", draw(2, 1, 0)),
+            ("tensor", draw(1, 1, 1)),
+        ] {
+            // Clipped draws coincide at ±2 (4.55 % of them), nothing else should.
+            let same = base.iter().zip(&other).filter(|(a, b)| a == b).count();
+            assert!(
+                same < n / 10,
+                "another {what} repeats {same} of {n} draws on {name}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tau_has_the_clipped_normal_moments() {
+    // N(0, 1) clipped to [−2, 2]: E τ² = 1 + 3t − 4φ(2), E τ⁴ = 3 + 13t − 28φ(2), t = P(|Z| > 2).
+    let phi2 = (-2.0f64).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let m2 = 1.0 + 3.0 * TAIL - 4.0 * phi2;
+    let m4 = 3.0 + 13.0 * TAIL - 28.0 * phi2;
+    let n = 1_000_000;
+    for (name, device) in devices() {
+        let draws = read(noise::draw([n], &device, 2024, 1, 0));
+        let mean = draws.iter().map(|&t| f64::from(t)).sum::<f64>() / n as f64;
+        let var = draws
+            .iter()
+            .map(|&t| (f64::from(t) - mean).powi(2))
+            .sum::<f64>()
+            / n as f64;
+        let (mean_se, var_se) = ((m2 / n as f64).sqrt(), ((m4 - m2 * m2) / n as f64).sqrt());
+        eprintln!(
+            "τ moments on {name}: mean {mean:.5} ({:.2} SE), variance {var:.5} vs {m2:.5} ({:.2} SE)",
+            mean / mean_se,
+            (var - m2) / var_se
+        );
+        assert!(mean.abs() <= 4.0 * mean_se, "mean {mean} on {name}");
+        assert!((var - m2).abs() <= 4.0 * var_se, "variance {var} on {name}");
+        assert!(
+            draws.iter().all(|t| t.abs() <= 2.0),
+            "τ outside [−2, 2] on {name}"
+        );
+    }
+}
+
+#[test]
+fn noise_kernels_match_the_reference() {
+    let (seed, step, j, kl_coef) = (9, 123, 2, 1e-3);
+    let mut inputs = Inputs(0x1234_5678);
+    let b_all = inputs.uniform(5, -6.0, -1.0);
+    for n in SIZES {
+        let theta = inputs.signed(n, 0.01, 0.1);
+        let p = inputs.uniform(n, -6.0, -1.0);
+        let g = inputs.signed(n, 1e-4, 1.0);
+        let tau: Vec<f32> = (0..n as u32)
+            .map(|i| noise::tau(seed, step, j, i))
+            .collect();
+        let b_j = b_all[j as usize];
+        let injected: Vec<f32> = (0..n).map(|i| theta[i] + p[i].exp() * tau[i]).collect();
+        let removed: Vec<f32> = (0..n).map(|i| theta[i] - p[i].exp() * tau[i]).collect();
+        let grad: Vec<f32> = (0..n)
+            .map(|i| p[i].exp() * tau[i] * g[i] + kl_coef * ((2.0 * (p[i] - b_j)).exp() - 1.0))
+            .collect();
+        let perturb_scale: Vec<f32> = (0..n)
+            .map(|i| theta[i].abs() + p[i].exp() * tau[i].abs())
+            .collect();
+        let grad_scale: Vec<f32> = (0..n)
+            .map(|i| {
+                p[i].exp() * (tau[i] * g[i]).abs() + kl_coef * ((2.0 * (p[i] - b_j)).exp() + 1.0)
+            })
+            .collect();
+
+        for (name, device) in devices() {
+            let noise = NoiseSource::Philox { seed, step };
+            let (theta_t, p_t) = (tensor(&theta, &device), tensor(&p, &device));
+            let got = read(noise::inject(theta_t.clone(), &p_t, j, &noise));
+            assert_matches("inject", name, &got, &injected, &perturb_scale);
+            let got = read(noise::remove(theta_t, &p_t, j, &noise));
+            assert_matches("remove", name, &got, &removed, &perturb_scale);
+            let (g_t, b_t) = (tensor(&g, &device), tensor(&b_all, &device));
+            let got = read(noise::grad_p(&p_t, &g_t, &b_t, j, &noise, kl_coef));
+            assert_matches("grad_p", name, &got, &grad, &grad_scale);
+        }
+    }
+}
+
+#[test]
+fn remove_undoes_inject() {
+    let noise = NoiseSource::Philox { seed: 5, step: 6 };
+    let mut inputs = Inputs(77);
+    for n in [257, 65_537] {
+        let theta = inputs.signed(n, 0.01, 0.1);
+        let p = inputs.uniform(n, -6.0, -1.0);
+        for (name, device) in devices() {
+            let p_t = tensor(&p, &device);
+            let injected = noise::inject(tensor(&theta, &device), &p_t, 4, &noise);
+            let back = read(noise::remove(injected, &p_t, 4, &noise));
+            // Two roundings of a value of size |θ| + exp(p)·|τ|.
+            for i in 0..n {
+                let scale = theta[i].abs() + 2.0 * p[i].exp();
+                let error = (back[i] - theta[i]).abs();
+                assert!(
+                    error <= 2.0 * f32::EPSILON * scale,
+                    "element {i} on {name}: {error:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn given_tau_runs_the_same_path() {
+    let (seed, step, j, n) = (3, 4, 5, 65_537);
+    let mut inputs = Inputs(99);
+    let theta = inputs.signed(n, 0.01, 0.1);
+    let p = inputs.uniform(n, -6.0, -1.0);
+    let g = inputs.signed(n, 1e-4, 1.0);
+    let b = inputs.uniform(j as usize + 1, -6.0, -1.0);
+    for (name, device) in devices() {
+        let (theta_t, p_t, g_t, b_t) = (
+            tensor(&theta, &device),
+            tensor(&p, &device),
+            tensor(&g, &device),
+            tensor(&b, &device),
+        );
+        let philox = NoiseSource::Philox { seed, step };
+        let given = NoiseSource::Given(noise::draw([n], &device, seed, step, j));
+        let both = |noise: &NoiseSource<1>| {
+            (
+                read(noise::inject(theta_t.clone(), &p_t, j, noise)),
+                read(noise::remove(theta_t.clone(), &p_t, j, noise)),
+                read(noise::grad_p(&p_t, &g_t, &b_t, j, noise, 0.01)),
+            )
+        };
+        assert!(
+            both(&philox) == both(&given),
+            "given τ differs from the generated one on {name}"
+        );
+    }
+}
+
+#[test]
+fn results_are_plain_tensors_from_autodiff_inputs() {
+    let device = Device::flex().autodiff();
+    let theta = Tensor::<1>::from_floats([0.1, -0.2, 0.3], &device).require_grad();
+    let p = Tensor::<1>::from_floats([-3.0, -4.0, -5.0], &device).require_grad();
+    let noise = NoiseSource::Philox { seed: 1, step: 1 };
+    let injected = noise::inject(theta.clone(), &p, 0, &noise);
+    assert!(!injected.is_autodiff());
+    let plain = noise::inject(theta.inner(), &p.inner(), 0, &noise);
+    assert_eq!(read(injected), read(plain));
+}
+
+#[test]
+fn kl_sums_match_the_reference() {
+    let mut inputs = Inputs(2718);
+    let tensors: Vec<[Vec<f32>; 3]> = SIZES
+        .iter()
+        .map(|&n| {
+            let theta = inputs.signed(n, 0.01, 0.1);
+            let theta0: Vec<f32> = theta
+                .iter()
+                .map(|t| t + 0.01 * (inputs.next() - 0.5))
+                .collect();
+            [theta, theta0, inputs.uniform(n, -6.0, -1.0)]
+        })
+        .collect();
+    let expected: Vec<f32> = tensors
+        .iter()
+        .flat_map(|[theta, theta0, p]| {
+            let mut s = [0.0f64; 3];
+            for i in 0..theta.len() {
+                let d = f64::from(theta[i] - theta0[i]);
+                s[0] += (2.0 * f64::from(p[i])).exp();
+                s[1] += f64::from(p[i]);
+                s[2] += d * d;
+            }
+            s.map(|v| v as f32)
+        })
+        .collect();
+    for (name, device) in devices() {
+        let list = |k: usize| -> Vec<Tensor<1>> {
+            tensors.iter().map(|t| tensor(&t[k], &device)).collect()
+        };
+        // Leave garbage where the partial sums will likely be allocated: every slot must be
+        // written, none may be assumed zero.
+        read(Tensor::<1>::full([SIZES.len() * 256 * 3], 1e9, &device));
+        let sums = kl::sums(&list(0), &list(1), &list(2));
+        assert_eq!(sums.dims(), [SIZES.len(), 3]);
+        let got = read(sums);
+        for (row, n) in SIZES.iter().enumerate() {
+            let rows = 3 * row..3 * row + 3;
+            let scale: Vec<f32> = expected[rows.clone()].iter().map(|e| e.abs()).collect();
+            let error = max_error(&got[rows.clone()], &expected[rows], &scale);
+            eprintln!("KL sums on {name}, n = {n}: max relative error {error:.2e}");
+            assert!(
+                error <= RELATIVE_TOLERANCE,
+                "KL sums on {name}, n = {n}: {error:e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn kl_grad_theta_matches_the_reference() {
+    let (j, kl_coef) = (1, 0.01);
+    let mut inputs = Inputs(31_415);
+    let b = inputs.uniform(3, -6.0, -1.0);
+    for n in SIZES {
+        let theta = inputs.signed(n, 0.01, 0.1);
+        let theta0: Vec<f32> = theta
+            .iter()
+            .map(|t| t + 0.01 * (inputs.next() - 0.5))
+            .collect();
+        let g = inputs.signed(n, 1e-4, 1.0);
+        let coef = (-2.0 * b[j as usize]).exp() * kl_coef;
+        let expected: Vec<f32> = (0..n)
+            .map(|i| g[i] + coef * (theta[i] - theta0[i]))
+            .collect();
+        let scale: Vec<f32> = (0..n)
+            .map(|i| g[i].abs() + coef * (theta[i] - theta0[i]).abs())
+            .collect();
+        for (name, device) in devices() {
+            let got = kl::grad_theta(
+                tensor(&g, &device),
+                &tensor(&theta, &device),
+                &tensor(&theta0, &device),
+                &tensor(&b, &device),
+                j,
+                kl_coef,
+            );
+            assert_matches("KL grad θ", name, &read(got), &expected, &scale);
+        }
+    }
+}
+
+#[test]
+fn grid_folds_past_65_535_workgroups() {
+    // One element more than 65 535 workgroups of 256 hold: the last one lands on grid row 1.
+    let n = 65_535 * 256 + 1;
+    let (seed, step, j) = (8, 9, 10);
+    for (name, device) in devices() {
+        let got = read(noise::draw([n], &device, seed, step, j));
+        for i in [0, 65_535 * 256 - 1, n - 1] {
+            let expected = noise::tau(seed, step, j, i as u32);
+            assert!(
+                (got[i] - expected).abs() <= TAU_TOLERANCE,
+                "τ[{i}] on {name}: {} vs {expected}",
+                got[i]
+            );
+        }
+    }
+}

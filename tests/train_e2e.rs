@@ -1,0 +1,191 @@
+//! End-to-end training through the binary: the real MiniLM on real MRPC on the CPU device,
+//! and a tiny random BERT on lavapipe. Same code path on both devices.
+
+mod common;
+
+use std::path::Path;
+
+use common::{
+    binary, glue_dir, history_without_timings, lavapipe_index, minilm_dir, read_json, run_ok,
+};
+
+fn train_cmd(model: &Path, data: &Path, out: &Path, device: &str) -> std::process::Command {
+    let mut cmd = binary();
+    cmd.args([
+        "train", "--method", "vanilla", "--quiet", "--device", device, "--model",
+    ])
+    .arg(model)
+    .arg("--data-dir")
+    .arg(data)
+    .arg("--output-dir")
+    .arg(out);
+    cmd
+}
+
+#[test]
+fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
+    let (Some(model), Some(glue)) = (minilm_dir(), glue_dir()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let full = tmp.path().join("full");
+    let args = [
+        "--task",
+        "mrpc",
+        "--train-size",
+        "32",
+        "--batch-size",
+        "16",
+        "--seed",
+        "7",
+    ];
+
+    run_ok(
+        train_cmd(&model, &glue, &full, "cpu")
+            .args(args)
+            .args(["--epochs", "3"]),
+    );
+
+    let history = history_without_timings(&full);
+    assert_eq!(history.len(), 3);
+    let loss = |e: usize| history[e]["train_loss"].as_f64().unwrap();
+    assert!(loss(2) < loss(0), "training loss did not fall: {history:?}");
+    let summary = read_json(&full.join("summary.json"));
+    for key in ["best", "final"] {
+        for metric in ["f1", "accuracy"] {
+            let v = summary[key][metric].as_f64().unwrap_or(-1.0);
+            assert!((0.0..=1.0).contains(&v), "summary {key}.{metric} = {v}");
+        }
+    }
+    assert_eq!(summary["metric"], "f1");
+    for file in [
+        "run.json",
+        "history.jsonl",
+        "checkpoints/best/model.safetensors",
+        "checkpoints/last/optimizer.safetensors",
+    ] {
+        assert!(full.join(file).is_file(), "{file} missing");
+    }
+
+    // The reloaded best checkpoint predicts exactly what training recorded for it.
+    let reloaded = tmp.path().join("dev.tsv");
+    run_ok(
+        binary()
+            .args(["predict", "--device", "cpu", "--split", "dev", "--run"])
+            .arg(&full)
+            .arg("--out")
+            .arg(&reloaded),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&reloaded).unwrap(),
+        std::fs::read_to_string(full.join("checkpoints/best/dev_predictions.tsv")).unwrap()
+    );
+    let eval: serde_json::Value = serde_json::from_str(&run_ok(
+        binary()
+            .args(["eval", "--json", "--device", "cpu", "--run"])
+            .arg(&full),
+    ))
+    .unwrap();
+    assert_eq!(eval["metrics"]["f1"], summary["best"]["f1"]);
+
+    // Stopped after epoch 1 and resumed: the same history and metrics as the uninterrupted run.
+    let resumed = tmp.path().join("resumed");
+    run_ok(
+        train_cmd(&model, &glue, &resumed, "cpu")
+            .args(args)
+            .args(["--epochs", "1"]),
+    );
+    run_ok(
+        train_cmd(&model, &glue, &resumed, "cpu")
+            .args(args)
+            .args(["--epochs", "3", "--resume"]),
+    );
+    assert_eq!(history_without_timings(&resumed), history);
+    let resumed_summary = read_json(&resumed.join("summary.json"));
+    assert_eq!(resumed_summary["best"], summary["best"]);
+    assert_eq!(resumed_summary["final"], summary["final"]);
+
+    // A second run into the same folder is refused without --resume/--overwrite.
+    let out = train_cmd(&model, &glue, &full, "cpu")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--overwrite"));
+}
+
+/// SST-2-format train/dev files over the tiny vocabulary: label 1 iff the sentence says "good".
+fn write_toy_sst2(dir: &Path) {
+    let sst = dir.join("SST-2");
+    std::fs::create_dir_all(&sst).unwrap();
+    let subjects = ["the movie", "a film", "the cat", "the dog", "it"];
+    let verdicts = [
+        ("is good", 1),
+        ("was very good", 1),
+        ("is bad", 0),
+        ("was not good", 0),
+        ("is very bad", 0),
+        ("is good and big", 1),
+    ];
+    let mut rows = Vec::new();
+    for s in subjects {
+        for (v, label) in verdicts {
+            rows.push(format!("{s} {v} .\t{label}"));
+        }
+    }
+    let (train, dev) = rows.split_at(20);
+    for (name, part) in [("train.tsv", train), ("dev.tsv", dev)] {
+        std::fs::write(
+            sst.join(name),
+            format!("sentence\tlabel\n{}\n", part.join("\n")),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn vanilla_tiny_bert_on_lavapipe_learns_and_writes_the_run_folder() {
+    let Some(index) = lavapipe_index() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-bert");
+    common::tiny::write_model(&model, 3, |_| {});
+    write_toy_sst2(tmp.path());
+    let out = tmp.path().join("run");
+    run_ok(
+        train_cmd(&model, tmp.path(), &out, &index.to_string())
+            .args([
+                "--task",
+                "sst2",
+                "--train-size",
+                "0",
+                "--epochs",
+                "4",
+                "--batch-size",
+                "10",
+            ])
+            .args(["--lr-encoder", "1e-3", "--eval-every-epochs", "4"]),
+    );
+    let history = history_without_timings(&out);
+    assert_eq!(history.len(), 4);
+    let first = history[0]["train_loss"].as_f64().unwrap();
+    let last = history[3]["train_loss"].as_f64().unwrap();
+    assert!(
+        last < first,
+        "loss did not fall on lavapipe: {first} -> {last}"
+    );
+    let summary = read_json(&out.join("summary.json"));
+    assert!(
+        summary["device"].as_str().unwrap().contains("llvmpipe"),
+        "{summary}"
+    );
+    assert!(summary["final"]["accuracy"].is_number());
+    for file in [
+        "run.json",
+        "checkpoints/best/model.safetensors",
+        "checkpoints/last/state.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+}
