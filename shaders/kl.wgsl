@@ -1,6 +1,8 @@
 // The KL term of PAC-tuning. Launched only by src/pac/kl.rs, whose CPU code is this file's twin.
 //
-// Sums of trainable tensor j: S_j = Σ exp(2p), P_j = Σ p, D_j = Σ (θ − θ0)², in two launches:
+// Sums of trainable tensor j, with y = 2(p − b_j): E_j = Σ (e^y − 1), F_j = Σ (e^y − 1 − y) and
+// D_j = Σ (θ − θ0)². They give KL_j = ½(F_j + e^(−2b_j) D_j) and ∂KL/∂b_j = −E_j − e^(−2b_j) D_j
+// without the cancellation of Σ e^(2p) against d_j (both are exactly 0 where p = b_j). Two launches:
 //   OP_PARTIALS, once per tensor: up to 256 workgroups stride over its elements and tree-reduce
 //     in workgroup memory; workgroup w writes slot w of the tensor's 256 slots in `partials`
 //     (workgroup 0 zeroes the slots no workgroup owns);
@@ -14,7 +16,7 @@
 struct Params {
     op: u32,       // one of the OP_ constants
     n: u32,        // elements of tensor j (OP_PARTIALS, OP_GRAD_THETA)
-    j: u32,        // the tensor's slot block in `partials` (OP_PARTIALS), its index in b (OP_GRAD_THETA)
+    j: u32,        // the tensor's index in b, and its slot block in `partials` (OP_PARTIALS)
     kl_coef: f32,  // OP_GRAD_THETA: 1/(nγ)
 }
 
@@ -54,10 +56,12 @@ fn write_slot(slot: u32, v: vec3<f32>) {
 
 fn partial_sums(w: u32, groups: u32, lane: u32) {
     var s = vec3<f32>(0.0);
+    let bj = b[params.j];
     for (var i = w * 256u + lane; i < params.n; i += groups * 256u) {
-        let pi = p[i];
+        let y = 2.0 * (p[i] - bj);
+        let f = exmx(y);
         let d = theta[i] - theta0[i];
-        s += vec3<f32>(exp(2.0 * pi), pi, d * d);
+        s += vec3<f32>(y + f, f, d * d);
     }
     acc[lane] = s;
     let total = workgroup_sum(lane);
@@ -106,4 +110,13 @@ fn main(
             grad_theta((group.y * groups.x + group.x) * 256u + lane);
         }
     }
+}
+
+// e^y − 1 − y without cancellation near 0 (Taylor to y^8 for |y| < 0.5).
+fn exmx(y: f32) -> f32 {
+    if abs(y) < 0.5 {
+        return y * y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0
+            + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0)))))));
+    }
+    return exp(y) - 1.0 - y;
 }

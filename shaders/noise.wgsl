@@ -28,7 +28,7 @@ const OP_DRAW: u32 = 0u;    // out = τ
 const OP_WORD: u32 = 1u;    // out = Philox output word, as raw bits
 const OP_INJECT: u32 = 2u;  // out = θ + exp(p)·τ
 const OP_REMOVE: u32 = 3u;  // out = θ − exp(p)·τ
-const OP_GRAD_P: u32 = 4u;  // out = exp(p)·τ·g + kl_coef·(exp(2(p − b_j)) − 1)
+const OP_GRAD_P: u32 = 4u;  // out = exp(p)·τ·g + kl_coef·expm1(2(p − b_j))
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;      // θ, or g = ∂loss1/∂θ' for OP_GRAD_P
@@ -153,7 +153,17 @@ fn main(
         }
         default: {
             let pi = p[i];
-            out[i] = exp(pi) * tau(i) * x[i] + params.kl_coef * (exp(2.0 * (pi - b[params.j])) - 1.0);
+            out[i] = exp(pi) * tau(i) * x[i] + params.kl_coef * expm1(2.0 * (pi - b[params.j]));
         }
     }
+}
+
+// e^y − 1, exact to a few ulp near 0 where exp(y) − 1 cancels (Taylor to y^8 for |y| < 0.5):
+// p = b gives exactly 0, as the closed-form KL gradient requires.
+fn expm1(y: f32) -> f32 {
+    if abs(y) < 0.5 {
+        return y + y * y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0
+            + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0)))))));
+    }
+    return exp(y) - 1.0;
 }

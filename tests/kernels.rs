@@ -244,7 +244,7 @@ fn noise_kernels_match_the_reference() {
         let injected: Vec<f32> = (0..n).map(|i| theta[i] + p[i].exp() * tau[i]).collect();
         let removed: Vec<f32> = (0..n).map(|i| theta[i] - p[i].exp() * tau[i]).collect();
         let grad: Vec<f32> = (0..n)
-            .map(|i| p[i].exp() * tau[i] * g[i] + kl_coef * ((2.0 * (p[i] - b_j)).exp() - 1.0))
+            .map(|i| p[i].exp() * tau[i] * g[i] + kl_coef * (2.0 * (p[i] - b_j)).exp_m1())
             .collect();
         let perturb_scale: Vec<f32> = (0..n)
             .map(|i| theta[i].abs() + p[i].exp() * tau[i].abs())
@@ -350,14 +350,23 @@ fn kl_sums_match_the_reference() {
             [theta, theta0, inputs.uniform(n, -6.0, -1.0)]
         })
         .collect();
+    // b_j near the p of its tensor, and for the last tensor equal to every p there (E = F = 0).
+    let b: Vec<f32> = (0..SIZES.len())
+        .map(|_| inputs.uniform(1, -4.0, -3.0)[0])
+        .collect();
+    let last = SIZES.len() - 1;
+    let mut tensors = tensors;
+    tensors[last][2] = vec![b[last]; SIZES[last]];
     let expected: Vec<f32> = tensors
         .iter()
-        .flat_map(|[theta, theta0, p]| {
+        .zip(&b)
+        .flat_map(|([theta, theta0, p], &b_j)| {
             let mut s = [0.0f64; 3];
             for i in 0..theta.len() {
                 let d = f64::from(theta[i] - theta0[i]);
-                s[0] += (2.0 * f64::from(p[i])).exp();
-                s[1] += f64::from(p[i]);
+                let y = 2.0 * (f64::from(p[i]) - f64::from(b_j));
+                s[0] += y.exp_m1();
+                s[1] += y.exp_m1() - y;
                 s[2] += d * d;
             }
             s.map(|v| v as f32)
@@ -370,12 +379,16 @@ fn kl_sums_match_the_reference() {
         // Leave garbage where the partial sums will likely be allocated: every slot must be
         // written, none may be assumed zero.
         read(Tensor::<1>::full([SIZES.len() * 256 * 3], 1e9, &device));
-        let sums = kl::sums(&list(0), &list(1), &list(2));
+        let sums = kl::sums(&list(0), &list(1), &list(2), &tensor(&b, &device));
         assert_eq!(sums.dims(), [SIZES.len(), 3]);
         let got = read(sums);
         for (row, n) in SIZES.iter().enumerate() {
             let rows = 3 * row..3 * row + 3;
-            let scale: Vec<f32> = expected[rows.clone()].iter().map(|e| e.abs()).collect();
+            // Relative to each sum's size; where p = b_j (E = F = 0) the sums must be exactly 0.
+            let scale: Vec<f32> = expected[rows.clone()]
+                .iter()
+                .map(|e| e.abs().max(f32::MIN_POSITIVE))
+                .collect();
             let error = max_error(&got[rows.clone()], &expected[rows], &scale);
             eprintln!("KL sums on {name}, n = {n}: max relative error {error:.2e}");
             assert!(

@@ -189,3 +189,175 @@ fn vanilla_tiny_bert_on_lavapipe_learns_and_writes_the_run_folder() {
         assert!(out.join(file).is_file(), "{file} missing");
     }
 }
+
+/// Per-epoch values of `key` from history.jsonl.
+fn column(history: &[serde_json::Value], key: &str) -> Vec<f64> {
+    history
+        .iter()
+        .map(|r| r[key].as_f64().unwrap_or(f64::NAN))
+        .collect()
+}
+
+/// The PAC state's b (prior log-stds) in a checkpoint folder.
+fn prior_log_stds(checkpoint: &Path) -> Vec<f64> {
+    let bytes = std::fs::read(checkpoint.join("pac.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    serde_json::from_str(&meta.metadata().as_ref().unwrap()["b"]).unwrap()
+}
+
+/// Checks what both PAC end-to-end runs must show: two stages, a bound, σ moved in stage 1 and
+/// frozen in stage 2, plots and the σ-per-layer table.
+fn check_pac_run(out: &Path, stage1: usize, epochs: usize) {
+    let history = history_without_timings(out);
+    assert_eq!(history.len(), epochs);
+    let stages: Vec<u64> = history
+        .iter()
+        .map(|r| r["stage"].as_u64().unwrap())
+        .collect();
+    assert_eq!(stages, [vec![1; stage1], vec![2; epochs - stage1]].concat());
+    let kl = column(&history, "kl");
+    assert!(kl[stage1 - 1] > 0.0, "KL after stage 1: {kl:?}");
+    let sigma = column(&history, "sigma_encoder");
+    assert!(
+        sigma[0] != sigma[stage1 - 1],
+        "σ did not move in stage 1: {sigma:?}"
+    );
+    for e in stage1..epochs {
+        assert_eq!(
+            sigma[e],
+            sigma[stage1 - 1],
+            "σ changed in stage 2: {sigma:?}"
+        );
+        assert!(history[e].get("loss2").is_none(), "stage 2 has no bound");
+    }
+    let summary = read_json(&out.join("summary.json"));
+    let bound = &summary["bound"];
+    let j = bound["J"].as_f64().unwrap();
+    assert!(
+        j.is_finite() && j > bound["loss1"].as_f64().unwrap(),
+        "{bound}"
+    );
+    assert_eq!(bound["epoch"], stage1);
+    for file in [
+        "plots/sigma_per_layer.png",
+        "plots/loss.png",
+        "plots/kl.png",
+        "sigma_per_layer.json",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+}
+
+#[test]
+fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
+    let (Some(model), Some(glue)) = (minilm_dir(), glue_dir()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let args = [
+        "--task",
+        "mrpc",
+        "--method",
+        "pac",
+        "--train-size",
+        "32",
+        "--batch-size",
+        "32",
+    ];
+    let stage = ["--stage1-epochs", "3", "--eval-every-epochs", "3"];
+
+    let full = tmp.path().join("full");
+    run_ok(
+        binary_train(&model, &glue, &full)
+            .args(args)
+            .args(stage)
+            .args(["--epochs", "5"]),
+    );
+    check_pac_run(&full, 3, 5);
+    let summary = read_json(&full.join("summary.json"));
+    assert!(summary["final"]["f1"].is_number() && summary["final"]["accuracy"].is_number());
+
+    // p and b stop changing in stage 2: the last checkpoint's b equals the one after stage 1.
+    let resumed = tmp.path().join("resumed");
+    run_ok(
+        binary_train(&model, &glue, &resumed)
+            .args(args)
+            .args(stage)
+            .args(["--epochs", "3"]),
+    );
+    let b_after_stage1 = prior_log_stds(&resumed.join("checkpoints/last"));
+    run_ok(
+        binary_train(&model, &glue, &resumed)
+            .args(args)
+            .args(stage)
+            .args(["--epochs", "5", "--resume"]),
+    );
+    assert_eq!(
+        prior_log_stds(&resumed.join("checkpoints/last")),
+        b_after_stage1
+    );
+    assert_eq!(
+        history_without_timings(&resumed),
+        history_without_timings(&full)
+    );
+    assert_eq!(
+        read_json(&resumed.join("summary.json"))["bound"],
+        summary["bound"]
+    );
+}
+
+fn binary_train(model: &Path, data: &Path, out: &Path) -> std::process::Command {
+    let mut cmd = binary();
+    cmd.args(["train", "--quiet", "--device", "cpu", "--model"])
+        .arg(model)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--output-dir")
+        .arg(out);
+    cmd
+}
+
+#[test]
+fn pac_tiny_bert_on_lavapipe_runs_both_stages() {
+    let Some(index) = lavapipe_index() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-bert");
+    common::tiny::write_model(&model, 4, |_| {});
+    write_toy_sst2(tmp.path());
+    let out = tmp.path().join("run");
+    run_ok(
+        binary()
+            .args([
+                "train",
+                "--quiet",
+                "--method",
+                "pac",
+                "--device",
+                &index.to_string(),
+                "--model",
+            ])
+            .arg(&model)
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .arg("--output-dir")
+            .arg(&out)
+            .args(["--task", "sst2", "--train-size", "0", "--batch-size", "10"])
+            .args([
+                "--epochs",
+                "4",
+                "--stage1-epochs",
+                "2",
+                "--eval-every-epochs",
+                "4",
+            ]),
+    );
+    check_pac_run(&out, 2, 4);
+    assert!(
+        read_json(&out.join("summary.json"))["device"]
+            .as_str()
+            .unwrap()
+            .contains("llvmpipe")
+    );
+}

@@ -232,6 +232,15 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
                 b.inc(1);
             }
         }
+        Event::KEstimation { done, total } => {
+            if done == 1 {
+                eprintln!("estimating K(λ): {total} forward passes over the training set");
+            }
+            if let Some(b) = &bar {
+                b.set_message(format!("K(λ) estimation {done}/{total}"));
+                b.tick();
+            }
+        }
         Event::Epoch(record) => {
             let line = epoch_line(record);
             match &bar {

@@ -74,13 +74,14 @@ pub trait PacBackend: Backend {
         word: u32,
     ) -> IntTensor<Self>;
 
-    /// `partials` (256 slots of (Σ exp(2p), Σ p, Σ (θ − θ0)²) per tensor, flat) with the slots
-    /// of tensor `j` filled from its θ, θ0 and p.
+    /// `partials` (256 slots of (E, F, D) per tensor, flat; see [`super::kl`]) with the slots
+    /// of tensor `j` filled from its θ, θ0, p and b_j.
     fn pac_kl_partials(
         partials: FloatTensor<Self>,
         theta: FloatTensor<Self>,
         theta0: FloatTensor<Self>,
         p: FloatTensor<Self>,
+        b: FloatTensor<Self>,
         j: u32,
     ) -> FloatTensor<Self>;
 
@@ -140,9 +141,10 @@ impl PacBackend for Cube {
         theta: CubeTensor,
         theta0: CubeTensor,
         p: CubeTensor,
+        b: CubeTensor,
         j: u32,
     ) -> CubeTensor {
-        kl::partials_wgsl(partials, theta, theta0, p, j)
+        kl::partials_wgsl(partials, theta, theta0, p, b, j)
     }
 
     fn pac_kl_finish(partials: CubeTensor) -> CubeTensor {
@@ -203,9 +205,10 @@ impl PacBackend for Flex {
         theta: FlexTensor,
         theta0: FlexTensor,
         p: FlexTensor,
+        b: FlexTensor,
         j: u32,
     ) -> FlexTensor {
-        kl::partials_cpu(partials, theta, theta0, p, j)
+        kl::partials_cpu(partials, theta, theta0, p, b, j)
     }
 
     fn pac_kl_finish(partials: FlexTensor) -> FlexTensor {

@@ -1,5 +1,7 @@
 //! The KL term of PAC-tuning, per trainable tensor j: the sums the closed form needs
-//! (S_j = Σ exp(2p), Σ p, D_j = Σ (θ − θ0)²) and the closed-form pull of θ towards θ0.
+//! (with y = 2(p − b_j): E_j = Σ (e^y − 1), F_j = Σ (e^y − 1 − y), D_j = Σ (θ − θ0)²) and the
+//! closed-form pull of θ towards θ0. Summing relative to b_j avoids the cancellation of
+//! Σ exp(2p) against d_j: where p = b_j, E_j and F_j are exactly 0, as are KL and ∂KL/∂b_j.
 //!
 //! On wgpu devices the work runs in shaders/kl.wgsl (launched only from here), with a
 //! workgroup tree reduction instead of Burn's whole-tensor `sum()`, which is wrong on lavapipe
@@ -20,17 +22,23 @@ use super::backend::{
     par_sum, values,
 };
 
-/// Row j of the result is (S_j, Σ p_j, D_j) = (Σ exp(2p_j), Σ p_j, Σ (θ_j − θ0_j)²) for the
-/// j-th tensors of the three lists, each flattened to one dimension; shape [L, 3].
+/// Row j of the result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
+/// flattened to one dimension, and b_j = `b[j]`; shape [L, 3].
 ///
 /// One launch per tensor fills that tensor's partial sums, one more adds them all up.
-pub fn sums(theta: &[Tensor<1>], theta0: &[Tensor<1>], p: &[Tensor<1>]) -> Tensor<2> {
+pub fn sums(
+    theta: &[Tensor<1>],
+    theta0: &[Tensor<1>],
+    p: &[Tensor<1>],
+    b: &Tensor<1>,
+) -> Tensor<2> {
     let tensors = theta.len();
     assert!(
         tensors > 0 && theta0.len() == tensors && p.len() == tensors,
         "one θ, θ0 and p per trainable tensor"
     );
     let device = theta[0].clone().inner().device();
+    assert_eq!(b.dims(), [tensors], "one b_j per trainable tensor");
     let mut partials = Tensor::<1>::empty([tensors * SLOTS * 3], &device).into_dispatch();
     for j in 0..tensors {
         partials = <Dispatch as PacBackend>::pac_kl_partials(
@@ -38,6 +46,7 @@ pub fn sums(theta: &[Tensor<1>], theta0: &[Tensor<1>], p: &[Tensor<1>]) -> Tenso
             theta[j].clone().inner().into_dispatch(),
             theta0[j].clone().inner().into_dispatch(),
             p[j].clone().inner().into_dispatch(),
+            b.clone().inner().into_dispatch(),
             j as u32,
         );
     }
@@ -111,9 +120,10 @@ pub(super) fn partials_wgsl(
     theta: CubeTensor,
     theta0: CubeTensor,
     p: CubeTensor,
+    b: CubeTensor,
     j: u32,
 ) -> CubeTensor {
-    let (theta, theta0, p) = (dense(theta), dense(theta0), dense(p));
+    let (theta, theta0, p, b) = (dense(theta), dense(theta0), dense(p), dense(b));
     let n = theta.shape().num_elements();
     assert!(
         theta0.shape().num_elements() == n && p.shape().num_elements() == n,
@@ -135,7 +145,7 @@ pub(super) fn partials_wgsl(
             (&theta0.handle, Io::Read),
             (&p.handle, Io::Read),
             (&theta.handle, Io::Unused),
-            (&theta.handle, Io::Unused),
+            (&b.handle, Io::Read),
             (&partials.handle, Io::Write),
         ],
         &[
@@ -221,17 +231,21 @@ pub(super) fn partials_cpu(
     theta: FlexTensor,
     theta0: FlexTensor,
     p: FlexTensor,
+    b: FlexTensor,
     j: u32,
 ) -> FlexTensor {
     let (theta, theta0, p) = (values(&theta), values(&theta0), values(&p));
+    let b_j = f64::from(values(&b)[j as usize]);
     assert!(
         theta0.len() == theta.len() && p.len() == theta.len(),
         "θ, θ0 and p of tensor {j} differ in size"
     );
     check_partials(&partials.shape(), j);
     let sums = par_sum(theta.len(), |i| {
-        let (pi, d) = (f64::from(p[i]), f64::from(theta[i] - theta0[i]));
-        [(2.0 * pi).exp(), pi, d * d]
+        let y = 2.0 * (f64::from(p[i]) - b_j);
+        let e = y.exp_m1();
+        let d = f64::from(theta[i] - theta0[i]);
+        [e, e - y, d * d]
     });
     let mut partials = partials;
     assert!(

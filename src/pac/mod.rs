@@ -8,5 +8,8 @@
 //! training examples.
 
 mod backend;
+pub mod bound;
 pub mod kl;
 pub mod noise;
+pub mod noise_adam;
+pub mod state;

@@ -28,6 +28,7 @@ use super::backend::{
 };
 
 /// Where the τ of an operation comes from.
+#[derive(Clone)]
 pub enum NoiseSource<const D: usize> {
     /// The generator, keyed by (seed, step); the tensor id comes with each call.
     Philox { seed: u32, step: u32 },
@@ -85,6 +86,7 @@ fn perturb<const D: usize>(
 
 /// The gradient of p for trainable tensor `j`, fused:
 /// g_p = exp(p)·τ·g + kl_coef·(exp(2(p − b_j)) − 1), where g = ∂loss1/∂θ' and the second term
+/// (computed as expm1, exactly 0 where p = b_j)
 /// is ∂loss2/∂p with kl_coef = 1/(nγ) (pass 0 where the KL term is off). `b` holds every b_j.
 pub fn grad_p<const D: usize>(
     p: &Tensor<D>,
@@ -490,7 +492,7 @@ pub(super) fn grad_p_cpu(
     let tau = CpuTau::new(&tau, j, p_v.len());
     let out = par_map(p_v.len(), |i| {
         let pi = p_v[i];
-        pi.exp() * tau.at(i) * g_v[i] + kl_coef * ((2.0 * (pi - b_j)).exp() - 1.0)
+        pi.exp() * tau.at(i) * g_v[i] + kl_coef * (2.0 * (pi - b_j)).exp_m1()
     });
     flex_tensor(out, p.shape())
 }

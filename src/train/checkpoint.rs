@@ -20,7 +20,7 @@ const OPTIMIZER: &str = "optimizer.safetensors";
 const STATE: &str = "state.json";
 
 /// Where the loop stood when the checkpoint was written.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct LoopState {
     /// Epochs completed.
     pub epoch: usize,
@@ -30,6 +30,12 @@ pub struct LoopState {
     pub best: Option<(usize, f64)>,
     /// Evaluations in a row without improvement (for early stopping).
     pub stale_evals: usize,
+    /// PAC: the bound and its terms at the end of stage 1.
+    #[serde(default)]
+    pub bound: Option<serde_json::Value>,
+    /// PAC: how long the K(λ) estimation took.
+    #[serde(default)]
+    pub k_seconds: Option<f64>,
 }
 
 /// Writes `model` (+ optimiser moments and loop state when given) as folder `dir`, atomically.
@@ -125,65 +131,112 @@ pub fn load_model(dir: &Path, mut model: Classifier) -> Result<Classifier> {
     Ok(model)
 }
 
-fn write_moments(path: &Path, adam: &AdamW, slots: &[Slot]) -> Result<()> {
-    let mut tensors: Vec<(String, Vec<u8>, usize)> = Vec::new();
-    for (j, slot) in slots.iter().enumerate() {
-        for (kind, moment) in [("m", &adam.m[j]), ("v", &adam.v[j])] {
-            if let Some(t) = moment {
-                let values = t
-                    .to_data()
-                    .try_to_vec::<f32>()
-                    .map_err(|e| anyhow!("cannot read optimiser state: {e:?}"))?;
-                let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
-                tensors.push((format!("{kind}.{}", slot.name), bytes, values.len()));
-            }
-        }
+/// Writes named 1-D tensors (read back from the device) and string metadata as safetensors.
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, &Tensor<1>)],
+    meta: HashMap<String, String>,
+) -> Result<()> {
+    let mut bytes = Vec::with_capacity(tensors.len());
+    for (_, t) in tensors {
+        let values = t
+            .to_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow!("cannot read a tensor back from the device: {e:?}"))?;
+        bytes.push((
+            values.len(),
+            values
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        ));
     }
     let views: Vec<(String, TensorView)> = tensors
         .iter()
-        .map(|(name, bytes, n)| Ok((name.clone(), TensorView::new(Dtype::F32, vec![*n], bytes)?)))
+        .zip(&bytes)
+        .map(|((name, _), (n, b))| Ok((name.clone(), TensorView::new(Dtype::F32, vec![*n], b)?)))
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let data = safetensors::serialize(views, Some(meta))?;
+    crate::report::write_atomic(path, &data)
+}
+
+/// Named 1-D f32 tensors and the metadata of a file written by [`write_tensors`].
+pub struct TensorFile {
+    pub path: PathBuf,
+    pub tensors: HashMap<String, Vec<f32>>,
+    pub meta: HashMap<String, String>,
+}
+
+impl TensorFile {
+    pub fn read(path: &Path) -> Result<TensorFile> {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+            .map_err(|e| anyhow!("{}: corrupt safetensors file ({e})", path.display()))?;
+        let file = safetensors::SafeTensors::deserialize(&bytes)?;
+        let tensors = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let values = view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (name, values)
+            })
+            .collect();
+        Ok(TensorFile {
+            path: path.to_path_buf(),
+            tensors,
+            meta: header.metadata().clone().unwrap_or_default(),
+        })
+    }
+
+    /// Tensor `name` of `len` values on `device`; `None` when the file lacks it.
+    pub fn tensor(&self, name: &str, len: usize, device: &Device) -> Result<Option<Tensor<1>>> {
+        match self.tensors.get(name) {
+            None => Ok(None),
+            Some(v) if v.len() != len => bail!(
+                "{}: {name} has {} values, expected {len}",
+                self.path.display(),
+                v.len()
+            ),
+            Some(v) => Ok(Some(Tensor::from_data(
+                TensorData::new(v.clone(), [len]),
+                device,
+            ))),
+        }
+    }
+
+    pub fn meta<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
+        self.meta
+            .get(key)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| anyhow!("{}: no valid {key} in the metadata", self.path.display()))
+    }
+}
+
+fn write_moments(path: &Path, adam: &AdamW, slots: &[Slot]) -> Result<()> {
+    let mut tensors = Vec::new();
+    for (j, slot) in slots.iter().enumerate() {
+        for (kind, moment) in [("m", &adam.m[j]), ("v", &adam.v[j])] {
+            if let Some(t) = moment {
+                tensors.push((format!("{kind}.{}", slot.name), t));
+            }
+        }
+    }
     let meta = HashMap::from([("adam_step".to_string(), adam.step.to_string())]);
-    std::fs::write(path, safetensors::serialize(views, Some(meta))?)?;
-    Ok(())
+    write_tensors(path, &tensors, meta)
 }
 
 /// Restores AdamW moments and step count written by [`save`].
 pub fn load_moments(dir: &Path, adam: &mut AdamW, slots: &[Slot], device: &Device) -> Result<()> {
-    let path = dir.join(OPTIMIZER);
-    let bytes = std::fs::read(&path)
-        .with_context(|| format!("{}: cannot read optimiser state", path.display()))?;
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow!("{}: corrupt optimiser state ({e})", path.display()))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)?;
-    adam.step = meta
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("adam_step"))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| anyhow!("{}: no adam_step in metadata", path.display()))?;
+    let file = TensorFile::read(&dir.join(OPTIMIZER))?;
+    adam.step = file.meta("adam_step")?;
     for (j, slot) in slots.iter().enumerate() {
-        for (kind, moment) in [("m", &mut adam.m[j]), ("v", &mut adam.v[j])] {
-            let Ok(view) = file.tensor(&format!("{kind}.{}", slot.name)) else {
-                continue;
-            };
-            if view.shape() != [slot.numel()] {
-                bail!(
-                    "{}: {kind}.{} has the wrong size",
-                    path.display(),
-                    slot.name
-                );
-            }
-            let values: Vec<f32> = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            *moment = Some(Tensor::from_data(
-                TensorData::new(values, [slot.numel()]),
-                device,
-            ));
-        }
+        adam.m[j] = file.tensor(&format!("m.{}", slot.name), slot.numel(), device)?;
+        adam.v[j] = file.tensor(&format!("v.{}", slot.name), slot.numel(), device)?;
     }
     Ok(())
 }

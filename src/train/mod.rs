@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod optim;
 pub mod params;
+pub mod step;
 
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -24,9 +25,11 @@ use crate::model::{Classifier, Pretrained, resolve_model};
 use crate::report::{RunDir, write_json};
 use crate::tokenize::TextTokenizer;
 use checkpoint::LoopState;
-use data::{Prepared, per_example_loss, predict};
+use data::{Prepared, predict};
 use optim::{AdamW, AdamWConfig};
-use params::{Group, Slot};
+use step::{Lrs, Micro, Noise};
+
+use crate::pac::{self, bound::BoundTerms, noise::NoiseSource, state::PacState};
 
 /// How to fine-tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,6 +197,11 @@ pub enum Event<'a> {
         step_in_epoch: usize,
         loss: f64,
     },
+    /// Progress of the one-off K(λ) estimation (PAC): forward passes done of total.
+    KEstimation {
+        done: usize,
+        total: usize,
+    },
     Epoch(&'a Value),
 }
 
@@ -205,16 +213,11 @@ pub fn train(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Value> {
     let task = config.validate()?;
-    if config.method != Method::Vanilla {
-        bail!(
-            "--method {}: not available yet (PAC-tuning and PGD land with the PAC-tuning issue); use --method vanilla",
-            serde_json::to_value(config.method)?.as_str().unwrap_or("?")
-        );
-    }
     let run = RunDir::open(&config.output_dir, resume, overwrite)?;
     let started = Instant::now();
     let selected = select(config.device.parse().map_err(|e: String| anyhow!(e))?)?;
-    let device = selected.device.clone().autodiff();
+    let plain = selected.device.clone();
+    let device = plain.clone().autodiff();
 
     let folder = resolve_model(&config.model)?;
     let tokenizer = TextTokenizer::from_model_dir(&folder, config.max_length)?;
@@ -244,7 +247,8 @@ pub fn train(
     if !config.train_embeddings {
         model.bert.embeddings = model.bert.embeddings.no_grad();
     }
-    let slots = params::slots(&model, config.train_embeddings);
+    let te = config.train_embeddings;
+    let slots = params::slots(&model, te);
     let mut adam = AdamW::new(
         AdamWConfig {
             weight_decay: config.weight_decay,
@@ -252,14 +256,12 @@ pub fn train(
         },
         slots.len(),
     );
+    let n = train_data.len();
+    let gamma = config.gamma.unwrap_or(task.default_gamma());
 
-    let mut state = LoopState {
-        epoch: 0,
-        step: 0,
-        best: None,
-        stale_evals: 0,
-    };
+    let mut state = LoopState::default();
     let mut history = Vec::new();
+    let mut pac: Option<PacState> = None;
     if resume {
         let previous: TrainConfig = read_config(&run.file("run.json"))?;
         if previous.task != config.task
@@ -284,8 +286,11 @@ pub fn train(
             );
         };
         model = checkpoint::load_model(&last, model)?;
-        checkpoint::load_moments(&last, &mut adam, &slots, &selected.device)?;
+        checkpoint::load_moments(&last, &mut adam, &slots, &plain)?;
         state = checkpoint::load_state(&last)?;
+        if config.method == Method::Pac {
+            pac = Some(PacState::load(&last, &slots, n, gamma, &plain)?);
+        }
         history = run.read_history()?;
         history.retain(|r| {
             r["epoch"]
@@ -295,7 +300,39 @@ pub fn train(
     }
     write_json(&run.file("run.json"), config)?;
 
-    let n = train_data.len();
+    on_event(Event::Start {
+        device: &selected.name,
+        train_examples: n,
+        dev_examples: dev_data.len(),
+        first_epoch: state.epoch,
+        epochs: config.epochs,
+        steps_per_epoch: n.div_ceil(config.batch_size),
+    });
+    if config.method == Method::Pac && pac.is_none() {
+        let k_start = Instant::now();
+        let (k_hat, _) = pac::state::estimate_k(
+            &model.valid(),
+            te,
+            &train_data,
+            &[gamma],
+            config.eval_batch_size,
+            pad,
+            config.seed,
+            &plain,
+            &mut |done, total| on_event(Event::KEstimation { done, total }),
+        )?;
+        state.k_seconds = Some(k_start.elapsed().as_secs_f64());
+        pac = Some(PacState::init(&model, &slots, te, n, gamma, k_hat)?);
+    }
+    // PGD's fixed noise: one log-std for every scalar.
+    let pgd_p: Vec<Tensor<1>> = match (config.method, config.noise_std) {
+        (Method::Pgd, Some(std)) => slots
+            .iter()
+            .map(|s| Tensor::full([s.numel()], std.ln(), &plain))
+            .collect(),
+        _ => Vec::new(),
+    };
+
     let steps_per_epoch = n.div_ceil(config.batch_size);
     let total_steps = (steps_per_epoch * config.epochs) as u64;
     let extra_files: Vec<PathBuf> = ["config.json", "tokenizer.json", "vocab.txt"]
@@ -303,55 +340,104 @@ pub fn train(
         .map(|f| folder.join(f))
         .filter(|p| p.is_file())
         .collect();
-    on_event(Event::Start {
-        device: &selected.name,
-        train_examples: n,
-        dev_examples: dev_data.len(),
-        first_epoch: state.epoch,
-        epochs: config.epochs,
-        steps_per_epoch,
-    });
 
     while state.epoch < config.epochs {
         let epoch = state.epoch;
+        let stage1 = config.method == Method::Pac && epoch < config.stage1_epochs;
         let epoch_start = Instant::now();
         let order = epoch_order(n, config.seed, epoch as u64);
         let mut losses = Vec::with_capacity(steps_per_epoch);
+        let mut last_bound = None;
         let scale = lr_scale(config, state.step, total_steps);
         for (i, batch) in order.chunks(config.batch_size).enumerate() {
             let scale = lr_scale(config, state.step, total_steps);
-            let (updated, loss) = step(
+            let lrs = Lrs {
+                encoder: config.lr_encoder * scale,
+                head: config.lr_head * scale,
+                max_grad_norm: config.max_grad_norm,
+            };
+            let micro: Vec<Micro> = batch
+                .chunks(batch.len().div_ceil(config.grad_accum))
+                .map(|rows| {
+                    (
+                        train_data.batch(rows, pad),
+                        train_data.targets(rows, &device),
+                    )
+                })
+                .collect();
+            let noise = match (config.method, pac.as_mut()) {
+                (Method::Vanilla, _) => Noise::None,
+                (Method::Pgd, _) => Noise::Fixed(&pgd_p),
+                (Method::Pac, Some(pac)) if stage1 => Noise::Learned(pac),
+                (Method::Pac, Some(pac)) => Noise::Fixed(&pac.p),
+                (Method::Pac, None) => unreachable!("PAC state is initialised above"),
+            };
+            let key = NoiseSource::Philox {
+                seed: config.seed as u32,
+                step: state.step as u32,
+            };
+            let tau = |_| key.clone();
+            let (updated, report) = step::step(
                 model,
-                batch,
-                &train_data,
-                &mut adam,
                 &slots,
-                config,
-                scale,
-                pad,
+                te,
+                &mut adam,
+                &micro,
+                batch.len(),
+                lrs,
+                noise,
+                &tau,
                 &device,
-            )?;
+            )
+            .map_err(|e| anyhow!("epoch {} step {}: {e}", epoch + 1, i + 1))?;
             model = updated;
             state.step += 1;
-            losses.push(loss);
+            losses.push(report.loss1);
+            last_bound = report.bound.or(last_bound);
             on_event(Event::Step {
                 epoch,
                 step_in_epoch: i,
-                loss,
+                loss: report.loss1,
             });
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         state.epoch += 1;
 
+        let loss1 = losses.iter().sum::<f64>() / losses.len() as f64;
         let mut record = Map::new();
         record.insert("epoch".into(), json!(state.epoch));
         record.insert("step".into(), json!(state.step));
-        record.insert(
-            "train_loss".into(),
-            json!(losses.iter().sum::<f64>() / losses.len() as f64),
-        );
+        record.insert("train_loss".into(), json!(loss1));
         record.insert("lr_encoder".into(), json!(config.lr_encoder * scale));
         record.insert("lr_head".into(), json!(config.lr_head * scale));
+        if let Some(pac) = &pac {
+            record.insert("stage".into(), json!(if stage1 { 1 } else { 2 }));
+            if let Some(t) = &last_bound {
+                record.insert("loss2".into(), json!(t.loss2));
+                record.insert("kl".into(), json!(t.kl));
+                record.insert("k_hat".into(), json!(t.k));
+                record.insert("gamma".into(), json!(t.gamma));
+                record.insert("bound".into(), json!(loss1 + t.loss2));
+            }
+            let (sigma_encoder, sigma_head, per_layer) = pac.sigma_means(&slots);
+            record.insert("sigma_encoder".into(), json!(sigma_encoder));
+            record.insert("sigma_head".into(), json!(sigma_head));
+            record.insert("prior_std".into(), json!(pac.prior_std_mean()));
+            if stage1 && state.epoch == config.stage1_epochs {
+                state.bound = Some(bound_summary(state.epoch, loss1, last_bound.as_ref()));
+                let layers: Vec<(String, f64)> = slots
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .zip(per_layer)
+                    .collect();
+                write_json(&run.file("sigma_per_layer.json"), &layers)?;
+                std::fs::create_dir_all(run.file("plots"))?;
+                crate::report::plots::write_sigma_plot(
+                    &run.file("plots/sigma_per_layer.png"),
+                    &layers,
+                )?;
+            }
+        }
         record.insert("epoch_seconds".into(), json!(train_seconds));
         record.insert("examples_per_s".into(), json!(n as f64 / train_seconds));
 
@@ -359,14 +445,13 @@ pub fn train(
         let mut dev_predictions = None;
         if state.epoch % config.eval_every_epochs == 0 || state.epoch == config.epochs {
             let eval_start = Instant::now();
-            let plain = model.valid();
             let predictions = predict(
-                &plain,
+                &model.valid(),
                 &dev_data,
                 task,
                 config.eval_batch_size,
                 pad,
-                &selected.device,
+                &plain,
             )?;
             let metrics = task.score(&dev_data.labels, &predictions)?;
             let main = metrics
@@ -403,14 +488,13 @@ pub fn train(
                 )?;
             }
         }
-        checkpoint::save(
-            &run.checkpoint("last"),
-            &model,
-            &extra_files,
-            Some((&adam, &slots)),
-            &state,
-        )?;
+        let last = run.checkpoint("last");
+        checkpoint::save(&last, &model, &extra_files, Some((&adam, &slots)), &state)?;
+        if let Some(pac) = &pac {
+            pac.save(&last, &slots)?;
+        }
         run.write_history(&history)?;
+        crate::report::plots::write_history_plots(&run.path, &history)?;
         on_event(Event::Epoch(&record));
 
         if config
@@ -435,68 +519,21 @@ pub fn train(
     Ok(summary)
 }
 
-/// One optimiser step on `batch` (split into `grad_accum` micro-batches): returns the updated
-/// model and the batch's mean loss.
-#[allow(clippy::too_many_arguments)]
-fn step(
-    model: Classifier,
-    batch: &[usize],
-    train: &Prepared,
-    adam: &mut AdamW,
-    slots: &[Slot],
-    config: &TrainConfig,
-    scale: f64,
-    pad: u32,
-    device: &Device,
-) -> Result<(Classifier, f64)> {
-    let micro = batch.len().div_ceil(config.grad_accum);
-    let mut grads: Vec<Option<Tensor<1>>> = vec![None; slots.len()];
-    let mut loss_sum = 0.0;
-    for rows in batch.chunks(micro) {
-        let (ids, types, mask) = train.batch(rows, pad).to_tensors(device);
-        let logits = model.forward(ids, types, mask);
-        // Summed over the micro-batch and divided by the whole batch: the micro-batch
-        // gradients add up to the gradient of the batch mean.
-        let loss =
-            per_example_loss(logits, &train.targets(rows, device)).sum() / batch.len() as f32;
-        loss_sum += loss.clone().into_scalar::<f32>() as f64;
-        let g = loss.backward();
-        params::visit_slots(&model, config.train_embeddings, Some(&g), |j, _, grad| {
-            if let Some(grad) = grad {
-                grads[j] = Some(match grads[j].take() {
-                    Some(acc) => acc + grad,
-                    None => grad,
-                });
-            }
-        });
+/// The bound J = loss1 + loss2 and its terms at the end of stage 1, for summary.json.
+fn bound_summary(epoch: usize, loss1: f64, terms: Option<&BoundTerms>) -> Value {
+    match terms {
+        Some(t) => json!({
+            "epoch": epoch,
+            "J": loss1 + t.loss2,
+            "loss1": loss1,
+            "loss2": t.loss2,
+            "kl": t.kl,
+            "k_hat": t.k,
+            "gamma": t.gamma,
+            "C": t.c,
+        }),
+        None => Value::Null,
     }
-    if let Some(max_norm) = config.max_grad_norm {
-        let squares: Vec<Tensor<1>> = grads
-            .iter()
-            .flatten()
-            .map(|g| crate::reduce::sum(g.clone() * g.clone()))
-            .collect();
-        let norm = Tensor::cat(squares, 0).sum().into_scalar::<f32>().sqrt() as f64;
-        let factor = max_norm / (norm + 1e-6);
-        if factor < 1.0 {
-            for g in grads.iter_mut().flatten() {
-                *g = g.clone() * factor;
-            }
-        }
-    }
-    adam.begin_step();
-    let model = params::map_slots(model, config.train_embeddings, |j, theta| {
-        let lr = scale
-            * match slots[j].group {
-                Group::Encoder => config.lr_encoder,
-                Group::Head => config.lr_head,
-            };
-        match grads[j].take() {
-            Some(g) => adam.update(j, theta, g, lr),
-            None => theta,
-        }
-    });
-    Ok((model, loss_sum))
 }
 
 /// The learning-rate multiplier at optimiser step `step` (0-based) of `total`.
@@ -592,6 +629,8 @@ fn summary(
         "best": state.best.map(|(e, _)| with_epoch(e)),
         "final": with_epoch(last_eval),
         "epochs_run": state.epoch,
+        "bound": state.bound,
+        "k_estimation_seconds": state.k_seconds,
         "wall_seconds": started.elapsed().as_secs_f64(),
         "device": device,
     })

@@ -51,13 +51,15 @@ impl AdamW {
     pub fn update(&mut self, j: usize, theta: Tensor<1>, grad: Tensor<1>, lr: f64) -> Tensor<1> {
         let c = self.config;
         let t = self.step as i32;
+        // The operations in PyTorch's order, so that f32 rounding matches:
+        // m.lerp_(g, 1 − β1) and v.mul_(β2).addcmul_(g, g, value = 1 − β2).
         let m = match self.m[j].take() {
-            Some(m) => m * c.beta1 + grad.clone() * (1.0 - c.beta1),
+            Some(m) => m.clone() + (grad.clone() - m) * (1.0 - c.beta1),
             None => grad.clone() * (1.0 - c.beta1),
         };
         let v = match self.v[j].take() {
-            Some(v) => v * c.beta2 + grad.clone() * grad * (1.0 - c.beta2),
-            None => grad.clone() * grad * (1.0 - c.beta2),
+            Some(v) => v * c.beta2 + grad.clone() * (1.0 - c.beta2) * grad,
+            None => grad.clone() * (1.0 - c.beta2) * grad,
         };
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2 = 1.0 - c.beta2.powi(t);

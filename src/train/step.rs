@@ -1,0 +1,202 @@
+//! One optimiser step, for every method: inject noise (PAC, PGD), forward and backward over the
+//! micro-batches, restore the clean weights, add the bound's gradients (PAC stage 1), then AdamW
+//! on θ and the noise-Adam on p and b.
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, Tensor, TensorData};
+
+use super::data::{Targets, per_example_loss};
+use super::optim::AdamW;
+use super::params::{self, Group, Slot};
+use crate::model::Classifier;
+use crate::pac::bound::{self, BoundTerms};
+use crate::pac::kl;
+use crate::pac::noise::{self, NoiseSource};
+use crate::pac::state::PacState;
+use crate::tokenize::PaddedBatch;
+
+/// The noise of a step.
+pub enum Noise<'a> {
+    /// Plain gradient descent.
+    None,
+    /// Perturbed gradient descent with fixed log-stds `p` (PAC stage 2, PGD).
+    Fixed(&'a [Tensor<1>]),
+    /// PAC stage 1: the noise and the bound are learned.
+    Learned(&'a mut PacState),
+}
+
+/// Learning rates of this step and optional clipping of the global gradient norm of θ.
+#[derive(Debug, Clone, Copy)]
+pub struct Lrs {
+    pub encoder: f64,
+    pub head: f64,
+    pub max_grad_norm: Option<f64>,
+}
+
+/// What a step measured.
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// Mean training loss of the batch (at the perturbed weights when there is noise).
+    pub loss1: f64,
+    /// The bound's terms at this step (PAC stage 1 only).
+    pub bound: Option<BoundTerms>,
+    /// The gradient each slot of θ was updated with (flattened), and in PAC stage 1 that of p.
+    pub grad_theta: Vec<Option<Tensor<1>>>,
+    pub grad_p: Vec<Tensor<1>>,
+}
+
+/// A micro-batch: inputs and their targets.
+pub type Micro = (PaddedBatch, Targets);
+
+/// Runs one step on the micro-batches of one batch of `batch_len` examples. `tau(j)` says where
+/// slot j's noise comes from (the counter-based generator in training, given values in tests).
+#[allow(clippy::too_many_arguments)]
+pub fn step(
+    model: Classifier,
+    slots: &[Slot],
+    train_embeddings: bool,
+    adam: &mut AdamW,
+    micro: &[Micro],
+    batch_len: usize,
+    lrs: Lrs,
+    mut noise: Noise,
+    tau: &dyn Fn(usize) -> NoiseSource<1>,
+    device: &Device,
+) -> Result<(Classifier, StepReport)> {
+    let p: Option<Vec<Tensor<1>>> = match &noise {
+        Noise::None => None,
+        Noise::Fixed(p) => Some(p.to_vec()),
+        Noise::Learned(state) => Some(state.p.clone()),
+    };
+    let mut model = model;
+    // The clean θ is kept while the model holds θ' = θ + exp(p)·τ, and put back afterwards:
+    // subtracting the noise again would leave rounding residue in θ − θ0 that the noise-Adam,
+    // which normalises its gradients, turns into real steps of b and p.
+    let mut clean = Vec::new();
+    if let Some(p) = &p {
+        model = params::map_slots(model, train_embeddings, |j, theta| {
+            clean.push(theta.clone());
+            noise::inject(theta, &p[j], j as u32, &tau(j))
+        });
+    }
+
+    let mut grads: Vec<Option<Tensor<1>>> = vec![None; slots.len()];
+    let mut loss1 = 0.0;
+    for (batch, targets) in micro {
+        let (ids, types, mask) = batch.to_tensors(device);
+        let logits = model.forward(ids, types, mask);
+        // Summed over the micro-batch and divided by the whole batch: the micro-batch
+        // gradients add up to the gradient of the batch mean.
+        let loss = per_example_loss(logits, targets).sum() / batch_len as f32;
+        loss1 += loss.clone().into_scalar::<f32>() as f64;
+        let g = loss.backward();
+        params::visit_slots(&model, train_embeddings, Some(&g), |j, _, grad| {
+            if let Some(grad) = grad {
+                grads[j] = Some(match grads[j].take() {
+                    Some(acc) => acc + grad,
+                    None => grad,
+                });
+            }
+        });
+    }
+    if !loss1.is_finite() {
+        bail!("the training loss is {loss1}");
+    }
+
+    if !clean.is_empty() {
+        model = params::map_slots(model, train_embeddings, |j, _| clean[j].clone());
+    }
+
+    let mut report = StepReport {
+        loss1,
+        bound: None,
+        grad_theta: Vec::new(),
+        grad_p: Vec::new(),
+    };
+    if let Noise::Learned(state) = &mut noise {
+        let mut theta = Vec::with_capacity(slots.len());
+        params::visit_slots(&model, train_embeddings, None, |_, value, _| {
+            theta.push(value)
+        });
+        // b is kept f32-representable (as the reference keeps it), so the kernels' b_j and the
+        // host's are the same number.
+        let b_f32: Vec<f32> = state.b.iter().map(|&x| x as f32).collect();
+        let b = Tensor::<1>::from_data(TensorData::new(b_f32, [state.b.len()]), device);
+        let sums = read_sums(kl::sums(&theta, &state.theta0, &state.p, &b), slots)?;
+        let terms = bound::bound_terms(&sums, &state.b, state.n, state.gamma_range, &state.k_hat);
+        let coef = terms.kl_coef as f32;
+        let mut grad_p = Vec::with_capacity(slots.len());
+        for j in 0..slots.len() {
+            let g = grads[j]
+                .take()
+                .unwrap_or_else(|| Tensor::zeros([slots[j].numel()], device));
+            grad_p.push(noise::grad_p(&state.p[j], &g, &b, j as u32, &tau(j), coef));
+            grads[j] = Some(kl::grad_theta(
+                g,
+                &theta[j],
+                &state.theta0[j],
+                &b,
+                j as u32,
+                coef,
+            ));
+        }
+        state.adam.begin_step();
+        for (j, g) in grad_p.iter().enumerate() {
+            let p_j = state.p[j].clone();
+            state.p[j] = state.adam.update_p(j, p_j, g.clone());
+        }
+        report.grad_p = grad_p;
+        let grad_b = terms.grad_b.clone();
+        state.adam.update_b(&mut state.b, &grad_b);
+        for b in &mut state.b {
+            *b = f64::from(*b as f32);
+        }
+        report.bound = Some(terms);
+    }
+
+    if let Some(max_norm) = lrs.max_grad_norm {
+        clip(&mut grads, max_norm);
+    }
+    report.grad_theta = grads.clone();
+    adam.begin_step();
+    let model = params::map_slots(model, train_embeddings, |j, theta| {
+        let lr = match slots[j].group {
+            Group::Encoder => lrs.encoder,
+            Group::Head => lrs.head,
+        };
+        match grads[j].take() {
+            Some(g) => adam.update(j, theta, g, lr),
+            None => theta,
+        }
+    });
+    Ok((model, report))
+}
+
+/// Reads the [L, 3] KL sums back (one small transfer per step).
+fn read_sums(sums: Tensor<2>, slots: &[Slot]) -> Result<Vec<bound::LayerSums>> {
+    let values = sums
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read the KL sums: {e:?}"))?;
+    let numels: Vec<usize> = slots.iter().map(Slot::numel).collect();
+    Ok(bound::LayerSums::from_rows(&values, &numels))
+}
+
+/// Scales the gradients so that their global L2 norm is at most `max_norm`.
+fn clip(grads: &mut [Option<Tensor<1>>], max_norm: f64) {
+    let squares: Vec<Tensor<1>> = grads
+        .iter()
+        .flatten()
+        .map(|g| crate::reduce::sum(g.clone() * g.clone()))
+        .collect();
+    if squares.is_empty() {
+        return;
+    }
+    let norm = (Tensor::cat(squares, 0).sum().into_scalar::<f32>() as f64).sqrt();
+    let factor = max_norm / (norm + 1e-6);
+    if factor < 1.0 {
+        for g in grads.iter_mut().flatten() {
+            *g = g.clone() * factor;
+        }
+    }
+}
