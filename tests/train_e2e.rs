@@ -9,10 +9,16 @@ use common::{
     binary, glue_dir, history_without_timings, lavapipe_index, minilm_dir, read_json, run_ok,
 };
 
-fn train_cmd(model: &Path, data: &Path, out: &Path, device: &str) -> std::process::Command {
+fn train_cmd(
+    method: &str,
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    device: &str,
+) -> std::process::Command {
     let mut cmd = binary();
     cmd.args([
-        "train", "--method", "vanilla", "--quiet", "--device", device, "--model",
+        "train", "--method", method, "--quiet", "--device", device, "--model",
     ])
     .arg(model)
     .arg("--data-dir")
@@ -41,7 +47,7 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
     ];
 
     run_ok(
-        train_cmd(&model, &glue, &full, "cpu")
+        train_cmd("vanilla", &model, &glue, &full, "cpu")
             .args(args)
             .args(["--epochs", "3"]),
     );
@@ -91,12 +97,12 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
     // Stopped after epoch 1 and resumed: the same history and metrics as the uninterrupted run.
     let resumed = tmp.path().join("resumed");
     run_ok(
-        train_cmd(&model, &glue, &resumed, "cpu")
+        train_cmd("vanilla", &model, &glue, &resumed, "cpu")
             .args(args)
             .args(["--epochs", "1"]),
     );
     run_ok(
-        train_cmd(&model, &glue, &resumed, "cpu")
+        train_cmd("vanilla", &model, &glue, &resumed, "cpu")
             .args(args)
             .args(["--epochs", "3", "--resume"]),
     );
@@ -106,7 +112,7 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
     assert_eq!(resumed_summary["final"], summary["final"]);
 
     // A second run into the same folder is refused without --resume/--overwrite.
-    let out = train_cmd(&model, &glue, &full, "cpu")
+    let out = train_cmd("vanilla", &model, &glue, &full, "cpu")
         .args(args)
         .output()
         .unwrap();
@@ -154,7 +160,7 @@ fn vanilla_tiny_bert_on_lavapipe_learns_and_writes_the_run_folder() {
     write_toy_sst2(tmp.path());
     let out = tmp.path().join("run");
     run_ok(
-        train_cmd(&model, tmp.path(), &out, &index.to_string())
+        train_cmd("vanilla", &model, tmp.path(), &out, &index.to_string())
             .args([
                 "--task",
                 "sst2",
@@ -202,7 +208,8 @@ fn column(history: &[serde_json::Value], key: &str) -> Vec<f64> {
 fn prior_log_stds(checkpoint: &Path) -> Vec<f64> {
     let bytes = std::fs::read(checkpoint.join("pac.safetensors")).unwrap();
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    serde_json::from_str(&meta.metadata().as_ref().unwrap()["b"]).unwrap()
+    let bits: Vec<u64> = serde_json::from_str(&meta.metadata().as_ref().unwrap()["b"]).unwrap();
+    bits.into_iter().map(f64::from_bits).collect()
 }
 
 /// Checks what both PAC end-to-end runs must show: two stages, a bound, σ moved in stage 1 and
@@ -254,21 +261,12 @@ fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let args = [
-        "--task",
-        "mrpc",
-        "--method",
-        "pac",
-        "--train-size",
-        "32",
-        "--batch-size",
-        "32",
-    ];
+    let args = ["--task", "mrpc", "--train-size", "32", "--batch-size", "32"];
     let stage = ["--stage1-epochs", "3", "--eval-every-epochs", "3"];
 
     let full = tmp.path().join("full");
     run_ok(
-        binary_train(&model, &glue, &full)
+        train_cmd("pac", &model, &glue, &full, "cpu")
             .args(args)
             .args(stage)
             .args(["--epochs", "5"]),
@@ -280,14 +278,14 @@ fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
     // p and b stop changing in stage 2: the last checkpoint's b equals the one after stage 1.
     let resumed = tmp.path().join("resumed");
     run_ok(
-        binary_train(&model, &glue, &resumed)
+        train_cmd("pac", &model, &glue, &resumed, "cpu")
             .args(args)
             .args(stage)
             .args(["--epochs", "3"]),
     );
     let b_after_stage1 = prior_log_stds(&resumed.join("checkpoints/last"));
     run_ok(
-        binary_train(&model, &glue, &resumed)
+        train_cmd("pac", &model, &glue, &resumed, "cpu")
             .args(args)
             .args(stage)
             .args(["--epochs", "5", "--resume"]),
@@ -306,17 +304,6 @@ fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
     );
 }
 
-fn binary_train(model: &Path, data: &Path, out: &Path) -> std::process::Command {
-    let mut cmd = binary();
-    cmd.args(["train", "--quiet", "--device", "cpu", "--model"])
-        .arg(model)
-        .arg("--data-dir")
-        .arg(data)
-        .arg("--output-dir")
-        .arg(out);
-    cmd
-}
-
 #[test]
 fn pac_tiny_bert_on_lavapipe_runs_both_stages() {
     let Some(index) = lavapipe_index() else {
@@ -328,21 +315,7 @@ fn pac_tiny_bert_on_lavapipe_runs_both_stages() {
     write_toy_sst2(tmp.path());
     let out = tmp.path().join("run");
     run_ok(
-        binary()
-            .args([
-                "train",
-                "--quiet",
-                "--method",
-                "pac",
-                "--device",
-                &index.to_string(),
-                "--model",
-            ])
-            .arg(&model)
-            .arg("--data-dir")
-            .arg(tmp.path())
-            .arg("--output-dir")
-            .arg(&out)
+        train_cmd("pac", &model, tmp.path(), &out, &index.to_string())
             .args(["--task", "sst2", "--train-size", "0", "--batch-size", "10"])
             .args([
                 "--epochs",

@@ -171,7 +171,11 @@ impl PacState {
                 }
             }
         }
-        let json = |v: &[f64]| serde_json::to_string(v).expect("numbers serialise");
+        // Bit patterns, not decimal text: resuming must continue with exactly these numbers.
+        let json = |v: &[f64]| {
+            let bits: Vec<u64> = v.iter().map(|x| x.to_bits()).collect();
+            serde_json::to_string(&bits).expect("integers serialise")
+        };
         let meta = HashMap::from([
             ("b".to_string(), json(&self.b)),
             ("m_b".to_string(), json(&self.adam.m_b)),
@@ -193,8 +197,10 @@ impl PacState {
     ) -> Result<PacState> {
         let file = TensorFile::read(&dir.join(PAC_FILE))?;
         let list = |key: &str| -> Result<Vec<f64>> {
-            serde_json::from_str(file.meta.get(key).map(String::as_str).unwrap_or(""))
-                .map_err(|e| anyhow!("{}: metadata {key}: {e}", file.path.display()))
+            let bits: Vec<u64> =
+                serde_json::from_str(file.meta.get(key).map(String::as_str).unwrap_or(""))
+                    .map_err(|e| anyhow!("{}: metadata {key}: {e}", file.path.display()))?;
+            Ok(bits.into_iter().map(f64::from_bits).collect())
         };
         let need = |name: String, len: usize| -> Result<Tensor<1>> {
             file.tensor(&name, len, device)?

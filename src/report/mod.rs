@@ -18,6 +18,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))
 }
 
+/// `value` as it reads back from its JSON text. serde_json's float parsing is not always
+/// correctly rounded, so whatever a resumed run reads back from JSON (history lines, the loop
+/// state) goes through JSON once in the uninterrupted run too: both then hold the same bits.
+pub fn as_written<T: Serialize + serde::de::DeserializeOwned>(value: &T) -> Result<T> {
+    Ok(serde_json::from_str(&serde_json::to_string(value)?)?)
+}
+
 pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');

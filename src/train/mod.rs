@@ -475,8 +475,9 @@ pub fn train(
             }
             dev_predictions = Some(predictions);
         }
-        let record = Value::Object(record);
+        let record = crate::report::as_written(&Value::Object(record))?;
         history.push(record.clone());
+        state = crate::report::as_written(&state)?;
 
         if improved {
             let best_dir = run.checkpoint("best");
