@@ -114,15 +114,13 @@ pub fn step(
         grad_p: Vec::new(),
     };
     if let Noise::Learned(state) = &mut noise {
-        let mut theta = Vec::with_capacity(slots.len());
-        params::visit_slots(&model, train_embeddings, None, |_, value, _| {
-            theta.push(value)
-        });
+        // The clean θ put back above, not another walk over the model.
+        let theta = &clean;
         // b is kept f32-representable (as the reference keeps it), so the kernels' b_j and the
         // host's are the same number.
         let b_f32: Vec<f32> = state.b.iter().map(|&x| x as f32).collect();
         let b = Tensor::<1>::from_data(TensorData::new(b_f32, [state.b.len()]), device);
-        let sums = read_sums(kl::sums(&theta, &state.theta0, &state.p, &b), slots)?;
+        let sums = read_sums(kl::sums(theta, &state.theta0, &state.p, &b), slots)?;
         let terms = bound::bound_terms(&sums, &state.b, state.n, state.gamma_range, &state.k_hat);
         let coef = terms.kl_coef as f32;
         let mut grad_p = Vec::with_capacity(slots.len());
