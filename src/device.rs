@@ -198,3 +198,32 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
         name: format!("{} ({}, {})", adapter.name, adapter.backend, adapter.kind),
     })
 }
+
+/// Memory in use now: the process (resident set, and its peak) and, on backends that report
+/// it, the device allocator (bytes in live tensors, and bytes it holds from the driver).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct MemoryReading {
+    pub rss_bytes: Option<u64>,
+    pub peak_rss_bytes: Option<u64>,
+    pub device_bytes_in_use: Option<u64>,
+    pub device_bytes_reserved: Option<u64>,
+}
+
+/// Reads [`MemoryReading`] (process figures from /proc on Linux; `None` elsewhere).
+pub fn memory(device: &Device) -> MemoryReading {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map(|k| k * 1024)
+    };
+    let pool = device.memory_pool_usage();
+    MemoryReading {
+        rss_bytes: kib("VmRSS:"),
+        peak_rss_bytes: kib("VmHWM:"),
+        device_bytes_in_use: pool.as_ref().map(|p| p.bytes_in_use),
+        device_bytes_reserved: pool.as_ref().map(|p| p.bytes_reserved),
+    }
+}

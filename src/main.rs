@@ -3,9 +3,14 @@
 mod cli;
 
 use std::process::ExitCode;
+use std::sync::Mutex;
+
+use pac_wgpu::train::interrupt::Interrupted;
+
+/// The first panic's message and location, printed by `main` as one line once it unwinds.
+static PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
 
 fn main() -> ExitCode {
-    // A bug must still end in one line on stderr, not a backtrace.
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()
@@ -17,20 +22,73 @@ fn main() -> ExitCode {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!(
-            "error: internal error{location}: {}; please report it",
-            one_line(&message)
-        );
+        if let Ok(mut first) = PANIC.lock() {
+            first.get_or_insert((one_line(&message), location));
+        }
     }));
-    match cli::run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+    match std::panic::catch_unwind(cli::run) {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(e)) if e.is::<Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
+        Ok(Err(e)) => {
             eprintln!("error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+        Err(_) => {
+            let (message, location) = PANIC
+                .lock()
+                .ok()
+                .and_then(|p| p.clone())
+                .unwrap_or_else(|| ("unknown cause".into(), String::new()));
+            eprintln!("error: {}", panic_line(&message, &location));
             ExitCode::FAILURE
         }
     }
 }
 
+/// A panic from the GPU stack (out of memory, a lost or refused device) gets what to try;
+/// anything else is a bug of ours.
+fn panic_line(message: &str, location: &str) -> String {
+    let lower = message.to_lowercase();
+    let device_words = [
+        "out of memory",
+        "outofmemory",
+        "allocat",
+        "device lost",
+        "devicelost",
+        "request_device",
+        "requestdevice",
+    ];
+    if device_words.iter().any(|w| lower.contains(w)) {
+        format!(
+            "the device failed: {message}. Try a smaller --batch-size or --eval-batch-size, --grad-accum 2 or more, or another --device (`pac-wgpu devices` lists them); checkpoints already written are intact"
+        )
+    } else {
+        format!("internal error{location}: {message}; please report it")
+    }
+}
+
 fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_line;
+
+    #[test]
+    fn device_failures_say_what_to_try_and_bugs_say_report() {
+        let oom = panic_line("Failed to allocate buffer: Out of Memory", " at x.rs:1");
+        assert!(oom.starts_with("the device failed"), "{oom}");
+        assert!(oom.contains("--batch-size") && oom.contains("--device"), "{oom}");
+        let lost = panic_line("wgpu error: Device lost", "");
+        assert!(lost.starts_with("the device failed"), "{lost}");
+        let bug = panic_line("index out of bounds: the len is 3", " at src/x.rs:9");
+        assert_eq!(
+            bug,
+            "internal error at src/x.rs:9: index out of bounds: the len is 3; please report it"
+        );
+    }
 }

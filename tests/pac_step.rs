@@ -250,11 +250,12 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
         } else {
             Noise::Fixed(&p_fixed)
         };
-        let (updated, report) = step(
+        let (updated, outcome) = step(
             model, &slots, false, &mut adam, &micro, rows, lrs, noise, &tau, &device,
         )
         .unwrap();
         model = updated;
+        let report = outcome.done().unwrap();
 
         close(
             &what("loss1"),

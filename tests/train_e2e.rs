@@ -121,34 +121,6 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
 }
 
 /// SST-2-format train/dev files over the tiny vocabulary: label 1 iff the sentence says "good".
-fn write_toy_sst2(dir: &Path) {
-    let sst = dir.join("SST-2");
-    std::fs::create_dir_all(&sst).unwrap();
-    let subjects = ["the movie", "a film", "the cat", "the dog", "it"];
-    let verdicts = [
-        ("is good", 1),
-        ("was very good", 1),
-        ("is bad", 0),
-        ("was not good", 0),
-        ("is very bad", 0),
-        ("is good and big", 1),
-    ];
-    let mut rows = Vec::new();
-    for s in subjects {
-        for (v, label) in verdicts {
-            rows.push(format!("{s} {v} .\t{label}"));
-        }
-    }
-    let (train, dev) = rows.split_at(20);
-    for (name, part) in [("train.tsv", train), ("dev.tsv", dev)] {
-        std::fs::write(
-            sst.join(name),
-            format!("sentence\tlabel\n{}\n", part.join("\n")),
-        )
-        .unwrap();
-    }
-}
-
 #[test]
 fn vanilla_tiny_bert_on_lavapipe_learns_and_writes_the_run_folder() {
     let Some(index) = lavapipe_index() else {
@@ -157,7 +129,7 @@ fn vanilla_tiny_bert_on_lavapipe_learns_and_writes_the_run_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny-bert");
     common::tiny::write_model(&model, 3, |_| {});
-    write_toy_sst2(tmp.path());
+    common::tiny::write_toy_sst2(tmp.path());
     let out = tmp.path().join("run");
     run_ok(
         train_cmd("vanilla", &model, tmp.path(), &out, &index.to_string())
@@ -312,7 +284,7 @@ fn pac_tiny_bert_on_lavapipe_runs_both_stages() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny-bert");
     common::tiny::write_model(&model, 4, |_| {});
-    write_toy_sst2(tmp.path());
+    common::tiny::write_toy_sst2(tmp.path());
     let out = tmp.path().join("run");
     run_ok(
         train_cmd("pac", &model, tmp.path(), &out, &index.to_string())

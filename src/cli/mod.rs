@@ -7,6 +7,7 @@ mod eval;
 mod score;
 mod train;
 
+use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
 use pac_wgpu::device::DeviceChoice;
 
@@ -50,6 +51,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  pac-wgpu train --task rte --method vanilla --model assets/models/all-MiniLM-L6-v2 --data-dir ../shared/glue --epochs 10 --device cpu\n  pac-wgpu train --task mrpc --output-dir runs/mrpc --resume"
     )]
+    #[command(allow_negative_numbers = true)]
     Train(Box<train::TrainArgs>),
     /// Score a run's checkpoint on a labelled split.
     #[command(
@@ -64,7 +66,17 @@ enum Command {
 }
 
 pub fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().map_err(|e| match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
+        // clap's own first line names the flag and the problem; usage and tips follow.
+        _ => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            anyhow::anyhow!("{}", first.trim_start_matches("error: "))
+        }
+    })?;
     match &cli.command {
         Command::Devices(args) => devices::run(args, &cli.global),
         Command::Encode(args) => encode::run(args, &cli.global),

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use pac_wgpu::glue::Task;
-use pac_wgpu::train::{Event, Method, Schedule, TrainConfig, read_config, train};
+use pac_wgpu::train::{
+    Event, Method, OnNonFinite, Schedule, TrainConfig, interrupt, read_config, train,
+};
 use serde_json::Value;
 
 use super::GlobalArgs;
@@ -85,13 +87,18 @@ pub struct TrainArgs {
     /// Stop after N evaluations without improvement of the task's main metric.
     #[arg(long)]
     early_stopping: Option<usize>,
+    /// A step whose loss, bound term or gradient is NaN or infinite: stop the run, or skip the
+    /// step (counted in history.jsonl). [default: stop]
+    #[arg(long)]
+    on_nonfinite: Option<OnNonFinite>,
     /// [default: runs/<task>-<method>-<seed>]
     #[arg(long)]
     output_dir: Option<PathBuf>,
     /// Start from a run.json (flags given here override it).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Continue the run in --output-dir from checkpoints/last.
+    /// Continue the run in --output-dir from checkpoints/last, with its run.json (flags given
+    /// here override it).
     #[arg(long)]
     resume: bool,
     /// Replace a non-empty --output-dir.
@@ -110,9 +117,12 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
 impl TrainArgs {
     /// Defaults, then --config, then the flags given.
     fn resolve(&self, global: &GlobalArgs) -> Result<TrainConfig> {
-        let base = match &self.config {
-            Some(path) => Some(read_config(path)?),
-            None => None,
+        let base = match (&self.config, &self.output_dir) {
+            (Some(path), _) => Some(read_config(path)?),
+            (None, Some(dir)) if self.resume && dir.join("run.json").is_file() => {
+                Some(read_config(&dir.join("run.json"))?)
+            }
+            _ => None,
         };
         let task = match (&self.task, &base) {
             (Some(t), _) => t.name().to_string(),
@@ -182,6 +192,10 @@ impl TrainArgs {
             train_embeddings: self.train_embeddings || b.is_some_and(|b| b.train_embeddings),
             eval_every_epochs: pick_n(self.eval_every_epochs, |b| b.eval_every_epochs, 1),
             early_stopping: self.early_stopping.or(b.and_then(|b| b.early_stopping)),
+            on_nonfinite: self
+                .on_nonfinite
+                .or(b.map(|b| b.on_nonfinite))
+                .unwrap_or_default(),
             device: global.device.to_string(),
             task,
         })
@@ -190,6 +204,7 @@ impl TrainArgs {
 
 pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     let config = args.resolve(global)?;
+    interrupt::install()?;
     let bars = !global.quiet && std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
     let mut on_event = |event: Event| match event {
@@ -207,6 +222,12 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
                 config.method,
                 first_epoch + 1
             );
+            if config.train_size > train_examples {
+                eprintln!(
+                    "note: --train-size {} is more than the train split holds, so all {train_examples} examples are used",
+                    config.train_size
+                );
+            }
             if bars {
                 let b = ProgressBar::new(((epochs - first_epoch) * steps_per_epoch) as u64);
                 b.set_style(
@@ -239,6 +260,21 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             if let Some(b) = &bar {
                 b.set_message(format!("K(λ) estimation {done}/{total}"));
                 b.tick();
+            }
+        }
+        Event::Skipped {
+            epoch,
+            step_in_epoch,
+            why,
+        } => {
+            let line = format!(
+                "epoch {} step {}: skipped, {why}",
+                epoch + 1,
+                step_in_epoch + 1
+            );
+            match &bar {
+                Some(b) => b.println(line),
+                None => eprintln!("{line}"),
             }
         }
         Event::Epoch(record) => {

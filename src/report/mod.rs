@@ -37,27 +37,42 @@ pub struct RunDir {
 }
 
 impl RunDir {
-    /// Opens `path` for a new run: refused when it holds files, unless `overwrite` (which
-    /// empties it) or `resume` (which keeps it).
-    pub fn open(path: &Path, resume: bool, overwrite: bool) -> Result<RunDir> {
-        let non_empty = path.is_dir()
-            && std::fs::read_dir(path)
-                .with_context(|| format!("{}: cannot read output folder", path.display()))?
-                .next()
-                .is_some();
+    /// Checks that `path` can take this run, touching nothing: a new run needs a missing or
+    /// empty folder (or `overwrite`), `resume` a folder.
+    pub fn check(path: &Path, resume: bool, overwrite: bool) -> Result<()> {
         if path.exists() && !path.is_dir() {
             bail!(
                 "--output-dir {}: exists and is not a folder",
                 path.display()
             );
         }
-        if non_empty && !resume {
-            if !overwrite {
-                bail!(
-                    "--output-dir {}: folder is not empty; pass --resume to continue that run or --overwrite to replace it",
-                    path.display()
-                );
-            }
+        if let Some(parent) = path.ancestors().skip(1).find(|a| a.exists())
+            && !parent.is_dir()
+        {
+            bail!(
+                "--output-dir {}: cannot create it, {} is a file",
+                path.display(),
+                parent.display()
+            );
+        }
+        let non_empty = path.is_dir()
+            && std::fs::read_dir(path)
+                .with_context(|| format!("{}: cannot read output folder", path.display()))?
+                .next()
+                .is_some();
+        if non_empty && !resume && !overwrite {
+            bail!(
+                "--output-dir {}: folder is not empty; pass --resume to continue that run or --overwrite to replace it",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+
+    /// Opens `path` (after [`RunDir::check`]): `overwrite` empties it, `resume` keeps it.
+    pub fn open(path: &Path, resume: bool, overwrite: bool) -> Result<RunDir> {
+        Self::check(path, resume, overwrite)?;
+        if overwrite && !resume && path.is_dir() {
             std::fs::remove_dir_all(path)
                 .with_context(|| format!("{}: cannot empty output folder", path.display()))?;
         }

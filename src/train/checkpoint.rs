@@ -36,6 +36,14 @@ pub struct LoopState {
     /// PAC: how long the K(λ) estimation took.
     #[serde(default)]
     pub k_seconds: Option<f64>,
+    /// The epoch in progress when the run was interrupted between steps: the losses of its
+    /// steps so far, the bound at its last step, and how many of its steps were skipped.
+    #[serde(default)]
+    pub epoch_losses: Vec<f64>,
+    #[serde(default)]
+    pub epoch_bound: Option<crate::pac::bound::BoundTerms>,
+    #[serde(default)]
+    pub epoch_skipped: usize,
 }
 
 /// Writes `model` (+ optimiser moments and loop state when given) as folder `dir`, atomically.

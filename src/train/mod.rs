@@ -4,6 +4,7 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod interrupt;
 pub mod optim;
 pub mod params;
 pub mod step;
@@ -27,7 +28,7 @@ use crate::tokenize::TextTokenizer;
 use checkpoint::LoopState;
 use data::{Prepared, predict};
 use optim::{AdamW, AdamWConfig};
-use step::{Lrs, Micro, Noise};
+use step::{Lrs, Micro, Noise, Outcome};
 
 use crate::pac::{self, bound::BoundTerms, noise::NoiseSource, state::PacState};
 
@@ -51,6 +52,28 @@ impl FromStr for Method {
             "vanilla" => Ok(Method::Vanilla),
             "pgd" => Ok(Method::Pgd),
             _ => Err(format!("expected pac, vanilla or pgd, found {s:?}")),
+        }
+    }
+}
+
+/// What to do with a step whose loss, bound term or gradient is NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// Stop the run with an error naming the term (the default).
+    #[default]
+    Stop,
+    /// Leave the model and optimisers as they were and go on; history.jsonl counts such steps.
+    Skip,
+}
+
+impl FromStr for OnNonFinite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stop" => Ok(OnNonFinite::Stop),
+            "skip" => Ok(OnNonFinite::Skip),
+            _ => Err(format!("expected stop or skip, found {s:?}")),
         }
     }
 }
@@ -97,6 +120,8 @@ pub struct TrainConfig {
     pub train_embeddings: bool,
     pub eval_every_epochs: usize,
     pub early_stopping: Option<usize>,
+    #[serde(default)]
+    pub on_nonfinite: OnNonFinite,
     pub output_dir: PathBuf,
     pub device: String,
 }
@@ -202,6 +227,12 @@ pub enum Event<'a> {
         done: usize,
         total: usize,
     },
+    /// A step skipped because a term was not finite (`--on-nonfinite skip`).
+    Skipped {
+        epoch: usize,
+        step_in_epoch: usize,
+        why: &'a step::NonFinite,
+    },
     Epoch(&'a Value),
 }
 
@@ -213,7 +244,13 @@ pub fn train(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Value> {
     let task = config.validate()?;
-    let run = RunDir::open(&config.output_dir, resume, overwrite)?;
+    // Every input is checked before the output folder is touched.
+    RunDir::check(&config.output_dir, resume, overwrite)?;
+    let resume_from = if resume {
+        Some(resume_point(config)?)
+    } else {
+        None
+    };
     let started = Instant::now();
     let selected = select(config.device.parse().map_err(|e: String| anyhow!(e))?)?;
     let plain = selected.device.clone();
@@ -262,29 +299,8 @@ pub fn train(
     let mut state = LoopState::default();
     let mut history = Vec::new();
     let mut pac: Option<PacState> = None;
-    if resume {
-        let previous: TrainConfig = read_config(&run.file("run.json"))?;
-        if previous.task != config.task
-            || previous.model != config.model
-            || previous.method != config.method
-        {
-            bail!(
-                "--resume {}: that run is task {} / model {} / method {:?}, not {} / {} / {:?}",
-                run.path.display(),
-                previous.task,
-                previous.model,
-                previous.method,
-                config.task,
-                config.model,
-                config.method
-            );
-        }
-        let Some(last) = checkpoint::existing(&run.checkpoint("last")) else {
-            bail!(
-                "--resume {}: no checkpoint to resume from (checkpoints/last is missing)",
-                run.path.display()
-            );
-        };
+    let run = RunDir::open(&config.output_dir, resume, overwrite)?;
+    if let Some(last) = resume_from {
         model = checkpoint::load_model(&last, model)?;
         checkpoint::load_moments(&last, &mut adam, &slots, &plain)?;
         state = checkpoint::load_state(&last)?;
@@ -346,10 +362,11 @@ pub fn train(
         let stage1 = config.method == Method::Pac && epoch < config.stage1_epochs;
         let epoch_start = Instant::now();
         let order = epoch_order(n, config.seed, epoch as u64);
-        let mut losses = Vec::with_capacity(steps_per_epoch);
-        let mut last_bound = None;
-        let scale = lr_scale(config, state.step, total_steps);
-        for (i, batch) in order.chunks(config.batch_size).enumerate() {
+        let first_step = (epoch * steps_per_epoch) as u64;
+        let scale = lr_scale(config, first_step, total_steps);
+        // Steps of this epoch already taken before an interruption.
+        let done = state.step.saturating_sub(first_step) as usize;
+        for (i, batch) in order.chunks(config.batch_size).enumerate().skip(done) {
             let scale = lr_scale(config, state.step, total_steps);
             let lrs = Lrs {
                 encoder: config.lr_encoder * scale,
@@ -377,32 +394,71 @@ pub fn train(
                 step: state.step as u32,
             };
             let tau = |_| key.clone();
-            let (updated, report) = step::step(
-                model,
-                &slots,
-                te,
-                &mut adam,
-                &micro,
-                batch.len(),
-                lrs,
-                noise,
-                &tau,
-                &device,
+            let (updated, outcome) = step::step(
+                model, &slots, te, &mut adam, &micro, batch.len(), lrs, noise, &tau, &device,
             )
             .map_err(|e| anyhow!("epoch {} step {}: {e}", epoch + 1, i + 1))?;
             model = updated;
             state.step += 1;
-            losses.push(report.loss1);
-            last_bound = report.bound.or(last_bound);
-            on_event(Event::Step {
-                epoch,
-                step_in_epoch: i,
-                loss: report.loss1,
-            });
+            match outcome {
+                Outcome::Done(report) => {
+                    let loss = crate::report::as_written(&report.loss1)?;
+                    state.epoch_losses.push(loss);
+                    if let Some(terms) = report.bound {
+                        state.epoch_bound = Some(crate::report::as_written(&terms)?);
+                    }
+                    on_event(Event::Step {
+                        epoch,
+                        step_in_epoch: i,
+                        loss,
+                    });
+                }
+                Outcome::NonFinite(bad) if config.on_nonfinite == OnNonFinite::Skip => {
+                    state.epoch_skipped += 1;
+                    on_event(Event::Skipped {
+                        epoch,
+                        step_in_epoch: i,
+                        why: &bad,
+                    });
+                }
+                Outcome::NonFinite(bad) => {
+                    let last = match checkpoint::existing(&run.checkpoint("last")) {
+                        Some(dir) => format!(
+                            "{} (epoch {})",
+                            dir.display(),
+                            checkpoint::load_state(&dir).map_or(0, |s| s.epoch)
+                        ),
+                        None => "none yet".into(),
+                    };
+                    bail!(
+                        "epoch {} step {}: {bad}; the run stopped (last good checkpoint: {last}). Lower the learning rates, or pass --on-nonfinite skip to skip such steps",
+                        epoch + 1,
+                        i + 1
+                    );
+                }
+            }
+            if interrupt::requested() {
+                state = crate::report::as_written(&state)?;
+                let last = run.checkpoint("last");
+                checkpoint::save(&last, &model, &extra_files, Some((&adam, &slots)), &state)?;
+                if let Some(pac) = &pac {
+                    pac.save(&last, &slots)?;
+                }
+                return Err(interrupt::Interrupted {
+                    output_dir: config.output_dir.clone(),
+                    epoch: epoch + 1,
+                    step: state.step,
+                    device: config.device.clone(),
+                }
+                .into());
+            }
         }
         let train_seconds = epoch_start.elapsed().as_secs_f64();
         state.epoch += 1;
 
+        let losses = std::mem::take(&mut state.epoch_losses);
+        let last_bound = state.epoch_bound.take();
+        let skipped = std::mem::take(&mut state.epoch_skipped);
         let loss1 = losses.iter().sum::<f64>() / losses.len() as f64;
         let mut record = Map::new();
         record.insert("epoch".into(), json!(state.epoch));
@@ -410,6 +466,9 @@ pub fn train(
         record.insert("train_loss".into(), json!(loss1));
         record.insert("lr_encoder".into(), json!(config.lr_encoder * scale));
         record.insert("lr_head".into(), json!(config.lr_head * scale));
+        if config.on_nonfinite == OnNonFinite::Skip {
+            record.insert("skipped_steps".into(), json!(skipped));
+        }
         if let Some(pac) = &pac {
             record.insert("stage".into(), json!(if stage1 { 1 } else { 2 }));
             if let Some(t) = &last_bound {
@@ -436,6 +495,16 @@ pub fn train(
                     &run.file("plots/sigma_per_layer.png"),
                     &layers,
                 )?;
+            }
+        }
+        let memory = crate::device::memory(&plain);
+        for (key, value) in [
+            ("rss_bytes", memory.rss_bytes),
+            ("device_bytes_in_use", memory.device_bytes_in_use),
+            ("device_bytes_reserved", memory.device_bytes_reserved),
+        ] {
+            if let Some(v) = value {
+                record.insert(key.into(), json!(v));
             }
         }
         record.insert("epoch_seconds".into(), json!(train_seconds));
@@ -518,6 +587,40 @@ pub fn train(
     );
     write_json(&run.file("summary.json"), &summary)?;
     Ok(summary)
+}
+
+/// The checkpoint a `--resume` continues from, after checking the run there is this run.
+fn resume_point(config: &TrainConfig) -> Result<PathBuf> {
+    let dir = &config.output_dir;
+    let run_json = dir.join("run.json");
+    if !run_json.is_file() {
+        bail!(
+            "--resume {}: no run.json there, so no run to continue",
+            dir.display()
+        );
+    }
+    let previous = read_config(&run_json)?;
+    if previous.task != config.task
+        || previous.model != config.model
+        || previous.method != config.method
+    {
+        bail!(
+            "--resume {}: that run is task {} / model {} / method {:?}, not {} / {} / {:?}",
+            dir.display(),
+            previous.task,
+            previous.model,
+            previous.method,
+            config.task,
+            config.model,
+            config.method
+        );
+    }
+    checkpoint::existing(&dir.join("checkpoints").join("last")).ok_or_else(|| {
+        anyhow!(
+            "--resume {}: no checkpoint to resume from (checkpoints/last is missing)",
+            dir.display()
+        )
+    })
 }
 
 /// The bound J = loss1 + loss2 and its terms at the end of stage 1, for summary.json.

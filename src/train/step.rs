@@ -1,6 +1,7 @@
 //! One optimiser step, for every method: inject noise (PAC, PGD), forward and backward over the
 //! micro-batches, restore the clean weights, add the bound's gradients (PAC stage 1), then AdamW
-//! on θ and the noise-Adam on p and b.
+//! on θ and the noise-Adam on p and b. A non-finite loss, bound term or gradient is found before
+//! anything is updated, so such a step can be skipped and leaves no trace.
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -45,6 +46,37 @@ pub struct StepReport {
     pub grad_p: Vec<Tensor<1>>,
 }
 
+/// A term of the step that came out NaN or infinite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    /// `loss1`, `loss2`, `KL`, `K̂` or `gradient of <slot name>`.
+    pub term: String,
+    pub value: f64,
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is {}", self.term, self.value)
+    }
+}
+
+/// How a step ended: applied, or refused because a term was not finite (nothing changed).
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Done(StepReport),
+    NonFinite(NonFinite),
+}
+
+impl Outcome {
+    /// The report of an applied step; a non-finite step as an error.
+    pub fn done(self) -> Result<StepReport> {
+        match self {
+            Outcome::Done(report) => Ok(report),
+            Outcome::NonFinite(bad) => bail!("{bad}"),
+        }
+    }
+}
+
 /// A micro-batch: inputs and their targets.
 pub type Micro = (PaddedBatch, Targets);
 
@@ -62,7 +94,7 @@ pub fn step(
     mut noise: Noise,
     tau: &dyn Fn(usize) -> NoiseSource<1>,
     device: &Device,
-) -> Result<(Classifier, StepReport)> {
+) -> Result<(Classifier, Outcome)> {
     let p: Option<Vec<Tensor<1>>> = match &noise {
         Noise::None => None,
         Noise::Fixed(p) => Some(p.to_vec()),
@@ -99,12 +131,15 @@ pub fn step(
             }
         });
     }
-    if !loss1.is_finite() {
-        bail!("the training loss is {loss1}");
-    }
-
     if !clean.is_empty() {
         model = params::map_slots(model, train_embeddings, |j, _| clean[j].clone());
+    }
+    if !loss1.is_finite() {
+        return Ok((model, non_finite("loss1", loss1)));
+    }
+    if let Some((j, value)) = first_non_finite(&grads)? {
+        let term = format!("the gradient of {}", slots[j].name);
+        return Ok((model, non_finite(&term, value)));
     }
 
     let mut report = StepReport {
@@ -122,6 +157,11 @@ pub fn step(
         let b = Tensor::<1>::from_data(TensorData::new(b_f32, [state.b.len()]), device);
         let sums = read_sums(kl::sums(theta, &state.theta0, &state.p, &b), slots)?;
         let terms = bound::bound_terms(&sums, &state.b, state.n, state.gamma_range, &state.k_hat);
+        for (term, value) in [("loss2", terms.loss2), ("KL", terms.kl), ("K̂", terms.k)] {
+            if !value.is_finite() {
+                return Ok((model, non_finite(term, value)));
+            }
+        }
         let coef = terms.kl_coef as f32;
         let mut grad_p = Vec::with_capacity(slots.len());
         for j in 0..slots.len() {
@@ -167,7 +207,36 @@ pub fn step(
             None => theta,
         }
     });
-    Ok((model, report))
+    Ok((model, Outcome::Done(report)))
+}
+
+fn non_finite(term: &str, value: f64) -> Outcome {
+    Outcome::NonFinite(NonFinite {
+        term: term.to_string(),
+        value,
+    })
+}
+
+/// The first slot whose gradient holds a NaN or an infinity (its sum then is not finite), read
+/// back with one transfer for all slots.
+fn first_non_finite(grads: &[Option<Tensor<1>>]) -> Result<Option<(usize, f64)>> {
+    let (index, sums): (Vec<usize>, Vec<Tensor<1>>) = grads
+        .iter()
+        .enumerate()
+        .filter_map(|(j, g)| g.as_ref().map(|g| (j, crate::reduce::sum(g.clone()))))
+        .unzip();
+    if sums.is_empty() {
+        return Ok(None);
+    }
+    let values = Tensor::cat(sums, 0)
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read the gradient sums: {e:?}"))?;
+    Ok(index
+        .into_iter()
+        .zip(values)
+        .find(|(_, v)| !v.is_finite())
+        .map(|(j, v)| (j, v as f64)))
 }
 
 /// Reads the [L, 3] KL sums back (one small transfer per step).

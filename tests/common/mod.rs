@@ -124,7 +124,7 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// history.jsonl without the timing fields, which legitimately differ between runs.
+/// history.jsonl without the timing and memory fields, which legitimately differ between runs.
 pub fn history_without_timings(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("history.jsonl"))
         .unwrap()
@@ -132,7 +132,13 @@ pub fn history_without_timings(run: &Path) -> Vec<serde_json::Value> {
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
             let obj = v.as_object_mut().unwrap();
-            obj.retain(|k, _| !k.ends_with("_seconds") && !k.ends_with("_per_s"));
+            obj.retain(|k, _| {
+                !k.ends_with("_seconds")
+                    && !k.ends_with("_per_s")
+                    && !k.ends_with("_bytes")
+                    && !k.ends_with("_in_use")
+                    && !k.ends_with("_reserved")
+            });
             v
         })
         .collect()

@@ -140,3 +140,33 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
     std::fs::write(path, safetensors::serialize(views, Some(meta)).unwrap()).unwrap();
 }
+
+/// A toy SST-2 in glue_data layout under `dir` (20 train, 10 dev sentences of the tiny
+/// vocabulary), labelled by whether the verdict is good.
+pub fn write_toy_sst2(dir: &Path) {
+    let sst = dir.join("SST-2");
+    std::fs::create_dir_all(&sst).unwrap();
+    let subjects = ["the movie", "a film", "the cat", "the dog", "it"];
+    let verdicts = [
+        ("is good", 1),
+        ("was very good", 1),
+        ("is bad", 0),
+        ("was not good", 0),
+        ("is very bad", 0),
+        ("is good and big", 1),
+    ];
+    let mut rows = Vec::new();
+    for s in subjects {
+        for (v, label) in verdicts {
+            rows.push(format!("{s} {v} .\t{label}"));
+        }
+    }
+    let (train, dev) = rows.split_at(20);
+    for (name, part) in [("train.tsv", train), ("dev.tsv", dev)] {
+        std::fs::write(
+            sst.join(name),
+            format!("sentence\tlabel\n{}\n", part.join("\n")),
+        )
+        .unwrap();
+    }
+}

@@ -1,0 +1,214 @@
+//! Runs that are interrupted (Ctrl-C, kill -9), blow up numerically or run long, through the
+//! binary with a tiny random BERT on the CPU device: nothing finished is lost, a resumed run
+//! ends exactly where an uninterrupted one does, and memory stays flat.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{binary, history_without_timings, read_json, run_ok};
+
+/// A tiny model and the toy SST-2 under a temporary folder.
+struct Setup {
+    tmp: tempfile::TempDir,
+    model: PathBuf,
+}
+
+fn setup() -> Setup {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-bert");
+    common::tiny::write_model(&model, 11, |_| {});
+    common::tiny::write_toy_sst2(tmp.path());
+    Setup { tmp, model }
+}
+
+impl Setup {
+    fn out(&self, name: &str) -> PathBuf {
+        self.tmp.path().join(name)
+    }
+
+    /// PAC on the 20 toy examples, 2 per step: 10 steps an epoch, stage 2 from epoch 31.
+    fn train(&self, out: &Path) -> Command {
+        let mut cmd = self.base(out);
+        cmd.args(["--batch-size", "2", "--epochs", "40", "--stage1-epochs", "30"])
+            .args(["--eval-every-epochs", "5"]);
+        cmd
+    }
+
+    fn base(&self, out: &Path) -> Command {
+        let mut cmd = binary();
+        cmd.args(["train", "--task", "sst2", "--device", "cpu", "--quiet"])
+            .args(["--train-size", "0", "--seed", "5", "--model"])
+            .arg(&self.model)
+            .arg("--data-dir")
+            .arg(self.tmp.path())
+            .arg("--output-dir")
+            .arg(out);
+        cmd
+    }
+}
+
+fn resume(out: &Path) -> Command {
+    let mut cmd = binary();
+    cmd.args(["train", "--device", "cpu", "--quiet", "--resume", "--output-dir"])
+        .arg(out);
+    cmd
+}
+
+/// Starts `cmd` and waits until it has finished at least one epoch.
+fn start_and_wait_for_an_epoch(cmd: &mut Command, out: &Path) -> Child {
+    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let start = Instant::now();
+    while !std::fs::read_to_string(out.join("history.jsonl")).is_ok_and(|h| !h.is_empty()) {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before its first epoch");
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "no epoch in 120 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child
+}
+
+/// The last checkpoint's tensors by name (the file's header order may differ between runs).
+fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<(String, Vec<u8>)> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect();
+    tensors.sort();
+    tensors
+}
+
+/// What must match between an interrupted-then-resumed run and an uninterrupted one.
+fn assert_same_run(resumed: &Path, full: &Path) {
+    assert_eq!(history_without_timings(resumed), history_without_timings(full));
+    let (a, b) = (read_json(&resumed.join("summary.json")), read_json(&full.join("summary.json")));
+    for key in ["best", "final", "bound", "epochs_run"] {
+        assert_eq!(a[key], b[key], "summary {key}");
+    }
+    assert!(weights(resumed) == weights(full), "final weights differ");
+}
+
+#[test]
+fn ctrl_c_finishes_the_step_saves_and_resumes_to_the_same_result() {
+    let s = setup();
+    let full = s.out("full");
+    run_ok(&mut s.train(&full));
+
+    let cut = s.out("cut");
+    let child = start_and_wait_for_an_epoch(&mut s.train(&cut), &cut);
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted at epoch"), "{stderr}");
+    assert!(stderr.contains("--resume"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let state = read_json(&cut.join("checkpoints/last/state.json"));
+    let steps = state["step"].as_u64().unwrap();
+    assert!(steps < 400, "the run was not interrupted: {state}");
+
+    run_ok(&mut resume(&cut));
+    assert_same_run(&cut, &full);
+}
+
+#[test]
+fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result() {
+    let s = setup();
+    let full = s.out("full");
+    run_ok(&mut s.train(&full));
+
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let delay = Duration::from_millis(u64::from(nanos % 400));
+    let cut = s.out("cut");
+    let mut child = start_and_wait_for_an_epoch(&mut s.train(&cut), &cut);
+    std::thread::sleep(delay);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let state = read_json(&cut.join("checkpoints/last/state.json"));
+    eprintln!("killed {delay:?} after the first epoch, at {state}");
+
+    run_ok(&mut resume(&cut));
+    assert_same_run(&cut, &full);
+}
+
+/// Vanilla with absurd learning rates: the first step is finite, after it the weights are not.
+fn blow_up(s: &Setup, out: &Path, extra: &[&str]) -> std::process::Output {
+    let mut cmd = s.base(out);
+    cmd.args(["--method", "vanilla", "--batch-size", "20", "--epochs", "3"])
+        .args(["--lr-encoder", "1e38", "--lr-head", "1e38"])
+        .args(extra);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_non_finite_loss_stops_the_run_naming_the_term_step_and_last_checkpoint() {
+    let s = setup();
+    let out = s.out("nan");
+    let result = blow_up(&s, &out, &[]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    let line = stderr.lines().last().unwrap();
+    assert!(line.starts_with("error: epoch 2 step 1: loss1 is"), "{stderr}");
+    assert!(line.contains("checkpoints/last (epoch 1)"), "{stderr}");
+    assert!(line.contains("--on-nonfinite skip"), "{stderr}");
+    // The checkpoint it names is the finished first epoch.
+    assert_eq!(read_json(&out.join("checkpoints/last/state.json"))["epoch"], 1);
+}
+
+#[test]
+fn on_nonfinite_skip_skips_such_steps_and_counts_them() {
+    let s = setup();
+    let out = s.out("skip");
+    let result = blow_up(&s, &out, &["--on-nonfinite", "skip"]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let skipped: Vec<u64> = history_without_timings(&out)
+        .iter()
+        .map(|r| r["skipped_steps"].as_u64().unwrap())
+        .collect();
+    assert_eq!(skipped, [0, 1, 1]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("epoch 2 step 1: skipped, loss1 is"), "{stderr}");
+}
+
+/// 1 000 PAC steps (100 epochs of 10): memory is flat from step 20 to the end and a second run
+/// with the same seed is identical. (The reading after step 10 precedes the first checkpoint
+/// and plots, whose one-off allocations would count as growth.)
+#[test]
+fn a_thousand_pac_steps_keep_memory_flat_and_repeat_exactly() {
+    let s = setup();
+    let long = |out: &Path| {
+        let mut cmd = s.base(out);
+        cmd.args(["--batch-size", "2", "--epochs", "100", "--stage1-epochs", "80"])
+            .args(["--eval-every-epochs", "50"]);
+        cmd
+    };
+    let (a, b) = (s.out("a"), s.out("b"));
+    run_ok(&mut long(&a));
+    let history: Vec<serde_json::Value> = std::fs::read_to_string(a.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(history.last().unwrap()["step"], 1000);
+    let rss = |epoch: usize| history[epoch - 1]["rss_bytes"].as_f64().unwrap();
+    let growth = rss(100) / rss(2) - 1.0;
+    eprintln!("RSS after step 20: {} bytes, after step 1000: {} ({growth:+.3})", rss(2), rss(100));
+    assert!(growth.abs() < 0.05, "RSS grew by {growth:+.3} from step 20 to 1000");
+
+    run_ok(&mut long(&b));
+    assert_eq!(history_without_timings(&a), history_without_timings(&b));
+    assert!(weights(&a) == weights(&b), "final weights differ");
+}
