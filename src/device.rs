@@ -216,7 +216,13 @@ pub fn memory(device: &Device) -> MemoryReading {
         status
             .lines()
             .find_map(|l| l.strip_prefix(key))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .map(|k| k * 1024)
     };
     let pool = device.memory_pool_usage();

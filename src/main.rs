@@ -82,7 +82,10 @@ mod tests {
     fn device_failures_say_what_to_try_and_bugs_say_report() {
         let oom = panic_line("Failed to allocate buffer: Out of Memory", " at x.rs:1");
         assert!(oom.starts_with("the device failed"), "{oom}");
-        assert!(oom.contains("--batch-size") && oom.contains("--device"), "{oom}");
+        assert!(
+            oom.contains("--batch-size") && oom.contains("--device"),
+            "{oom}"
+        );
         let lost = panic_line("wgpu error: Device lost", "");
         assert!(lost.starts_with("the device failed"), "{lost}");
         let bug = panic_line("index out of bounds: the len is 3", " at src/x.rs:9");

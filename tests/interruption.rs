@@ -32,8 +32,15 @@ impl Setup {
     /// PAC on the 20 toy examples, 2 per step: 10 steps an epoch, stage 2 from epoch 31.
     fn train(&self, out: &Path) -> Command {
         let mut cmd = self.base(out);
-        cmd.args(["--batch-size", "2", "--epochs", "40", "--stage1-epochs", "30"])
-            .args(["--eval-every-epochs", "5"]);
+        cmd.args([
+            "--batch-size",
+            "2",
+            "--epochs",
+            "40",
+            "--stage1-epochs",
+            "30",
+        ])
+        .args(["--eval-every-epochs", "5"]);
         cmd
     }
 
@@ -52,20 +59,34 @@ impl Setup {
 
 fn resume(out: &Path) -> Command {
     let mut cmd = binary();
-    cmd.args(["train", "--device", "cpu", "--quiet", "--resume", "--output-dir"])
-        .arg(out);
+    cmd.args([
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--resume",
+        "--output-dir",
+    ])
+    .arg(out);
     cmd
 }
 
 /// Starts `cmd` and waits until it has finished at least one epoch.
 fn start_and_wait_for_an_epoch(cmd: &mut Command, out: &Path) -> Child {
-    let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let start = Instant::now();
     while !std::fs::read_to_string(out.join("history.jsonl")).is_ok_and(|h| !h.is_empty()) {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the run ended ({status}) before its first epoch");
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "no epoch in 120 s");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no epoch in 120 s"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     child
@@ -86,8 +107,14 @@ fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// What must match between an interrupted-then-resumed run and an uninterrupted one.
 fn assert_same_run(resumed: &Path, full: &Path) {
-    assert_eq!(history_without_timings(resumed), history_without_timings(full));
-    let (a, b) = (read_json(&resumed.join("summary.json")), read_json(&full.join("summary.json")));
+    assert_eq!(
+        history_without_timings(resumed),
+        history_without_timings(full)
+    );
+    let (a, b) = (
+        read_json(&resumed.join("summary.json")),
+        read_json(&full.join("summary.json")),
+    );
     for key in ["best", "final", "bound", "epochs_run"] {
         assert_eq!(a[key], b[key], "summary {key}");
     }
@@ -161,11 +188,17 @@ fn a_non_finite_loss_stops_the_run_naming_the_term_step_and_last_checkpoint() {
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success());
     let line = stderr.lines().last().unwrap();
-    assert!(line.starts_with("error: epoch 2 step 1: loss1 is"), "{stderr}");
+    assert!(
+        line.starts_with("error: epoch 2 step 1: loss1 is"),
+        "{stderr}"
+    );
     assert!(line.contains("checkpoints/last (epoch 1)"), "{stderr}");
     assert!(line.contains("--on-nonfinite skip"), "{stderr}");
     // The checkpoint it names is the finished first epoch.
-    assert_eq!(read_json(&out.join("checkpoints/last/state.json"))["epoch"], 1);
+    assert_eq!(
+        read_json(&out.join("checkpoints/last/state.json"))["epoch"],
+        1
+    );
 }
 
 #[test]
@@ -173,14 +206,21 @@ fn on_nonfinite_skip_skips_such_steps_and_counts_them() {
     let s = setup();
     let out = s.out("skip");
     let result = blow_up(&s, &out, &["--on-nonfinite", "skip"]);
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
     let skipped: Vec<u64> = history_without_timings(&out)
         .iter()
         .map(|r| r["skipped_steps"].as_u64().unwrap())
         .collect();
     assert_eq!(skipped, [0, 1, 1]);
     let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(stderr.contains("epoch 2 step 1: skipped, loss1 is"), "{stderr}");
+    assert!(
+        stderr.contains("epoch 2 step 1: skipped, loss1 is"),
+        "{stderr}"
+    );
 }
 
 /// 1 000 PAC steps (100 epochs of 10): memory is flat from step 20 to the end and a second run
@@ -191,8 +231,15 @@ fn a_thousand_pac_steps_keep_memory_flat_and_repeat_exactly() {
     let s = setup();
     let long = |out: &Path| {
         let mut cmd = s.base(out);
-        cmd.args(["--batch-size", "2", "--epochs", "100", "--stage1-epochs", "80"])
-            .args(["--eval-every-epochs", "50"]);
+        cmd.args([
+            "--batch-size",
+            "2",
+            "--epochs",
+            "100",
+            "--stage1-epochs",
+            "80",
+        ])
+        .args(["--eval-every-epochs", "50"]);
         cmd
     };
     let (a, b) = (s.out("a"), s.out("b"));
@@ -205,8 +252,15 @@ fn a_thousand_pac_steps_keep_memory_flat_and_repeat_exactly() {
     assert_eq!(history.last().unwrap()["step"], 1000);
     let rss = |epoch: usize| history[epoch - 1]["rss_bytes"].as_f64().unwrap();
     let growth = rss(100) / rss(2) - 1.0;
-    eprintln!("RSS after step 20: {} bytes, after step 1000: {} ({growth:+.3})", rss(2), rss(100));
-    assert!(growth.abs() < 0.05, "RSS grew by {growth:+.3} from step 20 to 1000");
+    eprintln!(
+        "RSS after step 20: {} bytes, after step 1000: {} ({growth:+.3})",
+        rss(2),
+        rss(100)
+    );
+    assert!(
+        growth.abs() < 0.05,
+        "RSS grew by {growth:+.3} from step 20 to 1000"
+    );
 
     run_ok(&mut long(&b));
     assert_eq!(history_without_timings(&a), history_without_timings(&b));

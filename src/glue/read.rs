@@ -171,7 +171,13 @@ pub fn read_glue(
     let Some((path, format)) = find_glue_file(dir, task, split) else {
         return Err(match task.files(split).first() {
             Some(format) => {
-                DataError::new(&dir.join(format.path), None, "a GLUE file", "no such file")
+                let path = dir.join(format.path);
+                let found = if path.is_dir() {
+                    "a folder"
+                } else {
+                    "no such file"
+                };
+                DataError::new(&path, None, "a GLUE file", found)
             }
             None => DataError::new(
                 dir,

@@ -395,7 +395,16 @@ pub fn train(
             };
             let tau = |_| key.clone();
             let (updated, outcome) = step::step(
-                model, &slots, te, &mut adam, &micro, batch.len(), lrs, noise, &tau, &device,
+                model,
+                &slots,
+                te,
+                &mut adam,
+                &micro,
+                batch.len(),
+                lrs,
+                noise,
+                &tau,
+                &device,
             )
             .map_err(|e| anyhow!("epoch {} step {}: {e}", epoch + 1, i + 1))?;
             model = updated;
