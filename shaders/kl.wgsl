@@ -32,7 +32,7 @@ const SLOTS: u32 = 256u;
 @group(0) @binding(4) var<storage, read_write> g: array<f32>;
 @group(0) @binding(5) var<storage, read_write> b: array<f32>;         // every b_j
 @group(0) @binding(6) var<storage, read_write> partials: array<f32>;  // 3 per slot, 256 slots per tensor
-@group(0) @binding(7) var<uniform> params: Params;
+@group(0) @binding(7) var<storage, read_write> params: Params;
 
 var<workgroup> acc: array<vec3<f32>, 256>;
 

@@ -35,7 +35,7 @@ const OP_GRAD_P: u32 = 4u;  // out = exp(p)·τ·g + kl_coef·expm1(2(p − b_j)
 @group(0) @binding(2) var<storage, read_write> p: array<f32>;
 @group(0) @binding(3) var<storage, read_write> b: array<f32>;      // every b_j
 @group(0) @binding(4) var<storage, read_write> given: array<f32>;
-@group(0) @binding(5) var<uniform> params: Params;
+@group(0) @binding(5) var<storage, read_write> params: Params;
 
 const M0: u32 = 0xD2511F53u;
 const M1: u32 = 0xCD9E8D57u;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{binary, history_without_timings, read_json, run_ok};
+use common::{binary, history_without_timings, lavapipe_index, read_json, run_ok};
 
 /// A tiny model and the toy SST-2 under a temporary folder.
 struct Setup {
@@ -45,8 +45,12 @@ impl Setup {
     }
 
     fn base(&self, out: &Path) -> Command {
+        self.on(out, "cpu")
+    }
+
+    fn on(&self, out: &Path, device: &str) -> Command {
         let mut cmd = binary();
-        cmd.args(["train", "--task", "sst2", "--device", "cpu", "--quiet"])
+        cmd.args(["train", "--task", "sst2", "--device", device, "--quiet"])
             .args(["--train-size", "0", "--seed", "5", "--model"])
             .arg(&self.model)
             .arg("--data-dir")
@@ -265,4 +269,45 @@ fn a_thousand_pac_steps_keep_memory_flat_and_repeat_exactly() {
     run_ok(&mut long(&b));
     assert_eq!(history_without_timings(&a), history_without_timings(&b));
     assert!(weights(&a) == weights(&b), "final weights differ");
+}
+
+/// The same on lavapipe for 100 steps: host memory and the device allocator stay flat. (Kernel
+/// parameters passed as a uniform once made lavapipe recompile every launch, leaking ~30 MB a
+/// step.)
+#[test]
+fn pac_steps_on_lavapipe_keep_host_and_device_memory_flat() {
+    let Some(index) = lavapipe_index() else {
+        return;
+    };
+    let s = setup();
+    let out = s.out("lavapipe");
+    let mut cmd = s.on(&out, &index.to_string());
+    cmd.args([
+        "--batch-size",
+        "2",
+        "--epochs",
+        "10",
+        "--stage1-epochs",
+        "8",
+    ])
+    .args(["--eval-every-epochs", "10"]);
+    run_ok(&mut cmd);
+    let history: Vec<serde_json::Value> = std::fs::read_to_string(out.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for key in ["rss_bytes", "device_bytes_reserved"] {
+        let at = |epoch: usize| history[epoch - 1][key].as_f64().unwrap();
+        let growth = at(10) / at(2) - 1.0;
+        eprintln!(
+            "{key}: {} after step 20, {} after step 100 ({growth:+.3})",
+            at(2),
+            at(10)
+        );
+        assert!(
+            growth.abs() < 0.05,
+            "{key} grew by {growth:+.3} from step 20 to 100"
+        );
+    }
 }

@@ -10,7 +10,7 @@ use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, into_contiguou
 use burn::backend::{Backend, Cube, ExtensionType, Flex, backend_extension};
 use burn::cubecl::client::Client;
 use burn::cubecl::prelude::BufferIOAttr;
-use burn::cubecl::server::{Handle, KernelArguments, MetadataBindingInfo};
+use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape, TensorData};
 
@@ -265,8 +265,10 @@ pub(super) enum Io {
     Unused,
 }
 
-/// Launches `kernel` with `buffers` at bindings 0.. and `params` as the uniform right after
-/// them (a WGSL uniform struct is a multiple of 16 bytes: four words).
+/// Launches `kernel` with `buffers` at bindings 0.. and `params` in a small storage buffer right
+/// after them. Not a uniform: lavapipe folds uniform values that steer branches into the shader
+/// and compiles it again for every launch (≈5 ms and ≈400 KB of host memory that is never
+/// given back); tests/interruption.rs watches memory over 1 000 steps.
 pub(super) fn launch<K: KernelSource>(
     client: &Client,
     kernel: K,
@@ -274,7 +276,6 @@ pub(super) fn launch<K: KernelSource>(
     buffers: &[(&Handle, Io)],
     params: &[u32],
 ) {
-    assert!(params.len() % 4 == 0, "uniform params come in fours");
     let mut args = KernelArguments::new();
     for (handle, io) in buffers {
         let io = match io {
@@ -284,14 +285,12 @@ pub(super) fn launch<K: KernelSource>(
         };
         args = args.with_buffer_io((*handle).clone().binding(), io);
     }
-    let words = params
-        .chunks(2)
-        .map(|pair| u64::from(pair[0]) | u64::from(pair[1]) << 32)
-        .collect();
+    let params = client.create_from_slice(bytemuck::cast_slice(params));
+    args = args.with_buffer_io(params.binding(), BufferIOAttr::ReadOnly);
     client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
         grid,
-        args.with_info(MetadataBindingInfo::custom(words)),
+        args,
     );
 }
 
