@@ -18,7 +18,7 @@ use burn::cubecl::CubeCount;
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{
-    Io, PacBackend, WORKGROUP, dense, elementwise_grid, empty, flex_tensor, launch, par_map,
+    Io, PacBackend, WORKGROUP, dense, elementwise_grid, empty, flex_tensor, lane, launch, par_map,
     par_sum, values,
 };
 
@@ -292,6 +292,12 @@ pub(super) fn grad_theta_cpu(
     );
     let (g_v, theta_v, theta0_v) = (values(&g), values(&theta), values(&theta0));
     let coef = (-2.0 * values(&b)[j as usize]).exp() * kl_coef;
-    let out = par_map(g_v.len(), |i| g_v[i] + coef * (theta_v[i] - theta0_v[i]));
+    let n = g_v.len();
+    let out = par_map(n, |i0| {
+        std::array::from_fn(|l| {
+            let i = lane(i0, l, n);
+            g_v[i] + coef * (theta_v[i] - theta0_v[i])
+        })
+    });
     flex_tensor(out, g.shape())
 }

@@ -23,8 +23,8 @@ use burn::cubecl::server::Handle;
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 
 use super::backend::{
-    Io, PacBackend, Perturb, Tau, dense, elementwise_grid, empty, flex_tensor, launch, par_map,
-    values,
+    Io, LANES, PacBackend, Perturb, Tau, dense, elementwise_grid, empty, flex_tensor, lane, launch,
+    par_map, values,
 };
 
 /// Where the τ of an operation comes from.
@@ -178,9 +178,43 @@ pub fn tau(seed: u32, step: u32, j: u32, i: u32) -> f32 {
     ((-2.0 * ln_unit(u1)).sqrt() * cos_turn(x1 >> 8)).clamp(-2.0, 2.0)
 }
 
+/// [`tau`] of elements `i0..i0 + LANES`, lane by lane the same operations (so the same bits):
+/// the CPU kernels' generator. Interleaving the lanes' Philox rounds hides the multiplies'
+/// latency, which bounds one element at a time.
+pub fn tau_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
+    const M0: u32 = 0xD251_1F53;
+    const M1: u32 = 0xCD9E_8D57;
+    const W0: u32 = 0x9E37_79B9;
+    const W1: u32 = 0xBB67_AE85;
+    const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
+    let mut c0: [u32; LANES] = std::array::from_fn(|l| i0.wrapping_add(l as u32));
+    let mut c1 = [j; LANES];
+    let mut c2 = [0u32; LANES];
+    let mut c3 = [0u32; LANES];
+    let mut k = [seed, step];
+    for _ in 0..10 {
+        for l in 0..LANES {
+            let p0 = u64::from(M0) * u64::from(c0[l]);
+            let p1 = u64::from(M1) * u64::from(c2[l]);
+            (c0[l], c1[l], c2[l], c3[l]) = (
+                (p1 >> 32) as u32 ^ c1[l] ^ k[0],
+                p1 as u32,
+                (p0 >> 32) as u32 ^ c3[l] ^ k[1],
+                p0 as u32,
+            );
+        }
+        k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+    }
+    std::array::from_fn(|l| {
+        let u1 = ((c0[l] >> 8) + 1) as f32 * TWO_POW_MINUS_24;
+        ((-2.0 * ln_unit(u1)).sqrt() * cos_turn(c1[l] >> 8)).clamp(-2.0, 2.0)
+    })
+}
+
 /// ln u for u = m · 2⁻²⁴, m ∈ [1, 2²⁴]: u = 2ᵉ·f with f ∈ [√½, √2), then Cephes' logf
 /// polynomial (max error 1.4 ulp over all 2²⁴ inputs). Constants as written in the shader.
 #[allow(clippy::excessive_precision)]
+#[inline(always)]
 fn ln_unit(u: f32) -> f32 {
     const LN_2_HI: f32 = 0.693359375;
     const LN_2_LO: f32 = -2.12194440e-4;
@@ -211,6 +245,7 @@ fn ln_unit(u: f32) -> f32 {
 /// cos(2π n · 2⁻²⁴) for n ∈ [0, 2²⁴): the quadrant from n's top bits, the rest t ∈ [−π/4, π/4)
 /// into Cephes' sinf or cosf polynomial (max error 9·10⁻⁸ over all 2²⁴ inputs).
 #[allow(clippy::excessive_precision)]
+#[inline(always)]
 fn cos_turn(n: u32) -> f32 {
     const TWO_PI_OVER_2_24: f32 = TAU / 16_777_216.0;
     let a = n + 0x20_0000;
@@ -427,7 +462,7 @@ pub(super) fn draw_wgsl(
 
 // ---- CPU: the same formulas in Rust ----------------------------------------------------------
 
-/// τ of one CPU call, element by element.
+/// τ of one CPU call, a block of [`LANES`] elements at a time.
 enum CpuTau<'a> {
     Philox { seed: u32, step: u32, j: u32 },
     Given(Cow<'a, [f32]>),
@@ -449,10 +484,11 @@ impl<'a> CpuTau<'a> {
         }
     }
 
-    fn at(&self, i: usize) -> f32 {
+    /// τ of the block at `i0` (lanes past the end repeat the last element, as [`lane`] does).
+    fn block(&self, i0: usize) -> [f32; LANES] {
         match self {
-            Self::Philox { seed, step, j } => tau(*seed, *step, *j, i as u32),
-            Self::Given(v) => v[i],
+            Self::Philox { seed, step, j } => tau_lanes(*seed, *step, *j, i0 as u32),
+            Self::Given(v) => std::array::from_fn(|l| v[lane(i0, l, v.len())]),
         }
     }
 }
@@ -466,10 +502,18 @@ pub(super) fn perturb_cpu(
 ) -> FlexTensor {
     assert_eq!(theta.shape(), p.shape(), "θ and p must have the same shape");
     let (theta_v, p_v) = (values(&theta), values(&p));
-    let tau = CpuTau::new(&tau, j, theta_v.len());
-    let out = par_map(theta_v.len(), |i| match way {
-        Perturb::Inject => theta_v[i] + p_v[i].exp() * tau.at(i),
-        Perturb::Remove => theta_v[i] - p_v[i].exp() * tau.at(i),
+    let n = theta_v.len();
+    let tau = CpuTau::new(&tau, j, n);
+    let sign = match way {
+        Perturb::Inject => 1.0,
+        Perturb::Remove => -1.0,
+    };
+    let out = par_map(n, |i0| {
+        let t = tau.block(i0);
+        std::array::from_fn(|l| {
+            let i = lane(i0, l, n);
+            theta_v[i] + sign * (p_v[i].exp() * t[l])
+        })
     });
     flex_tensor(out, theta.shape())
 }
@@ -489,16 +533,23 @@ pub(super) fn grad_p_cpu(
     );
     let (p_v, g_v) = (values(&p), values(&g));
     let b_j = *values(&b).get(j as usize).expect("b has no entry j");
-    let tau = CpuTau::new(&tau, j, p_v.len());
-    let out = par_map(p_v.len(), |i| {
-        let pi = p_v[i];
-        pi.exp() * tau.at(i) * g_v[i] + kl_coef * (2.0 * (pi - b_j)).exp_m1()
+    let n = p_v.len();
+    let tau = CpuTau::new(&tau, j, n);
+    let out = par_map(n, |i0| {
+        let t = tau.block(i0);
+        std::array::from_fn(|l| {
+            let i = lane(i0, l, n);
+            let pi = p_v[i];
+            pi.exp() * t[l] * g_v[i] + kl_coef * (2.0 * (pi - b_j)).exp_m1()
+        })
     });
     flex_tensor(out, p.shape())
 }
 
 pub(super) fn draw_cpu(shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {
-    let out = par_map(shape.num_elements(), |i| tau(seed, step, j, i as u32));
+    let out = par_map(shape.num_elements(), |i0| {
+        tau_lanes(seed, step, j, i0 as u32)
+    });
     flex_tensor(out, shape)
 }
 
