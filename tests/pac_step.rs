@@ -251,7 +251,17 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             Noise::Fixed(&p_fixed)
         };
         let (updated, outcome) = step(
-            model, &slots, false, &mut adam, &micro, rows, lrs, noise, &tau, &device,
+            model,
+            &slots,
+            false,
+            &mut adam,
+            &micro,
+            rows,
+            lrs,
+            noise,
+            &tau,
+            &device,
+            &mut |_| {},
         )
         .unwrap();
         model = updated;

@@ -405,6 +405,7 @@ pub fn train(
                 noise,
                 &tau,
                 &device,
+                &mut |_| {},
             )
             .map_err(|e| anyhow!("epoch {} step {}: {e}", epoch + 1, i + 1))?;
             model = updated;

@@ -77,11 +77,71 @@ impl Outcome {
     }
 }
 
+/// The parts of a step, in the order it runs them; `step` reports each boundary to its `lap`
+/// callback (benchmarks time them, training ignores them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// θ' = θ + exp(p)·τ per slot, the clean θ kept.
+    Inject,
+    ForwardBackward,
+    /// The clean θ put back (how the noise is removed).
+    Restore,
+    /// The non-finite guard: one sum per gradient, read back once.
+    Check,
+    /// The KL sums, read back, and the bound's host terms (stage 1).
+    KlSums,
+    GradP,
+    /// The KL pull g + coef·(θ − θ0).
+    KlGrad,
+    NoiseAdamP,
+    NoiseAdamB,
+    AdamW,
+}
+
+impl Part {
+    pub const ALL: [Part; 10] = [
+        Part::Inject,
+        Part::ForwardBackward,
+        Part::Restore,
+        Part::Check,
+        Part::KlSums,
+        Part::GradP,
+        Part::KlGrad,
+        Part::NoiseAdamP,
+        Part::NoiseAdamB,
+        Part::AdamW,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Inject => "noise_inject",
+            Part::ForwardBackward => "forward_backward",
+            Part::Restore => "noise_remove",
+            Part::Check => "nonfinite_check",
+            Part::KlSums => "kl_sums_and_bound",
+            Part::GradP => "grad_p",
+            Part::KlGrad => "kl_grad_theta",
+            Part::NoiseAdamP => "noise_adam_p",
+            Part::NoiseAdamB => "noise_adam_b",
+            Part::AdamW => "adamw_theta",
+        }
+    }
+
+    /// PAC's own noise and KL work.
+    pub fn is_kernel(self) -> bool {
+        matches!(
+            self,
+            Part::Inject | Part::Restore | Part::KlSums | Part::GradP | Part::KlGrad
+        )
+    }
+}
+
 /// A micro-batch: inputs and their targets.
 pub type Micro = (PaddedBatch, Targets);
 
 /// Runs one step on the micro-batches of one batch of `batch_len` examples. `tau(j)` says where
-/// slot j's noise comes from (the counter-based generator in training, given values in tests).
+/// slot j's noise comes from (the counter-based generator in training, given values in tests);
+/// `lap` hears the end of each [`Part`].
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     model: Classifier,
@@ -94,6 +154,7 @@ pub fn step(
     mut noise: Noise,
     tau: &dyn Fn(usize) -> NoiseSource<1>,
     device: &Device,
+    lap: &mut dyn FnMut(Part),
 ) -> Result<(Classifier, Outcome)> {
     let p: Option<Vec<Tensor<1>>> = match &noise {
         Noise::None => None,
@@ -111,6 +172,7 @@ pub fn step(
             noise::inject(theta, &p[j], j as u32, &tau(j))
         });
     }
+    lap(Part::Inject);
 
     let mut grads: Vec<Option<Tensor<1>>> = vec![None; slots.len()];
     let mut loss1 = 0.0;
@@ -131,9 +193,11 @@ pub fn step(
             }
         });
     }
+    lap(Part::ForwardBackward);
     if !clean.is_empty() {
         model = params::map_slots(model, train_embeddings, |j, _| clean[j].clone());
     }
+    lap(Part::Restore);
     if !loss1.is_finite() {
         return Ok((model, non_finite("loss1", loss1)));
     }
@@ -141,6 +205,7 @@ pub fn step(
         let term = format!("the gradient of {}", slots[j].name);
         return Ok((model, non_finite(&term, value)));
     }
+    lap(Part::Check);
 
     let mut report = StepReport {
         loss1,
@@ -163,14 +228,23 @@ pub fn step(
             }
         }
         let coef = terms.kl_coef as f32;
-        let mut grad_p = Vec::with_capacity(slots.len());
-        for j in 0..slots.len() {
-            let g = grads[j]
-                .take()
-                .unwrap_or_else(|| Tensor::zeros([slots[j].numel()], device));
-            grad_p.push(noise::grad_p(&state.p[j], &g, &b, j as u32, &tau(j), coef));
-            grads[j] = Some(kl::grad_theta(
-                g,
+        lap(Part::KlSums);
+        for (j, g) in grads.iter_mut().enumerate() {
+            g.get_or_insert_with(|| Tensor::zeros([slots[j].numel()], device));
+        }
+        let grad_p: Vec<Tensor<1>> = grads
+            .iter()
+            .enumerate()
+            .map(|(j, g)| {
+                let g = g.as_ref().expect("filled above");
+                noise::grad_p(&state.p[j], g, &b, j as u32, &tau(j), coef)
+            })
+            .collect();
+        lap(Part::GradP);
+        for (j, g) in grads.iter_mut().enumerate() {
+            let g_j = g.take().expect("filled above");
+            *g = Some(kl::grad_theta(
+                g_j,
                 &theta[j],
                 &state.theta0[j],
                 &b,
@@ -178,18 +252,21 @@ pub fn step(
                 coef,
             ));
         }
+        lap(Part::KlGrad);
         state.adam.begin_step();
         for (j, g) in grad_p.iter().enumerate() {
             let p_j = state.p[j].clone();
             state.p[j] = state.adam.update_p(j, p_j, g.clone());
         }
         report.grad_p = grad_p;
+        lap(Part::NoiseAdamP);
         let grad_b = terms.grad_b.clone();
         state.adam.update_b(&mut state.b, &grad_b);
         for b in &mut state.b {
             *b = f64::from(*b as f32);
         }
         report.bound = Some(terms);
+        lap(Part::NoiseAdamB);
     }
 
     if let Some(max_norm) = lrs.max_grad_norm {
@@ -207,6 +284,7 @@ pub fn step(
             None => theta,
         }
     });
+    lap(Part::AdamW);
     Ok((model, Outcome::Done(report)))
 }
 

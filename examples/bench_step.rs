@@ -1,0 +1,871 @@
+//! Cost of one training step for every method, all through `train::step::step`: vanilla AdamW,
+//! PAC stage 1 (learned noise and the bound), PAC stage 2 and PGD (fixed noise); a stage-1 step
+//! taken apart into its parts; the one-off K(λ) estimation; memory (peak, bytes the PAC state
+//! adds per trainable parameter, growth over a long PAC run). Prints a table, writes JSON.
+//!
+//!     cargo run --release --example bench_step -- --model assets/models/all-MiniLM-L6-v2 \
+//!         --batch 32 --seq 128 --device cpu --json out.json
+//!     cargo run --release --example bench_step -- --model small --device 0 --batch 8 --seq 32 \
+//!         --k-examples 8 --growth-steps 100 --growth-batch 8 --growth-seq 32
+//!
+//! Models: a local HF folder, `bert-base` (12 layers, hidden 768) or `small` (2 layers, hidden
+//! 128), the last two with random weights. Inputs are random token ids of exactly `seq` tokens
+//! (full attention mask) with random binary labels, from `--seed`. One model and one AdamW are
+//! shared by all methods (a step costs the same whatever the weights), and the methods' timed
+//! steps are interleaved, in a rotating order, so that machine noise hits all of them alike.
+//! Every timed step ends with a device sync.
+//!
+//! Memory: the PAC state's bytes per parameter are the live bytes before and after it exists
+//! (the device allocator's bytes in use; on the CPU device the live heap, counted by this
+//! program's global allocator, since RSS keeps what the allocator holds after a free); growth
+//! compares the device allocator's reservation (CPU device: RSS) after step 10 and the last.
+//! The defaults (K with n = 100, 500 growth steps) take long on a small CPU: `--k-examples`
+//! and `--growth-steps/--growth-batch/--growth-seq` shrink them, and the JSON records them.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use clap::Parser;
+use pac_wgpu::device::{DeviceChoice, MemoryReading, memory, select};
+use pac_wgpu::glue::Label;
+use pac_wgpu::model::{Bert, BertConfig, Classifier, Pretrained};
+use pac_wgpu::pac::bound;
+use pac_wgpu::pac::noise::NoiseSource;
+use pac_wgpu::pac::state::{self, PRIOR_MODELS, PacState};
+use pac_wgpu::tokenize::Encoded;
+use pac_wgpu::train::data::Prepared;
+use pac_wgpu::train::optim::{AdamW, AdamWConfig};
+use pac_wgpu::train::params::{self, Slot};
+use pac_wgpu::train::step::{self, Lrs, Micro, Noise, Part};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    /// A local HF model folder, `bert-base` or `small` (random weights).
+    #[arg(long, default_value = "assets/models/all-MiniLM-L6-v2")]
+    model: String,
+    /// auto, cpu or a wgpu adapter index (`pac-wgpu devices`).
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    #[arg(long, default_value_t = 128)]
+    seq: usize,
+    /// Timed steps per method.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed steps per method first (kernel compilation, autotune, optimiser state).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Training examples n of the K(λ) estimation (each of `seq` tokens).
+    #[arg(long, default_value_t = 100)]
+    k_examples: usize,
+    /// Batch size of the K(λ) estimation's forwards (`train --eval-batch-size`).
+    #[arg(long, default_value_t = 64)]
+    k_batch: usize,
+    /// PAC stage-1 steps of the memory-growth run (0 skips it; else more than 10).
+    #[arg(long, default_value_t = 500)]
+    growth_steps: usize,
+    /// Batch size of the memory-growth run.
+    #[arg(long, default_value_t = 4)]
+    growth_batch: usize,
+    /// Sequence length of the memory-growth run.
+    #[arg(long, default_value_t = 32)]
+    growth_seq: usize,
+    /// Seed of the inputs, the head, the K estimation and the PAC noise.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Also write the results here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// The training defaults of `pac-wgpu train`.
+const LRS: Lrs = Lrs {
+    encoder: 5e-5,
+    head: 1e-2,
+    max_grad_norm: None,
+};
+const TRAIN_EMBEDDINGS: bool = false;
+/// γ of MRPC, RTE, STS-B and QNLI.
+const GAMMA: f64 = 5.0;
+/// n of the PAC state (the paper's few-shot size).
+const N_TRAIN: usize = 100;
+/// PGD's fixed noise std (any value costs the same).
+const PGD_STD: f64 = 1e-3;
+/// The growth run reads memory after this step and after its last.
+const GROWTH_FROM: usize = 10;
+
+#[derive(Clone, Copy)]
+enum Method {
+    Vanilla,
+    Stage1,
+    Stage2,
+    Pgd,
+}
+
+impl Method {
+    const ALL: [Method; 4] = [Method::Vanilla, Method::Stage1, Method::Stage2, Method::Pgd];
+
+    fn key(self) -> &'static str {
+        match self {
+            Method::Vanilla => "vanilla",
+            Method::Stage1 => "pac_stage1",
+            Method::Stage2 => "pac_stage2",
+            Method::Pgd => "pgd",
+        }
+    }
+}
+
+fn sync(device: &Device) -> Result<()> {
+    device
+        .sync()
+        .map_err(|e| anyhow!("device sync failed: {e}"))
+}
+
+/// Milliseconds per part of one step, the device synchronised at every boundary.
+struct Laps<'a> {
+    device: &'a Device,
+    last: Instant,
+    ms: [f64; Part::ALL.len()],
+    error: Option<anyhow::Error>,
+}
+
+impl<'a> Laps<'a> {
+    fn start(device: &'a Device) -> Result<Self> {
+        sync(device)?;
+        Ok(Laps {
+            device,
+            last: Instant::now(),
+            ms: [0.0; Part::ALL.len()],
+            error: None,
+        })
+    }
+
+    /// Charges the time since the last boundary to `part`.
+    fn lap(&mut self, part: Part) {
+        if let Err(e) = sync(self.device) {
+            self.error.get_or_insert(e);
+        }
+        let now = Instant::now();
+        self.ms[part as usize] += (now - self.last).as_secs_f64() * 1000.0;
+        self.last = now;
+    }
+}
+
+/// A model, its optimisers and one batch: what every method's step needs.
+struct Bench {
+    /// The autodiff device the model trains on, and its plain twin.
+    device: Device,
+    plain: Device,
+    /// Taken out by a step and put back after it.
+    model: Option<Classifier>,
+    slots: Vec<Slot>,
+    adam: AdamW,
+    pac: Option<PacState>,
+    pgd_p: Vec<Tensor<1>>,
+    micro: Vec<Micro>,
+    batch_len: usize,
+    seed: u32,
+    /// Noise steps drawn so far (the Philox key's step).
+    noise_step: u32,
+    /// Largest device allocator reservation seen after a step.
+    peak_device: Option<u64>,
+}
+
+impl Bench {
+    fn key(&mut self) -> NoiseSource<1> {
+        self.noise_step += 1;
+        NoiseSource::Philox {
+            seed: self.seed,
+            step: self.noise_step,
+        }
+    }
+
+    /// One step of `method` through `step::step`, in ms until the device is idle.
+    fn step(&mut self, method: Method) -> Result<f64> {
+        let key = self.key();
+        let model = self.model.take().context("the model is lost")?;
+        let noise = match method {
+            Method::Vanilla => Noise::None,
+            Method::Pgd => Noise::Fixed(&self.pgd_p),
+            Method::Stage1 => Noise::Learned(self.pac.as_mut().context("no PAC state")?),
+            Method::Stage2 => Noise::Fixed(&self.pac.as_ref().context("no PAC state")?.p),
+        };
+        let start = Instant::now();
+        let (model, outcome) = step::step(
+            model,
+            &self.slots,
+            TRAIN_EMBEDDINGS,
+            &mut self.adam,
+            &self.micro,
+            self.batch_len,
+            LRS,
+            noise,
+            &|_| key.clone(),
+            &self.device,
+            &mut |_| {},
+        )?;
+        sync(&self.plain)?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        self.model = Some(model);
+        outcome.done()?;
+        self.note_memory();
+        Ok(ms)
+    }
+
+    /// A PAC stage-1 step taken apart at `step::step`'s own part boundaries, in ms per part.
+    fn stage1_parts(&mut self) -> Result<[f64; Part::ALL.len()]> {
+        let key = self.key();
+        let model = self.model.take().context("the model is lost")?;
+        let pac = self.pac.as_mut().context("no PAC state")?;
+        let plain = self.plain.clone();
+        let mut laps = Laps::start(&plain)?;
+        let (model, outcome) = step::step(
+            model,
+            &self.slots,
+            TRAIN_EMBEDDINGS,
+            &mut self.adam,
+            &self.micro,
+            self.batch_len,
+            LRS,
+            Noise::Learned(pac),
+            &|_| key.clone(),
+            &self.device,
+            &mut |part| laps.lap(part),
+        )?;
+        self.model = Some(model);
+        outcome.done()?;
+        if let Some(e) = laps.error {
+            return Err(e);
+        }
+        self.note_memory();
+        Ok(laps.ms)
+    }
+
+    /// Memory growth over `steps` PAC stage-1 steps on `data`, from step [`GROWTH_FROM`] on:
+    /// the device allocator's reservation, else the RSS.
+    fn growth_run(&mut self, data: &Prepared, steps: usize) -> Result<Growth> {
+        self.micro = whole_batch(data, &self.device);
+        self.batch_len = data.len();
+        let mut first = None;
+        for s in 1..=steps {
+            self.step(Method::Stage1)?;
+            if s == GROWTH_FROM {
+                first = Some(Snapshot::take(&self.plain)?);
+            }
+        }
+        let first = first.context("the growth run ended before step 10")?;
+        let last = Snapshot::take(&self.plain)?;
+        let ((from_bytes, measured_with), (to_bytes, _)) = (first.held()?, last.held()?);
+        Ok(Growth {
+            from_step: GROWTH_FROM,
+            to_step: steps,
+            batch: data.len(),
+            seq: data.encoded.first().map_or(0, |e| e.input_ids.len()),
+            measured_with,
+            from_bytes,
+            to_bytes,
+            growth: to_bytes as f64 / from_bytes as f64 - 1.0,
+            at_from: first,
+            at_to: last,
+        })
+    }
+
+    /// Keeps the largest device allocator reservation seen (the pools keep their pages, so
+    /// this is the peak up to the last reading).
+    fn note_memory(&mut self) {
+        if let Some(reserved) = memory(&self.plain).device_bytes_reserved {
+            self.peak_device = Some(self.peak_device.map_or(reserved, |p| p.max(reserved)));
+        }
+    }
+}
+
+/// The system allocator, counting the bytes of live heap allocations: on the CPU device, where
+/// tensors live on the heap, the exact analogue of a device allocator's bytes in use (RSS also
+/// counts what the allocator keeps after a free).
+struct CountingAlloc;
+
+static HEAP_LIVE: AtomicU64 = AtomicU64::new(0);
+static HEAP_PEAK: AtomicU64 = AtomicU64::new(0);
+
+fn heap_grew(bytes: usize) {
+    let now = HEAP_LIVE.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
+    HEAP_PEAK.fetch_max(now, Ordering::Relaxed);
+}
+
+// SAFETY: every call goes to `System` unchanged; only the counters are added.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc(layout) };
+        if !ptr.is_null() {
+            heap_grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let ptr = unsafe { System.alloc_zeroed(layout) };
+        if !ptr.is_null() {
+            heap_grew(layout.size());
+        }
+        ptr
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        HEAP_LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let out = unsafe { System.realloc(ptr, layout, new_size) };
+        if !out.is_null() {
+            HEAP_LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
+            heap_grew(new_size);
+        }
+        out
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+/// Memory once the device is idle: the project's reading and the live heap bytes.
+#[derive(Clone, Copy, serde::Serialize)]
+struct Snapshot {
+    #[serde(flatten)]
+    reading: MemoryReading,
+    heap_bytes_in_use: u64,
+}
+
+impl Snapshot {
+    fn take(plain: &Device) -> Result<Self> {
+        sync(plain)?;
+        Ok(Snapshot {
+            reading: memory(plain),
+            heap_bytes_in_use: HEAP_LIVE.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Bytes in live tensors: the device allocator's, else (CPU device) the live heap.
+    fn live(&self) -> (u64, &'static str) {
+        match self.reading.device_bytes_in_use {
+            Some(b) => (b, "device_bytes_in_use"),
+            None => (self.heap_bytes_in_use, "heap_bytes_in_use"),
+        }
+    }
+
+    /// Bytes the process holds: the device allocator's reservation, else the RSS.
+    fn held(&self) -> Result<(u64, &'static str)> {
+        match (self.reading.device_bytes_reserved, self.reading.rss_bytes) {
+            (Some(b), _) => Ok((b, "device_bytes_reserved")),
+            (None, Some(b)) => Ok((b, "rss_bytes")),
+            (None, None) => bail!("no memory figure on this platform (/proc/self/status)"),
+        }
+    }
+}
+
+/// The classifier (2 labels, embeddings frozen, no dropout) and its encoder's configuration.
+fn build_model(name: &str, seed: u64, device: &Device) -> Result<(Classifier, BertConfig)> {
+    let (bert, config) = match name {
+        "bert-base" => {
+            let c = BertConfig::bert_base();
+            (Bert::new(&c, 0.0, device), c)
+        }
+        "small" => {
+            let c = BertConfig::sized(30522, 128, 2, 2, 512);
+            (Bert::new(&c, 0.0, device), c)
+        }
+        folder => {
+            let path = Path::new(folder);
+            if !path.join("config.json").is_file() {
+                bail!(
+                    "--model {folder:?}: not a HF model folder (no config.json), bert-base or small"
+                );
+            }
+            let m = Pretrained::load(path, 0.0, device)?;
+            (m.bert, m.config)
+        }
+    };
+    let mut model = Classifier::new(bert, config.hidden_size, 2, 0.0, seed, device);
+    if !TRAIN_EMBEDDINGS {
+        model.bert.embeddings = model.bert.embeddings.no_grad();
+    }
+    Ok((model, config))
+}
+
+/// `count` examples of exactly `seq` random token ids and random binary labels.
+fn random_examples(count: usize, seq: usize, vocab: usize, seed: u64) -> Prepared {
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 33) as usize
+    };
+    // Above the special tokens, as real text mostly is.
+    let low = 1000.min(vocab / 2);
+    let mut encoded = Vec::with_capacity(count);
+    let mut labels = Vec::with_capacity(count);
+    for _ in 0..count {
+        let input_ids = (0..seq)
+            .map(|_| (low + next() % (vocab - low)) as u32)
+            .collect();
+        encoded.push(Encoded {
+            input_ids,
+            token_type_ids: vec![0; seq],
+        });
+        labels.push(Label::Class(next() % 2));
+    }
+    Prepared { encoded, labels }
+}
+
+/// One micro-batch holding all of `data`.
+fn whole_batch(data: &Prepared, device: &Device) -> Vec<Micro> {
+    let rows: Vec<usize> = (0..data.len()).collect();
+    vec![(data.batch(&rows, 0), data.targets(&rows, device))]
+}
+
+/// Order statistics of a sample (nearest rank).
+#[derive(serde::Serialize)]
+struct Spread {
+    min: f64,
+    p25: f64,
+    median: f64,
+    p75: f64,
+    max: f64,
+}
+
+fn spread(sample: &[f64]) -> Spread {
+    let mut v = sample.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    Spread {
+        min: at(0.0),
+        p25: at(0.25),
+        median: at(0.5),
+        p75: at(0.75),
+        max: at(1.0),
+    }
+}
+
+fn median(sample: &[f64]) -> f64 {
+    spread(sample).median
+}
+
+/// Timed steps per method and stage-1 breakdowns (ms per part), one of each per round.
+struct Timings {
+    times: [Vec<f64>; Method::ALL.len()],
+    parts: Vec<[f64; Part::ALL.len()]>,
+}
+
+impl Timings {
+    fn median(&self, method: Method) -> f64 {
+        median(&self.times[method as usize])
+    }
+
+    fn part_medians(&self) -> Vec<f64> {
+        Part::ALL
+            .iter()
+            .map(|&q| median(&self.parts.iter().map(|p| p[q as usize]).collect::<Vec<_>>()))
+            .collect()
+    }
+
+    /// The median over rounds of all parts together.
+    fn parts_total(&self) -> f64 {
+        median(
+            &self
+                .parts
+                .iter()
+                .map(|p| p.iter().sum())
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    /// Median time of the noise and KL parts over [`Timings::parts_total`].
+    fn kernels_share(&self) -> f64 {
+        let kernels: Vec<f64> = self
+            .parts
+            .iter()
+            .map(|p| {
+                Part::ALL
+                    .iter()
+                    .filter(|q| q.is_kernel())
+                    .map(|&q| p[q as usize])
+                    .sum()
+            })
+            .collect();
+        median(&kernels) / self.parts_total()
+    }
+}
+
+/// Memory over a long PAC stage-1 run.
+#[derive(serde::Serialize)]
+struct Growth {
+    from_step: usize,
+    to_step: usize,
+    batch: usize,
+    seq: usize,
+    /// The figure compared: the device allocator's reservation, else the RSS.
+    measured_with: &'static str,
+    from_bytes: u64,
+    to_bytes: u64,
+    /// to_bytes / from_bytes − 1.
+    growth: f64,
+    at_from: Snapshot,
+    at_to: Snapshot,
+}
+
+fn mib(bytes: Option<u64>) -> String {
+    bytes.map_or("n/a".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    for (flag, value) in [
+        ("--batch", args.batch),
+        ("--seq", args.seq),
+        ("--steps", args.steps),
+        ("--warmup", args.warmup),
+        ("--k-examples", args.k_examples),
+        ("--k-batch", args.k_batch),
+        ("--growth-batch", args.growth_batch),
+        ("--growth-seq", args.growth_seq),
+    ] {
+        if value == 0 {
+            bail!("{flag} must be at least 1");
+        }
+    }
+    if args.growth_steps != 0 && args.growth_steps <= GROWTH_FROM {
+        bail!("--growth-steps must be 0 (skip) or more than {GROWTH_FROM}");
+    }
+    let started = Instant::now();
+    let selected = select(args.device)?;
+    let plain = selected.device.clone();
+    let device = plain.clone().autodiff();
+    let (model, config) = build_model(&args.model, args.seed, &device)?;
+    let longest = args.seq.max(args.growth_seq);
+    if longest > config.max_position_embeddings {
+        bail!(
+            "sequences of {longest} tokens exceed the model's {} positions",
+            config.max_position_embeddings
+        );
+    }
+    let slots = params::slots(&model, TRAIN_EMBEDDINGS);
+    let trainable: usize = slots.iter().map(Slot::numel).sum();
+    let vocab = config.vocab_size;
+    eprintln!(
+        "{} on {}: {} trainable tensors, {} trainable parameters",
+        args.model,
+        selected.name,
+        slots.len(),
+        trainable
+    );
+
+    eprintln!(
+        "K(λ) estimation: {} examples × {} prior stds × {PRIOR_MODELS} models…",
+        args.k_examples,
+        bound::PRIOR_GRID_POINTS
+    );
+    let k_data = random_examples(args.k_examples, args.seq, vocab, args.seed ^ 0x4b);
+    let k_start = Instant::now();
+    let (k_hat, _) = state::estimate_k(
+        &model.valid(),
+        TRAIN_EMBEDDINGS,
+        &k_data,
+        &[GAMMA],
+        args.k_batch,
+        0,
+        args.seed,
+        &plain,
+        &mut |_, _| {},
+    )?;
+    let k_ms = k_start.elapsed().as_secs_f64() * 1000.0;
+    let k_forwards =
+        bound::PRIOR_GRID_POINTS * PRIOR_MODELS * args.k_examples.div_ceil(args.k_batch);
+
+    let main_data = random_examples(args.batch, args.seq, vocab, args.seed);
+    let micro = whole_batch(&main_data, &device);
+    let mut bench = Bench {
+        device,
+        plain: plain.clone(),
+        model: Some(model),
+        pgd_p: slots
+            .iter()
+            .map(|s| Tensor::full([s.numel()], PGD_STD.ln(), &plain))
+            .collect(),
+        adam: AdamW::new(AdamWConfig::default(), slots.len()),
+        slots,
+        pac: None,
+        micro,
+        batch_len: args.batch,
+        seed: args.seed as u32,
+        noise_step: 0,
+        peak_device: None,
+    };
+
+    // Warm-up; the PAC state is created between two readings once the rest is in place.
+    eprintln!("warm-up: {} step(s) per method…", args.warmup);
+    for _ in 0..args.warmup {
+        bench.step(Method::Vanilla)?;
+        bench.step(Method::Pgd)?;
+    }
+    let without_pac = Snapshot::take(&plain)?;
+    let model = bench.model.as_ref().context("the model is lost")?;
+    bench.pac = Some(PacState::init(
+        model,
+        &bench.slots,
+        TRAIN_EMBEDDINGS,
+        N_TRAIN,
+        GAMMA,
+        k_hat,
+    )?);
+    for _ in 0..args.warmup {
+        bench.step(Method::Stage1)?;
+        bench.step(Method::Stage2)?;
+        bench.stage1_parts()?;
+    }
+    let with_pac = Snapshot::take(&plain)?;
+    let (before, measured_with) = without_pac.live();
+    let (after, _) = with_pac.live();
+    let pac_bytes_per_param = (after as f64 - before as f64) / trainable as f64;
+
+    // Timed: the four methods and the breakdown, in an order that rotates every round.
+    let timed_start = Instant::now();
+    let mut times: [Vec<f64>; Method::ALL.len()] = Default::default();
+    let mut parts: Vec<[f64; Part::ALL.len()]> = Vec::new();
+    let jobs = Method::ALL.len() + 1;
+    for round in 0..args.steps {
+        for k in 0..jobs {
+            match (round + k) % jobs {
+                m if m < Method::ALL.len() => times[m].push(bench.step(Method::ALL[m])?),
+                _ => parts.push(bench.stage1_parts()?),
+            }
+        }
+        eprintln!("timed round {}/{}", round + 1, args.steps);
+    }
+    let timed_s = timed_start.elapsed().as_secs_f64();
+
+    let growth_start = Instant::now();
+    let growth = if args.growth_steps > 0 {
+        eprintln!(
+            "growth run: {} stage-1 steps at {} × {}…",
+            args.growth_steps, args.growth_batch, args.growth_seq
+        );
+        let data = random_examples(args.growth_batch, args.growth_seq, vocab, args.seed ^ 0x67);
+        Some(bench.growth_run(&data, args.growth_steps)?)
+    } else {
+        None
+    };
+    let growth_s = growth_start.elapsed().as_secs_f64();
+    let end = memory(&plain);
+
+    let t = Timings { times, parts };
+    let ms: BTreeMap<&str, f64> = Method::ALL
+        .iter()
+        .map(|&m| (m.key(), t.median(m)))
+        .collect();
+    let part_ms = t.part_medians();
+    let parts_total = t.parts_total();
+    let kernels_share = t.kernels_share();
+    let ratio = |m: Method| t.median(m) / t.median(Method::Vanilla);
+    let growth_value = growth.as_ref().map(|g| g.growth);
+
+    // Table.
+    println!(
+        "\n{} on {} — batch {} × seq {}, {} trainable tensors, {:.2} M trainable parameters, {} timed steps per method after {} warm-up",
+        args.model,
+        selected.name,
+        args.batch,
+        args.seq,
+        bench.slots.len(),
+        trainable as f64 / 1e6,
+        args.steps,
+        args.warmup
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
+        "step (ms)", "median", "min", "p25", "p75", "max", "×vanilla"
+    );
+    for m in Method::ALL {
+        let s = spread(&t.times[m as usize]);
+        println!(
+            "{:<22} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.3}",
+            m.key(),
+            s.median,
+            s.min,
+            s.p25,
+            s.p75,
+            s.max,
+            ratio(m)
+        );
+    }
+    println!("\nPAC stage-1 step taken apart (device synchronised around each part), median ms:");
+    for (q, v) in Part::ALL.iter().zip(&part_ms) {
+        let mark = if q.is_kernel() {
+            "  [noise/KL kernel]"
+        } else {
+            ""
+        };
+        println!(
+            "  {:<22} {:>10.1} {:>6.1} %{mark}",
+            q.name(),
+            v,
+            100.0 * v / parts_total
+        );
+    }
+    println!(
+        "  {:<22} {:>10.1}   (unsynchronised step::step: {:.1})",
+        "all parts (median total)", parts_total, ms["pac_stage1"]
+    );
+    println!(
+        "  noise + KL kernels: {:.2} % of a stage-1 step",
+        100.0 * kernels_share
+    );
+    println!(
+        "\nK(λ) estimation: n = {} examples of {} tokens, {} prior stds × {PRIOR_MODELS} prior models, batch {} ({} forwards): {:.0} ms",
+        args.k_examples,
+        args.seq,
+        bound::PRIOR_GRID_POINTS,
+        args.k_batch,
+        k_forwards,
+        k_ms
+    );
+    println!(
+        "memory: peak RSS {}, peak live heap {}, peak device reservation {}",
+        mib(end.peak_rss_bytes),
+        mib(Some(HEAP_PEAK.load(Ordering::Relaxed))),
+        mib(bench.peak_device)
+    );
+    println!(
+        "PAC state: {:.2} bytes ({:.2} f32) per trainable parameter measured ({measured_with} {} → {}), 16 bytes (4 f32: θ0, p, m_p, v_p) by arithmetic",
+        pac_bytes_per_param,
+        pac_bytes_per_param / 4.0,
+        mib(Some(before)),
+        mib(Some(after))
+    );
+    if let Some(g) = &growth {
+        println!(
+            "growth over a PAC run, step {} → {} at {} × {}: {} {} → {} ({:+.2} %)",
+            g.from_step,
+            g.to_step,
+            g.batch,
+            g.seq,
+            g.measured_with,
+            mib(Some(g.from_bytes)),
+            mib(Some(g.to_bytes)),
+            100.0 * g.growth
+        );
+    }
+    let targets = [
+        ("stage1_le_1.10x_vanilla", Some(ratio(Method::Stage1)), 1.10),
+        ("stage2_le_1.05x_vanilla", Some(ratio(Method::Stage2)), 1.05),
+        ("pgd_le_1.05x_vanilla", Some(ratio(Method::Pgd)), 1.05),
+        ("kernels_le_5pct_of_stage1", Some(kernels_share), 0.05),
+        (
+            "pac_state_le_5_f32_per_param",
+            Some(pac_bytes_per_param / 4.0),
+            5.0,
+        ),
+        ("device_growth_le_5pct", growth_value, 0.05),
+    ];
+    println!("\ntargets:");
+    for (name, value, limit) in targets {
+        let met = match value.map(|v| v <= limit) {
+            Some(true) => "met",
+            Some(false) => "MISSED",
+            None => "not measured",
+        };
+        let value = value.map_or("n/a".into(), |v| format!("{v:.4}"));
+        println!("  {name:<30} {value:>10} (limit {limit}) {met}");
+    }
+    let targets: BTreeMap<&str, _> = targets
+        .iter()
+        .map(|&(name, value, limit)| {
+            let met = value.map(|v| v <= limit);
+            (name, json!({"value": value, "limit": limit, "met": met}))
+        })
+        .collect();
+
+    let report = json!({
+        "device": selected.name,
+        "model": args.model,
+        "git_revision": git_revision(),
+        "batch": args.batch,
+        "seq": args.seq,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "seed": args.seed,
+        "trainable_tensors": bench.slots.len(),
+        "trainable_params": trainable,
+        "ms": {
+            "vanilla": ms["vanilla"],
+            "pac_stage1": ms["pac_stage1"],
+            "pac_stage2": ms["pac_stage2"],
+            "pgd": ms["pgd"],
+            "k_estimation": k_ms,
+        },
+        "ms_spread": Method::ALL.iter().map(|&m| (m.key(), json!(spread(&t.times[m as usize])))).collect::<BTreeMap<_, _>>(),
+        "stage1_breakdown_ms": {
+            "parts": Part::ALL.iter().zip(&part_ms).map(|(q, v)| (q.name(), *v)).collect::<BTreeMap<_, _>>(),
+            "kernel_parts": Part::ALL.iter().filter(|q| q.is_kernel()).map(|q| q.name()).collect::<Vec<_>>(),
+            "total_of_parts": parts_total,
+            "unsynchronised_step": ms["pac_stage1"],
+        },
+        "ratios": {
+            "stage1_over_vanilla": ratio(Method::Stage1),
+            "stage2_over_vanilla": ratio(Method::Stage2),
+            "pgd_over_vanilla": ratio(Method::Pgd),
+            "kernels_share_of_stage1": kernels_share,
+        },
+        "k_estimation": {
+            "examples": args.k_examples,
+            "seq": args.seq,
+            "batch": args.k_batch,
+            "prior_stds": bound::PRIOR_GRID_POINTS,
+            "prior_models": PRIOR_MODELS,
+            "forwards": k_forwards,
+        },
+        "memory": {
+            "peak_rss_bytes": end.peak_rss_bytes,
+            "peak_device_bytes": bench.peak_device,
+            "peak_heap_bytes": HEAP_PEAK.load(Ordering::Relaxed),
+            "pac_state_bytes_per_param": pac_bytes_per_param,
+            "pac_state_bytes_per_param_arithmetic": 16,
+            "pac_state_measured_with": measured_with,
+            "device_growth_10_to_500": growth_value,
+            "growth": growth,
+        },
+        "targets": targets,
+        "wall_s": {
+            "k_estimation": k_ms / 1000.0,
+            "timed": timed_s,
+            "growth": growth_s,
+            "total": started.elapsed().as_secs_f64(),
+        },
+    });
+    if let Some(path) = &args.json {
+        let tmp = path.with_extension("json.part");
+        std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)?;
+        std::fs::rename(&tmp, path)?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The commit, marked `-dirty` when tracked files differ from it.
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
