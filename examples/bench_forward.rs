@@ -108,9 +108,7 @@ fn main() -> Result<()> {
         "results": rows,
     });
     if let Some(path) = &args.json {
-        let tmp = path.with_extension("json.part");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)?;
-        std::fs::rename(&tmp, path)?;
+        pac_wgpu::report::write_json(path, &report)?;
         println!("wrote {}", path.display());
     }
     Ok(())

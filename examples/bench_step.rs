@@ -190,6 +190,24 @@ impl Bench {
 
     /// One step of `method` through `step::step`, in ms until the device is idle.
     fn step(&mut self, method: Method) -> Result<f64> {
+        let start = Instant::now();
+        self.run(method, &mut |_| {})?;
+        Ok(start.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    /// A PAC stage-1 step taken apart at `step::step`'s own part boundaries, in ms per part.
+    fn stage1_parts(&mut self) -> Result<[f64; Part::ALL.len()]> {
+        let plain = self.plain.clone();
+        let mut laps = Laps::start(&plain)?;
+        self.run(Method::Stage1, &mut |part| laps.lap(part))?;
+        match laps.error {
+            Some(e) => Err(e),
+            None => Ok(laps.ms),
+        }
+    }
+
+    /// One step of `method`, `lap` told of each part; returns once the device is idle.
+    fn run(&mut self, method: Method, lap: &mut dyn FnMut(Part)) -> Result<()> {
         let key = self.key();
         let model = self.model.take().context("the model is lost")?;
         let noise = match method {
@@ -198,7 +216,6 @@ impl Bench {
             Method::Stage1 => Noise::Learned(self.pac.as_mut().context("no PAC state")?),
             Method::Stage2 => Noise::Fixed(&self.pac.as_ref().context("no PAC state")?.p),
         };
-        let start = Instant::now();
         let (model, outcome) = step::step(
             model,
             &self.slots,
@@ -210,43 +227,13 @@ impl Bench {
             noise,
             &|_| key.clone(),
             &self.device,
-            &mut |_| {},
+            lap,
         )?;
         sync(&self.plain)?;
-        let ms = start.elapsed().as_secs_f64() * 1000.0;
         self.model = Some(model);
         outcome.done()?;
         self.note_memory();
-        Ok(ms)
-    }
-
-    /// A PAC stage-1 step taken apart at `step::step`'s own part boundaries, in ms per part.
-    fn stage1_parts(&mut self) -> Result<[f64; Part::ALL.len()]> {
-        let key = self.key();
-        let model = self.model.take().context("the model is lost")?;
-        let pac = self.pac.as_mut().context("no PAC state")?;
-        let plain = self.plain.clone();
-        let mut laps = Laps::start(&plain)?;
-        let (model, outcome) = step::step(
-            model,
-            &self.slots,
-            TRAIN_EMBEDDINGS,
-            &mut self.adam,
-            &self.micro,
-            self.batch_len,
-            LRS,
-            Noise::Learned(pac),
-            &|_| key.clone(),
-            &self.device,
-            &mut |part| laps.lap(part),
-        )?;
-        self.model = Some(model);
-        outcome.done()?;
-        if let Some(e) = laps.error {
-            return Err(e);
-        }
-        self.note_memory();
-        Ok(laps.ms)
+        Ok(())
     }
 
     /// Memory growth over `steps` PAC stage-1 steps on `data`, from step [`GROWTH_FROM`] on:
@@ -851,9 +838,7 @@ fn main() -> Result<()> {
         },
     });
     if let Some(path) = &args.json {
-        let tmp = path.with_extension("json.part");
-        std::fs::write(&tmp, serde_json::to_string_pretty(&report)?)?;
-        std::fs::rename(&tmp, path)?;
+        pac_wgpu::report::write_json(path, &report)?;
         println!("wrote {}", path.display());
     }
     Ok(())
