@@ -150,7 +150,7 @@ impl TrainConfig {
                 self.batch_size
             );
         }
-        if self.stage1_epochs > self.epochs {
+        if self.method == Method::Pac && self.stage1_epochs > self.epochs {
             bail!(
                 "--stage1-epochs {} is larger than --epochs {}",
                 self.stage1_epochs,
