@@ -150,6 +150,15 @@ fn ctrl_c_finishes_the_step_saves_and_resumes_to_the_same_result() {
 
     run_ok(&mut resume(&cut));
     assert_same_run(&cut, &full);
+    // The summary's wall time counts the interrupted invocation too.
+    let before = state["wall_seconds"].as_f64().unwrap();
+    let total = read_json(&cut.join("summary.json"))["wall_seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        before > 0.0 && total > before,
+        "wall {before} s then {total} s"
+    );
 }
 
 #[test]

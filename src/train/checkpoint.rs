@@ -36,6 +36,9 @@ pub struct LoopState {
     /// PAC: how long the K(λ) estimation took.
     #[serde(default)]
     pub k_seconds: Option<f64>,
+    /// Wall-clock seconds of the run up to this checkpoint, over every invocation.
+    #[serde(default)]
+    pub wall_seconds: f64,
     /// The epoch in progress when the run was interrupted between steps: the losses of its
     /// steps so far, the bound at its last step, and how many of its steps were skipped.
     #[serde(default)]

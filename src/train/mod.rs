@@ -314,6 +314,8 @@ pub fn train(
                 .is_some_and(|e| e as usize <= state.epoch)
         });
     }
+    // Time spent by earlier invocations of a resumed run, up to their last checkpoint.
+    let earlier_seconds = state.wall_seconds;
     write_json(&run.file("run.json"), config)?;
 
     on_event(Event::Start {
@@ -448,6 +450,7 @@ pub fn train(
                 }
             }
             if interrupt::requested() {
+                state.wall_seconds = earlier_seconds + started.elapsed().as_secs_f64();
                 state = crate::report::as_written(&state)?;
                 let last = run.checkpoint("last");
                 checkpoint::save(&last, &model, &extra_files, Some((&adam, &slots)), &state)?;
@@ -556,6 +559,7 @@ pub fn train(
         }
         let record = crate::report::as_written(&Value::Object(record))?;
         history.push(record.clone());
+        state.wall_seconds = earlier_seconds + started.elapsed().as_secs_f64();
         state = crate::report::as_written(&state)?;
 
         if improved {
@@ -591,7 +595,7 @@ pub fn train(
         &history,
         &state,
         &selected.name,
-        started,
+        earlier_seconds + started.elapsed().as_secs_f64(),
         n,
         dev_data.len(),
     );
@@ -707,7 +711,7 @@ fn summary(
     history: &[Value],
     state: &LoopState,
     device: &str,
-    started: Instant,
+    wall_seconds: f64,
     train_examples: usize,
     dev_examples: usize,
 ) -> Value {
@@ -745,7 +749,7 @@ fn summary(
         "epochs_run": state.epoch,
         "bound": state.bound,
         "k_estimation_seconds": state.k_seconds,
-        "wall_seconds": started.elapsed().as_secs_f64(),
+        "wall_seconds": wall_seconds,
         "device": device,
     })
 }
