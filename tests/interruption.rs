@@ -96,6 +96,30 @@ fn start_and_wait_for_an_epoch(cmd: &mut Command, out: &Path) -> Child {
     child
 }
 
+/// history.jsonl of `run`, timings and memory included.
+fn history(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `key` of the history after epoch `to` within 5 % of its value after epoch `from`.
+fn assert_flat(history: &[serde_json::Value], key: &str, from: usize, to: usize) {
+    let at = |epoch: usize| history[epoch - 1][key].as_f64().unwrap();
+    let growth = at(to) / at(from) - 1.0;
+    eprintln!(
+        "{key}: {} after epoch {from}, {} after epoch {to} ({growth:+.3})",
+        at(from),
+        at(to)
+    );
+    assert!(
+        growth.abs() < 0.05,
+        "{key} grew by {growth:+.3} from epoch {from} to {to}"
+    );
+}
+
 /// The last checkpoint's tensors by name (the file's header order may differ between runs).
 fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
     let bytes = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
@@ -257,23 +281,9 @@ fn a_thousand_pac_steps_keep_memory_flat_and_repeat_exactly() {
     };
     let (a, b) = (s.out("a"), s.out("b"));
     run_ok(&mut long(&a));
-    let history: Vec<serde_json::Value> = std::fs::read_to_string(a.join("history.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let history = history(&a);
     assert_eq!(history.last().unwrap()["step"], 1000);
-    let rss = |epoch: usize| history[epoch - 1]["rss_bytes"].as_f64().unwrap();
-    let growth = rss(100) / rss(2) - 1.0;
-    eprintln!(
-        "RSS after step 20: {} bytes, after step 1000: {} ({growth:+.3})",
-        rss(2),
-        rss(100)
-    );
-    assert!(
-        growth.abs() < 0.05,
-        "RSS grew by {growth:+.3} from step 20 to 1000"
-    );
+    assert_flat(&history, "rss_bytes", 2, 100);
 
     run_ok(&mut long(&b));
     assert_eq!(history_without_timings(&a), history_without_timings(&b));
@@ -301,22 +311,8 @@ fn pac_steps_on_lavapipe_keep_host_and_device_memory_flat() {
     ])
     .args(["--eval-every-epochs", "10"]);
     run_ok(&mut cmd);
-    let history: Vec<serde_json::Value> = std::fs::read_to_string(out.join("history.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let history = history(&out);
     for key in ["rss_bytes", "device_bytes_reserved"] {
-        let at = |epoch: usize| history[epoch - 1][key].as_f64().unwrap();
-        let growth = at(10) / at(2) - 1.0;
-        eprintln!(
-            "{key}: {} after step 20, {} after step 100 ({growth:+.3})",
-            at(2),
-            at(10)
-        );
-        assert!(
-            growth.abs() < 0.05,
-            "{key} grew by {growth:+.3} from step 20 to 100"
-        );
+        assert_flat(&history, key, 2, 10);
     }
 }
