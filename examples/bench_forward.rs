@@ -4,11 +4,14 @@
 //!     cargo run --release --example bench_forward -- --device cpu --batch 32 --seq 128
 //!     cargo run --release --example bench_forward -- --device 0 --batch 4 --seq 32 --models minilm
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use clap::Parser;
+use common::{git_revision, write_report};
 use pac_wgpu::device::{DeviceChoice, select};
 use pac_wgpu::model::{Bert, BertConfig, Pretrained};
 use pac_wgpu::tokenize::PaddedBatch;
@@ -107,19 +110,5 @@ fn main() -> Result<()> {
         "git_revision": git_revision(),
         "results": rows,
     });
-    if let Some(path) = &args.json {
-        pac_wgpu::report::write_json(path, &report)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-fn git_revision() -> String {
-    std::process::Command::new("git")
-        .args(["rev-parse", "--short", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    write_report(args.json.as_deref(), &report)
 }

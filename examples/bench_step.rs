@@ -22,6 +22,8 @@
 //! The defaults (K with n = 100, 500 growth steps) take long on a small CPU: `--k-examples`
 //! and `--growth-steps/--growth-batch/--growth-seq` shrink them, and the JSON records them.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +34,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use clap::Parser;
+use common::{git_revision, write_report};
 use pac_wgpu::device::{DeviceChoice, MemoryReading, memory, select};
 use pac_wgpu::glue::Label;
 use pac_wgpu::model::{Bert, BertConfig, Classifier, Pretrained};
@@ -837,20 +840,5 @@ fn main() -> Result<()> {
             "total": started.elapsed().as_secs_f64(),
         },
     });
-    if let Some(path) = &args.json {
-        pac_wgpu::report::write_json(path, &report)?;
-        println!("wrote {}", path.display());
-    }
-    Ok(())
-}
-
-/// The commit, marked `-dirty` when tracked files differ from it.
-fn git_revision() -> String {
-    std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
+    write_report(args.json.as_deref(), &report)
 }

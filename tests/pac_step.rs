@@ -19,6 +19,7 @@ use pac_wgpu::pac::noise::NoiseSource;
 use pac_wgpu::pac::noise_adam::NoiseAdam;
 use pac_wgpu::pac::state::PacState;
 use pac_wgpu::tokenize::PaddedBatch;
+use pac_wgpu::train::checkpoint::TensorFile;
 use pac_wgpu::train::data::Targets;
 use pac_wgpu::train::optim::{AdamW, AdamWConfig};
 use pac_wgpu::train::params::{self, Slot};
@@ -35,18 +36,13 @@ struct Golden {
 
 impl Golden {
     fn load(dir: &Path) -> Golden {
-        let bytes = std::fs::read(dir.join("pac-step.safetensors")).unwrap();
-        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut file = TensorFile::read(&dir.join("pac-step.safetensors")).unwrap();
         let tensors = file
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                let values = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                (name, (view.shape().to_vec(), values))
+            .tensors
+            .drain()
+            .map(|(name, values)| {
+                let shape = file.shapes[&name].clone();
+                (name, (shape, values))
             })
             .collect();
         Golden {

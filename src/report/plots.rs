@@ -386,17 +386,7 @@ fn sigma_plot(path: &Path, layers: &[(String, f64)], text: bool) -> Result<()> {
                     });
             }
         }
-        if text && n > 0 {
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperRight)
-                .margin(12)
-                .background_style(WHITE.mix(0.9))
-                .border_style(BLACK.mix(0.5))
-                .label_font((FAMILY, LEGEND_SIZE))
-                .draw()?;
-        }
-        Ok(())
+        legend(&mut chart, SeriesLabelPosition::UpperRight, text && n > 0)
     })
 }
 

@@ -171,10 +171,12 @@ pub fn write_tensors(
     crate::report::write_atomic(path, &data)
 }
 
-/// Named 1-D f32 tensors and the metadata of a file written by [`write_tensors`].
+/// The f32 tensors (values row-major, and shapes) and the metadata of a safetensors file, such
+/// as one written by [`write_tensors`].
 pub struct TensorFile {
     pub path: PathBuf,
     pub tensors: HashMap<String, Vec<f32>>,
+    pub shapes: HashMap<String, Vec<usize>>,
     pub meta: HashMap<String, String>,
 }
 
@@ -185,21 +187,20 @@ impl TensorFile {
         let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
             .map_err(|e| anyhow!("{}: corrupt safetensors file ({e})", path.display()))?;
         let file = safetensors::SafeTensors::deserialize(&bytes)?;
-        let tensors = file
-            .tensors()
-            .into_iter()
-            .map(|(name, view)| {
-                let values = view
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                (name, values)
-            })
-            .collect();
+        let (mut tensors, mut shapes) = (HashMap::new(), HashMap::new());
+        for (name, view) in file.tensors() {
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            shapes.insert(name.clone(), view.shape().to_vec());
+            tensors.insert(name, values);
+        }
         Ok(TensorFile {
             path: path.to_path_buf(),
             tensors,
+            shapes,
             meta: header.metadata().clone().unwrap_or_default(),
         })
     }
