@@ -15,10 +15,10 @@ pub struct DataSourceArgs {
     /// hub dataset nyu-mll/glue]
     #[arg(long, value_name = "D")]
     pub data_dir: Option<PathBuf>,
-    /// Your own train split: .tsv or .csv with a header, or .jsonl
+    /// Your own train split: .tsv or .csv with a header, .jsonl or .parquet
     #[arg(long, value_name = "FILE")]
     pub train_file: Option<PathBuf>,
-    /// Your own dev split: .tsv or .csv with a header, or .jsonl
+    /// Your own dev split: .tsv or .csv with a header, .jsonl or .parquet
     #[arg(long, value_name = "FILE")]
     pub dev_file: Option<PathBuf>,
     /// Column (or JSON key) of the first text in --train-file/--dev-file

@@ -1,8 +1,8 @@
 //! Hub fallback for runs without a data folder: the `nyu-mll/glue` dataset on the Hugging Face
 //! hub, cached in the shared HF cache (`HF_HOME`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` respected).
 //!
-//! The hub holds GLUE as parquet. This build fetches the files but cannot decode parquet
-//! (that needs the `parquet` crate), so [`load_split`] ends with an error that says so.
+//! The hub holds GLUE as parquet, one file per split, with the task's own column names and
+//! labels as Hugging Face class ids (−1 in test splits).
 
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
@@ -12,7 +12,8 @@ use anyhow::{Context, bail};
 use hf_hub::api::sync::ApiBuilder;
 use hf_hub::{Cache, Repo};
 
-use super::{Example, Split, Task};
+use super::parquet::read_parquet;
+use super::{Columns, Example, Split, Task};
 
 /// The hub dataset holding GLUE.
 pub const REPO: &str = "nyu-mll/glue";
@@ -102,12 +103,25 @@ pub fn fetch(task: Task, split: Split) -> anyhow::Result<PathBuf> {
         .map_err(|e| anyhow::anyhow!("downloading {REPO}/{file} failed ({e}): {NO_DATA}"))
 }
 
-/// Reads `split` of `task` from the hub. Fetches the parquet file into the HF cache, then
-/// fails: this build cannot decode parquet.
+/// The hub's column names for `task`: text a, text b, label.
+pub fn columns(task: Task) -> Columns {
+    let (a, b) = match task {
+        Task::Cola | Task::Sst2 => ("sentence", None),
+        Task::Mrpc | Task::Stsb | Task::Rte | Task::Wnli => ("sentence1", Some("sentence2")),
+        Task::Qqp => ("question1", Some("question2")),
+        Task::Mnli | Task::MnliMm | Task::Ax => ("premise", Some("hypothesis")),
+        Task::Qnli => ("question", Some("sentence")),
+    };
+    Columns {
+        text_a: a.to_string(),
+        text_b: b.map(str::to_string),
+        label: "label".to_string(),
+    }
+}
+
+/// Reads `split` of `task` from the hub: from the HF cache, else downloaded into it first.
 pub fn load_split(task: Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
     let path = fetch(task, split)?;
-    bail!(
-        "{}: this build cannot read the hub's parquet files: {NO_DATA}",
-        path.display()
-    )
+    let examples = read_parquet(&path, &columns(task), task, split != Split::Test)?;
+    Ok((path, examples))
 }

@@ -4,6 +4,7 @@
 //! own file (`--train-file`/`--dev-file`) or, with neither, from the hub ([`hub`]).
 
 pub mod hub;
+pub mod parquet;
 pub mod read;
 pub mod sample;
 

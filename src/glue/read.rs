@@ -69,7 +69,7 @@ struct Layout {
 }
 
 /// A field for an error message: quoted, escaped and cut to 60 characters.
-fn quoted(text: &str) -> String {
+pub(super) fn quoted(text: &str) -> String {
     const MAX: usize = 60;
     match text.char_indices().nth(MAX) {
         Some((end, _)) => format!("{:?}...", &text[..end]),
@@ -108,7 +108,12 @@ fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().map(|(i, line)| (i + 1, line))
 }
 
-fn parse_label(task: Task, text: &str, path: &Path, line: usize) -> Result<Label, DataError> {
+pub(super) fn parse_label(
+    task: Task,
+    text: &str,
+    path: &Path,
+    line: usize,
+) -> Result<Label, DataError> {
     task.parse_label(text).ok_or_else(|| {
         let expected = if task.is_regression() {
             "a numeric similarity score".to_string()
@@ -236,7 +241,8 @@ pub fn read_glue_file(
 }
 
 /// Reads a user's file with a header (`.tsv`: tab-split, no quoting; `.csv`: RFC 4180
-/// quoting) or JSON Lines (`.jsonl`/`.json`: one object per line), taking the named columns.
+/// quoting), JSON Lines (`.jsonl`/`.json`: one object per line) or parquet (`.parquet`),
+/// taking the named columns.
 /// Labels are spelled as in [`Task::parse_label`]; JSON labels may also be numbers.
 pub fn read_user_file(
     path: &Path,
@@ -248,6 +254,9 @@ pub fn read_user_file(
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
+    if extension == "parquet" {
+        return super::parquet::read_parquet(path, columns, task, true);
+    }
     if !matches!(extension.as_str(), "tsv" | "csv" | "jsonl" | "json") {
         let found = match extension.as_str() {
             "" => "no extension".to_string(),
@@ -256,7 +265,7 @@ pub fn read_user_file(
         return Err(DataError::new(
             path,
             None,
-            "a .tsv, .csv or .jsonl file",
+            "a .tsv, .csv, .jsonl or .parquet file",
             found,
         ));
     }

@@ -1,0 +1,96 @@
+//! Reads examples from parquet: the hub's GLUE files and users' own `.parquet` files.
+//!
+//! Text columns must hold strings; the label column may hold integers (class ids), floats
+//! (STS-B scores) or strings (spelled as in [`Task::parse_label`]). Errors name the file and
+//! the 1-based row, in the place other readers put the line.
+
+use std::fs::File;
+use std::path::Path;
+
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::record::Field;
+
+use super::read::{DataError, parse_label, quoted};
+use super::{Columns, Example, Label, Task};
+
+/// The examples of the parquet file at `path`, taking the named columns. With `labelled` false
+/// (test splits, whose hub files hold −1) the label column is not read.
+pub fn read_parquet(
+    path: &Path,
+    columns: &Columns,
+    task: Task,
+    labelled: bool,
+) -> Result<Vec<Example>, DataError> {
+    let whole = |expected: &str, found: String| DataError::new(path, None, expected, found);
+    let file = File::open(path).map_err(|e| {
+        let found = match e.kind() {
+            std::io::ErrorKind::NotFound => "no such file".to_string(),
+            _ => e.to_string(),
+        };
+        whole("a readable parquet file", found)
+    })?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| whole("a parquet file", format!("an unreadable one ({e})")))?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let names: Vec<&str> = schema
+        .root_schema()
+        .get_fields()
+        .iter()
+        .map(|f| f.name())
+        .collect();
+    let find = |name: &str| {
+        names.iter().position(|n| *n == name).ok_or_else(|| {
+            whole(
+                &format!("a column named {name:?}"),
+                format!("columns {}", names.join(", ")),
+            )
+        })
+    };
+    let text_a = find(&columns.text_a)?;
+    let text_b = columns.text_b.as_deref().map(find).transpose()?;
+    let label = labelled.then(|| find(&columns.label)).transpose()?;
+    let rows = reader
+        .get_row_iter(None)
+        .map_err(|e| whole("a parquet file", format!("an unreadable one ({e})")))?;
+    let mut examples = Vec::with_capacity(reader.metadata().file_metadata().num_rows() as usize);
+    for (i, row) in rows.enumerate() {
+        let at = i + 1;
+        let row = row.map_err(|e| {
+            DataError::new(
+                path,
+                Some(at),
+                "a readable row",
+                format!("a broken one ({e})"),
+            )
+        })?;
+        let fields: Vec<&Field> = row.get_column_iter().map(|(_, field)| field).collect();
+        let text = |column: usize| match fields[column] {
+            Field::Str(s) => Ok(s.clone()),
+            other => Err(DataError::new(
+                path,
+                Some(at),
+                format!("a string in column {:?}", names[column]),
+                quoted(&other.to_string()),
+            )),
+        };
+        let label = match label {
+            None => Label::None,
+            Some(column) => {
+                let spelled = match fields[column] {
+                    Field::Str(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                parse_label(task, &spelled, path, at)?
+            }
+        };
+        examples.push(Example {
+            text_a: text(text_a)?,
+            text_b: text_b.map(text).transpose()?,
+            label,
+        });
+    }
+    if examples.is_empty() {
+        return Err(whole("a data row", "no rows".to_string()));
+    }
+    Ok(examples)
+}

@@ -1,0 +1,362 @@
+//! Parquet input: the hub's GLUE files (read from an HF cache laid out as the hub client leaves
+//! it, so the fallback runs end to end without a network) and users' `.parquet` files. The
+//! files are written here with the `parquet` crate's own writer, snappy-compressed with
+//! nullable columns, as the hub's are.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use pac_wgpu::glue::parquet::read_parquet;
+use pac_wgpu::glue::{Columns, DataSource, Example, Label, Split, Task, hub};
+use parquet::basic::Compression;
+use parquet::data_type::{ByteArray, ByteArrayType, FloatType, Int32Type, Int64Type};
+use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::parser::parse_message_type;
+
+/// One column of a file to write.
+enum Column {
+    Text(&'static str, Vec<String>),
+    Long(&'static str, Vec<i64>),
+    Float(&'static str, Vec<f32>),
+    Int(&'static str, Vec<i32>),
+}
+
+fn texts(values: &[&str]) -> Vec<String> {
+    values.iter().map(|s| s.to_string()).collect()
+}
+
+/// Writes `columns` (all of one length) as a one-row-group parquet file.
+fn write_parquet(path: &Path, columns: Vec<Column>) {
+    let fields: Vec<String> = columns
+        .iter()
+        .map(|c| match c {
+            Column::Text(name, _) => format!("OPTIONAL BYTE_ARRAY {name} (UTF8);"),
+            Column::Long(name, _) => format!("OPTIONAL INT64 {name};"),
+            Column::Float(name, _) => format!("OPTIONAL FLOAT {name};"),
+            Column::Int(name, _) => format!("OPTIONAL INT32 {name};"),
+        })
+        .collect();
+    let schema =
+        parse_message_type(&format!("message glue {{ {} }}", fields.join(" "))).expect("schema");
+    let props = WriterProperties::builder()
+        .set_compression(Compression::SNAPPY)
+        .build();
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let file = std::fs::File::create(path).unwrap();
+    let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props)).unwrap();
+    let mut group = writer.next_row_group().unwrap();
+    for column in &columns {
+        let mut w = group.next_column().unwrap().expect("a column per field");
+        let defined = |n: usize| vec![1i16; n];
+        match column {
+            Column::Text(_, v) => {
+                let bytes: Vec<ByteArray> = v.iter().map(|s| ByteArray::from(s.as_str())).collect();
+                let def = defined(v.len());
+                w.typed::<ByteArrayType>()
+                    .write_batch(&bytes, Some(&def), None)
+            }
+            Column::Long(_, v) => {
+                w.typed::<Int64Type>()
+                    .write_batch(v, Some(&defined(v.len())), None)
+            }
+            Column::Float(_, v) => {
+                w.typed::<FloatType>()
+                    .write_batch(v, Some(&defined(v.len())), None)
+            }
+            Column::Int(_, v) => {
+                w.typed::<Int32Type>()
+                    .write_batch(v, Some(&defined(v.len())), None)
+            }
+        }
+        .unwrap();
+        w.close().unwrap();
+    }
+    group.close().unwrap();
+    writer.close().unwrap();
+}
+
+/// A pair task's split in the hub's form: sentence1, sentence2, label (class id, −1 without a
+/// gold label), idx.
+fn write_pair_split(path: &Path, examples: &[Example]) {
+    let label = |e: &Example| match e.label {
+        Label::Class(id) => id as i64,
+        _ => -1,
+    };
+    write_parquet(
+        path,
+        vec![
+            Column::Text(
+                "sentence1",
+                examples.iter().map(|e| e.text_a.clone()).collect(),
+            ),
+            Column::Text(
+                "sentence2",
+                examples.iter().map(|e| e.text_b.clone().unwrap()).collect(),
+            ),
+            Column::Long("label", examples.iter().map(label).collect()),
+            Column::Int("idx", (0..examples.len() as i32).collect()),
+        ],
+    )
+}
+
+/// An HF cache (`HF_HOME`) holding MRPC's three splits, as the hub client leaves it.
+fn hub_cache_with_mrpc(home: &Path, glue: &Path) -> Vec<(Split, PathBuf, Vec<Example>)> {
+    let repo = home.join("hub/datasets--nyu-mll--glue");
+    let revision = "0123456789abcdef0123456789abcdef01234567";
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), revision).unwrap();
+    let source = DataSource::new(Some(glue.to_path_buf()));
+    [Split::Train, Split::Dev, Split::Test]
+        .into_iter()
+        .map(|split| {
+            let examples = source.load(Task::Mrpc, split).unwrap().examples;
+            let file = hub::parquet_file(Task::Mrpc, split).unwrap();
+            let path = repo.join("snapshots").join(revision).join(file);
+            write_pair_split(&path, &examples);
+            (split, path, examples)
+        })
+        .collect()
+}
+
+#[test]
+fn hub_files_read_back_as_the_glue_tsv() {
+    let Some(glue) = common::glue_dir() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    for (split, path, examples) in hub_cache_with_mrpc(home.path(), &glue) {
+        let read = read_parquet(
+            &path,
+            &hub::columns(Task::Mrpc),
+            Task::Mrpc,
+            split != Split::Test,
+        )
+        .unwrap();
+        assert_eq!(read, examples, "MRPC {split}");
+    }
+}
+
+#[test]
+fn data_command_falls_back_to_the_hub_cache() {
+    let Some(glue) = common::glue_dir() else {
+        return;
+    };
+    let home = tempfile::tempdir().unwrap();
+    hub_cache_with_mrpc(home.path(), &glue);
+    let out = Command::new(env!("CARGO_BIN_EXE_pac-wgpu"))
+        .args(["data", "--task", "mrpc", "--json"])
+        .env_remove("GLUE_DIR")
+        .env("HF_HOME", home.path())
+        .env("HF_HUB_OFFLINE", "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (split, rows) in [("train", 3668), ("dev", 408), ("test", 1725)] {
+        assert_eq!(json["splits"][split]["rows"], rows, "{split}");
+    }
+}
+
+#[test]
+fn single_sentence_and_score_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let cola = dir.path().join("cola.parquet");
+    write_parquet(
+        &cola,
+        vec![
+            Column::Text(
+                "sentence",
+                texts(&["The book was read.", "Book the read was."]),
+            ),
+            Column::Long("label", vec![1, 0]),
+            Column::Int("idx", vec![0, 1]),
+        ],
+    );
+    let read = read_parquet(&cola, &hub::columns(Task::Cola), Task::Cola, true).unwrap();
+    assert_eq!(
+        read,
+        vec![
+            Example {
+                text_a: "The book was read.".into(),
+                text_b: None,
+                label: Label::Class(1)
+            },
+            Example {
+                text_a: "Book the read was.".into(),
+                text_b: None,
+                label: Label::Class(0)
+            },
+        ]
+    );
+
+    let stsb = dir.path().join("stsb.parquet");
+    write_parquet(
+        &stsb,
+        vec![
+            Column::Text("sentence1", texts(&["A man plays.", "A cat sits."])),
+            Column::Text("sentence2", texts(&["A man is playing.", "A dog runs."])),
+            Column::Float("label", vec![4.75, 0.2]),
+        ],
+    );
+    let read = read_parquet(&stsb, &hub::columns(Task::Stsb), Task::Stsb, true).unwrap();
+    let scores: Vec<Label> = read.iter().map(|e| e.label).collect();
+    // The f32 as written in the file, as a TSV would spell it.
+    assert_eq!(scores, vec![Label::Score(4.75), Label::Score(0.2)]);
+    assert_eq!(read[1].text_b.as_deref(), Some("A dog runs."));
+}
+
+#[test]
+fn test_split_labels_are_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("test.parquet");
+    write_parquet(
+        &path,
+        vec![
+            Column::Text("sentence", texts(&["one", "two"])),
+            Column::Long("label", vec![-1, -1]),
+        ],
+    );
+    let read = read_parquet(&path, &hub::columns(Task::Sst2), Task::Sst2, false).unwrap();
+    assert!(read.iter().all(|e| e.label == Label::None));
+    let err = read_parquet(&path, &hub::columns(Task::Sst2), Task::Sst2, true).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}:1: expected a label (one of 0, 1), found \"-1\"",
+            path.display()
+        )
+    );
+}
+
+/// The one-line error of reading `path` as an SST-2 file with columns sentence/label.
+fn sst2_error(path: &Path) -> String {
+    read_parquet(path, &Columns::default(), Task::Sst2, true)
+        .unwrap_err()
+        .to_string()
+}
+
+#[test]
+fn bad_files_give_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = |name: &str| dir.path().join(name);
+
+    let no_label = at("no_label.parquet");
+    write_parquet(
+        &no_label,
+        vec![
+            Column::Text("sentence", texts(&["a"])),
+            Column::Int("idx", vec![0]),
+        ],
+    );
+    assert_eq!(
+        sst2_error(&no_label),
+        format!(
+            "{}: expected a column named \"label\", found columns sentence, idx",
+            no_label.display()
+        )
+    );
+
+    let bad_label = at("bad_label.parquet");
+    write_parquet(
+        &bad_label,
+        vec![
+            Column::Text("sentence", texts(&["a", "b", "c"])),
+            Column::Long("label", vec![0, 1, 7]),
+        ],
+    );
+    assert_eq!(
+        sst2_error(&bad_label),
+        format!(
+            "{}:3: expected a label (one of 0, 1), found \"7\"",
+            bad_label.display()
+        )
+    );
+
+    let number_text = at("number_text.parquet");
+    write_parquet(
+        &number_text,
+        vec![
+            Column::Long("sentence", vec![5]),
+            Column::Long("label", vec![0]),
+        ],
+    );
+    assert_eq!(
+        sst2_error(&number_text),
+        format!(
+            "{}:1: expected a string in column \"sentence\", found \"5\"",
+            number_text.display()
+        )
+    );
+
+    let empty = at("empty.parquet");
+    write_parquet(
+        &empty,
+        vec![
+            Column::Text("sentence", vec![]),
+            Column::Long("label", vec![]),
+        ],
+    );
+    assert_eq!(
+        sst2_error(&empty),
+        format!("{}: expected a data row, found no rows", empty.display())
+    );
+
+    let not_parquet = at("text.parquet");
+    std::fs::write(&not_parquet, "sentence\tlabel\nhello\t1\n").unwrap();
+    let message = sst2_error(&not_parquet);
+    assert!(
+        message.starts_with(&format!(
+            "{}: expected a parquet file, found an unreadable one (",
+            not_parquet.display()
+        )) && !message.contains('\n'),
+        "{message}"
+    );
+
+    assert_eq!(
+        sst2_error(&at("missing.parquet")),
+        format!(
+            "{}: expected a readable parquet file, found no such file",
+            at("missing.parquet").display()
+        )
+    );
+}
+
+#[test]
+fn user_parquet_file_through_the_data_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("mine.parquet");
+    write_parquet(
+        &train,
+        vec![
+            Column::Text("review", texts(&["great", "awful", "fine", "bad"])),
+            Column::Text("stars", texts(&["positive", "negative", "1", "0"])),
+        ],
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_pac-wgpu"))
+        .args(["data", "--task", "sst2", "--train-file"])
+        .arg(&train)
+        .args([
+            "--text-a-column",
+            "review",
+            "--label-column",
+            "stars",
+            "--json",
+        ])
+        .args(["--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["splits"]["train"]["rows"], 4);
+    assert_eq!(json["splits"]["train"]["labels"]["positive"], 2, "{json}");
+}
