@@ -8,8 +8,8 @@
 //     (workgroup 0 zeroes the slots no workgroup owns);
 //   OP_FINISH, once for all tensors: workgroup j tree-reduces the 256 slots of tensor j into
 //     out[3j..3j + 3] = (S_j, P_j, D_j).
-// OP_GRAD_THETA adds the KL pull towards θ0 to a θ gradient, one thread per element on a 2-D grid:
-//   out = g + exp(−2 b_j)·kl_coef·(θ − θ0).
+// OP_GRAD_THETA adds the KL pull towards θ0 to a θ gradient, one thread per quad of elements
+// 4q .. 4q + 3 on a 2-D grid: out = g + exp(−2 b_j)·kl_coef·(θ − θ0).
 //
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
 
@@ -85,12 +85,11 @@ fn finish(j: u32, lane: u32) {
     }
 }
 
-fn grad_theta(i: u32) {
-    if i >= params.n {
-        return;
-    }
+fn grad_theta(q: u32) {
     let coef = exp(-2.0 * b[params.j]) * params.kl_coef;
-    out[i] = g[i] + coef * (theta[i] - theta0[i]);
+    for (var i = 4u * q; i < min(4u * q + 4u, params.n); i++) {
+        out[i] = g[i] + coef * (theta[i] - theta0[i]);
+    }
 }
 
 @compute @workgroup_size(256)

@@ -4,8 +4,10 @@
 //! Without a wgpu adapter the wgpu half is skipped, except under CI=true, where it fails.
 
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
-use pac_wgpu::pac::kl;
 use pac_wgpu::pac::noise::{self, NoiseSource};
+use pac_wgpu::pac::noise_adam::{AdamScalars, NoiseAdam};
+use pac_wgpu::pac::{GRID_WIDTH, kl};
+use pac_wgpu::train::params::Group;
 
 /// The awkward sizes: one element, just under and over a workgroup, just over the 256 slots
 /// of a reduction, and over a million.
@@ -225,34 +227,44 @@ fn tau_has_the_clipped_normal_moments() {
             draws.iter().all(|t| t.abs() <= 2.0),
             "τ outside [−2, 2] on {name}"
         );
+        // A quad's four τ share one Philox call, and each pair one radius: they must still be
+        // uncorrelated, in value and in size (each lag within a quad, and across quads).
+        for lag in 1..=4 {
+            let pairs = draws.len() - lag;
+            let corr = |f: &dyn Fn(f32) -> f64| {
+                let x: Vec<f64> = draws.iter().map(|&t| f(t)).collect();
+                let m = x.iter().sum::<f64>() / x.len() as f64;
+                let var = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / x.len() as f64;
+                (0..pairs)
+                    .map(|i| (x[i] - m) * (x[i + lag] - m))
+                    .sum::<f64>()
+                    / pairs as f64
+                    / var
+            };
+            let (value, size) = (corr(&|t| f64::from(t)), corr(&|t| f64::from(t * t)));
+            let limit = 4.0 / (pairs as f64).sqrt();
+            assert!(
+                value.abs() <= limit && size.abs() <= limit,
+                "τ at lag {lag} on {name}: correlation {value:.2e}, of squares {size:.2e}"
+            );
+        }
     }
 }
 
 #[test]
 fn noise_kernels_match_the_reference() {
-    let (seed, step, j, kl_coef) = (9, 123, 2, 1e-3);
+    let (seed, step, j) = (9, 123, 2);
     let mut inputs = Inputs(0x1234_5678);
-    let b_all = inputs.uniform(5, -6.0, -1.0);
     for n in SIZES {
         let theta = inputs.signed(n, 0.01, 0.1);
         let p = inputs.uniform(n, -6.0, -1.0);
-        let g = inputs.signed(n, 1e-4, 1.0);
         let tau: Vec<f32> = (0..n as u32)
             .map(|i| noise::tau(seed, step, j, i))
             .collect();
-        let b_j = b_all[j as usize];
         let injected: Vec<f32> = (0..n).map(|i| theta[i] + p[i].exp() * tau[i]).collect();
         let removed: Vec<f32> = (0..n).map(|i| theta[i] - p[i].exp() * tau[i]).collect();
-        let grad: Vec<f32> = (0..n)
-            .map(|i| p[i].exp() * tau[i] * g[i] + kl_coef * (2.0 * (p[i] - b_j)).exp_m1())
-            .collect();
         let perturb_scale: Vec<f32> = (0..n)
             .map(|i| theta[i].abs() + p[i].exp() * tau[i].abs())
-            .collect();
-        let grad_scale: Vec<f32> = (0..n)
-            .map(|i| {
-                p[i].exp() * (tau[i] * g[i]).abs() + kl_coef * ((2.0 * (p[i] - b_j)).exp() + 1.0)
-            })
             .collect();
 
         for (name, device) in devices() {
@@ -262,9 +274,118 @@ fn noise_kernels_match_the_reference() {
             assert_matches("inject", name, &got, &injected, &perturb_scale);
             let got = read(noise::remove(theta_t, &p_t, j, &noise));
             assert_matches("remove", name, &got, &removed, &perturb_scale);
-            let (g_t, b_t) = (tensor(&g, &device), tensor(&b_all, &device));
-            let got = read(noise::grad_p(&p_t, &g_t, &b_t, j, &noise, kl_coef));
-            assert_matches("grad_p", name, &got, &grad, &grad_scale);
+        }
+    }
+}
+
+/// One noise-Adam step of p_j in plain Rust, f32, operations grouped as the kernels group
+/// them: (new p, m, v, g_p) from p, g = ∂loss1/∂θ', the moments (None: first step) and τ.
+fn noise_adam_reference(
+    p: &[f32],
+    g: &[f32],
+    moments: Option<(&[f32], &[f32])>,
+    tau: &[f32],
+    b_j: f32,
+    s: &AdamScalars,
+) -> [Vec<f32>; 4] {
+    let mut out: [Vec<f32>; 4] = Default::default();
+    for i in 0..p.len() {
+        let gp = p[i].exp() * tau[i] * g[i] + s.kl_coef * (2.0 * (p[i] - b_j)).exp_m1();
+        let (m0, v0) = moments.map_or((0.0, 0.0), |(m, v)| (m[i], v[i]));
+        let m = m0 * s.beta1 + gp * s.one_minus_beta1;
+        let v = v0 * s.beta2 + (gp * gp) * s.one_minus_beta2;
+        let step = (m / s.c1) / ((v / s.c2).sqrt() + s.eps) * s.lr;
+        for (o, x) in out.iter_mut().zip([p[i] - step, m, v, gp]) {
+            o.push(x);
+        }
+    }
+    out
+}
+
+#[test]
+fn noise_adam_matches_the_reference() {
+    let (seed, j, kl_coef) = (9, 2, 1e-3);
+    let mut inputs = Inputs(0x0ADA_3000);
+    let b = inputs.uniform(5, -6.0, -1.0);
+    let groups = [
+        Group::Encoder,
+        Group::Head,
+        Group::Head,
+        Group::Encoder,
+        Group::Head,
+    ];
+    for n in SIZES {
+        let p = inputs.uniform(n, -6.0, -1.0);
+        // Two steps: the first without moments, the second with them, each with its own τ.
+        let g = [inputs.signed(n, 1e-4, 1.0), inputs.signed(n, 1e-4, 1.0)];
+        for (name, device) in devices() {
+            let mut adam = NoiseAdam::new(&groups);
+            let (mut p_host, mut p_dev) = (p.clone(), tensor(&p, &device));
+            let mut moments: Option<(Vec<f32>, Vec<f32>)> = None;
+            for (t, g) in g.iter().enumerate() {
+                let step = t as u32 + 1;
+                adam.begin_step();
+                let s = adam.scalars(j, kl_coef);
+                let tau: Vec<f32> = (0..n as u32)
+                    .map(|i| noise::tau(seed, step, j as u32, i))
+                    .collect();
+                let [p_ref, m_ref, v_ref, gp_ref] = noise_adam_reference(
+                    &p_host,
+                    g,
+                    moments.as_ref().map(|(m, v)| (m.as_slice(), v.as_slice())),
+                    &tau,
+                    b[j],
+                    &s,
+                );
+                let noise = NoiseSource::Philox { seed, step };
+                let (p_new, gp) = adam.step_p(
+                    j,
+                    &p_dev,
+                    &tensor(g, &device),
+                    &tensor(&b, &device),
+                    &noise,
+                    kl_coef,
+                    true,
+                );
+                let (gp, p_got) = (read(gp.expect("asked for")), read(p_new.clone()));
+                let m_got = read(adam.m_p[j].clone().expect("kept"));
+                let v_got = read(adam.v_p[j].clone().expect("kept"));
+                let what = |x: &str| format!("noise-Adam {x} (step {step})");
+                // The size of g_p's terms, and of what m and v add up from them.
+                let gp_scale: Vec<f32> = (0..n)
+                    .map(|i| {
+                        p_host[i].exp() * (tau[i] * g[i]).abs()
+                            + kl_coef * ((2.0 * (p_host[i] - b[j])).exp() + 1.0)
+                    })
+                    .collect();
+                let (m0, v0) = match &moments {
+                    Some((m, v)) => (m.clone(), v.clone()),
+                    None => (vec![0.0; n], vec![0.0; n]),
+                };
+                let m_scale: Vec<f32> = (0..n)
+                    .map(|i| s.beta1 * m0[i].abs() + s.one_minus_beta1 * gp_scale[i])
+                    .collect();
+                let v_scale: Vec<f32> = (0..n)
+                    .map(|i| s.beta2 * v0[i] + s.one_minus_beta2 * gp_scale[i] * gp_scale[i])
+                    .collect();
+                assert_matches(&what("g_p"), name, &gp, &gp_ref, &gp_scale);
+                assert_matches(&what("m"), name, &m_got, &m_ref, &m_scale);
+                assert_matches(&what("v"), name, &v_got, &v_ref, &v_scale);
+                // p from the device's own m and v: where g_p nearly cancels, m/sqrt(v) is
+                // ±1 of a sign that rounding may flip, so p is checked against its update.
+                let p_from_moments: Vec<f32> = (0..n)
+                    .map(|i| {
+                        p_host[i] - (m_got[i] / s.c1) / ((v_got[i] / s.c2).sqrt() + s.eps) * s.lr
+                    })
+                    .collect();
+                let p_scale: Vec<f32> = p_host.iter().map(|x| x.abs() + s.lr).collect();
+                if name == "cpu" {
+                    assert_eq!(p_got, p_ref, "{} on cpu", what("p"));
+                }
+                assert_matches(&what("p"), name, &p_got, &p_from_moments, &p_scale);
+                (p_host, p_dev) = (p_got, p_new);
+                moments = Some((m_got, v_got));
+            }
         }
     }
 }
@@ -314,7 +435,12 @@ fn given_tau_runs_the_same_path() {
             (
                 read(noise::inject(theta_t.clone(), &p_t, j, noise)),
                 read(noise::remove(theta_t.clone(), &p_t, j, noise)),
-                read(noise::grad_p(&p_t, &g_t, &b_t, j, noise, 0.01)),
+                {
+                    let mut adam = NoiseAdam::new(&[Group::Encoder; 6]);
+                    adam.begin_step();
+                    let (p, gp) = adam.step_p(j as usize, &p_t, &g_t, &b_t, noise, 0.01, true);
+                    (read(p), read(gp.expect("asked for")))
+                },
             )
         };
         assert!(
@@ -434,12 +560,14 @@ fn kl_grad_theta_matches_the_reference() {
 
 #[test]
 fn grid_folds_past_65_535_workgroups() {
-    // One element more than 65 535 workgroups of 256 hold: the last one lands on grid row 1.
-    let n = 65_535 * 256 + 1;
+    // One element more than a grid row of workgroups (256 threads, four elements each) holds:
+    // the last one lands on row 1.
+    let row = 4 * 256 * GRID_WIDTH as usize;
+    let n = row + 1;
     let (seed, step, j) = (8, 9, 10);
     for (name, device) in devices() {
         let got = read(noise::draw([n], &device, seed, step, j));
-        for i in [0, 65_535 * 256 - 1, n - 1] {
+        for i in [0, row - 1, n - 1] {
             let expected = noise::tau(seed, step, j, i as u32);
             assert!(
                 (got[i] - expected).abs() <= TAU_TOLERANCE,

@@ -173,6 +173,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
         gamma_range: (gamma, gamma),
         n: g["n_train"].as_u64().unwrap() as usize,
         adam: NoiseAdam::new(&groups),
+        keep_grad_p: true,
     };
     let mut adam = AdamW::new(
         AdamWConfig {

@@ -14,6 +14,7 @@ use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape, TensorData};
 
+use super::noise_adam::{self, AdamScalars};
 use super::{kl, noise};
 
 /// Where τ comes from.
@@ -45,15 +46,27 @@ pub trait PacBackend: Backend {
         way: Perturb,
     ) -> FloatTensor<Self>;
 
-    /// exp(p)·τ·g + kl_coef·(exp(2(p − b_j)) − 1) for tensor `j`.
-    fn pac_grad_p(
+    /// One noise-Adam step of p_j fused with its gradient (see [`noise_adam`]): the new p, m
+    /// and v, and the gradient of p where `write_grad`. With `first` (no moments yet) `m` and
+    /// `v` are not read.
+    #[allow(clippy::too_many_arguments)]
+    fn pac_noise_adam(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
         b: FloatTensor<Self>,
+        m: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        first: bool,
         #[extension_type] tau: Tau<Self>,
         j: u32,
-        kl_coef: f32,
-    ) -> FloatTensor<Self>;
+        scalars: AdamScalars,
+        write_grad: bool,
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        Option<FloatTensor<Self>>,
+    );
 
     /// τ of shape `shape` for tensor `j`, on the device of `on`.
     fn pac_draw(
@@ -110,15 +123,28 @@ impl PacBackend for Cube {
         noise::perturb_wgsl(theta, p, tau, j, way)
     }
 
-    fn pac_grad_p(
+    fn pac_noise_adam(
         p: CubeTensor,
         g: CubeTensor,
         b: CubeTensor,
+        m: CubeTensor,
+        v: CubeTensor,
+        first: bool,
         tau: Tau<Self>,
         j: u32,
-        kl_coef: f32,
-    ) -> CubeTensor {
-        noise::grad_p_wgsl(p, g, b, tau, j, kl_coef)
+        scalars: AdamScalars,
+        write_grad: bool,
+    ) -> (CubeTensor, CubeTensor, CubeTensor, Option<CubeTensor>) {
+        noise_adam::step_wgsl(
+            p,
+            g,
+            b,
+            (!first).then_some((m, v)),
+            tau,
+            j,
+            scalars,
+            write_grad,
+        )
     }
 
     fn pac_draw(on: CubeTensor, shape: Shape, seed: u32, step: u32, j: u32) -> CubeTensor {
@@ -174,15 +200,28 @@ impl PacBackend for Flex {
         noise::perturb_cpu(theta, p, tau, j, way)
     }
 
-    fn pac_grad_p(
+    fn pac_noise_adam(
         p: FlexTensor,
         g: FlexTensor,
         b: FlexTensor,
+        m: FlexTensor,
+        v: FlexTensor,
+        first: bool,
         tau: Tau<Self>,
         j: u32,
-        kl_coef: f32,
-    ) -> FlexTensor {
-        noise::grad_p_cpu(p, g, b, tau, j, kl_coef)
+        scalars: AdamScalars,
+        write_grad: bool,
+    ) -> (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>) {
+        noise_adam::step_cpu(
+            p,
+            g,
+            b,
+            (!first).then_some((m, v)),
+            tau,
+            j,
+            scalars,
+            write_grad,
+        )
     }
 
     fn pac_draw(_on: FlexTensor, shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {
@@ -232,6 +271,31 @@ impl PacBackend for Flex {
 /// Threads per workgroup in every shader under shaders/.
 pub(super) const WORKGROUP: u32 = 256;
 
+/// `wgsl_kernel!(Name, "a.wgsl", "b.wgsl")`: the cubecl kernel whose source is those files of
+/// shaders/, one after the other (how a shader gets shaders/philox.wgsl: WGSL has no includes).
+macro_rules! wgsl_kernel {
+    ($name:ident, $($file:literal),+) => {
+        struct $name;
+
+        impl burn::backend::wgpu::KernelSource for $name {
+            fn source(&self) -> burn::backend::wgpu::SourceTemplate {
+                burn::backend::wgpu::SourceTemplate::new(concat!(
+                    $(include_str!(concat!("../../shaders/", $file))),+
+                ))
+            }
+
+            fn id(&self) -> burn::cubecl::prelude::KernelId {
+                burn::cubecl::prelude::KernelId::new::<Self>()
+            }
+
+            fn lang(&self) -> &'static str {
+                "wgsl"
+            }
+        }
+    };
+}
+pub(super) use wgsl_kernel;
+
 /// The f32 tensor laid out as one dense row-major array, as the shaders index it.
 pub(super) fn dense(t: CubeTensor) -> CubeTensor {
     assert_eq!(t.dtype, DType::F32, "PAC kernels take f32 tensors");
@@ -250,15 +314,23 @@ pub(super) fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor
     )
 }
 
-/// One thread per element: ⌈n / 256⌉ workgroups, folded into a second grid dimension past the
-/// 65 535 a dimension allows.
-pub(super) fn elementwise_grid(n: usize) -> CubeCount {
-    let groups = u32::try_from(n.div_ceil(WORKGROUP as usize)).expect("tensor too large");
-    let x = groups.clamp(1, 65_535);
+/// Workgroups along the grid's x dimension at most; more fold into rows (a dimension allows
+/// 65 535). A power of two well below that keeps the folded case testable on lavapipe, whose
+/// buffers stop short of the 268 MB that one more element than 65 535 × 1 024 takes.
+pub const GRID_WIDTH: u32 = 16_384;
+
+/// One thread per quad of elements 4q .. 4q + 3 (τ comes four to a Philox call, and a thread
+/// with four elements costs lavapipe far less than four threads): ⌈n / 1024⌉ workgroups of 256,
+/// in rows of [`GRID_WIDTH`].
+pub(super) fn quad_grid(n: usize) -> CubeCount {
+    let threads = n.div_ceil(4);
+    let groups = u32::try_from(threads.div_ceil(WORKGROUP as usize)).expect("tensor too large");
+    let x = groups.clamp(1, GRID_WIDTH);
     CubeCount::Static(x, groups.div_ceil(x), 1)
 }
 
 /// How a kernel uses a bound buffer; `Unused` fills a binding the current op does not touch.
+#[derive(Clone, Copy)]
 pub(super) enum Io {
     Read,
     Write,
@@ -317,9 +389,10 @@ pub(super) fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
 /// The fewest elements worth a thread of their own.
 const CPU_CHUNK: usize = 1 << 16;
 
-/// Elements a CPU kernel computes together: independent lanes let the CPU overlap their
-/// dependency chains (Philox's multiplies above all) and the compiler vectorise them.
-pub(super) const LANES: usize = 8;
+/// Elements a CPU kernel computes together (a multiple of 4: τ comes in quads): independent
+/// lanes let the CPU overlap their dependency chains (Philox's multiplies above all) and the
+/// compiler vectorise them.
+pub(super) const LANES: usize = 32;
 
 /// The element of lane `l` of the block at `i0`, clamped to the last of `n` (lanes past the end
 /// compute a throwaway copy of it).
@@ -327,25 +400,37 @@ pub(super) fn lane(i0: usize, l: usize, n: usize) -> usize {
     (i0 + l).min(n - 1)
 }
 
-/// The `n` values of `f`, which computes the block of [`LANES`] elements starting at its
-/// argument, over the CPU's threads.
-pub(super) fn par_map(n: usize, f: impl Fn(usize) -> [f32; LANES] + Sync) -> Vec<f32> {
-    let fill = |start: usize, part: &mut [f32]| {
-        for (b, block) in part.chunks_mut(LANES).enumerate() {
-            let values = f(start + b * LANES);
-            block.copy_from_slice(&values[..block.len()]);
+/// The `n` values of each of `K` outputs of `f`, which computes the block of [`LANES`]
+/// elements starting at its argument, over the CPU's threads.
+pub(super) fn par_map<const K: usize>(
+    n: usize,
+    f: impl Fn(usize) -> [[f32; LANES]; K] + Sync,
+) -> [Vec<f32>; K] {
+    let fill = |start: usize, parts: [&mut [f32]; K]| {
+        let len = parts[0].len();
+        let mut parts = parts;
+        for i in (0..len).step_by(LANES) {
+            let values = f(start + i);
+            let end = (i + LANES).min(len);
+            for (part, block) in parts.iter_mut().zip(&values) {
+                part[i..end].copy_from_slice(&block[..end - i]);
+            }
         }
     };
-    let mut out = vec![0.0; n];
+    let mut out: [Vec<f32>; K] = std::array::from_fn(|_| vec![0.0; n]);
     let chunk = chunk_len(n).next_multiple_of(LANES);
     if chunk >= n {
-        fill(0, &mut out);
+        fill(0, out.each_mut().map(|v| v.as_mut_slice()));
         return out;
     }
     std::thread::scope(|scope| {
-        for (c, part) in out.chunks_mut(chunk).enumerate() {
+        let mut chunks = out.each_mut().map(|v| v.chunks_mut(chunk));
+        for c in 0..n.div_ceil(chunk) {
+            let parts = chunks
+                .each_mut()
+                .map(|it| it.next().expect("one chunk per output"));
             let fill = &fill;
-            scope.spawn(move || fill(c * chunk, part));
+            scope.spawn(move || fill(c * chunk, parts));
         }
     });
     out

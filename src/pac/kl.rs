@@ -18,8 +18,8 @@ use burn::cubecl::CubeCount;
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{
-    Io, PacBackend, WORKGROUP, dense, elementwise_grid, empty, flex_tensor, lane, launch, par_map,
-    par_sum, values,
+    Io, PacBackend, WORKGROUP, dense, empty, flex_tensor, lane, launch, par_map, par_sum,
+    quad_grid, values, wgsl_kernel,
 };
 
 /// Row j of the result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
@@ -76,6 +76,9 @@ pub fn grad_theta<const D: usize>(
 /// Partial-sum slots per tensor, which is also the most workgroups one tensor's pass uses.
 const SLOTS: usize = 256;
 
+/// The fewest elements a thread of the partial-sums pass adds up (where the tensor allows).
+const PER_THREAD: usize = 32;
+
 fn check_partials(shape: &Shape, j: u32) {
     let len = shape.num_elements();
     assert!(
@@ -86,29 +89,7 @@ fn check_partials(shape: &Shape, j: u32) {
 
 // ---- wgpu: shaders/kl.wgsl -------------------------------------------------------------------
 
-/// shaders/kl.wgsl as a cubecl kernel.
-mod shader {
-    use burn::backend::wgpu::{KernelSource, SourceTemplate, kernel_source};
-    use burn::cubecl::prelude::KernelId;
-    use derive_new::new;
-
-    kernel_source!(KlKernel, "../../shaders/kl.wgsl");
-
-    impl KernelSource for KlKernel {
-        fn source(&self) -> SourceTemplate {
-            // The inherent `source` the macro generated: the shader text.
-            KlKernel::source(self)
-        }
-
-        fn id(&self) -> KernelId {
-            KernelId::new::<Self>()
-        }
-
-        fn lang(&self) -> &'static str {
-            "wgsl"
-        }
-    }
-}
+wgsl_kernel!(KlKernel, "kl.wgsl");
 
 /// The `op` codes of shaders/kl.wgsl.
 const OP_PARTIALS: u32 = 0;
@@ -136,10 +117,12 @@ pub(super) fn partials_wgsl(
         partials.is_contiguous(),
         "the partial sums are written in place"
     );
-    let groups = n.div_ceil(WORKGROUP as usize).clamp(1, SLOTS);
+    // Each thread sums at least PER_THREAD elements before the workgroup's tree reduction, whose
+    // barriers cost lavapipe far more than the sums.
+    let groups = n.div_ceil(WORKGROUP as usize * PER_THREAD).clamp(1, SLOTS);
     launch(
         &theta.client,
-        shader::KlKernel::new(),
+        KlKernel,
         CubeCount::Static(groups as u32, 1, 1),
         &[
             (&theta.handle, Io::Unused),
@@ -167,7 +150,7 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
     let out = empty(&partials, Shape::new([tensors, 3]), DType::F32);
     launch(
         &partials.client,
-        shader::KlKernel::new(),
+        KlKernel,
         CubeCount::Static(tensors as u32, 1, 1),
         &[
             (&out.handle, Io::Write),
@@ -204,8 +187,8 @@ pub(super) fn grad_theta_wgsl(
     let out = empty(&g, g.shape(), DType::F32);
     launch(
         &g.client,
-        shader::KlKernel::new(),
-        elementwise_grid(n),
+        KlKernel,
+        quad_grid(n),
         &[
             (&out.handle, Io::Write),
             (&theta.handle, Io::Read),
@@ -295,11 +278,11 @@ pub(super) fn grad_theta_cpu(
     let (g_v, theta_v, theta0_v) = (values(&g), values(&theta), values(&theta0));
     let coef = (-2.0 * values(&b)[j as usize]).exp() * kl_coef;
     let n = g_v.len();
-    let out = par_map(n, |i0| {
-        std::array::from_fn(|l| {
+    let [out] = par_map(n, |i0| {
+        [std::array::from_fn(|l| {
             let i = lane(i0, l, n);
             g_v[i] + coef * (theta_v[i] - theta0_v[i])
-        })
+        })]
     });
     flex_tensor(out, g.shape())
 }

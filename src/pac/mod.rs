@@ -1,6 +1,6 @@
-//! PAC-tuning's kernels: weight noise ([`noise`]) and the KL term ([`kl`]), as WGSL compute
-//! shaders on wgpu devices and as plain Rust on the CPU device, behind one Burn backend
-//! extension.
+//! PAC-tuning's kernels: weight noise ([`noise`]), the fused gradient and noise-Adam step of p
+//! ([`noise_adam`]) and the KL term ([`kl`]), as WGSL compute shaders on wgpu devices and as
+//! plain Rust on the CPU device, behind one Burn backend extension.
 //!
 //! Names follow the paper: θ the trainable weights, `theta0` (θ0) their values at the start of
 //! fine-tuning, `p` the posterior log-std (σ = exp(p), one per scalar), `b` the prior log-std
@@ -13,3 +13,5 @@ pub mod kl;
 pub mod noise;
 pub mod noise_adam;
 pub mod state;
+
+pub use backend::GRID_WIDTH;

@@ -1,13 +1,15 @@
 //! The noise of PAC-tuning: τ ~ N(0, I) clipped to [−2, 2], regenerated whenever it is needed
 //! instead of stored.
 //!
-//! τ for element `i` of trainable tensor `j` at (`seed`, `step`) is [`tau`]: Philox4x32-10 with
-//! key (seed, step) and counter (i, j, 0, 0), then Box-Muller on its first two words in f32. On
-//! wgpu devices the work runs in shaders/noise.wgsl (launched only from here); on the CPU device
-//! it runs [`tau`] itself. The Philox words are identical on both. τ takes ln and cos from
-//! polynomials built of +, −, × (not the WGSL built-ins, which Vulkan lets be far off), so it
-//! agrees to about an ulp: a driver may still fuse a multiply-add or round sqrt differently
-//! (tests/kernels.rs measures by how much).
+//! τ comes in quads: elements 4q .. 4q + 3 of trainable tensor `j` at (`seed`, `step`) are
+//! [`tau_quad`]: Philox4x32-10 with key (seed, step) and counter (q, j, 0, 0), then Box–Muller in
+//! f32 on both word pairs, keeping both the cosine and the sine output (one Philox call per four
+//! τ). On wgpu devices the work runs in shaders/noise.wgsl behind shaders/philox.wgsl (launched
+//! only from here; shaders/noise_adam.wgsl draws the same τ); on the CPU device it runs
+//! [`tau_lanes`], bit-identical to [`tau_quad`]. The Philox words are identical on both. τ takes
+//! ln and cos from polynomials built of +, −, × (not the WGSL built-ins, which Vulkan lets be
+//! far off), so it agrees to about an ulp: a driver may still fuse a multiply-add or round sqrt
+//! differently (tests/kernels.rs measures by how much).
 //!
 //! Inputs may live on an autodiff device (their values are used); every result is a plain tensor
 //! on the inner device, and none of these operations is recorded for autodiff.
@@ -23,8 +25,8 @@ use burn::cubecl::server::Handle;
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 
 use super::backend::{
-    Io, LANES, PacBackend, Perturb, Tau, dense, elementwise_grid, empty, flex_tensor, lane, launch,
-    par_map, values,
+    Io, LANES, PacBackend, Perturb, Tau, dense, empty, flex_tensor, lane, launch, par_map,
+    quad_grid, values, wgsl_kernel,
 };
 
 /// Where the τ of an operation comes from.
@@ -37,7 +39,7 @@ pub enum NoiseSource<const D: usize> {
 }
 
 impl<const D: usize> NoiseSource<D> {
-    fn to_dispatch(&self) -> Tau<Dispatch> {
+    pub(super) fn to_dispatch(&self) -> Tau<Dispatch> {
         match self {
             Self::Philox { seed, step } => Tau::Philox {
                 seed: *seed,
@@ -81,28 +83,6 @@ fn perturb<const D: usize>(
         noise.to_dispatch(),
         j,
         way,
-    ))
-}
-
-/// The gradient of p for trainable tensor `j`, fused:
-/// g_p = exp(p)·τ·g + kl_coef·(exp(2(p − b_j)) − 1), where g = ∂loss1/∂θ' and the second term
-/// (computed as expm1, exactly 0 where p = b_j)
-/// is ∂loss2/∂p with kl_coef = 1/(nγ) (pass 0 where the KL term is off). `b` holds every b_j.
-pub fn grad_p<const D: usize>(
-    p: &Tensor<D>,
-    g: &Tensor<D>,
-    b: &Tensor<1>,
-    j: u32,
-    noise: &NoiseSource<D>,
-    kl_coef: f32,
-) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_grad_p(
-        p.clone().inner().into_dispatch(),
-        g.clone().inner().into_dispatch(),
-        b.clone().inner().into_dispatch(),
-        noise.to_dispatch(),
-        j,
-        kl_coef,
     ))
 }
 
@@ -169,31 +149,52 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
     c
 }
 
-/// τ for element `i` of trainable tensor `j` at (`seed`, `step`): the reference the WGSL
-/// kernel is tested against, operation for operation.
-pub fn tau(seed: u32, step: u32, j: u32, i: u32) -> f32 {
-    const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
-    let [x0, x1, _, _] = philox4x32_10([i, j, 0, 0], [seed, step]);
-    let u1 = ((x0 >> 8) + 1) as f32 * TWO_POW_MINUS_24;
-    ((-2.0 * ln_unit(u1)).sqrt() * cos_turn(x1 >> 8)).clamp(-2.0, 2.0)
+/// τ of the quad `q` (elements 4q .. 4q + 3) of trainable tensor `j` at (`seed`, `step`): the
+/// reference the WGSL kernels are tested against, operation for operation.
+pub fn tau_quad(seed: u32, step: u32, j: u32, q: u32) -> [f32; 4] {
+    let [x0, x1, x2, x3] = philox4x32_10([q, j, 0, 0], [seed, step]);
+    let ([a, b], [c, d]) = (box_muller(x0, x1), box_muller(x2, x3));
+    [a, b, c, d]
 }
 
-/// [`tau`] of elements `i0..i0 + LANES`, lane by lane the same operations (so the same bits):
-/// the CPU kernels' generator. Interleaving the lanes' Philox rounds hides the multiplies'
-/// latency, which bounds one element at a time.
+/// τ of element `i` of trainable tensor `j` at (`seed`, `step`).
+pub fn tau(seed: u32, step: u32, j: u32, i: u32) -> f32 {
+    tau_quad(seed, step, j, i / 4)[(i % 4) as usize]
+}
+
+/// Both Box–Muller outputs of one word pair, clamped: r·cos 2πa and r·sin 2πa with
+/// r = sqrt(−2 ln u1), u1 = ((x >> 8) + 1)·2⁻²⁴, a = (y >> 8)·2⁻²⁴; the sine is the cosine a
+/// quarter turn on, taken exactly in the integer angle.
+#[inline(always)]
+fn box_muller(x: u32, y: u32) -> [f32; 2] {
+    const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
+    let r = (-2.0 * ln_unit(((x >> 8) + 1) as f32 * TWO_POW_MINUS_24)).sqrt();
+    let n = y >> 8;
+    [
+        (r * cos_turn(n)).clamp(-2.0, 2.0),
+        (r * cos_turn((n + 0xC0_0000) & 0xFF_FFFF)).clamp(-2.0, 2.0),
+    ]
+}
+
+/// Philox calls the CPU kernels interleave: independent rounds let the CPU overlap their
+/// multiplies' latency, which bounds one call at a time.
+const QUADS: usize = LANES / 4;
+
+/// [`tau`] of elements `i0..i0 + LANES` (`i0` a multiple of 4), call for call the operations of
+/// [`tau_quad`] (so the same bits): the CPU kernels' generator.
 pub fn tau_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
     const M0: u32 = 0xD251_1F53;
     const M1: u32 = 0xCD9E_8D57;
     const W0: u32 = 0x9E37_79B9;
     const W1: u32 = 0xBB67_AE85;
-    const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
-    let mut c0: [u32; LANES] = std::array::from_fn(|l| i0.wrapping_add(l as u32));
-    let mut c1 = [j; LANES];
-    let mut c2 = [0u32; LANES];
-    let mut c3 = [0u32; LANES];
+    debug_assert!(i0 % 4 == 0, "τ blocks start on a quad");
+    let mut c0: [u32; QUADS] = std::array::from_fn(|l| (i0 / 4).wrapping_add(l as u32));
+    let mut c1 = [j; QUADS];
+    let mut c2 = [0u32; QUADS];
+    let mut c3 = [0u32; QUADS];
     let mut k = [seed, step];
     for _ in 0..10 {
-        for l in 0..LANES {
+        for l in 0..QUADS {
             let p0 = u64::from(M0) * u64::from(c0[l]);
             let p1 = u64::from(M1) * u64::from(c2[l]);
             (c0[l], c1[l], c2[l], c3[l]) = (
@@ -205,10 +206,13 @@ pub fn tau_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
         }
         k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
     }
-    std::array::from_fn(|l| {
-        let u1 = ((c0[l] >> 8) + 1) as f32 * TWO_POW_MINUS_24;
-        ((-2.0 * ln_unit(u1)).sqrt() * cos_turn(c1[l] >> 8)).clamp(-2.0, 2.0)
-    })
+    let mut out = [0.0; LANES];
+    for l in 0..QUADS {
+        let [a, b] = box_muller(c0[l], c1[l]);
+        let [c, d] = box_muller(c2[l], c3[l]);
+        out[4 * l..4 * l + 4].copy_from_slice(&[a, b, c, d]);
+    }
+    out
 }
 
 /// ln u for u = m · 2⁻²⁴, m ∈ [1, 2²⁴]: u = 2ᵉ·f with f ∈ [√½, √2), then Cephes' logf
@@ -265,104 +269,64 @@ fn cos_turn(n: u32) -> f32 {
 
 // ---- wgpu: shaders/noise.wgsl ----------------------------------------------------------------
 
-/// shaders/noise.wgsl as a cubecl kernel.
-mod shader {
-    use burn::backend::wgpu::{KernelSource, SourceTemplate, kernel_source};
-    use burn::cubecl::prelude::KernelId;
-    use derive_new::new;
-
-    kernel_source!(NoiseKernel, "../../shaders/noise.wgsl");
-
-    impl KernelSource for NoiseKernel {
-        fn source(&self) -> SourceTemplate {
-            // The inherent `source` the macro generated: the shader text.
-            NoiseKernel::source(self)
-        }
-
-        fn id(&self) -> KernelId {
-            KernelId::new::<Self>()
-        }
-
-        fn lang(&self) -> &'static str {
-            "wgsl"
-        }
-    }
-}
+wgsl_kernel!(NoiseKernel, "philox.wgsl", "noise.wgsl");
 
 /// The `op` codes of shaders/noise.wgsl.
 const OP_DRAW: u32 = 0;
 const OP_WORD: u32 = 1;
 const OP_INJECT: u32 = 2;
 const OP_REMOVE: u32 = 3;
-const OP_GRAD_P: u32 = 4;
 
-/// One launch of shaders/noise.wgsl. A binding the op does not read gets `spare`.
-struct NoiseLaunch<'a> {
-    op: u32,
-    out: &'a CubeTensor,
-    x: Option<&'a CubeTensor>,
-    p: Option<&'a CubeTensor>,
-    b: Option<&'a CubeTensor>,
-    tau: &'a Tau<Cube>,
-    spare: &'a CubeTensor,
-    j: u32,
-    word: u32,
-    kl_coef: f32,
-}
-
-impl<'a> NoiseLaunch<'a> {
-    /// `t`'s buffer as an input, or `spare` where the op reads nothing.
-    fn input(&self, t: Option<&'a CubeTensor>) -> (&'a Handle, Io) {
-        match t {
-            Some(t) => (&t.handle, Io::Read),
-            None => (&self.spare.handle, Io::Unused),
+/// τ's parameters for a shader: (seed, step, given τ laid out densely, if any), checked
+/// against the `n` elements it must cover.
+pub(super) fn tau_params(tau: Tau<Cube>, n: usize) -> (u32, u32, Option<CubeTensor>) {
+    match tau {
+        Tau::Philox { seed, step } => (seed, step, None),
+        Tau::Given(t) => {
+            assert_eq!(t.shape().num_elements(), n, "given τ must match θ's shape");
+            (0, 0, Some(dense(t)))
         }
     }
-
-    fn run(self) {
-        let n = self.out.shape().num_elements();
-        let (seed, step, given) = match self.tau {
-            Tau::Philox { seed, step } => (*seed, *step, None),
-            Tau::Given(tau) => {
-                assert_eq!(
-                    tau.shape().num_elements(),
-                    n,
-                    "given τ must match θ's shape"
-                );
-                (0, 0, Some(tau))
-            }
-        };
-        launch(
-            &self.out.client,
-            shader::NoiseKernel::new(),
-            elementwise_grid(n),
-            &[
-                (&self.out.handle, Io::Write),
-                self.input(self.x),
-                self.input(self.p),
-                self.input(self.b),
-                self.input(given),
-            ],
-            &[
-                self.op,
-                u32::try_from(n).expect("tensor too large"),
-                seed,
-                step,
-                self.j,
-                u32::from(given.is_some()),
-                self.word,
-                self.kl_coef.to_bits(),
-            ],
-        );
-    }
 }
 
-/// A given τ laid out densely, so the shader can index it like θ.
-fn dense_tau(tau: Tau<Cube>) -> Tau<Cube> {
-    match tau {
-        Tau::Given(t) => Tau::Given(dense(t)),
-        philox => philox,
-    }
+/// One launch of shaders/noise.wgsl; `theta` and `p` are None for the ops that read nothing.
+fn launch_noise(
+    op: u32,
+    out: &CubeTensor,
+    inputs: Option<(&CubeTensor, &CubeTensor)>,
+    tau: Tau<Cube>,
+    j: u32,
+    word: u32,
+) {
+    let n = out.shape().num_elements();
+    let (seed, step, given) = tau_params(tau, n);
+    let read = |t: Option<&CubeTensor>| match t {
+        Some(t) => (t.handle.clone(), Io::Read),
+        None => (out.handle.clone(), Io::Unused),
+    };
+    let buffers = [
+        (out.handle.clone(), Io::Write),
+        read(inputs.map(|(theta, _)| theta)),
+        read(inputs.map(|(_, p)| p)),
+        read(given.as_ref()),
+    ];
+    let buffers: Vec<(&Handle, Io)> = buffers.iter().map(|(h, io)| (h, *io)).collect();
+    launch(
+        &out.client,
+        NoiseKernel,
+        quad_grid(n),
+        &buffers,
+        &[
+            op,
+            u32::try_from(n).expect("tensor too large"),
+            seed,
+            step,
+            j,
+            u32::from(given.is_some()),
+            word,
+            0,
+        ],
+    );
 }
 
 pub(super) fn perturb_wgsl(
@@ -372,60 +336,14 @@ pub(super) fn perturb_wgsl(
     j: u32,
     way: Perturb,
 ) -> CubeTensor {
-    let (theta, p, tau) = (dense(theta), dense(p), dense_tau(tau));
+    let (theta, p) = (dense(theta), dense(p));
     assert_eq!(theta.shape(), p.shape(), "θ and p must have the same shape");
     let out = empty(&theta, theta.shape(), DType::F32);
-    NoiseLaunch {
-        op: match way {
-            Perturb::Inject => OP_INJECT,
-            Perturb::Remove => OP_REMOVE,
-        },
-        out: &out,
-        x: Some(&theta),
-        p: Some(&p),
-        b: None,
-        tau: &tau,
-        spare: &theta,
-        j,
-        word: 0,
-        kl_coef: 0.0,
-    }
-    .run();
-    out
-}
-
-pub(super) fn grad_p_wgsl(
-    p: CubeTensor,
-    g: CubeTensor,
-    b: CubeTensor,
-    tau: Tau<Cube>,
-    j: u32,
-    kl_coef: f32,
-) -> CubeTensor {
-    let (p, g, b, tau) = (dense(p), dense(g), dense(b), dense_tau(tau));
-    assert_eq!(
-        p.shape(),
-        g.shape(),
-        "p and its gradient must have the same shape"
-    );
-    assert!(
-        (j as usize) < b.shape().num_elements(),
-        "b has no entry {j}"
-    );
-    let out = empty(&p, p.shape(), DType::F32);
-    NoiseLaunch {
-        op: OP_GRAD_P,
-        out: &out,
-        x: Some(&g),
-        p: Some(&p),
-        b: Some(&b),
-        tau: &tau,
-        spare: &g,
-        j,
-        word: 0,
-        kl_coef,
-    }
-    .run();
+    let op = match way {
+        Perturb::Inject => OP_INJECT,
+        Perturb::Remove => OP_REMOVE,
+    };
+    launch_noise(op, &out, Some((&theta, &p)), tau, j, 0);
     out
 }
 
@@ -444,32 +362,28 @@ pub(super) fn draw_wgsl(
         DType::F32
     };
     let out = empty(&on, shape, dtype);
-    NoiseLaunch {
-        op: if word.is_some() { OP_WORD } else { OP_DRAW },
-        out: &out,
-        x: None,
-        p: None,
-        b: None,
-        tau: &Tau::Philox { seed, step },
-        spare: &on,
+    let op = if word.is_some() { OP_WORD } else { OP_DRAW };
+    launch_noise(
+        op,
+        &out,
+        None,
+        Tau::Philox { seed, step },
         j,
-        word: word.unwrap_or(0),
-        kl_coef: 0.0,
-    }
-    .run();
+        word.unwrap_or(0),
+    );
     out
 }
 
 // ---- CPU: the same formulas in Rust ----------------------------------------------------------
 
 /// τ of one CPU call, a block of [`LANES`] elements at a time.
-enum CpuTau<'a> {
+pub(super) enum CpuTau<'a> {
     Philox { seed: u32, step: u32, j: u32 },
     Given(Cow<'a, [f32]>),
 }
 
 impl<'a> CpuTau<'a> {
-    fn new(tau: &'a Tau<Flex>, j: u32, n: usize) -> Self {
+    pub(super) fn new(tau: &'a Tau<Flex>, j: u32, n: usize) -> Self {
         match tau {
             Tau::Philox { seed, step } => Self::Philox {
                 seed: *seed,
@@ -485,7 +399,7 @@ impl<'a> CpuTau<'a> {
     }
 
     /// τ of the block at `i0` (lanes past the end repeat the last element, as [`lane`] does).
-    fn block(&self, i0: usize) -> [f32; LANES] {
+    pub(super) fn block(&self, i0: usize) -> [f32; LANES] {
         match self {
             Self::Philox { seed, step, j } => tau_lanes(*seed, *step, *j, i0 as u32),
             Self::Given(v) => std::array::from_fn(|l| v[lane(i0, l, v.len())]),
@@ -508,47 +422,19 @@ pub(super) fn perturb_cpu(
         Perturb::Inject => 1.0,
         Perturb::Remove => -1.0,
     };
-    let out = par_map(n, |i0| {
+    let [out] = par_map(n, |i0| {
         let t = tau.block(i0);
-        std::array::from_fn(|l| {
+        [std::array::from_fn(|l| {
             let i = lane(i0, l, n);
             theta_v[i] + sign * (p_v[i].exp() * t[l])
-        })
+        })]
     });
     flex_tensor(out, theta.shape())
 }
 
-pub(super) fn grad_p_cpu(
-    p: FlexTensor,
-    g: FlexTensor,
-    b: FlexTensor,
-    tau: Tau<Flex>,
-    j: u32,
-    kl_coef: f32,
-) -> FlexTensor {
-    assert_eq!(
-        p.shape(),
-        g.shape(),
-        "p and its gradient must have the same shape"
-    );
-    let (p_v, g_v) = (values(&p), values(&g));
-    let b_j = *values(&b).get(j as usize).expect("b has no entry j");
-    let n = p_v.len();
-    let tau = CpuTau::new(&tau, j, n);
-    let out = par_map(n, |i0| {
-        let t = tau.block(i0);
-        std::array::from_fn(|l| {
-            let i = lane(i0, l, n);
-            let pi = p_v[i];
-            pi.exp() * t[l] * g_v[i] + kl_coef * (2.0 * (pi - b_j)).exp_m1()
-        })
-    });
-    flex_tensor(out, p.shape())
-}
-
 pub(super) fn draw_cpu(shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {
-    let out = par_map(shape.num_elements(), |i0| {
-        tau_lanes(seed, step, j, i0 as u32)
+    let [out] = par_map(shape.num_elements(), |i0| {
+        [tau_lanes(seed, step, j, i0 as u32)]
     });
     flex_tensor(out, shape)
 }

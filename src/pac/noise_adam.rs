@@ -1,6 +1,8 @@
 //! The noise-Adam: Adam for the posterior log-stds p (device tensors, one 1-D tensor per
 //! trainable tensor) and the prior log-stds b (host f64, one per trainable tensor), stepped in
-//! Stage 1 only, with the authors' step sizes (`myAdam` in their utils.py).
+//! Stage 1 only, with the authors' step sizes (`myAdam` in their utils.py). The update of each
+//! p_j is one fused kernel that also computes p_j's gradient: shaders/noise_adam.wgsl on wgpu
+//! devices (launched only from here), the same formulas in Rust on the CPU device.
 //!
 //! Per entry, with g its gradient and t the step count:
 //!
@@ -17,8 +19,17 @@
 //! ~1e-15 relative, counting the schedule from 0 misses it by ~2e-2 (as in the authors' code,
 //! where `state['step'] += 1` comes before the factor is computed).
 
-use burn::tensor::Tensor;
+use burn::backend::flex::FlexTensor;
+use burn::backend::wgpu::CubeTensor;
+use burn::backend::{Cube, Dispatch, Flex, TensorMetadata};
+use burn::cubecl::server::Handle;
+use burn::tensor::{DType, Tensor};
 
+use super::backend::{
+    Io, LANES, PacBackend, Tau, dense, empty, flex_tensor, lane, launch, par_map, quad_grid,
+    values, wgsl_kernel,
+};
+use super::noise::{CpuTau, NoiseSource, tau_params};
 use crate::train::params::Group;
 
 /// The noise-Adam's hyper-parameters (defaults: the authors' values).
@@ -123,25 +134,61 @@ impl NoiseAdam {
         )
     }
 
-    /// The updated p of trainable tensor `j` (flattened) given its gradient, on p's device.
-    pub fn update_p(&mut self, j: usize, p: Tensor<1>, grad: Tensor<1>) -> Tensor<1> {
+    /// The scalars of tensor `j`'s update at the current step, the KL term weighted by
+    /// `kl_coef` = 1/(nγ).
+    pub fn scalars(&self, j: usize, kl_coef: f32) -> AdamScalars {
         let c = self.config;
-        let (bias1, bias2) = self.bias_corrections();
-        let lr = self.lr(j);
-        let m = match self.m_p[j].take() {
-            Some(m) => m * c.beta1 + grad.clone() * (1.0 - c.beta1),
-            None => grad.clone() * (1.0 - c.beta1),
+        let (c1, c2) = self.bias_corrections();
+        AdamScalars {
+            kl_coef,
+            beta1: c.beta1 as f32,
+            one_minus_beta1: (1.0 - c.beta1) as f32,
+            beta2: c.beta2 as f32,
+            one_minus_beta2: (1.0 - c.beta2) as f32,
+            c1: c1 as f32,
+            c2: c2 as f32,
+            eps: c.eps as f32,
+            lr: self.lr(j) as f32,
+        }
+    }
+
+    /// One step of p_j (flattened): its gradient g_p = exp(p)·τ·g + kl_coef·expm1(2(p − b_j)),
+    /// from g = ∂loss1/∂θ' and the τ that perturbed θ', then Adam on it; the moments are kept.
+    /// Returns the new p_j and, where `keep_grad`, g_p. `b` holds every b_j.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step_p(
+        &mut self,
+        j: usize,
+        p: &Tensor<1>,
+        g: &Tensor<1>,
+        b: &Tensor<1>,
+        noise: &NoiseSource<1>,
+        kl_coef: f32,
+        keep_grad: bool,
+    ) -> (Tensor<1>, Option<Tensor<1>>) {
+        let scalars = self.scalars(j, kl_coef);
+        let dispatch = |t: &Tensor<1>| t.clone().inner().into_dispatch();
+        // Before the first step there are no moments: p stands in, unread.
+        let first = self.m_p[j].is_none() || self.v_p[j].is_none();
+        let (m, v) = match (self.m_p[j].take(), self.v_p[j].take()) {
+            (Some(m), Some(v)) => (m, v),
+            _ => (p.clone(), p.clone()),
         };
-        let v = match self.v_p[j].take() {
-            Some(v) => v * c.beta2 + grad.clone() * grad * (1.0 - c.beta2),
-            None => grad.clone() * grad * (1.0 - c.beta2),
-        };
-        let m_hat = m.clone() / bias1;
-        let denom = (v.clone() / bias2).sqrt().add_scalar(c.eps);
-        let updated = p - m_hat / denom * lr;
-        self.m_p[j] = Some(m);
-        self.v_p[j] = Some(v);
-        updated
+        let (p, m, v, grad) = <Dispatch as PacBackend>::pac_noise_adam(
+            dispatch(p),
+            dispatch(g),
+            dispatch(b),
+            dispatch(&m),
+            dispatch(&v),
+            first,
+            noise.to_dispatch(),
+            j as u32,
+            scalars,
+            keep_grad,
+        );
+        self.m_p[j] = Some(Tensor::from_dispatch(m));
+        self.v_p[j] = Some(Tensor::from_dispatch(v));
+        (Tensor::from_dispatch(p), grad.map(Tensor::from_dispatch))
     }
 
     /// Updates every b_j in place given ∂loss2/∂b (host f64).
@@ -160,5 +207,154 @@ impl NoiseAdam {
             let v_hat = self.v_b[j] / bias2;
             b[j] -= self.lr(j) * m_hat / (v_hat.sqrt() + c.eps);
         }
+    }
+}
+
+/// The scalars of one update of a p_j, in f32 as the kernels use them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamScalars {
+    /// 1/(nγ): the weight of the KL term in p's gradient.
+    pub kl_coef: f32,
+    pub beta1: f32,
+    pub one_minus_beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta2: f32,
+    /// The bias corrections 1 − β1^t and 1 − β2^t.
+    pub c1: f32,
+    pub c2: f32,
+    pub eps: f32,
+    pub lr: f32,
+}
+
+// ---- wgpu: shaders/noise_adam.wgsl -----------------------------------------------------------
+
+wgsl_kernel!(NoiseAdamKernel, "philox.wgsl", "noise_adam.wgsl");
+
+type Outputs<T> = (T, T, T, Option<T>);
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn step_wgsl(
+    p: CubeTensor,
+    g: CubeTensor,
+    b: CubeTensor,
+    moments: Option<(CubeTensor, CubeTensor)>,
+    tau: Tau<Cube>,
+    j: u32,
+    s: AdamScalars,
+    write_grad: bool,
+) -> Outputs<CubeTensor> {
+    let (p, g, b) = (dense(p), dense(g), dense(b));
+    assert_eq!(
+        p.shape(),
+        g.shape(),
+        "p and its gradient must have the same shape"
+    );
+    assert!(
+        (j as usize) < b.shape().num_elements(),
+        "b has no entry {j}"
+    );
+    let n = p.shape().num_elements();
+    let moments = moments.map(|(m, v)| (dense(m), dense(v)));
+    let (seed, step, given) = tau_params(tau, n);
+    let fresh = || empty(&p, p.shape(), DType::F32);
+    let (p_out, m_out, v_out) = (fresh(), fresh(), fresh());
+    let grad = write_grad.then(fresh);
+    let bind = |t: Option<&CubeTensor>, io: Io| match t {
+        Some(t) => (t.handle.clone(), io),
+        None => (p.handle.clone(), Io::Unused),
+    };
+    let buffers = [
+        bind(Some(&p_out), Io::Write),
+        bind(Some(&m_out), Io::Write),
+        bind(Some(&v_out), Io::Write),
+        bind(grad.as_ref(), Io::Write),
+        bind(Some(&g), Io::Read),
+        bind(Some(&p), Io::Read),
+        bind(moments.as_ref().map(|(m, _)| m), Io::Read),
+        bind(moments.as_ref().map(|(_, v)| v), Io::Read),
+        bind(Some(&b), Io::Read),
+        bind(given.as_ref(), Io::Read),
+    ];
+    let buffers: Vec<(&Handle, Io)> = buffers.iter().map(|(h, io)| (h, *io)).collect();
+    launch(
+        &p.client,
+        NoiseAdamKernel,
+        quad_grid(n),
+        &buffers,
+        &[
+            u32::try_from(n).expect("tensor too large"),
+            seed,
+            step,
+            j,
+            u32::from(given.is_some()),
+            u32::from(moments.is_none()),
+            u32::from(write_grad),
+            s.kl_coef.to_bits(),
+            s.beta1.to_bits(),
+            s.one_minus_beta1.to_bits(),
+            s.beta2.to_bits(),
+            s.one_minus_beta2.to_bits(),
+            s.c1.to_bits(),
+            s.c2.to_bits(),
+            s.eps.to_bits(),
+            s.lr.to_bits(),
+        ],
+    );
+    (p_out, m_out, v_out, grad)
+}
+
+// ---- CPU: the same formulas in Rust ----------------------------------------------------------
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn step_cpu(
+    p: FlexTensor,
+    g: FlexTensor,
+    b: FlexTensor,
+    moments: Option<(FlexTensor, FlexTensor)>,
+    tau: Tau<Flex>,
+    j: u32,
+    s: AdamScalars,
+    write_grad: bool,
+) -> Outputs<FlexTensor> {
+    assert_eq!(
+        p.shape(),
+        g.shape(),
+        "p and its gradient must have the same shape"
+    );
+    let (p_v, g_v) = (values(&p), values(&g));
+    let b_j = *values(&b).get(j as usize).expect("b has no entry j");
+    let n = p_v.len();
+    let moments = moments.as_ref().map(|(m, v)| (values(m), values(v)));
+    let tau = CpuTau::new(&tau, j, n);
+    // New p, m, v and g_p of the block at i0, operation for operation as the shader does them.
+    let block = |i0: usize| {
+        let t = tau.block(i0);
+        let mut out = [[0.0f32; LANES]; 4];
+        for l in 0..LANES {
+            let i = lane(i0, l, n);
+            let pi = p_v[i];
+            let gp = pi.exp() * t[l] * g_v[i] + s.kl_coef * (2.0 * (pi - b_j)).exp_m1();
+            let (m0, v0) = match &moments {
+                Some((m, v)) => (m[i], v[i]),
+                None => (0.0, 0.0),
+            };
+            let m = m0 * s.beta1 + gp * s.one_minus_beta1;
+            let v = v0 * s.beta2 + (gp * gp) * s.one_minus_beta2;
+            let step = (m / s.c1) / ((v / s.c2).sqrt() + s.eps) * s.lr;
+            [out[0][l], out[1][l], out[2][l], out[3][l]] = [pi - step, m, v, gp];
+        }
+        out
+    };
+    let shape = p.shape();
+    let tensor = |v: Vec<f32>| flex_tensor(v, shape.clone());
+    if write_grad {
+        let [p, m, v, grad] = par_map(n, block);
+        (tensor(p), tensor(m), tensor(v), Some(tensor(grad)))
+    } else {
+        let [p, m, v] = par_map(n, |i0| {
+            let [p, m, v, _] = block(i0);
+            [p, m, v]
+        });
+        (tensor(p), tensor(m), tensor(v), None)
     }
 }

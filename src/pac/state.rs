@@ -31,6 +31,9 @@ pub struct PacState {
     /// Number of training examples n.
     pub n: usize,
     pub adam: NoiseAdam,
+    /// Whether stage-1 steps hand back p's gradient in `StepReport::grad_p` (parity tests;
+    /// training leaves it off and saves the kernel a write).
+    pub keep_grad_p: bool,
 }
 
 impl PacState {
@@ -77,6 +80,7 @@ impl PacState {
             gamma_range: (gamma, gamma),
             n,
             adam: NoiseAdam::new(&groups),
+            keep_grad_p: false,
         })
     }
 
@@ -239,6 +243,7 @@ impl PacState {
             gamma_range: (gamma, gamma),
             n,
             adam,
+            keep_grad_p: false,
         })
     }
 }

@@ -1,6 +1,6 @@
 //! One optimiser step, for every method: inject noise (PAC, PGD), forward and backward over the
-//! micro-batches, restore the clean weights, add the bound's gradients (PAC stage 1), then AdamW
-//! on θ and the noise-Adam on p and b. A non-finite loss, bound term or gradient is found before
+//! micro-batches, restore the clean weights, step p (its gradient and the noise-Adam, fused) and
+//! b, add the KL pull to θ's gradient (PAC stage 1), then AdamW on θ. A non-finite loss, bound term or gradient is found before
 //! anything is updated, so such a step can be skipped and leaves no trace.
 
 use anyhow::{Result, bail};
@@ -41,7 +41,8 @@ pub struct StepReport {
     pub loss1: f64,
     /// The bound's terms at this step (PAC stage 1 only).
     pub bound: Option<BoundTerms>,
-    /// The gradient each slot of θ was updated with (flattened), and in PAC stage 1 that of p.
+    /// The gradient each slot of θ was updated with (flattened), and in PAC stage 1 that of p
+    /// (where `PacState::keep_grad_p` asks for it).
     pub grad_theta: Vec<Option<Tensor<1>>>,
     pub grad_p: Vec<Tensor<1>>,
 }
@@ -90,24 +91,23 @@ pub enum Part {
     Check,
     /// The KL sums, read back, and the bound's host terms (stage 1).
     KlSums,
-    GradP,
+    /// p's gradient and its noise-Adam step, one fused kernel per tensor.
+    NoiseAdamP,
     /// The KL pull g + coef·(θ − θ0).
     KlGrad,
-    NoiseAdamP,
     NoiseAdamB,
     AdamW,
 }
 
 impl Part {
-    pub const ALL: [Part; 10] = [
+    pub const ALL: [Part; 9] = [
         Part::Inject,
         Part::ForwardBackward,
         Part::Restore,
         Part::Check,
         Part::KlSums,
-        Part::GradP,
-        Part::KlGrad,
         Part::NoiseAdamP,
+        Part::KlGrad,
         Part::NoiseAdamB,
         Part::AdamW,
     ];
@@ -119,19 +119,18 @@ impl Part {
             Part::Restore => "noise_remove",
             Part::Check => "nonfinite_check",
             Part::KlSums => "kl_sums_and_bound",
-            Part::GradP => "grad_p",
             Part::KlGrad => "kl_grad_theta",
-            Part::NoiseAdamP => "noise_adam_p",
+            Part::NoiseAdamP => "grad_p_and_noise_adam_p",
             Part::NoiseAdamB => "noise_adam_b",
             Part::AdamW => "adamw_theta",
         }
     }
 
-    /// PAC's own noise and KL work.
+    /// PAC's own noise and KL work (with the fused noise-Adam of p, which computes p's gradient).
     pub fn is_kernel(self) -> bool {
         matches!(
             self,
-            Part::Inject | Part::Restore | Part::KlSums | Part::GradP | Part::KlGrad
+            Part::Inject | Part::Restore | Part::KlSums | Part::NoiseAdamP | Part::KlGrad
         )
     }
 }
@@ -232,15 +231,18 @@ pub fn step(
         for (j, g) in grads.iter_mut().enumerate() {
             g.get_or_insert_with(|| Tensor::zeros([slots[j].numel()], device));
         }
-        let grad_p: Vec<Tensor<1>> = grads
-            .iter()
-            .enumerate()
-            .map(|(j, g)| {
-                let g = g.as_ref().expect("filled above");
-                noise::grad_p(&state.p[j], g, &b, j as u32, &tau(j), coef)
-            })
-            .collect();
-        lap(Part::GradP);
+        // p's gradient needs ∂loss1/∂θ' alone, so p is stepped before the KL pull joins g.
+        state.adam.begin_step();
+        for (j, g) in grads.iter().enumerate() {
+            let g = g.as_ref().expect("filled above");
+            let keep = state.keep_grad_p;
+            let (p, grad_p) = state
+                .adam
+                .step_p(j, &state.p[j], g, &b, &tau(j), coef, keep);
+            state.p[j] = p;
+            report.grad_p.extend(grad_p);
+        }
+        lap(Part::NoiseAdamP);
         for (j, g) in grads.iter_mut().enumerate() {
             let g_j = g.take().expect("filled above");
             *g = Some(kl::grad_theta(
@@ -253,13 +255,6 @@ pub fn step(
             ));
         }
         lap(Part::KlGrad);
-        state.adam.begin_step();
-        for (j, g) in grad_p.iter().enumerate() {
-            let p_j = state.p[j].clone();
-            state.p[j] = state.adam.update_p(j, p_j, g.clone());
-        }
-        report.grad_p = grad_p;
-        lap(Part::NoiseAdamP);
         let grad_b = terms.grad_b.clone();
         state.adam.update_b(&mut state.b, &grad_b);
         for b in &mut state.b {

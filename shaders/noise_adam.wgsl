@@ -1,0 +1,94 @@
+// The noise-Adam step of the posterior log-stds p of one trainable tensor j, fused with their
+// gradient: one pass instead of a gradient kernel and a dozen tensor operations. Launched only by
+// src/pac/noise_adam.rs, behind shaders/philox.wgsl (τ), whose CPU code is this file's twin.
+//
+//   g_p = exp(p)·τ·g + kl_coef·expm1(2(p − b_j))     g = ∂loss1/∂θ' (θ' = θ + exp(p)·τ)
+//   m ← m·β1 + g_p·(1 − β1),   v ← v·β2 + (g_p·g_p)·(1 − β2)     (m = v = 0 at the first step)
+//   p ← p − (m/c1) / (sqrt(v/c2) + eps) · lr                       c1, c2: bias corrections
+//
+// The products are grouped as Burn's tensor operations group them, so the CPU twin gives the
+// same bits. New p, m, v (and g_p where asked) go to fresh buffers: nothing is updated in place.
+// One thread per quad of elements 4q .. 4q + 3, 256 threads per workgroup, 2-D grid.
+// Every storage binding is read_write, as cubecl binds them (tensors share pages).
+
+struct Params {
+    n: u32,
+    seed: u32,
+    step: u32,
+    j: u32,           // trainable tensor: Philox counter word 1 and index into b
+    given: u32,       // 1: τ = given[i] instead of Philox
+    first: u32,       // 1: no moments yet (m = v = 0)
+    write_grad: u32,  // 1: also write g_p to grad_out
+    kl_coef: f32,     // 1/(nγ)
+    beta1: f32,
+    one_minus_beta1: f32,
+    beta2: f32,
+    one_minus_beta2: f32,
+    c1: f32,          // 1 − β1^t
+    c2: f32,          // 1 − β2^t
+    eps: f32,
+    lr: f32,
+}
+
+@group(0) @binding(0) var<storage, read_write> p_out: array<f32>;
+@group(0) @binding(1) var<storage, read_write> m_out: array<f32>;
+@group(0) @binding(2) var<storage, read_write> v_out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> grad_out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> g: array<f32>;
+@group(0) @binding(5) var<storage, read_write> p: array<f32>;
+@group(0) @binding(6) var<storage, read_write> m: array<f32>;
+@group(0) @binding(7) var<storage, read_write> v: array<f32>;
+@group(0) @binding(8) var<storage, read_write> b: array<f32>;       // every b_j
+@group(0) @binding(9) var<storage, read_write> given: array<f32>;
+@group(0) @binding(10) var<storage, read_write> params: Params;
+
+@compute @workgroup_size(256)
+fn main(
+    @builtin(workgroup_id) group: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+    @builtin(local_invocation_index) lane: u32,
+) {
+    let q = (group.y * groups.x + group.x) * 256u + lane;
+    if 4u * q >= params.n {
+        return;
+    }
+    var t = vec4<f32>(0.0);
+    if params.given == 0u {
+        t = tau_quad(q, params.j, params.seed, params.step);
+    }
+    let bj = b[params.j];
+    for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
+        let i = 4u * q + k;
+        var tau = t[k];
+        if params.given == 1u {
+            tau = given[i];
+        }
+        let pi = p[i];
+        let gp = exp(pi) * tau * g[i] + params.kl_coef * expm1(2.0 * (pi - bj));
+        var mi = 0.0;
+        var vi = 0.0;
+        if params.first == 0u {
+            mi = m[i];
+            vi = v[i];
+        }
+        mi = mi * params.beta1 + gp * params.one_minus_beta1;
+        vi = vi * params.beta2 + (gp * gp) * params.one_minus_beta2;
+        let step = (mi / params.c1) / (sqrt(vi / params.c2) + params.eps) * params.lr;
+        p_out[i] = pi - step;
+        m_out[i] = mi;
+        v_out[i] = vi;
+        if params.write_grad == 1u {
+            grad_out[i] = gp;
+        }
+    }
+}
+
+// e^y − 1, exact to a few ulp near 0 where exp(y) − 1 cancels (Taylor to y^8 for |y| < 0.5):
+// p = b gives exactly 0, as the closed-form KL gradient requires.
+fn expm1(y: f32) -> f32 {
+    if abs(y) < 0.5 {
+        return y + y * y * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0
+            + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0)))))));
+    }
+    return exp(y) - 1.0;
+}
