@@ -6,7 +6,7 @@
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use pac_wgpu::pac::noise::{self, NoiseSource};
 use pac_wgpu::pac::noise_adam::{AdamScalars, NoiseAdam};
-use pac_wgpu::pac::{GRID_WIDTH, kl};
+use pac_wgpu::pac::{GRID_WIDTH, exp_f32, expm1_f32, kl};
 use pac_wgpu::train::params::Group;
 
 /// The awkward sizes: one element, just under and over a workgroup, just over the 256 slots
@@ -101,6 +101,41 @@ fn assert_matches(what: &str, device: &str, actual: &[f32], expected: &[f32], sc
             "{what} on {device}: max relative error {error:e}"
         );
     }
+}
+
+/// The CPU kernels' exp and expm1 (vectorisable, see pac::exp_f32) against f64 on a dense
+/// sweep: within 2.5 ulp (relative 2.5·2⁻²³) of the correctly rounded value everywhere.
+#[test]
+fn cpu_exp_and_expm1_are_accurate() {
+    let limit = 2.5 * f64::from(f32::EPSILON);
+    let relative = |got: f32, want: f64| (f64::from(got) - want).abs() / want.abs();
+    let (mut worst_exp, mut worst_expm1) = (0.0f64, 0.0f64);
+    for k in 0..=2_000_000 {
+        let x = -87.0 + 175.0 * k as f32 / 2_000_000.0;
+        worst_exp = worst_exp.max(relative(exp_f32(x), f64::from(x).exp()));
+        let y = -20.0 + 40.0 * k as f32 / 2_000_000.0;
+        if y != 0.0 {
+            worst_expm1 = worst_expm1.max(relative(expm1_f32(y), f64::from(y).exp_m1()));
+        }
+    }
+    // Near 0, where e^y − 1 cancels: every 2⁻²⁰ up to ±0.75.
+    for k in 1..=786_432 {
+        for y in [k as f32 / 1_048_576.0, -(k as f32) / 1_048_576.0] {
+            worst_expm1 = worst_expm1.max(relative(expm1_f32(y), f64::from(y).exp_m1()));
+        }
+    }
+    eprintln!(
+        "exp_f32 worst {:.2} ulp, expm1_f32 worst {:.2} ulp",
+        worst_exp / f64::from(f32::EPSILON),
+        worst_expm1 / f64::from(f32::EPSILON)
+    );
+    assert!(worst_exp <= limit, "exp_f32: relative error {worst_exp:e}");
+    assert!(
+        worst_expm1 <= limit,
+        "expm1_f32: relative error {worst_expm1:e}"
+    );
+    assert_eq!(expm1_f32(0.0), 0.0);
+    assert_eq!(exp_f32(0.0), 1.0);
 }
 
 #[test]
@@ -261,8 +296,8 @@ fn noise_kernels_match_the_reference() {
         let tau: Vec<f32> = (0..n as u32)
             .map(|i| noise::tau(seed, step, j, i))
             .collect();
-        let injected: Vec<f32> = (0..n).map(|i| theta[i] + p[i].exp() * tau[i]).collect();
-        let removed: Vec<f32> = (0..n).map(|i| theta[i] - p[i].exp() * tau[i]).collect();
+        let injected: Vec<f32> = (0..n).map(|i| theta[i] + exp_f32(p[i]) * tau[i]).collect();
+        let removed: Vec<f32> = (0..n).map(|i| theta[i] - exp_f32(p[i]) * tau[i]).collect();
         let perturb_scale: Vec<f32> = (0..n)
             .map(|i| theta[i].abs() + p[i].exp() * tau[i].abs())
             .collect();
@@ -290,7 +325,7 @@ fn noise_adam_reference(
 ) -> [Vec<f32>; 4] {
     let mut out: [Vec<f32>; 4] = Default::default();
     for i in 0..p.len() {
-        let gp = p[i].exp() * tau[i] * g[i] + s.kl_coef * (2.0 * (p[i] - b_j)).exp_m1();
+        let gp = exp_f32(p[i]) * tau[i] * g[i] + s.kl_coef * expm1_f32(2.0 * (p[i] - b_j));
         let (m0, v0) = moments.map_or((0.0, 0.0), |(m, v)| (m[i], v[i]));
         let m = m0 * s.beta1 + gp * s.one_minus_beta1;
         let v = v0 * s.beta2 + (gp * gp) * s.one_minus_beta2;

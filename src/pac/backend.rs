@@ -400,6 +400,70 @@ pub(super) fn lane(i0: usize, l: usize, n: usize) -> usize {
     (i0 + l).min(n - 1)
 }
 
+/// The [`LANES`] values of `v` from `i0`, the tail padded with its last (as [`lane`] does):
+/// a plain copy for whole blocks, so the lanes' arithmetic vectorises.
+#[inline(always)]
+pub(super) fn block(v: &[f32], i0: usize) -> [f32; LANES] {
+    match v.get(i0..i0 + LANES) {
+        Some(whole) => whole.try_into().expect("LANES values"),
+        None => std::array::from_fn(|l| v[lane(i0, l, v.len())]),
+    }
+}
+
+/// e^x in f32 for the CPU kernels, without branches or library calls so that a block's lanes
+/// vectorise: x = k·ln 2 + r (Cody–Waite, k rounded by the 1.5·2²³ trick), e^r from Cephes'
+/// expf polynomial, 2^k from the exponent bits. Within 2 ulp of e^x on [−87, 88] (x is clamped
+/// there; tests/kernels.rs sweeps it against f64).
+#[allow(clippy::excessive_precision)]
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0;
+    const LN_2_HI: f32 = 0.693359375;
+    const LN_2_LO: f32 = -2.12194440e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - k * LN_2_HI - k * LN_2_LO;
+    let mut y = 1.9875691500e-4;
+    y = y * r + 1.3981999507e-3;
+    y = y * r + 8.3334519073e-3;
+    y = y * r + 4.1665795894e-2;
+    y = y * r + 1.6666665459e-1;
+    y = y * r + 5.0000001201e-1;
+    let e_r = y * (r * r) + r + 1.0;
+    e_r * f32::from_bits(((k as i32 + 127) as u32) << 23)
+}
+
+/// e^y − 1 in f32, as shaders/noise_adam.wgsl computes it (Taylor to y⁸ for |y| < 0.5, exact
+/// to a few ulp where e^y − 1 cancels; exactly 0 at y = 0), with [`exp_f32`] elsewhere.
+#[inline(always)]
+pub fn expm1_f32(y: f32) -> f32 {
+    let far = exp_f32(y) - 1.0;
+    if y.abs() < 0.5 {
+        y + taylor_tail(y)
+    } else {
+        far
+    }
+}
+
+/// e^y − 1 − y in f32, as shaders/kl.wgsl computes it: the same Taylor series without its
+/// first term for |y| < 0.5 (no cancellation), [`exp_f32`] elsewhere.
+#[inline(always)]
+pub(super) fn exmx_f32(y: f32) -> f32 {
+    let far = exp_f32(y) - 1.0 - y;
+    if y.abs() < 0.5 { taylor_tail(y) } else { far }
+}
+
+/// y²/2! + y³/3! + … + y⁸/8!
+#[inline(always)]
+fn taylor_tail(y: f32) -> f32 {
+    y * y
+        * (0.5
+            + y * (1.0 / 6.0
+                + y * (1.0 / 24.0
+                    + y * (1.0 / 120.0
+                        + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0)))))))
+}
+
 /// The `n` values of each of `K` outputs of `f`, which computes the block of [`LANES`]
 /// elements starting at its argument, over the CPU's threads.
 pub(super) fn par_map<const K: usize>(
@@ -436,10 +500,17 @@ pub(super) fn par_map<const K: usize>(
     out
 }
 
-/// Σ over 0..n of `f`, in f64, over the CPU's threads.
-pub(super) fn par_sum(n: usize, f: impl Fn(usize) -> [f64; 3] + Sync) -> [f64; 3] {
-    let sum = |range: std::ops::Range<usize>| range.map(&f).fold([0.0; 3], add3);
-    let chunk = chunk_len(n);
+/// Σ of `f` over the blocks of [`LANES`] elements in 0..n, in f64, over the CPU's threads; `f`
+/// sums the block at its first argument, of the length of its second.
+pub(super) fn par_sum(n: usize, f: impl Fn(usize, usize) -> [f64; 3] + Sync) -> [f64; 3] {
+    let sum = |range: std::ops::Range<usize>| {
+        range
+            .clone()
+            .step_by(LANES)
+            .map(|i0| f(i0, LANES.min(range.end - i0)))
+            .fold([0.0; 3], add3)
+    };
+    let chunk = chunk_len(n).next_multiple_of(LANES);
     if chunk >= n {
         return sum(0..n);
     }

@@ -18,8 +18,8 @@ use burn::cubecl::CubeCount;
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{
-    Io, PacBackend, WORKGROUP, dense, empty, flex_tensor, lane, launch, par_map, par_sum,
-    quad_grid, values, wgsl_kernel,
+    Io, LANES, PacBackend, WORKGROUP, block, dense, empty, exmx_f32, flex_tensor, launch, par_map,
+    par_sum, quad_grid, values, wgsl_kernel,
 };
 
 /// Row j of the result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
@@ -220,17 +220,25 @@ pub(super) fn partials_cpu(
     j: u32,
 ) -> FlexTensor {
     let (theta, theta0, p) = (values(&theta), values(&theta0), values(&p));
-    let b_j = f64::from(values(&b)[j as usize]);
+    let b_j = values(&b)[j as usize];
     assert!(
         theta0.len() == theta.len() && p.len() == theta.len(),
         "θ, θ0 and p of tensor {j} differ in size"
     );
     check_partials(&partials.shape(), j);
-    let sums = par_sum(theta.len(), |i| {
-        let y = 2.0 * (f64::from(p[i]) - b_j);
-        let e = y.exp_m1();
-        let d = f64::from(theta[i] - theta0[i]);
-        [e, e - y, d * d]
+    // Each term in f32 (the shader's formulas), summed in f64.
+    let sums = par_sum(theta.len(), |i0, len| {
+        let (th, th0, p) = (block(&theta, i0), block(&theta0, i0), block(&p, i0));
+        let y: [f32; LANES] = std::array::from_fn(|l| 2.0 * (p[l] - b_j));
+        let f: [f32; LANES] = std::array::from_fn(|l| exmx_f32(y[l]));
+        let mut s = [0.0f64; 3];
+        for l in 0..len {
+            let d = f64::from(th[l] - th0[l]);
+            s[0] += f64::from(f[l] + y[l]);
+            s[1] += f64::from(f[l]);
+            s[2] += d * d;
+        }
+        s
     });
     let mut partials = partials;
     assert!(
@@ -279,9 +287,9 @@ pub(super) fn grad_theta_cpu(
     let coef = (-2.0 * values(&b)[j as usize]).exp() * kl_coef;
     let n = g_v.len();
     let [out] = par_map(n, |i0| {
+        let (g, theta, theta0) = (block(&g_v, i0), block(&theta_v, i0), block(&theta0_v, i0));
         [std::array::from_fn(|l| {
-            let i = lane(i0, l, n);
-            g_v[i] + coef * (theta_v[i] - theta0_v[i])
+            g[l] + coef * (theta[l] - theta0[l])
         })]
     });
     flex_tensor(out, g.shape())

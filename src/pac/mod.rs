@@ -14,4 +14,4 @@ pub mod noise;
 pub mod noise_adam;
 pub mod state;
 
-pub use backend::GRID_WIDTH;
+pub use backend::{GRID_WIDTH, exp_f32, expm1_f32};

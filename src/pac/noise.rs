@@ -25,8 +25,8 @@ use burn::cubecl::server::Handle;
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 
 use super::backend::{
-    Io, LANES, PacBackend, Perturb, Tau, dense, empty, flex_tensor, lane, launch, par_map,
-    quad_grid, values, wgsl_kernel,
+    Io, LANES, PacBackend, Perturb, Tau, block, dense, empty, exp_f32, flex_tensor, launch,
+    par_map, quad_grid, values, wgsl_kernel,
 };
 
 /// Where the τ of an operation comes from.
@@ -398,11 +398,11 @@ impl<'a> CpuTau<'a> {
         }
     }
 
-    /// τ of the block at `i0` (lanes past the end repeat the last element, as [`lane`] does).
+    /// τ of the block at `i0` (lanes past the end padded, as [`block`] pads them).
     pub(super) fn block(&self, i0: usize) -> [f32; LANES] {
         match self {
             Self::Philox { seed, step, j } => tau_lanes(*seed, *step, *j, i0 as u32),
-            Self::Given(v) => std::array::from_fn(|l| v[lane(i0, l, v.len())]),
+            Self::Given(v) => block(v, i0),
         }
     }
 }
@@ -423,10 +423,9 @@ pub(super) fn perturb_cpu(
         Perturb::Remove => -1.0,
     };
     let [out] = par_map(n, |i0| {
-        let t = tau.block(i0);
+        let (t, theta, p) = (tau.block(i0), block(&theta_v, i0), block(&p_v, i0));
         [std::array::from_fn(|l| {
-            let i = lane(i0, l, n);
-            theta_v[i] + sign * (p_v[i].exp() * t[l])
+            theta[l] + sign * (exp_f32(p[l]) * t[l])
         })]
     });
     flex_tensor(out, theta.shape())

@@ -26,8 +26,8 @@ use burn::cubecl::server::Handle;
 use burn::tensor::{DType, Tensor};
 
 use super::backend::{
-    Io, LANES, PacBackend, Tau, dense, empty, flex_tensor, lane, launch, par_map, quad_grid,
-    values, wgsl_kernel,
+    Io, LANES, PacBackend, Tau, block, dense, empty, exp_f32, expm1_f32, flex_tensor, launch,
+    par_map, quad_grid, values, wgsl_kernel,
 };
 use super::noise::{CpuTau, NoiseSource, tau_params};
 use crate::train::params::Group;
@@ -327,32 +327,30 @@ pub(super) fn step_cpu(
     let moments = moments.as_ref().map(|(m, v)| (values(m), values(v)));
     let tau = CpuTau::new(&tau, j, n);
     // New p, m, v and g_p of the block at i0, operation for operation as the shader does them.
-    let block = |i0: usize| {
-        let t = tau.block(i0);
+    let lanes = |i0: usize| {
+        let (t, p, g) = (tau.block(i0), block(&p_v, i0), block(&g_v, i0));
+        let (m0, v0) = match &moments {
+            Some((m, v)) => (block(m, i0), block(v, i0)),
+            None => ([0.0; LANES], [0.0; LANES]),
+        };
         let mut out = [[0.0f32; LANES]; 4];
         for l in 0..LANES {
-            let i = lane(i0, l, n);
-            let pi = p_v[i];
-            let gp = pi.exp() * t[l] * g_v[i] + s.kl_coef * (2.0 * (pi - b_j)).exp_m1();
-            let (m0, v0) = match &moments {
-                Some((m, v)) => (m[i], v[i]),
-                None => (0.0, 0.0),
-            };
-            let m = m0 * s.beta1 + gp * s.one_minus_beta1;
-            let v = v0 * s.beta2 + (gp * gp) * s.one_minus_beta2;
+            let gp = exp_f32(p[l]) * t[l] * g[l] + s.kl_coef * expm1_f32(2.0 * (p[l] - b_j));
+            let m = m0[l] * s.beta1 + gp * s.one_minus_beta1;
+            let v = v0[l] * s.beta2 + (gp * gp) * s.one_minus_beta2;
             let step = (m / s.c1) / ((v / s.c2).sqrt() + s.eps) * s.lr;
-            [out[0][l], out[1][l], out[2][l], out[3][l]] = [pi - step, m, v, gp];
+            [out[0][l], out[1][l], out[2][l], out[3][l]] = [p[l] - step, m, v, gp];
         }
         out
     };
     let shape = p.shape();
     let tensor = |v: Vec<f32>| flex_tensor(v, shape.clone());
     if write_grad {
-        let [p, m, v, grad] = par_map(n, block);
+        let [p, m, v, grad] = par_map(n, lanes);
         (tensor(p), tensor(m), tensor(v), Some(tensor(grad)))
     } else {
         let [p, m, v] = par_map(n, |i0| {
-            let [p, m, v, _] = block(i0);
+            let [p, m, v, _] = lanes(i0);
             [p, m, v]
         });
         (tensor(p), tensor(m), tensor(v), None)
