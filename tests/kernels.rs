@@ -350,7 +350,12 @@ fn noise_adam_matches_the_reference() {
         Group::Head,
     ];
     for n in SIZES {
-        let p = inputs.uniform(n, -6.0, -1.0);
+        // Far from b_j, and (where the CPU skips the exponential of whole blocks) near it.
+        let p = if n == 257 || n == 1_000_003 {
+            inputs.uniform(n, b[j] - 0.2, b[j] + 0.2)
+        } else {
+            inputs.uniform(n, -6.0, -1.0)
+        };
         // Two steps: the first without moments, the second with them, each with its own τ.
         let g = [inputs.signed(n, 1e-4, 1.0), inputs.signed(n, 1e-4, 1.0)];
         for (name, device) in devices() {

@@ -453,6 +453,19 @@ pub(super) fn exmx_f32(y: f32) -> f32 {
     if y.abs() < 0.5 { taylor_tail(y) } else { far }
 }
 
+/// [`expm1_f32`] (`minus_y` false) or [`exmx_f32`] (true) of a block, skipping the exponential
+/// where every lane takes the Taylor branch (the common case: p stays near b_j); the same bits.
+#[inline(always)]
+pub(super) fn expm1_block(y: &[f32; LANES], minus_y: bool) -> [f32; LANES] {
+    let near = y.iter().all(|v| v.abs() < 0.5);
+    std::array::from_fn(|l| match (near, minus_y) {
+        (true, false) => y[l] + taylor_tail(y[l]),
+        (true, true) => taylor_tail(y[l]),
+        (false, false) => expm1_f32(y[l]),
+        (false, true) => exmx_f32(y[l]),
+    })
+}
+
 /// y²/2! + y³/3! + … + y⁸/8!
 #[inline(always)]
 fn taylor_tail(y: f32) -> f32 {

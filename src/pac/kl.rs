@@ -18,8 +18,8 @@ use burn::cubecl::CubeCount;
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{
-    Io, LANES, PacBackend, WORKGROUP, block, dense, empty, exmx_f32, flex_tensor, launch, par_map,
-    par_sum, quad_grid, values, wgsl_kernel,
+    Io, LANES, PacBackend, WORKGROUP, block, dense, empty, expm1_block, flex_tensor, launch,
+    par_map, par_sum, quad_grid, values, wgsl_kernel,
 };
 
 /// Row j of the result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
@@ -230,7 +230,7 @@ pub(super) fn partials_cpu(
     let sums = par_sum(theta.len(), |i0, len| {
         let (th, th0, p) = (block(&theta, i0), block(&theta0, i0), block(&p, i0));
         let y: [f32; LANES] = std::array::from_fn(|l| 2.0 * (p[l] - b_j));
-        let f: [f32; LANES] = std::array::from_fn(|l| exmx_f32(y[l]));
+        let f = expm1_block(&y, true);
         let mut s = [0.0f64; 3];
         for l in 0..len {
             let d = f64::from(th[l] - th0[l]);

@@ -26,7 +26,7 @@ use burn::cubecl::server::Handle;
 use burn::tensor::{DType, Tensor};
 
 use super::backend::{
-    Io, LANES, PacBackend, Tau, block, dense, empty, exp_f32, expm1_f32, flex_tensor, launch,
+    Io, LANES, PacBackend, Tau, block, dense, empty, exp_f32, expm1_block, flex_tensor, launch,
     par_map, quad_grid, values, wgsl_kernel,
 };
 use super::noise::{CpuTau, NoiseSource, tau_params};
@@ -333,9 +333,10 @@ pub(super) fn step_cpu(
             Some((m, v)) => (block(m, i0), block(v, i0)),
             None => ([0.0; LANES], [0.0; LANES]),
         };
+        let kl = expm1_block(&std::array::from_fn(|l| 2.0 * (p[l] - b_j)), false);
         let mut out = [[0.0f32; LANES]; 4];
         for l in 0..LANES {
-            let gp = exp_f32(p[l]) * t[l] * g[l] + s.kl_coef * expm1_f32(2.0 * (p[l] - b_j));
+            let gp = exp_f32(p[l]) * t[l] * g[l] + s.kl_coef * kl[l];
             let m = m0[l] * s.beta1 + gp * s.one_minus_beta1;
             let v = v0[l] * s.beta2 + (gp * gp) * s.one_minus_beta2;
             let step = (m / s.c1) / ((v / s.c2).sqrt() + s.eps) * s.lr;
