@@ -8,31 +8,28 @@
 //     (workgroup 0 zeroes the slots no workgroup owns);
 //   OP_FINISH, once for all tensors: workgroup j tree-reduces the 256 slots of tensor j into
 //     out[3j..3j + 3] = (S_j, P_j, D_j).
-// OP_GRAD_THETA adds the KL pull towards θ0 to a θ gradient, one thread per quad of elements
-// 4q .. 4q + 3 on a 2-D grid: out = g + exp(−2 b_j)·kl_coef·(θ − θ0).
+// (The KL pull on θ's gradient rides on shaders/noise_adam.wgsl's pass over the tensor.)
 //
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
 
 struct Params {
     op: u32,       // one of the OP_ constants
-    n: u32,        // elements of tensor j (OP_PARTIALS, OP_GRAD_THETA)
+    n: u32,        // elements of tensor j (OP_PARTIALS)
     j: u32,        // the tensor's index in b, and its slot block in `partials` (OP_PARTIALS)
-    kl_coef: f32,  // OP_GRAD_THETA: 1/(nγ)
+    pad: u32,
 }
 
 const OP_PARTIALS: u32 = 0u;
 const OP_FINISH: u32 = 1u;
-const OP_GRAD_THETA: u32 = 2u;
 const SLOTS: u32 = 256u;
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read_write> theta: array<f32>;
 @group(0) @binding(2) var<storage, read_write> theta0: array<f32>;
 @group(0) @binding(3) var<storage, read_write> p: array<f32>;
-@group(0) @binding(4) var<storage, read_write> g: array<f32>;
-@group(0) @binding(5) var<storage, read_write> b: array<f32>;         // every b_j
-@group(0) @binding(6) var<storage, read_write> partials: array<f32>;  // 3 per slot, 256 slots per tensor
-@group(0) @binding(7) var<storage, read_write> params: Params;
+@group(0) @binding(4) var<storage, read_write> b: array<f32>;         // every b_j
+@group(0) @binding(5) var<storage, read_write> partials: array<f32>;  // 3 per slot, 256 slots per tensor
+@group(0) @binding(6) var<storage, read_write> params: Params;
 
 var<workgroup> acc: array<vec3<f32>, 256>;
 
@@ -85,13 +82,6 @@ fn finish(j: u32, lane: u32) {
     }
 }
 
-fn grad_theta(q: u32) {
-    let coef = exp(-2.0 * b[params.j]) * params.kl_coef;
-    for (var i = 4u * q; i < min(4u * q + 4u, params.n); i++) {
-        out[i] = g[i] + coef * (theta[i] - theta0[i]);
-    }
-}
-
 @compute @workgroup_size(256)
 fn main(
     @builtin(workgroup_id) group: vec3<u32>,
@@ -102,11 +92,8 @@ fn main(
         case OP_PARTIALS: {
             partial_sums(group.x, groups.x, lane);
         }
-        case OP_FINISH: {
-            finish(group.x, lane);
-        }
         default: {
-            grad_theta((group.y * groups.x + group.x) * 256u + lane);
+            finish(group.x, lane);
         }
     }
 }

@@ -1,13 +1,16 @@
-// The noise-Adam step of the posterior log-stds p of one trainable tensor j, fused with their
-// gradient: one pass instead of a gradient kernel and a dozen tensor operations. Launched only by
+// What PAC stage 1 does to one trainable tensor j after the backward pass, in one pass: the
+// noise-Adam step of the posterior log-stds p, fused with their gradient, and the KL pull on θ's
+// gradient (instead of two more kernels and a dozen tensor operations). Launched only by
 // src/pac/noise_adam.rs, behind shaders/philox.wgsl (τ), whose CPU code is this file's twin.
 //
 //   g_p = exp(p)·τ·g + kl_coef·expm1(2(p − b_j))     g = ∂loss1/∂θ' (θ' = θ + exp(p)·τ)
 //   m ← m·β1 + g_p·(1 − β1),   v ← v·β2 + (g_p·g_p)·(1 − β2)     (m = v = 0 at the first step)
 //   p ← p − (m/c1) / (sqrt(v/c2) + eps) · lr                       c1, c2: bias corrections
+//   g_θ = g + exp(−2 b_j)·kl_coef·(θ − θ0)                        ∂(loss1 + loss2)/∂θ
 //
 // The products are grouped as Burn's tensor operations group them, so the CPU twin gives the
-// same bits. New p, m, v (and g_p where asked) go to fresh buffers: nothing is updated in place.
+// same bits. New p, m, v, g_θ (and g_p where asked) go to fresh buffers: nothing is updated in
+// place.
 // One thread per quad of elements 4q .. 4q + 3, 256 threads per workgroup, 2-D grid.
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
 
@@ -40,7 +43,10 @@ struct Params {
 @group(0) @binding(7) var<storage, read_write> v: array<f32>;
 @group(0) @binding(8) var<storage, read_write> b: array<f32>;       // every b_j
 @group(0) @binding(9) var<storage, read_write> given: array<f32>;
-@group(0) @binding(10) var<storage, read_write> params: Params;
+@group(0) @binding(10) var<storage, read_write> theta: array<f32>;
+@group(0) @binding(11) var<storage, read_write> theta0: array<f32>;
+@group(0) @binding(12) var<storage, read_write> g_theta_out: array<f32>;
+@group(0) @binding(13) var<storage, read_write> params: Params;
 
 @compute @workgroup_size(256)
 fn main(
@@ -57,6 +63,7 @@ fn main(
         t = tau_quad(q, params.j, params.seed, params.step);
     }
     let bj = b[params.j];
+    let pull = exp(-2.0 * bj) * params.kl_coef;
     for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
         let i = 4u * q + k;
         var tau = t[k];
@@ -64,7 +71,9 @@ fn main(
             tau = given[i];
         }
         let pi = p[i];
-        let gp = exp(pi) * tau * g[i] + params.kl_coef * expm1(2.0 * (pi - bj));
+        let gi = g[i];
+        g_theta_out[i] = gi + pull * (theta[i] - theta0[i]);
+        let gp = exp(pi) * tau * gi + params.kl_coef * expm1(2.0 * (pi - bj));
         var mi = 0.0;
         var vi = 0.0;
         if params.first == 0u {

@@ -5,7 +5,7 @@
 
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use pac_wgpu::pac::noise::{self, NoiseSource};
-use pac_wgpu::pac::noise_adam::{AdamScalars, NoiseAdam};
+use pac_wgpu::pac::noise_adam::{AdamScalars, NoiseAdam, StepInputs, Stepped};
 use pac_wgpu::pac::{GRID_WIDTH, exp_f32, expm1_f32, kl};
 use pac_wgpu::train::params::Group;
 
@@ -356,6 +356,11 @@ fn noise_adam_matches_the_reference() {
         } else {
             inputs.uniform(n, -6.0, -1.0)
         };
+        let theta = inputs.signed(n, 0.01, 0.1);
+        let theta0: Vec<f32> = theta
+            .iter()
+            .map(|t| t + 0.01 * (inputs.next() - 0.5))
+            .collect();
         // Two steps: the first without moments, the second with them, each with its own τ.
         let g = [inputs.signed(n, 1e-4, 1.0), inputs.signed(n, 1e-4, 1.0)];
         for (name, device) in devices() {
@@ -378,16 +383,38 @@ fn noise_adam_matches_the_reference() {
                     &s,
                 );
                 let noise = NoiseSource::Philox { seed, step };
-                let (p_new, gp) = adam.step_p(
-                    j,
-                    &p_dev,
-                    &tensor(g, &device),
-                    &tensor(&b, &device),
-                    &noise,
-                    kl_coef,
-                    true,
-                );
+                let (g_t, b_t) = (tensor(g, &device), tensor(&b, &device));
+                let (theta_t, theta0_t) = (tensor(&theta, &device), tensor(&theta0, &device));
+                let inputs = StepInputs {
+                    p: &p_dev,
+                    g: &g_t,
+                    theta: &theta_t,
+                    theta0: &theta0_t,
+                    b: &b_t,
+                    noise: &noise,
+                };
+                let Stepped {
+                    p: p_new,
+                    grad_theta,
+                    grad_p: gp,
+                } = adam.step(j, inputs, kl_coef, true);
                 let (gp, p_got) = (read(gp.expect("asked for")), read(p_new.clone()));
+                // θ's gradient with the KL pull.
+                let pull = exp_f32(-2.0 * b[j]) * kl_coef;
+                let g_theta_ref: Vec<f32> = (0..n)
+                    .map(|i| g[i] + pull * (theta[i] - theta0[i]))
+                    .collect();
+                let g_theta_scale: Vec<f32> = (0..n)
+                    .map(|i| g[i].abs() + pull * (theta[i] - theta0[i]).abs())
+                    .collect();
+                let what_theta = format!("KL pull on θ's gradient (step {step})");
+                assert_matches(
+                    &what_theta,
+                    name,
+                    &read(grad_theta),
+                    &g_theta_ref,
+                    &g_theta_scale,
+                );
                 let m_got = read(adam.m_p[j].clone().expect("kept"));
                 let v_got = read(adam.v_p[j].clone().expect("kept"));
                 let what = |x: &str| format!("noise-Adam {x} (step {step})");
@@ -478,8 +505,17 @@ fn given_tau_runs_the_same_path() {
                 {
                     let mut adam = NoiseAdam::new(&[Group::Encoder; 6]);
                     adam.begin_step();
-                    let (p, gp) = adam.step_p(j as usize, &p_t, &g_t, &b_t, noise, 0.01, true);
-                    (read(p), read(gp.expect("asked for")))
+                    let inputs = StepInputs {
+                        p: &p_t,
+                        g: &g_t,
+                        theta: &theta_t,
+                        theta0: &g_t,
+                        b: &b_t,
+                        noise,
+                    };
+                    let out = adam.step(j as usize, inputs, 0.01, true);
+                    let grad_p = out.grad_p.expect("asked for");
+                    (read(out.p), read(out.grad_theta), read(grad_p))
                 },
             )
         };
@@ -561,39 +597,6 @@ fn kl_sums_match_the_reference() {
                 error <= RELATIVE_TOLERANCE,
                 "KL sums on {name}, n = {n}: {error:e}"
             );
-        }
-    }
-}
-
-#[test]
-fn kl_grad_theta_matches_the_reference() {
-    let (j, kl_coef) = (1, 0.01);
-    let mut inputs = Inputs(31_415);
-    let b = inputs.uniform(3, -6.0, -1.0);
-    for n in SIZES {
-        let theta = inputs.signed(n, 0.01, 0.1);
-        let theta0: Vec<f32> = theta
-            .iter()
-            .map(|t| t + 0.01 * (inputs.next() - 0.5))
-            .collect();
-        let g = inputs.signed(n, 1e-4, 1.0);
-        let coef = (-2.0 * b[j as usize]).exp() * kl_coef;
-        let expected: Vec<f32> = (0..n)
-            .map(|i| g[i] + coef * (theta[i] - theta0[i]))
-            .collect();
-        let scale: Vec<f32> = (0..n)
-            .map(|i| g[i].abs() + coef * (theta[i] - theta0[i]).abs())
-            .collect();
-        for (name, device) in devices() {
-            let got = kl::grad_theta(
-                tensor(&g, &device),
-                &tensor(&theta, &device),
-                &tensor(&theta0, &device),
-                &tensor(&b, &device),
-                j,
-                kl_coef,
-            );
-            assert_matches("KL grad θ", name, &read(got), &expected, &scale);
         }
     }
 }

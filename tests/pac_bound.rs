@@ -13,7 +13,7 @@ use pac_wgpu::pac::bound::{
     grad_theta_total_reference, prior_std_grid,
 };
 use pac_wgpu::pac::noise::NoiseSource;
-use pac_wgpu::pac::noise_adam::NoiseAdam;
+use pac_wgpu::pac::noise_adam::{NoiseAdam, StepInputs};
 use pac_wgpu::pac::{kl, noise_adam};
 use pac_wgpu::train::params::Group;
 use serde_json::Value;
@@ -370,7 +370,16 @@ fn noise_adam_device_p_follows_the_golden_trajectory() {
                     .collect();
                 let ones = NoiseSource::Given(Tensor::ones([f.numels[j]], &device));
                 let b = Tensor::zeros([f.numels.len()], &device);
-                (p[j], _) = adam.step_p(j, &p[j], &tensor(&g, &device), &b, &ones, 0.0, false);
+                let zeros = Tensor::zeros([f.numels[j]], &device);
+                let inputs = StepInputs {
+                    p: &p[j],
+                    g: &tensor(&g, &device),
+                    theta: &zeros,
+                    theta0: &zeros,
+                    b: &b,
+                    noise: &ones,
+                };
+                p[j] = adam.step(j, inputs, 0.0, false).p;
             }
             let flat: Vec<f64> = p.iter().flat_map(|t| read(t.clone())).collect();
             for (k, &i) in traj.watch.iter().enumerate() {
@@ -558,7 +567,7 @@ fn device_kernels_match_the_host_reference() {
     let terms = f.terms();
     for (name, device) in devices() {
         let b = tensor(&f.b, &device);
-        // p's gradient comes out of the fused noise-Adam step.
+        // p's and θ's gradients come out of the fused noise-Adam pass.
         let mut adam = NoiseAdam::new(&vec![Group::Encoder; f.numels.len()]);
         adam.begin_step();
         let (mut worst_p, mut worst_theta) = (0.0f64, 0.0f64);
@@ -572,8 +581,16 @@ fn device_kernels_match_the_host_reference() {
             let theta0 = tensor(&f.theta0[r.clone()], &device);
 
             let tau = NoiseSource::Given(tau);
-            let (_, grad_p) = adam.step_p(j, &p, &g1, &b, &tau, terms.kl_coef as f32, true);
-            let got = read(grad_p.expect("asked for"));
+            let inputs = StepInputs {
+                p: &p,
+                g: &g1,
+                theta: &theta,
+                theta0: &theta0,
+                b: &b,
+                noise: &tau,
+            };
+            let out = adam.step(j, inputs, terms.kl_coef as f32, true);
+            let got = read(out.grad_p.expect("asked for"));
             let expected = grad_p_reference(
                 &f.p[r.clone()],
                 &f.tau[r.clone()],
@@ -587,14 +604,7 @@ fn device_kernels_match_the_host_reference() {
                 worst_p = worst_p.max((got[k] - expected[k]).abs() / scale);
             }
 
-            let got = read(kl::grad_theta(
-                g1,
-                &theta,
-                &theta0,
-                &b,
-                j as u32,
-                terms.kl_coef as f32,
-            ));
+            let got = read(out.grad_theta);
             let expected = grad_theta_total_reference(
                 &f.dloss1[r.clone()],
                 &f.theta[r.clone()],

@@ -14,7 +14,7 @@ use burn::cubecl::server::{Handle, KernelArguments};
 use burn::cubecl::{CubeCount, CubeDim};
 use burn::tensor::{DType, Shape, TensorData};
 
-use super::noise_adam::{self, AdamScalars};
+use super::noise_adam::{self, AdamScalars, Inputs};
 use super::{kl, noise};
 
 /// Where τ comes from.
@@ -46,13 +46,15 @@ pub trait PacBackend: Backend {
         way: Perturb,
     ) -> FloatTensor<Self>;
 
-    /// One noise-Adam step of p_j fused with its gradient (see [`noise_adam`]): the new p, m
-    /// and v, and the gradient of p where `write_grad`. With `first` (no moments yet) `m` and
-    /// `v` are not read.
+    /// Stage 1's pass over tensor j after the backward pass (see [`noise_adam`]): the new p, m
+    /// and v, θ's gradient with the KL pull, and p's gradient where `write_grad`. With `first`
+    /// (no moments yet) `m` and `v` are not read.
     #[allow(clippy::too_many_arguments)]
     fn pac_noise_adam(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
+        theta: FloatTensor<Self>,
+        theta0: FloatTensor<Self>,
         b: FloatTensor<Self>,
         m: FloatTensor<Self>,
         v: FloatTensor<Self>,
@@ -62,6 +64,7 @@ pub trait PacBackend: Backend {
         scalars: AdamScalars,
         write_grad: bool,
     ) -> (
+        FloatTensor<Self>,
         FloatTensor<Self>,
         FloatTensor<Self>,
         FloatTensor<Self>,
@@ -100,16 +103,6 @@ pub trait PacBackend: Backend {
 
     /// Each tensor's slots of `partials` summed: shape [L, 3].
     fn pac_kl_finish(partials: FloatTensor<Self>) -> FloatTensor<Self>;
-
-    /// g + exp(−2 b_j)·kl_coef·(θ − θ0).
-    fn pac_kl_grad_theta(
-        g: FloatTensor<Self>,
-        theta: FloatTensor<Self>,
-        theta0: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        j: u32,
-        kl_coef: f32,
-    ) -> FloatTensor<Self>;
 }
 
 impl PacBackend for Cube {
@@ -126,6 +119,8 @@ impl PacBackend for Cube {
     fn pac_noise_adam(
         p: CubeTensor,
         g: CubeTensor,
+        theta: CubeTensor,
+        theta0: CubeTensor,
         b: CubeTensor,
         m: CubeTensor,
         v: CubeTensor,
@@ -134,17 +129,23 @@ impl PacBackend for Cube {
         j: u32,
         scalars: AdamScalars,
         write_grad: bool,
-    ) -> (CubeTensor, CubeTensor, CubeTensor, Option<CubeTensor>) {
-        noise_adam::step_wgsl(
+    ) -> (
+        CubeTensor,
+        CubeTensor,
+        CubeTensor,
+        CubeTensor,
+        Option<CubeTensor>,
+    ) {
+        let moments = (!first).then_some((m, v));
+        let tensors = Inputs {
             p,
             g,
+            theta,
+            theta0,
             b,
-            (!first).then_some((m, v)),
-            tau,
-            j,
-            scalars,
-            write_grad,
-        )
+            moments,
+        };
+        noise_adam::step_wgsl(tensors, tau, j, scalars, write_grad)
     }
 
     fn pac_draw(on: CubeTensor, shape: Shape, seed: u32, step: u32, j: u32) -> CubeTensor {
@@ -176,17 +177,6 @@ impl PacBackend for Cube {
     fn pac_kl_finish(partials: CubeTensor) -> CubeTensor {
         kl::finish_wgsl(partials)
     }
-
-    fn pac_kl_grad_theta(
-        g: CubeTensor,
-        theta: CubeTensor,
-        theta0: CubeTensor,
-        b: CubeTensor,
-        j: u32,
-        kl_coef: f32,
-    ) -> CubeTensor {
-        kl::grad_theta_wgsl(g, theta, theta0, b, j, kl_coef)
-    }
 }
 
 impl PacBackend for Flex {
@@ -203,6 +193,8 @@ impl PacBackend for Flex {
     fn pac_noise_adam(
         p: FlexTensor,
         g: FlexTensor,
+        theta: FlexTensor,
+        theta0: FlexTensor,
         b: FlexTensor,
         m: FlexTensor,
         v: FlexTensor,
@@ -211,17 +203,23 @@ impl PacBackend for Flex {
         j: u32,
         scalars: AdamScalars,
         write_grad: bool,
-    ) -> (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>) {
-        noise_adam::step_cpu(
+    ) -> (
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        FlexTensor,
+        Option<FlexTensor>,
+    ) {
+        let moments = (!first).then_some((m, v));
+        let tensors = Inputs {
             p,
             g,
+            theta,
+            theta0,
             b,
-            (!first).then_some((m, v)),
-            tau,
-            j,
-            scalars,
-            write_grad,
-        )
+            moments,
+        };
+        noise_adam::step_cpu(tensors, tau, j, scalars, write_grad)
     }
 
     fn pac_draw(_on: FlexTensor, shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {
@@ -252,17 +250,6 @@ impl PacBackend for Flex {
 
     fn pac_kl_finish(partials: FlexTensor) -> FlexTensor {
         kl::finish_cpu(partials)
-    }
-
-    fn pac_kl_grad_theta(
-        g: FlexTensor,
-        theta: FlexTensor,
-        theta0: FlexTensor,
-        b: FlexTensor,
-        j: u32,
-        kl_coef: f32,
-    ) -> FlexTensor {
-        kl::grad_theta_cpu(g, theta, theta0, b, j, kl_coef)
     }
 }
 

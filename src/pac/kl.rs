@@ -1,6 +1,6 @@
 //! The KL term of PAC-tuning, per trainable tensor j: the sums the closed form needs
-//! (with y = 2(p − b_j): E_j = Σ (e^y − 1), F_j = Σ (e^y − 1 − y), D_j = Σ (θ − θ0)²) and the
-//! closed-form pull of θ towards θ0. Summing relative to b_j avoids the cancellation of
+//! (with y = 2(p − b_j): E_j = Σ (e^y − 1), F_j = Σ (e^y − 1 − y), D_j = Σ (θ − θ0)²). (Its pull
+//! of θ towards θ0 rides on the noise-Adam's pass, see [`super::noise_adam`].) Summing relative to b_j avoids the cancellation of
 //! Σ exp(2p) against d_j: where p = b_j, E_j and F_j are exactly 0, as are KL and ∂KL/∂b_j.
 //!
 //! On wgpu devices the work runs in shaders/kl.wgsl (launched only from here), with a
@@ -19,7 +19,7 @@ use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{
     Io, LANES, PacBackend, WORKGROUP, block, dense, empty, expm1_block, flex_tensor, launch,
-    par_map, par_sum, quad_grid, values, wgsl_kernel,
+    par_sum, values, wgsl_kernel,
 };
 
 /// Row j of the result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
@@ -53,26 +53,6 @@ pub fn sums(
     Tensor::from_dispatch(<Dispatch as PacBackend>::pac_kl_finish(partials))
 }
 
-/// g + coef·(θ − θ0) with coef = exp(−2 b_j)·kl_coef: adds ∂loss2/∂θ, the KL pull towards θ0,
-/// to the gradient `g` of trainable tensor `j`. `b` holds every b_j; kl_coef = 1/(nγ).
-pub fn grad_theta<const D: usize>(
-    g: Tensor<D>,
-    theta: &Tensor<D>,
-    theta0: &Tensor<D>,
-    b: &Tensor<1>,
-    j: u32,
-    kl_coef: f32,
-) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_kl_grad_theta(
-        g.inner().into_dispatch(),
-        theta.clone().inner().into_dispatch(),
-        theta0.clone().inner().into_dispatch(),
-        b.clone().inner().into_dispatch(),
-        j,
-        kl_coef,
-    ))
-}
-
 /// Partial-sum slots per tensor, which is also the most workgroups one tensor's pass uses.
 const SLOTS: usize = 256;
 
@@ -94,7 +74,6 @@ wgsl_kernel!(KlKernel, "kl.wgsl");
 /// The `op` codes of shaders/kl.wgsl.
 const OP_PARTIALS: u32 = 0;
 const OP_FINISH: u32 = 1;
-const OP_GRAD_THETA: u32 = 2;
 
 pub(super) fn partials_wgsl(
     partials: CubeTensor,
@@ -129,7 +108,6 @@ pub(super) fn partials_wgsl(
             (&theta.handle, Io::Read),
             (&theta0.handle, Io::Read),
             (&p.handle, Io::Read),
-            (&theta.handle, Io::Unused),
             (&b.handle, Io::Read),
             (&partials.handle, Io::Write),
         ],
@@ -158,52 +136,9 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
             (&partials.handle, Io::Unused),
             (&partials.handle, Io::Unused),
             (&partials.handle, Io::Unused),
-            (&partials.handle, Io::Unused),
             (&partials.handle, Io::Read),
         ],
         &[OP_FINISH, 0, 0, 0],
-    );
-    out
-}
-
-pub(super) fn grad_theta_wgsl(
-    g: CubeTensor,
-    theta: CubeTensor,
-    theta0: CubeTensor,
-    b: CubeTensor,
-    j: u32,
-    kl_coef: f32,
-) -> CubeTensor {
-    let (g, theta, theta0, b) = (dense(g), dense(theta), dense(theta0), dense(b));
-    assert!(
-        g.shape() == theta.shape() && theta.shape() == theta0.shape(),
-        "g, θ and θ0 must have the same shape"
-    );
-    assert!(
-        (j as usize) < b.shape().num_elements(),
-        "b has no entry {j}"
-    );
-    let n = g.shape().num_elements();
-    let out = empty(&g, g.shape(), DType::F32);
-    launch(
-        &g.client,
-        KlKernel,
-        quad_grid(n),
-        &[
-            (&out.handle, Io::Write),
-            (&theta.handle, Io::Read),
-            (&theta0.handle, Io::Read),
-            (&theta.handle, Io::Unused),
-            (&g.handle, Io::Read),
-            (&b.handle, Io::Read),
-            (&theta.handle, Io::Unused),
-        ],
-        &[
-            OP_GRAD_THETA,
-            u32::try_from(n).expect("tensor too large"),
-            j,
-            kl_coef.to_bits(),
-        ],
     );
     out
 }
@@ -269,28 +204,4 @@ pub(super) fn finish_cpu(partials: FlexTensor) -> FlexTensor {
         .collect();
     let tensors = out.len() / 3;
     flex_tensor(out, Shape::new([tensors, 3]))
-}
-
-pub(super) fn grad_theta_cpu(
-    g: FlexTensor,
-    theta: FlexTensor,
-    theta0: FlexTensor,
-    b: FlexTensor,
-    j: u32,
-    kl_coef: f32,
-) -> FlexTensor {
-    assert!(
-        g.shape() == theta.shape() && theta.shape() == theta0.shape(),
-        "g, θ and θ0 must have the same shape"
-    );
-    let (g_v, theta_v, theta0_v) = (values(&g), values(&theta), values(&theta0));
-    let coef = (-2.0 * values(&b)[j as usize]).exp() * kl_coef;
-    let n = g_v.len();
-    let [out] = par_map(n, |i0| {
-        let (g, theta, theta0) = (block(&g_v, i0), block(&theta_v, i0), block(&theta0_v, i0));
-        [std::array::from_fn(|l| {
-            g[l] + coef * (theta[l] - theta0[l])
-        })]
-    });
-    flex_tensor(out, g.shape())
 }

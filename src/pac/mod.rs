@@ -1,6 +1,7 @@
-//! PAC-tuning's kernels: weight noise ([`noise`]), the fused gradient and noise-Adam step of p
-//! ([`noise_adam`]) and the KL term ([`kl`]), as WGSL compute shaders on wgpu devices and as
-//! plain Rust on the CPU device, behind one Burn backend extension.
+//! PAC-tuning's kernels: weight noise ([`noise`]), the KL sums ([`kl`]) and stage 1's fused
+//! pass after the backward pass: p's gradient, its noise-Adam step and the KL pull on θ's
+//! gradient ([`noise_adam`]); WGSL compute shaders on wgpu devices, plain Rust on the CPU device,
+//! behind one Burn backend extension.
 //!
 //! Names follow the paper: θ the trainable weights, `theta0` (θ0) their values at the start of
 //! fine-tuning, `p` the posterior log-std (σ = exp(p), one per scalar), `b` the prior log-std

@@ -1,8 +1,9 @@
 //! The noise-Adam: Adam for the posterior log-stds p (device tensors, one 1-D tensor per
 //! trainable tensor) and the prior log-stds b (host f64, one per trainable tensor), stepped in
 //! Stage 1 only, with the authors' step sizes (`myAdam` in their utils.py). The update of each
-//! p_j is one fused kernel that also computes p_j's gradient: shaders/noise_adam.wgsl on wgpu
-//! devices (launched only from here), the same formulas in Rust on the CPU device.
+//! p_j is one fused kernel that also computes p_j's gradient and adds the KL pull to θ_j's:
+//! shaders/noise_adam.wgsl on wgpu devices (launched only from here), the same formulas in Rust
+//! on the CPU device.
 //!
 //! Per entry, with g its gradient and t the step count:
 //!
@@ -152,43 +153,40 @@ impl NoiseAdam {
         }
     }
 
-    /// One step of p_j (flattened): its gradient g_p = exp(p)·τ·g + kl_coef·expm1(2(p − b_j)),
-    /// from g = ∂loss1/∂θ' and the τ that perturbed θ', then Adam on it; the moments are kept.
-    /// Returns the new p_j and, where `keep_grad`, g_p. `b` holds every b_j.
-    #[allow(clippy::too_many_arguments)]
-    pub fn step_p(
-        &mut self,
-        j: usize,
-        p: &Tensor<1>,
-        g: &Tensor<1>,
-        b: &Tensor<1>,
-        noise: &NoiseSource<1>,
-        kl_coef: f32,
-        keep_grad: bool,
-    ) -> (Tensor<1>, Option<Tensor<1>>) {
+    /// Stage 1's work on tensor j after the backward pass, in one pass: p_j's gradient
+    /// g_p = exp(p)·τ·g + kl_coef·expm1(2(p − b_j)) (g = ∂loss1/∂θ', τ the noise that made θ'),
+    /// Adam on it (the moments are kept), and θ_j's gradient with the KL pull,
+    /// g + exp(−2 b_j)·kl_coef·(θ − θ0). Returns g_p only where `keep_grad_p`.
+    pub fn step(&mut self, j: usize, x: StepInputs, kl_coef: f32, keep_grad_p: bool) -> Stepped {
         let scalars = self.scalars(j, kl_coef);
         let dispatch = |t: &Tensor<1>| t.clone().inner().into_dispatch();
         // Before the first step there are no moments: p stands in, unread.
         let first = self.m_p[j].is_none() || self.v_p[j].is_none();
         let (m, v) = match (self.m_p[j].take(), self.v_p[j].take()) {
             (Some(m), Some(v)) => (m, v),
-            _ => (p.clone(), p.clone()),
+            _ => (x.p.clone(), x.p.clone()),
         };
-        let (p, m, v, grad) = <Dispatch as PacBackend>::pac_noise_adam(
-            dispatch(p),
-            dispatch(g),
-            dispatch(b),
+        let (p, m, v, grad_theta, grad_p) = <Dispatch as PacBackend>::pac_noise_adam(
+            dispatch(x.p),
+            dispatch(x.g),
+            dispatch(x.theta),
+            dispatch(x.theta0),
+            dispatch(x.b),
             dispatch(&m),
             dispatch(&v),
             first,
-            noise.to_dispatch(),
+            x.noise.to_dispatch(),
             j as u32,
             scalars,
-            keep_grad,
+            keep_grad_p,
         );
         self.m_p[j] = Some(Tensor::from_dispatch(m));
         self.v_p[j] = Some(Tensor::from_dispatch(v));
-        (Tensor::from_dispatch(p), grad.map(Tensor::from_dispatch))
+        Stepped {
+            p: Tensor::from_dispatch(p),
+            grad_theta: Tensor::from_dispatch(grad_theta),
+            grad_p: grad_p.map(Tensor::from_dispatch),
+        }
     }
 
     /// Updates every b_j in place given ∂loss2/∂b (host f64).
@@ -208,6 +206,29 @@ impl NoiseAdam {
             b[j] -= self.lr(j) * m_hat / (v_hat.sqrt() + c.eps);
         }
     }
+}
+
+/// Tensor j's inputs to [`NoiseAdam::step`], all flattened.
+pub struct StepInputs<'a> {
+    pub p: &'a Tensor<1>,
+    /// ∂loss1/∂θ' at the perturbed weights θ'.
+    pub g: &'a Tensor<1>,
+    /// The clean weights θ and their start values θ0.
+    pub theta: &'a Tensor<1>,
+    pub theta0: &'a Tensor<1>,
+    /// Every b_j.
+    pub b: &'a Tensor<1>,
+    pub noise: &'a NoiseSource<1>,
+}
+
+/// What [`NoiseAdam::step`] gives back for tensor j.
+pub struct Stepped {
+    /// The new p_j.
+    pub p: Tensor<1>,
+    /// ∂(loss1 + loss2)/∂θ_j: the gradient with the KL pull towards θ0.
+    pub grad_theta: Tensor<1>,
+    /// p_j's gradient, where asked for.
+    pub grad_p: Option<Tensor<1>>,
 }
 
 /// The scalars of one update of a p_j, in f32 as the kernels use them.
@@ -230,34 +251,40 @@ pub struct AdamScalars {
 
 wgsl_kernel!(NoiseAdamKernel, "philox.wgsl", "noise_adam.wgsl");
 
-type Outputs<T> = (T, T, T, Option<T>);
+/// One tensor's inputs to the kernels, on one backend; `moments` is None before the first step.
+pub(super) struct Inputs<T> {
+    pub p: T,
+    pub g: T,
+    pub theta: T,
+    pub theta0: T,
+    pub b: T,
+    pub moments: Option<(T, T)>,
+}
 
-#[allow(clippy::too_many_arguments)]
+/// New p, m, v, θ's gradient, and p's gradient where asked.
+type Outputs<T> = (T, T, T, T, Option<T>);
+
 pub(super) fn step_wgsl(
-    p: CubeTensor,
-    g: CubeTensor,
-    b: CubeTensor,
-    moments: Option<(CubeTensor, CubeTensor)>,
+    x: Inputs<CubeTensor>,
     tau: Tau<Cube>,
     j: u32,
     s: AdamScalars,
     write_grad: bool,
 ) -> Outputs<CubeTensor> {
-    let (p, g, b) = (dense(p), dense(g), dense(b));
-    assert_eq!(
-        p.shape(),
-        g.shape(),
-        "p and its gradient must have the same shape"
+    let [p, g, theta, theta0, b] = [x.p, x.g, x.theta, x.theta0, x.b].map(dense);
+    assert!(
+        p.shape() == g.shape() && g.shape() == theta.shape() && theta.shape() == theta0.shape(),
+        "p, g, θ and θ0 must have the same shape"
     );
     assert!(
         (j as usize) < b.shape().num_elements(),
         "b has no entry {j}"
     );
     let n = p.shape().num_elements();
-    let moments = moments.map(|(m, v)| (dense(m), dense(v)));
+    let moments = x.moments.map(|(m, v)| (dense(m), dense(v)));
     let (seed, step, given) = tau_params(tau, n);
     let fresh = || empty(&p, p.shape(), DType::F32);
-    let (p_out, m_out, v_out) = (fresh(), fresh(), fresh());
+    let (p_out, m_out, v_out, g_theta) = (fresh(), fresh(), fresh(), fresh());
     let grad = write_grad.then(fresh);
     let bind = |t: Option<&CubeTensor>, io: Io| match t {
         Some(t) => (t.handle.clone(), io),
@@ -274,6 +301,9 @@ pub(super) fn step_wgsl(
         bind(moments.as_ref().map(|(_, v)| v), Io::Read),
         bind(Some(&b), Io::Read),
         bind(given.as_ref(), Io::Read),
+        bind(Some(&theta), Io::Read),
+        bind(Some(&theta0), Io::Read),
+        bind(Some(&g_theta), Io::Write),
     ];
     let buffers: Vec<(&Handle, Io)> = buffers.iter().map(|(h, io)| (h, *io)).collect();
     launch(
@@ -300,60 +330,68 @@ pub(super) fn step_wgsl(
             s.lr.to_bits(),
         ],
     );
-    (p_out, m_out, v_out, grad)
+    (p_out, m_out, v_out, g_theta, grad)
 }
 
 // ---- CPU: the same formulas in Rust ----------------------------------------------------------
 
-#[allow(clippy::too_many_arguments)]
 pub(super) fn step_cpu(
-    p: FlexTensor,
-    g: FlexTensor,
-    b: FlexTensor,
-    moments: Option<(FlexTensor, FlexTensor)>,
+    x: Inputs<FlexTensor>,
     tau: Tau<Flex>,
     j: u32,
     s: AdamScalars,
     write_grad: bool,
 ) -> Outputs<FlexTensor> {
-    assert_eq!(
-        p.shape(),
-        g.shape(),
-        "p and its gradient must have the same shape"
+    let shape = x.p.shape();
+    assert!(
+        [&x.g, &x.theta, &x.theta0]
+            .iter()
+            .all(|t| t.shape() == shape),
+        "p, g, θ and θ0 must have the same shape"
     );
-    let (p_v, g_v) = (values(&p), values(&g));
-    let b_j = *values(&b).get(j as usize).expect("b has no entry j");
+    let [p_v, g_v, theta_v, theta0_v] = [&x.p, &x.g, &x.theta, &x.theta0].map(values);
+    let b_j = *values(&x.b).get(j as usize).expect("b has no entry j");
+    let pull = exp_f32(-2.0 * b_j) * s.kl_coef;
     let n = p_v.len();
-    let moments = moments.as_ref().map(|(m, v)| (values(m), values(v)));
+    let moments = x.moments.as_ref().map(|(m, v)| (values(m), values(v)));
     let tau = CpuTau::new(&tau, j, n);
-    // New p, m, v and g_p of the block at i0, operation for operation as the shader does them.
+    // New p, m, v, g_θ and g_p of the block at i0, operation for operation as the shader does
+    // them.
     let lanes = |i0: usize| {
         let (t, p, g) = (tau.block(i0), block(&p_v, i0), block(&g_v, i0));
+        let (theta, theta0) = (block(&theta_v, i0), block(&theta0_v, i0));
         let (m0, v0) = match &moments {
             Some((m, v)) => (block(m, i0), block(v, i0)),
             None => ([0.0; LANES], [0.0; LANES]),
         };
         let kl = expm1_block(&std::array::from_fn(|l| 2.0 * (p[l] - b_j)), false);
-        let mut out = [[0.0f32; LANES]; 4];
+        let mut out = [[0.0f32; LANES]; 5];
         for l in 0..LANES {
             let gp = exp_f32(p[l]) * t[l] * g[l] + s.kl_coef * kl[l];
             let m = m0[l] * s.beta1 + gp * s.one_minus_beta1;
             let v = v0[l] * s.beta2 + (gp * gp) * s.one_minus_beta2;
             let step = (m / s.c1) / ((v / s.c2).sqrt() + s.eps) * s.lr;
-            [out[0][l], out[1][l], out[2][l], out[3][l]] = [p[l] - step, m, v, gp];
+            let g_theta = g[l] + pull * (theta[l] - theta0[l]);
+            [out[0][l], out[1][l], out[2][l], out[3][l], out[4][l]] =
+                [p[l] - step, m, v, g_theta, gp];
         }
         out
     };
-    let shape = p.shape();
     let tensor = |v: Vec<f32>| flex_tensor(v, shape.clone());
     if write_grad {
-        let [p, m, v, grad] = par_map(n, lanes);
-        (tensor(p), tensor(m), tensor(v), Some(tensor(grad)))
+        let [p, m, v, g_theta, grad] = par_map(n, lanes);
+        (
+            tensor(p),
+            tensor(m),
+            tensor(v),
+            tensor(g_theta),
+            Some(tensor(grad)),
+        )
     } else {
-        let [p, m, v] = par_map(n, |i0| {
-            let [p, m, v, _] = lanes(i0);
-            [p, m, v]
+        let [p, m, v, g_theta] = par_map(n, |i0| {
+            let [p, m, v, g_theta, _] = lanes(i0);
+            [p, m, v, g_theta]
         });
-        (tensor(p), tensor(m), tensor(v), None)
+        (tensor(p), tensor(m), tensor(v), tensor(g_theta), None)
     }
 }

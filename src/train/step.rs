@@ -1,7 +1,8 @@
 //! One optimiser step, for every method: inject noise (PAC, PGD), forward and backward over the
-//! micro-batches, restore the clean weights, step p (its gradient and the noise-Adam, fused) and
-//! b, add the KL pull to θ's gradient (PAC stage 1), then AdamW on θ. A non-finite loss, bound term or gradient is found before
-//! anything is updated, so such a step can be skipped and leaves no trace.
+//! micro-batches, restore the clean weights; in PAC stage 1 the bound, then one fused pass per
+//! tensor (p's gradient, its noise-Adam step, the KL pull on θ's gradient) and the step of b;
+//! then AdamW on θ. A non-finite loss, bound term or gradient is found before anything is
+//! updated, so such a step can be skipped and leaves no trace.
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, Tensor, TensorData};
@@ -13,6 +14,7 @@ use crate::model::Classifier;
 use crate::pac::bound::{self, BoundTerms};
 use crate::pac::kl;
 use crate::pac::noise::{self, NoiseSource};
+use crate::pac::noise_adam::StepInputs;
 use crate::pac::state::PacState;
 use crate::tokenize::PaddedBatch;
 
@@ -91,23 +93,21 @@ pub enum Part {
     Check,
     /// The KL sums, read back, and the bound's host terms (stage 1).
     KlSums,
-    /// p's gradient and its noise-Adam step, one fused kernel per tensor.
+    /// p's gradient, its noise-Adam step and the KL pull on θ's gradient: one fused kernel per
+    /// tensor.
     NoiseAdamP,
-    /// The KL pull g + coef·(θ − θ0).
-    KlGrad,
     NoiseAdamB,
     AdamW,
 }
 
 impl Part {
-    pub const ALL: [Part; 9] = [
+    pub const ALL: [Part; 8] = [
         Part::Inject,
         Part::ForwardBackward,
         Part::Restore,
         Part::Check,
         Part::KlSums,
         Part::NoiseAdamP,
-        Part::KlGrad,
         Part::NoiseAdamB,
         Part::AdamW,
     ];
@@ -119,8 +119,7 @@ impl Part {
             Part::Restore => "noise_remove",
             Part::Check => "nonfinite_check",
             Part::KlSums => "kl_sums_and_bound",
-            Part::KlGrad => "kl_grad_theta",
-            Part::NoiseAdamP => "grad_p_and_noise_adam_p",
+            Part::NoiseAdamP => "grad_p_noise_adam_p_kl_pull",
             Part::NoiseAdamB => "noise_adam_b",
             Part::AdamW => "adamw_theta",
         }
@@ -130,7 +129,7 @@ impl Part {
     pub fn is_kernel(self) -> bool {
         matches!(
             self,
-            Part::Inject | Part::Restore | Part::KlSums | Part::NoiseAdamP | Part::KlGrad
+            Part::Inject | Part::Restore | Part::KlSums | Part::NoiseAdamP
         )
     }
 }
@@ -228,33 +227,27 @@ pub fn step(
         }
         let coef = terms.kl_coef as f32;
         lap(Part::KlSums);
-        for (j, g) in grads.iter_mut().enumerate() {
-            g.get_or_insert_with(|| Tensor::zeros([slots[j].numel()], device));
-        }
-        // p's gradient needs ∂loss1/∂θ' alone, so p is stepped before the KL pull joins g.
+        // One pass per tensor: p's gradient (from ∂loss1/∂θ' alone), the noise-Adam on p, and
+        // the KL pull added to θ's gradient.
         state.adam.begin_step();
-        for (j, g) in grads.iter().enumerate() {
-            let g = g.as_ref().expect("filled above");
-            let keep = state.keep_grad_p;
-            let (p, grad_p) = state
-                .adam
-                .step_p(j, &state.p[j], g, &b, &tau(j), coef, keep);
-            state.p[j] = p;
-            report.grad_p.extend(grad_p);
+        for (j, g) in grads.iter_mut().enumerate() {
+            let g_j = g
+                .take()
+                .unwrap_or_else(|| Tensor::zeros([slots[j].numel()], device));
+            let inputs = StepInputs {
+                p: &state.p[j],
+                g: &g_j,
+                theta: &theta[j],
+                theta0: &state.theta0[j],
+                b: &b,
+                noise: &tau(j),
+            };
+            let stepped = state.adam.step(j, inputs, coef, state.keep_grad_p);
+            state.p[j] = stepped.p;
+            *g = Some(stepped.grad_theta);
+            report.grad_p.extend(stepped.grad_p);
         }
         lap(Part::NoiseAdamP);
-        for (j, g) in grads.iter_mut().enumerate() {
-            let g_j = g.take().expect("filled above");
-            *g = Some(kl::grad_theta(
-                g_j,
-                &theta[j],
-                &state.theta0[j],
-                &b,
-                j as u32,
-                coef,
-            ));
-        }
-        lap(Part::KlGrad);
         let grad_b = terms.grad_b.clone();
         state.adam.update_b(&mut state.b, &grad_b);
         for b in &mut state.b {
