@@ -7,7 +7,7 @@
 //     in workgroup memory; workgroup w writes slot w of the tensor's 256 slots in `partials`
 //     (workgroup 0 zeroes the slots no workgroup owns);
 //   OP_FINISH, once for all tensors: workgroup j tree-reduces the 256 slots of tensor j into
-//     out[3j..3j + 3] = (S_j, P_j, D_j).
+//     out[3j..3j + 3] = (E_j, F_j, D_j).
 // (The KL pull on θ's gradient rides on shaders/noise_adam.wgsl's pass over the tensor.)
 //
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).

@@ -8,9 +8,9 @@
 //   p ← p − (m/c1) / (sqrt(v/c2) + eps) · lr                       c1, c2: bias corrections
 //   g_θ = g + exp(−2 b_j)·kl_coef·(θ − θ0)                        ∂(loss1 + loss2)/∂θ
 //
-// The products are grouped as Burn's tensor operations group them, so the CPU twin gives the
-// same bits. New p, m, v, g_θ (and g_p where asked) go to fresh buffers: nothing is updated in
-// place.
+// The products are grouped as the CPU twin groups them (and as Burn's tensor operations did),
+// so the two agree to a few ulp (exp here is the built-in, there a polynomial). New p, m, v, g_θ
+// (and g_p where asked) go to fresh buffers: nothing is updated in place.
 // One thread per quad of elements 4q .. 4q + 3, 256 threads per workgroup, 2-D grid.
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
 

@@ -519,10 +519,32 @@ fn given_tau_runs_the_same_path() {
                 },
             )
         };
-        assert!(
-            both(&philox) == both(&given),
-            "given τ differs from the generated one on {name}"
-        );
+        let (a, b) = (both(&philox), both(&given));
+        if name == "cpu" {
+            assert!(a == b, "given τ differs from the generated one on {name}");
+        } else {
+            // Each shader is compiled on its own, so a driver may fuse their multiply-adds
+            // differently: τ agrees to TAU_TOLERANCE, the results to as much relative to their
+            // size (new p is left out: where g_p cancels, its Adam step may flip sign).
+            let (inject, remove, (_, grad_theta, grad_p)) = a;
+            let (inject_b, remove_b, (_, grad_theta_b, grad_p_b)) = b;
+            for (what, x, y) in [
+                ("inject", inject, inject_b),
+                ("remove", remove, remove_b),
+                ("θ's gradient", grad_theta, grad_theta_b),
+                ("p's gradient", grad_p, grad_p_b),
+            ] {
+                let size = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let diff = x
+                    .iter()
+                    .zip(&y)
+                    .fold(0.0f32, |m, (u, v)| m.max((u - v).abs()));
+                assert!(
+                    diff <= TAU_TOLERANCE * size,
+                    "{what} with given τ differs from the generated one on {name}: {diff:e}"
+                );
+            }
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use std::path::Path;
 
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
+use parquet::schema::types::Type;
 
 use super::read::{DataError, parse_label, quoted};
 use super::{Columns, Example, Label, Task};
@@ -49,10 +50,24 @@ pub fn read_parquet(
     let text_a = find(&columns.text_a)?;
     let text_b = columns.text_b.as_deref().map(find).transpose()?;
     let label = labelled.then(|| find(&columns.label)).transpose()?;
+    // Only the columns read are decoded (others may be of types the record API refuses); a row
+    // holds them in file order, so `slot` maps a file column to its place in the row.
+    let mut read: Vec<usize> = [Some(text_a), text_b, label]
+        .into_iter()
+        .flatten()
+        .collect();
+    read.sort_unstable();
+    read.dedup();
+    let slot = |column: usize| read.binary_search(&column).expect("a read column");
+    let fields = schema.root_schema().get_fields();
+    let projection = Type::group_type_builder(schema.root_schema().name())
+        .with_fields(read.iter().map(|&c| fields[c].clone()).collect())
+        .build()
+        .map_err(|e| whole("a parquet file", format!("an unreadable schema ({e})")))?;
     let rows = reader
-        .get_row_iter(None)
+        .get_row_iter(Some(projection))
         .map_err(|e| whole("a parquet file", format!("an unreadable one ({e})")))?;
-    let mut examples = Vec::with_capacity(reader.metadata().file_metadata().num_rows() as usize);
+    let mut examples = Vec::new();
     for (i, row) in rows.enumerate() {
         let at = i + 1;
         let row = row.map_err(|e| {
@@ -63,8 +78,8 @@ pub fn read_parquet(
                 format!("a broken one ({e})"),
             )
         })?;
-        let fields: Vec<&Field> = row.get_column_iter().map(|(_, field)| field).collect();
-        let text = |column: usize| match fields[column] {
+        let row_fields: Vec<&Field> = row.get_column_iter().map(|(_, field)| field).collect();
+        let text = |column: usize| match row_fields[slot(column)] {
             Field::Str(s) => Ok(s.clone()),
             other => Err(DataError::new(
                 path,
@@ -76,7 +91,7 @@ pub fn read_parquet(
         let label = match label {
             None => Label::None,
             Some(column) => {
-                let spelled = match fields[column] {
+                let spelled = match row_fields[slot(column)] {
                     Field::Str(s) => s.clone(),
                     other => other.to_string(),
                 };

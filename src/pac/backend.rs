@@ -1,4 +1,5 @@
-//! The backend extension behind [`noise`](super::noise) and [`kl`](super::kl): WGSL kernels on
+//! The backend extension behind [`noise`](super::noise), [`noise_adam`](super::noise_adam) and
+//! [`kl`](super::kl): WGSL kernels on
 //! wgpu devices (`Cube`), plain Rust on the CPU device (`Flex`). Each method only forwards to the
 //! file that owns the shader; callers use the `Tensor` functions there.
 
@@ -20,7 +21,8 @@ use super::{kl, noise};
 /// Where τ comes from.
 #[derive(ExtensionType)]
 pub enum Tau<B: Backend> {
-    /// Philox4x32-10 keyed by (seed, step), counter (element index, tensor id).
+    /// Philox4x32-10 keyed by (seed, step), counter (element index / 4, tensor id): four τ per
+    /// call.
     Philox { seed: u32, step: u32 },
     /// A caller's τ, used as given.
     Given(FloatTensor<B>),

@@ -429,7 +429,7 @@ pub fn initial_b(groups: &[Group], (p_encoder, p_head): (f64, f64)) -> Vec<f64> 
 }
 
 /// Host f64 reference of the fused p-gradient of one tensor j (tests only; the kernel is
-/// `NoiseAdam::step_p`): g_p,i = exp(p_i)·τ_i·∂loss1/∂θ'_i + kl_coef·(exp(2p_i − 2b_j) − 1).
+/// `NoiseAdam::step`): g_p,i = exp(p_i)·τ_i·∂loss1/∂θ'_i + kl_coef·(exp(2p_i − 2b_j) − 1).
 pub fn grad_p_reference(
     p: &[f64],
     tau: &[f64],
@@ -447,7 +447,7 @@ pub fn grad_p_reference(
 }
 
 /// Host f64 reference of θ's total gradient for one tensor j (tests only; the kernel is
-/// `pac::kl::grad_theta`): ∂loss1/∂θ'_i + kl_coef·exp(−2b_j)(θ_i − θ0_i).
+/// `NoiseAdam::step`, as `Stepped::grad_theta`): ∂loss1/∂θ'_i + kl_coef·exp(−2b_j)(θ_i − θ0_i).
 pub fn grad_theta_total_reference(
     dloss1: &[f64],
     theta: &[f64],

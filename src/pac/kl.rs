@@ -155,7 +155,7 @@ pub(super) fn partials_cpu(
     j: u32,
 ) -> FlexTensor {
     let (theta, theta0, p) = (values(&theta), values(&theta0), values(&p));
-    let b_j = values(&b)[j as usize];
+    let b_j = *values(&b).get(j as usize).expect("b has no entry j");
     assert!(
         theta0.len() == theta.len() && p.len() == theta.len(),
         "θ, θ0 and p of tensor {j} differ in size"

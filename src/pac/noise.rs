@@ -103,8 +103,8 @@ pub fn draw<const D: usize>(
     ))
 }
 
-/// Philox output word `word` (0..4) behind each element's τ, as u32: lets tests prove the
-/// generator is the same integer stream on every device.
+/// Philox output word `word` (0..4) for counter (i, j, 0, 0) at each element i, as u32: lets
+/// tests prove the generator is the same integer stream on every device.
 pub fn philox_words<const D: usize>(
     shape: [usize; D],
     device: &Device,
@@ -398,7 +398,7 @@ impl<'a> CpuTau<'a> {
         }
     }
 
-    /// τ of the block at `i0` (lanes past the end padded, as [`block`] pads them).
+    /// τ of the block at `i0` (values past the end, drawn or padded, are thrown away).
     pub(super) fn block(&self, i0: usize) -> [f32; LANES] {
         match self {
             Self::Philox { seed, step, j } => tau_lanes(*seed, *step, *j, i0 as u32),
