@@ -11,7 +11,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::read::{DataError, parse_label, quoted};
+use super::read::{DataError, io_found, parse_label, quoted};
 use super::{Columns, Example, Label, Task};
 
 /// The examples of the parquet file at `path`, taking the named columns. With `labelled` false
@@ -23,13 +23,7 @@ pub fn read_parquet(
     labelled: bool,
 ) -> Result<Vec<Example>, DataError> {
     let whole = |expected: &str, found: String| DataError::new(path, None, expected, found);
-    let file = File::open(path).map_err(|e| {
-        let found = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            _ => e.to_string(),
-        };
-        whole("a readable parquet file", found)
-    })?;
+    let file = File::open(path).map_err(|e| whole("a readable parquet file", io_found(&e)))?;
     let reader = SerializedFileReader::new(file)
         .map_err(|e| whole("a parquet file", format!("an unreadable one ({e})")))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();

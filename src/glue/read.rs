@@ -77,15 +77,18 @@ pub(super) fn quoted(text: &str) -> String {
     }
 }
 
+/// What an I/O error found, for a [`DataError`]: "no such file", else the error's text.
+pub(super) fn io_found(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        _ => e.to_string(),
+    }
+}
+
 /// Reads a whole file as UTF-8 text without its byte-order mark.
 fn read_text(path: &Path) -> Result<String, DataError> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        let found = match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            _ => e.to_string(),
-        };
-        DataError::new(path, None, "a readable file", found)
-    })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| DataError::new(path, None, "a readable file", io_found(&e)))?;
     let mut text = String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let at = e.utf8_error().valid_up_to();

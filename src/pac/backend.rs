@@ -326,6 +326,19 @@ pub(super) enum Io {
     Unused,
 }
 
+/// The binding of `t` used as `io`, or of `spare` marked unused where the launch has no such
+/// tensor (every binding of a shader must be filled).
+pub(super) fn bind<'a>(
+    t: Option<&'a CubeTensor>,
+    io: Io,
+    spare: &'a CubeTensor,
+) -> (&'a Handle, Io) {
+    match t {
+        Some(t) => (&t.handle, io),
+        None => (&spare.handle, Io::Unused),
+    }
+}
+
 /// Launches `kernel` with `buffers` at bindings 0.. and `params` in a small storage buffer right
 /// after them. Not a uniform: lavapipe folds uniform values that steer branches into the shader
 /// and compiles it again for every launch (≈5 ms and ≈400 KB of host memory that is never

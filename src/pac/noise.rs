@@ -21,11 +21,10 @@ use burn::backend::Dispatch;
 use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Cube, Flex, TensorMetadata};
-use burn::cubecl::server::Handle;
 use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
 
 use super::backend::{
-    Io, LANES, PacBackend, Perturb, Tau, block, dense, empty, exp_f32, flex_tensor, launch,
+    Io, LANES, PacBackend, Perturb, Tau, bind, block, dense, empty, exp_f32, flex_tensor, launch,
     par_map, quad_grid, values, wgsl_kernel,
 };
 
@@ -300,17 +299,13 @@ fn launch_noise(
 ) {
     let n = out.shape().num_elements();
     let (seed, step, given) = tau_params(tau, n);
-    let read = |t: Option<&CubeTensor>| match t {
-        Some(t) => (t.handle.clone(), Io::Read),
-        None => (out.handle.clone(), Io::Unused),
-    };
+    let read = |t| bind(t, Io::Read, out);
     let buffers = [
-        (out.handle.clone(), Io::Write),
+        (&out.handle, Io::Write),
         read(inputs.map(|(theta, _)| theta)),
         read(inputs.map(|(_, p)| p)),
         read(given.as_ref()),
     ];
-    let buffers: Vec<(&Handle, Io)> = buffers.iter().map(|(h, io)| (h, *io)).collect();
     launch(
         &out.client,
         NoiseKernel,

@@ -23,12 +23,11 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Cube, Dispatch, Flex, TensorMetadata};
-use burn::cubecl::server::Handle;
 use burn::tensor::{DType, Tensor};
 
 use super::backend::{
-    Io, LANES, PacBackend, Tau, block, dense, empty, exp_f32, expm1_block, flex_tensor, launch,
-    par_map, quad_grid, values, wgsl_kernel,
+    Io, LANES, PacBackend, Tau, bind, block, dense, empty, exp_f32, expm1_block, flex_tensor,
+    launch, par_map, quad_grid, values, wgsl_kernel,
 };
 use super::noise::{CpuTau, NoiseSource, tau_params};
 use crate::train::params::Group;
@@ -286,26 +285,22 @@ pub(super) fn step_wgsl(
     let fresh = || empty(&p, p.shape(), DType::F32);
     let (p_out, m_out, v_out, g_theta) = (fresh(), fresh(), fresh(), fresh());
     let grad = write_grad.then(fresh);
-    let bind = |t: Option<&CubeTensor>, io: Io| match t {
-        Some(t) => (t.handle.clone(), io),
-        None => (p.handle.clone(), Io::Unused),
-    };
+    let (read, write) = (Io::Read, Io::Write);
     let buffers = [
-        bind(Some(&p_out), Io::Write),
-        bind(Some(&m_out), Io::Write),
-        bind(Some(&v_out), Io::Write),
-        bind(grad.as_ref(), Io::Write),
-        bind(Some(&g), Io::Read),
-        bind(Some(&p), Io::Read),
-        bind(moments.as_ref().map(|(m, _)| m), Io::Read),
-        bind(moments.as_ref().map(|(_, v)| v), Io::Read),
-        bind(Some(&b), Io::Read),
-        bind(given.as_ref(), Io::Read),
-        bind(Some(&theta), Io::Read),
-        bind(Some(&theta0), Io::Read),
-        bind(Some(&g_theta), Io::Write),
+        (&p_out.handle, write),
+        (&m_out.handle, write),
+        (&v_out.handle, write),
+        bind(grad.as_ref(), write, &p),
+        (&g.handle, read),
+        (&p.handle, read),
+        bind(moments.as_ref().map(|(m, _)| m), read, &p),
+        bind(moments.as_ref().map(|(_, v)| v), read, &p),
+        (&b.handle, read),
+        bind(given.as_ref(), read, &p),
+        (&theta.handle, read),
+        (&theta0.handle, read),
+        (&g_theta.handle, write),
     ];
-    let buffers: Vec<(&Handle, Io)> = buffers.iter().map(|(h, io)| (h, *io)).collect();
     launch(
         &p.client,
         NoiseAdamKernel,
