@@ -29,7 +29,7 @@ const SLOTS: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> p: array<f32>;
 @group(0) @binding(4) var<storage, read_write> b: array<f32>;         // every b_j
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;  // 3 per slot, 256 slots per tensor
-@group(0) @binding(6) var<storage, read_write> params: Params;
+@group(0) @binding(6) var<storage, read_write> params_buffer: Params;
 
 var<workgroup> acc: array<vec3<f32>, 256>;
 
@@ -51,7 +51,7 @@ fn write_slot(slot: u32, v: vec3<f32>) {
     partials[3u * slot + 2u] = v.z;
 }
 
-fn partial_sums(w: u32, groups: u32, lane: u32) {
+fn partial_sums(w: u32, groups: u32, lane: u32, params: Params) {
     var s = vec3<f32>(0.0);
     let bj = b[params.j];
     for (var i = w * 256u + lane; i < params.n; i += groups * 256u) {
@@ -88,9 +88,11 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
+    // Read once (every binding is read_write, so a store might alias the parameters).
+    let params = params_buffer;
     switch params.op {
         case OP_PARTIALS: {
-            partial_sums(group.x, groups.x, lane);
+            partial_sums(group.x, groups.x, lane, params);
         }
         default: {
             finish(group.x, lane);

@@ -24,10 +24,10 @@ const OP_REMOVE: u32 = 3u;  // out = θ − exp(p)·τ
 @group(0) @binding(1) var<storage, read_write> theta: array<f32>;
 @group(0) @binding(2) var<storage, read_write> p: array<f32>;
 @group(0) @binding(3) var<storage, read_write> given: array<f32>;
-@group(0) @binding(4) var<storage, read_write> params: Params;
+@group(0) @binding(4) var<storage, read_write> params_buffer: Params;
 
 // τ of quad q: given, or generated.
-fn tau(q: u32) -> vec4<f32> {
+fn tau(q: u32, params: Params) -> vec4<f32> {
     if params.given == 0u {
         return tau_quad(q, params.j, params.seed, params.step);
     }
@@ -44,6 +44,9 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
+    // Read once: every binding is read_write, so each store below might alias the parameters
+    // and make every later `params_buffer.x` a fresh load (on lavapipe, half the pass's time).
+    let params = params_buffer;
     let q = (group.y * groups.x + group.x) * 256u + lane;
     if 4u * q >= params.n {
         return;
@@ -56,7 +59,7 @@ fn main(
         }
         return;
     }
-    let t = tau(q);
+    let t = tau(q, params);
     for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
         let i = 4u * q + k;
         switch params.op {

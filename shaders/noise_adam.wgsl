@@ -46,7 +46,7 @@ struct Params {
 @group(0) @binding(10) var<storage, read_write> theta: array<f32>;
 @group(0) @binding(11) var<storage, read_write> theta0: array<f32>;
 @group(0) @binding(12) var<storage, read_write> g_theta_out: array<f32>;
-@group(0) @binding(13) var<storage, read_write> params: Params;
+@group(0) @binding(13) var<storage, read_write> params_buffer: Params;
 
 @compute @workgroup_size(256)
 fn main(
@@ -54,6 +54,9 @@ fn main(
     @builtin(num_workgroups) groups: vec3<u32>,
     @builtin(local_invocation_index) lane: u32,
 ) {
+    // Read once: every binding is read_write, so each store below might alias the parameters
+    // and make every later `params_buffer.x` a fresh load (half this pass's time on lavapipe).
+    let params = params_buffer;
     let q = (group.y * groups.x + group.x) * 256u + lane;
     if 4u * q >= params.n {
         return;
