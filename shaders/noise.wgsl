@@ -3,16 +3,23 @@
 // One thread per quad of elements 4q .. 4q + 3 (the four τ of one Philox call), 256 threads per
 // workgroup, workgroups on a 2-D grid (rows of GRID_WIDTH in src/pac/backend.rs).
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
+// The parameters come in two blocks, each a buffer that src/pac/backend.rs uploads once and
+// binds again wherever the same words recur: the tensor's (the same every step) and the step's.
 
 struct Params {
     op: u32,       // one of the OP_ constants
     n: u32,        // elements
-    seed: u32,
-    step: u32,
     j: u32,        // trainable tensor: Philox counter word 1
     given: u32,    // 1: τ = given[i] instead of Philox
     word: u32,     // OP_WORD: which Philox output word
-    pad: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+struct Step {
+    seed: u32,     // the Philox key
+    count: u32,
 }
 
 const OP_DRAW: u32 = 0u;    // out = τ
@@ -25,11 +32,12 @@ const OP_REMOVE: u32 = 3u;  // out = θ − exp(p)·τ
 @group(0) @binding(2) var<storage, read_write> p: array<f32>;
 @group(0) @binding(3) var<storage, read_write> given: array<f32>;
 @group(0) @binding(4) var<storage, read_write> params_buffer: Params;
+@group(0) @binding(5) var<storage, read_write> step_buffer: Step;
 
 // τ of quad q: given, or generated.
-fn tau(q: u32, params: Params) -> vec4<f32> {
+fn tau(q: u32, params: Params, step: Step) -> vec4<f32> {
     if params.given == 0u {
-        return tau_quad(q, params.j, params.seed, params.step);
+        return tau_quad(q, params.j, step.seed, step.count);
     }
     var t = vec4<f32>(0.0);
     for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
@@ -47,19 +55,20 @@ fn main(
     // Read once: every binding is read_write, so each store below might alias the parameters
     // and make every later `params_buffer.x` a fresh load (on lavapipe, half the pass's time).
     let params = params_buffer;
+    let step = step_buffer;
     let q = (group.y * groups.x + group.x) * 256u + lane;
     if 4u * q >= params.n {
         return;
     }
     if params.op == OP_WORD {
-        let key = vec2<u32>(params.seed, params.step);
+        let key = vec2<u32>(step.seed, step.count);
         for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
             let i = 4u * q + k;
             out[i] = bitcast<f32>(philox(vec4<u32>(i, params.j, 0u, 0u), key)[params.word]);
         }
         return;
     }
-    let t = tau(q, params);
+    let t = tau(q, params, step);
     for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
         let i = 4u * q + k;
         switch params.op {

@@ -14,12 +14,19 @@
 // One thread per quad of elements 4q .. 4q + 3, 256 threads per workgroup, 2-D grid.
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
 
+// Two parameter blocks, each a buffer that src/pac/backend.rs uploads once and binds again
+// wherever the same words recur: the tensor's (the same every step) and the step's (the same for
+// every tensor of a group).
 struct Params {
     n: u32,
-    seed: u32,
-    step: u32,
     j: u32,           // trainable tensor: Philox counter word 1 and index into b
     given: u32,       // 1: τ = given[i] instead of Philox
+    pad: u32,
+}
+
+struct Step {
+    seed: u32,        // the Philox key
+    count: u32,
     first: u32,       // 1: no moments yet (m = v = 0)
     write_grad: u32,  // 1: also write g_p to grad_out
     kl_coef: f32,     // 1/(nγ)
@@ -31,6 +38,9 @@ struct Params {
     c2: f32,          // 1 − β2^t
     eps: f32,
     lr: f32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> p_out: array<f32>;
@@ -47,6 +57,7 @@ struct Params {
 @group(0) @binding(11) var<storage, read_write> theta0: array<f32>;
 @group(0) @binding(12) var<storage, read_write> g_theta_out: array<f32>;
 @group(0) @binding(13) var<storage, read_write> params_buffer: Params;
+@group(0) @binding(14) var<storage, read_write> step_buffer: Step;
 
 @compute @workgroup_size(256)
 fn main(
@@ -57,16 +68,17 @@ fn main(
     // Read once: every binding is read_write, so each store below might alias the parameters
     // and make every later `params_buffer.x` a fresh load (half this pass's time on lavapipe).
     let params = params_buffer;
+    let step = step_buffer;
     let q = (group.y * groups.x + group.x) * 256u + lane;
     if 4u * q >= params.n {
         return;
     }
     var t = vec4<f32>(0.0);
     if params.given == 0u {
-        t = tau_quad(q, params.j, params.seed, params.step);
+        t = tau_quad(q, params.j, step.seed, step.count);
     }
     let bj = b[params.j];
-    let pull = exp(-2.0 * bj) * params.kl_coef;
+    let pull = exp(-2.0 * bj) * step.kl_coef;
     for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
         let i = 4u * q + k;
         var tau = t[k];
@@ -76,20 +88,20 @@ fn main(
         let pi = p[i];
         let gi = g[i];
         g_theta_out[i] = gi + pull * (theta[i] - theta0[i]);
-        let gp = exp(pi) * tau * gi + params.kl_coef * expm1(2.0 * (pi - bj));
+        let gp = exp(pi) * tau * gi + step.kl_coef * expm1(2.0 * (pi - bj));
         var mi = 0.0;
         var vi = 0.0;
-        if params.first == 0u {
+        if step.first == 0u {
             mi = m[i];
             vi = v[i];
         }
-        mi = mi * params.beta1 + gp * params.one_minus_beta1;
-        vi = vi * params.beta2 + (gp * gp) * params.one_minus_beta2;
-        let step = (mi / params.c1) / (sqrt(vi / params.c2) + params.eps) * params.lr;
-        p_out[i] = pi - step;
+        mi = mi * step.beta1 + gp * step.one_minus_beta1;
+        vi = vi * step.beta2 + (gp * gp) * step.one_minus_beta2;
+        let delta = (mi / step.c1) / (sqrt(vi / step.c2) + step.eps) * step.lr;
+        p_out[i] = pi - delta;
         m_out[i] = mi;
         v_out[i] = vi;
-        if params.write_grad == 1u {
+        if step.write_grad == 1u {
             grad_out[i] = gp;
         }
     }

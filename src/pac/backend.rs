@@ -4,15 +4,16 @@
 //! file that owns the shader; callers use the `Tensor` functions there.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::tensor::{FloatTensor, IntTensor};
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, into_contiguous};
 use burn::backend::{Backend, Cube, ExtensionType, Flex, backend_extension};
-use burn::cubecl::client::Client;
 use burn::cubecl::prelude::BufferIOAttr;
 use burn::cubecl::server::{Handle, KernelArguments};
-use burn::cubecl::{CubeCount, CubeDim};
+use burn::cubecl::{CubeCount, CubeDim, Device as CubeDevice};
 use burn::tensor::{DType, Shape, TensorData};
 
 use super::noise_adam::{self, AdamScalars, Inputs};
@@ -339,16 +340,16 @@ pub(super) fn bind<'a>(
     }
 }
 
-/// Launches `kernel` with `buffers` at bindings 0.. and `params` in a small storage buffer right
-/// after them. Not a uniform: lavapipe folds uniform values that steer branches into the shader
-/// and compiles it again for every launch (≈5 ms and ≈400 KB of host memory that is never
-/// given back); tests/interruption.rs watches memory over 1 000 steps.
+/// Launches `kernel` on `on`'s device with `buffers` at bindings 0.. and each block of `params`
+/// in a small storage buffer after them. Not a uniform: lavapipe folds uniform values that steer
+/// branches into the shader and compiles it again for every launch (≈5 ms and ≈400 KB of host
+/// memory that is never given back); tests/interruption.rs watches memory over 1 000 steps.
 pub(super) fn launch<K: KernelSource>(
-    client: &Client,
+    on: &CubeTensor,
     kernel: K,
     grid: CubeCount,
     buffers: &[(&Handle, Io)],
-    params: &[u32],
+    params: &[&[u32]],
 ) {
     let mut args = KernelArguments::new();
     for (handle, io) in buffers {
@@ -359,13 +360,59 @@ pub(super) fn launch<K: KernelSource>(
         };
         args = args.with_buffer_io((*handle).clone().binding(), io);
     }
-    let params = client.create_from_slice(bytemuck::cast_slice(params));
-    args = args.with_buffer_io(params.binding(), BufferIOAttr::ReadOnly);
-    client.launch(
+    for block in params {
+        args = args.with_buffer_io(uploaded(on, block).binding(), BufferIOAttr::ReadOnly);
+    }
+    on.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
         grid,
         args,
     );
+}
+
+/// Parameter blocks kept on their device, by content: a block's words are uploaded once and the
+/// buffer is bound again wherever they recur (a tensor's block every step, a step's block for
+/// every tensor). An upload per launch cost lavapipe ≈0.15 ms, half of a small launch.
+struct ParamsCache {
+    blocks: HashMap<(CubeDevice, Vec<u32>), (Handle, u64)>,
+    /// Lookups so far; each block remembers its latest, and the stalest goes first when full.
+    clock: u64,
+}
+
+/// Blocks kept at most: far more than the tensors' blocks of a model (three kernels per
+/// trainable tensor), which are then never evicted by the steps' blocks.
+const PARAMS_KEPT: usize = 4096;
+
+static PARAMS: LazyLock<Mutex<ParamsCache>> = LazyLock::new(|| {
+    Mutex::new(ParamsCache {
+        blocks: HashMap::new(),
+        clock: 0,
+    })
+});
+
+/// The buffer holding `words` on `on`'s device.
+fn uploaded(on: &CubeTensor, words: &[u32]) -> Handle {
+    let mut cache = PARAMS.lock().unwrap_or_else(PoisonError::into_inner);
+    cache.clock += 1;
+    let now = cache.clock;
+    let key = (on.device.clone(), words.to_vec());
+    if let Some((handle, used)) = cache.blocks.get_mut(&key) {
+        *used = now;
+        return handle.clone();
+    }
+    if cache.blocks.len() >= PARAMS_KEPT {
+        let stalest = cache
+            .blocks
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = stalest {
+            cache.blocks.remove(&key);
+        }
+    }
+    let handle = on.client.create_from_slice(bytemuck::cast_slice(words));
+    cache.blocks.insert(key, (handle.clone(), now));
+    handle
 }
 
 // ---- CPU side --------------------------------------------------------------------------------

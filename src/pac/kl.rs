@@ -100,7 +100,7 @@ pub(super) fn partials_wgsl(
     // barriers cost lavapipe far more than the sums.
     let groups = n.div_ceil(WORKGROUP as usize * PER_THREAD).clamp(1, SLOTS);
     launch(
-        &theta.client,
+        &theta,
         KlKernel,
         CubeCount::Static(groups as u32, 1, 1),
         &[
@@ -111,12 +111,12 @@ pub(super) fn partials_wgsl(
             (&b.handle, Io::Read),
             (&partials.handle, Io::Write),
         ],
-        &[
+        &[&[
             OP_PARTIALS,
             u32::try_from(n).expect("tensor too large"),
             j,
             0,
-        ],
+        ]],
     );
     partials
 }
@@ -127,7 +127,7 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
     assert!(tensors <= 65_535, "at most 65 535 tensors");
     let out = empty(&partials, Shape::new([tensors, 3]), DType::F32);
     launch(
-        &partials.client,
+        &partials,
         KlKernel,
         CubeCount::Static(tensors as u32, 1, 1),
         &[
@@ -138,7 +138,7 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
             (&partials.handle, Io::Unused),
             (&partials.handle, Io::Read),
         ],
-        &[OP_FINISH, 0, 0, 0],
+        &[&[OP_FINISH, 0, 0, 0]],
     );
     out
 }

@@ -306,21 +306,22 @@ fn launch_noise(
         read(inputs.map(|(_, p)| p)),
         read(given.as_ref()),
     ];
+    let tensor = [
+        op,
+        u32::try_from(n).expect("tensor too large"),
+        j,
+        u32::from(given.is_some()),
+        word,
+        0,
+        0,
+        0,
+    ];
     launch(
-        &out.client,
+        out,
         NoiseKernel,
         quad_grid(n),
         &buffers,
-        &[
-            op,
-            u32::try_from(n).expect("tensor too large"),
-            seed,
-            step,
-            j,
-            u32::from(given.is_some()),
-            word,
-            0,
-        ],
+        &[&tensor, &[seed, step]],
     );
 }
 

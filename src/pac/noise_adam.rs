@@ -301,29 +301,36 @@ pub(super) fn step_wgsl(
         (&theta0.handle, read),
         (&g_theta.handle, write),
     ];
+    let tensor = [
+        u32::try_from(n).expect("tensor too large"),
+        j,
+        u32::from(given.is_some()),
+        0,
+    ];
+    let step_words = [
+        seed,
+        step,
+        u32::from(moments.is_none()),
+        u32::from(write_grad),
+        s.kl_coef.to_bits(),
+        s.beta1.to_bits(),
+        s.one_minus_beta1.to_bits(),
+        s.beta2.to_bits(),
+        s.one_minus_beta2.to_bits(),
+        s.c1.to_bits(),
+        s.c2.to_bits(),
+        s.eps.to_bits(),
+        s.lr.to_bits(),
+        0,
+        0,
+        0,
+    ];
     launch(
-        &p.client,
+        &p,
         NoiseAdamKernel,
         quad_grid(n),
         &buffers,
-        &[
-            u32::try_from(n).expect("tensor too large"),
-            seed,
-            step,
-            j,
-            u32::from(given.is_some()),
-            u32::from(moments.is_none()),
-            u32::from(write_grad),
-            s.kl_coef.to_bits(),
-            s.beta1.to_bits(),
-            s.one_minus_beta1.to_bits(),
-            s.beta2.to_bits(),
-            s.one_minus_beta2.to_bits(),
-            s.c1.to_bits(),
-            s.c2.to_bits(),
-            s.eps.to_bits(),
-            s.lr.to_bits(),
-        ],
+        &[&tensor, &step_words],
     );
     (p_out, m_out, v_out, g_theta, grad)
 }
