@@ -1,22 +1,36 @@
-// The KL term of PAC-tuning. Launched only by src/pac/kl.rs, whose CPU code is this file's twin.
+// The KL term of PAC-tuning. Launched only by src/pac/kl.rs, behind shaders/philox.wgsl (τ);
+// kl.rs's CPU code is this file's twin.
 //
 // Sums of trainable tensor j, with y = 2(p − b_j): E_j = Σ (e^y − 1), F_j = Σ (e^y − 1 − y) and
 // D_j = Σ (θ − θ0)². They give KL_j = ½(F_j + e^(−2b_j) D_j) and ∂KL/∂b_j = −E_j − e^(−2b_j) D_j
 // without the cancellation of Σ e^(2p) against d_j (both are exactly 0 where p = b_j). Two launches:
-//   OP_PARTIALS, once per tensor: up to 256 workgroups stride over its elements and tree-reduce
-//     in workgroup memory; workgroup w writes slot w of the tensor's 256 slots in `partials`
-//     (workgroup 0 zeroes the slots no workgroup owns);
+//   OP_PARTIALS, once per tensor: up to 256 workgroups stride over its quads of elements and
+//     tree-reduce in workgroup memory; workgroup w writes slot w of the tensor's 256 slots in
+//     `partials` (workgroup 0 zeroes the slots no workgroup owns). With `inject` the same pass,
+//     which reads θ and p anyway, writes PAC stage 1's perturbed weights θ + exp(p)·τ to `out`
+//     (as shaders/noise.wgsl's OP_INJECT does, with the same τ);
 //   OP_FINISH, once for all tensors: workgroup j tree-reduces the 256 slots of tensor j into
 //     out[3j..3j + 3] = (E_j, F_j, D_j).
 // (The KL pull on θ's gradient rides on shaders/noise_adam.wgsl's pass over the tensor.)
 //
-// Every storage binding is read_write, as cubecl binds them (tensors share pages).
+// Every storage binding is read_write, as cubecl binds them (tensors share pages). The
+// parameters come in two blocks that src/pac/backend.rs keeps on the device: the tensor's and
+// the step's (the Philox key).
 
 struct Params {
     op: u32,       // one of the OP_ constants
     n: u32,        // elements of tensor j (OP_PARTIALS)
-    j: u32,        // the tensor's index in b, and its slot block in `partials` (OP_PARTIALS)
-    pad: u32,
+    j: u32,        // the tensor's index in b, its slot block in `partials` and its Philox word
+    inject: u32,   // 1: also out = θ + exp(p)·τ (OP_PARTIALS)
+    given: u32,    // 1: τ = given[i] instead of Philox
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
+}
+
+struct Step {
+    seed: u32,
+    count: u32,
 }
 
 const OP_PARTIALS: u32 = 0u;
@@ -29,7 +43,9 @@ const SLOTS: u32 = 256u;
 @group(0) @binding(3) var<storage, read_write> p: array<f32>;
 @group(0) @binding(4) var<storage, read_write> b: array<f32>;         // every b_j
 @group(0) @binding(5) var<storage, read_write> partials: array<f32>;  // 3 per slot, 256 slots per tensor
-@group(0) @binding(6) var<storage, read_write> params_buffer: Params;
+@group(0) @binding(6) var<storage, read_write> given: array<f32>;
+@group(0) @binding(7) var<storage, read_write> params_buffer: Params;
+@group(0) @binding(8) var<storage, read_write> step_buffer: Step;
 
 var<workgroup> acc: array<vec3<f32>, 256>;
 
@@ -51,14 +67,31 @@ fn write_slot(slot: u32, v: vec3<f32>) {
     partials[3u * slot + 2u] = v.z;
 }
 
-fn partial_sums(w: u32, groups: u32, lane: u32, params: Params) {
+fn partial_sums(w: u32, groups: u32, lane: u32, params: Params, step: Step) {
     var s = vec3<f32>(0.0);
     let bj = b[params.j];
-    for (var i = w * 256u + lane; i < params.n; i += groups * 256u) {
-        let y = 2.0 * (p[i] - bj);
-        let f = exmx(y);
-        let d = theta[i] - theta0[i];
-        s += vec3<f32>(y + f, f, d * d);
+    // Quads 4q .. 4q + 3: τ comes four to a Philox call.
+    for (var q = w * 256u + lane; 4u * q < params.n; q += groups * 256u) {
+        var t = vec4<f32>(0.0);
+        if params.inject == 1u && params.given == 0u {
+            t = tau_quad(q, params.j, step.seed, step.count);
+        }
+        for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
+            let i = 4u * q + k;
+            let pi = p[i];
+            let th = theta[i];
+            let y = 2.0 * (pi - bj);
+            let f = exmx(y);
+            let d = th - theta0[i];
+            s += vec3<f32>(y + f, f, d * d);
+            if params.inject == 1u {
+                var tau = t[k];
+                if params.given == 1u {
+                    tau = given[i];
+                }
+                out[i] = th + exp(pi) * tau;
+            }
+        }
     }
     acc[lane] = s;
     let total = workgroup_sum(lane);
@@ -90,9 +123,10 @@ fn main(
 ) {
     // Read once (every binding is read_write, so a store might alias the parameters).
     let params = params_buffer;
+    let step = step_buffer;
     switch params.op {
         case OP_PARTIALS: {
-            partial_sums(group.x, groups.x, lane, params);
+            partial_sums(group.x, groups.x, lane, params, step);
         }
         default: {
             finish(group.x, lane);

@@ -105,6 +105,20 @@ fn assert_matches(what: &str, device: &str, actual: &[f32], expected: &[f32], sc
 
 /// The CPU kernels' exp and expm1 (vectorisable, see pac::exp_f32) against f64 on a dense
 /// sweep: within 2.5 ulp (relative 2.5·2⁻²³) of the correctly rounded value everywhere.
+/// Results of two shaders compiled apart (a driver may fuse their multiply-adds differently)
+/// agree to TAU_TOLERANCE relative to the largest |x|.
+fn assert_within_tau_tolerance(what: &str, x: &[f32], y: &[f32]) {
+    let size = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = x
+        .iter()
+        .zip(y)
+        .fold(0.0f32, |m, (u, v)| m.max((u - v).abs()));
+    assert!(
+        diff <= TAU_TOLERANCE * size,
+        "{what}: differs by {diff:e} at size {size:e}"
+    );
+}
+
 #[test]
 fn cpu_exp_and_expm1_are_accurate() {
     let limit = 2.5 * f64::from(f32::EPSILON);
@@ -536,15 +550,8 @@ fn given_tau_runs_the_same_path() {
                 ("θ's gradient", grad_theta, grad_theta_b),
                 ("p's gradient", grad_p, grad_p_b),
             ] {
-                let size = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                let diff = x
-                    .iter()
-                    .zip(&y)
-                    .fold(0.0f32, |m, (u, v)| m.max((u - v).abs()));
-                assert!(
-                    diff <= TAU_TOLERANCE * size,
-                    "{what} with given τ differs from the generated one on {name}: {diff:e}"
-                );
+                let what = format!("{what} with given τ against generated τ on {name}");
+                assert_within_tau_tolerance(&what, &x, &y);
             }
         }
     }
@@ -605,7 +612,9 @@ fn kl_sums_match_the_reference() {
         // Leave garbage where the partial sums will likely be allocated: every slot must be
         // written, none may be assumed zero.
         read(Tensor::<1>::full([SIZES.len() * 256 * 3], 1e9, &device));
-        let sums = kl::sums(&list(0), &list(1), &list(2), &tensor(&b, &device));
+        let (theta_t, theta0_t, p_t, b_t) = (list(0), list(1), list(2), tensor(&b, &device));
+        let (sums, none) = kl::sums(&theta_t, &theta0_t, &p_t, &b_t, None);
+        assert!(none.is_empty());
         assert_eq!(sums.dims(), [SIZES.len(), 3]);
         let got = read(sums);
         for (row, n) in SIZES.iter().enumerate() {
@@ -621,6 +630,29 @@ fn kl_sums_match_the_reference() {
                 error <= RELATIVE_TOLERANCE,
                 "KL sums on {name}, n = {n}: {error:e}"
             );
+        }
+
+        // The pass that also injects (PAC stage 1): the same sums, and θ' as noise::inject
+        // makes it, from generated τ and, for tensor 1, from given τ.
+        let source = |j: usize| {
+            if j == 1 {
+                NoiseSource::Given(noise::draw([SIZES[j]], &device, 8, 9, j as u32))
+            } else {
+                NoiseSource::Philox { seed: 8, step: 9 }
+            }
+        };
+        let (sums, injected) = kl::sums(&theta_t, &theta0_t, &p_t, &b_t, Some(&source));
+        assert_eq!(read(sums), got, "KL sums of the injecting pass on {name}");
+        assert_eq!(injected.len(), SIZES.len());
+        for (j, theta_noisy) in injected.into_iter().enumerate() {
+            let got = read(theta_noisy);
+            let alone = read(noise::inject(theta_t[j].clone(), &p_t[j], j as u32, &source(j)));
+            if name == "cpu" {
+                assert!(got == alone, "θ' of tensor {j} differs from inject's on {name}");
+            } else {
+                let what = format!("θ' of tensor {j} against inject's on {name}");
+                assert_within_tau_tolerance(&what, &got, &alone);
+            }
         }
     }
 }

@@ -622,7 +622,8 @@ fn device_kernels_match_the_host_reference() {
             ps.push(p);
         }
         // The device sums feed the host KL through LayerSums::from_rows.
-        let rows: Vec<f32> = kl::sums(&thetas, &theta0s, &ps, &b)
+        let rows: Vec<f32> = kl::sums(&thetas, &theta0s, &ps, &b, None)
+            .0
             .into_data()
             .try_into_vec()
             .expect("f32 sums");

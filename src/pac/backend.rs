@@ -94,7 +94,9 @@ pub trait PacBackend: Backend {
     ) -> IntTensor<Self>;
 
     /// `partials` (256 slots of (E, F, D) per tensor, flat; see [`super::kl`]) with the slots
-    /// of tensor `j` filled from its θ, θ0, p and b_j.
+    /// of tensor `j` filled from its θ, θ0, p and b_j; where `inject`, also θ + exp(p)·τ from
+    /// the same pass (else `tau` is not read).
+    #[allow(clippy::too_many_arguments)]
     fn pac_kl_partials(
         partials: FloatTensor<Self>,
         theta: FloatTensor<Self>,
@@ -102,7 +104,9 @@ pub trait PacBackend: Backend {
         p: FloatTensor<Self>,
         b: FloatTensor<Self>,
         j: u32,
-    ) -> FloatTensor<Self>;
+        #[extension_type] tau: Tau<Self>,
+        inject: bool,
+    ) -> (FloatTensor<Self>, Option<FloatTensor<Self>>);
 
     /// Each tensor's slots of `partials` summed: shape [L, 3].
     fn pac_kl_finish(partials: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -173,8 +177,10 @@ impl PacBackend for Cube {
         p: CubeTensor,
         b: CubeTensor,
         j: u32,
-    ) -> CubeTensor {
-        kl::partials_wgsl(partials, theta, theta0, p, b, j)
+        tau: Tau<Self>,
+        inject: bool,
+    ) -> (CubeTensor, Option<CubeTensor>) {
+        kl::partials_wgsl(partials, theta, theta0, p, b, j, inject.then_some(tau))
     }
 
     fn pac_kl_finish(partials: CubeTensor) -> CubeTensor {
@@ -247,8 +253,10 @@ impl PacBackend for Flex {
         p: FlexTensor,
         b: FlexTensor,
         j: u32,
-    ) -> FlexTensor {
-        kl::partials_cpu(partials, theta, theta0, p, b, j)
+        tau: Tau<Self>,
+        inject: bool,
+    ) -> (FlexTensor, Option<FlexTensor>) {
+        kl::partials_cpu(partials, theta, theta0, p, b, j, inject.then_some(tau))
     }
 
     fn pac_kl_finish(partials: FlexTensor) -> FlexTensor {

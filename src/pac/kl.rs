@@ -1,29 +1,36 @@
 //! The KL term of PAC-tuning, per trainable tensor j: the sums the closed form needs
 //! (with y = 2(p − b_j): E_j = Σ (e^y − 1), F_j = Σ (e^y − 1 − y), D_j = Σ (θ − θ0)²). (Its pull
-//! of θ towards θ0 rides on the noise-Adam's pass, see [`super::noise_adam`].) Summing relative to b_j avoids the cancellation of
-//! Σ exp(2p) against d_j: where p = b_j, E_j and F_j are exactly 0, as are KL and ∂KL/∂b_j.
+//! of θ towards θ0 rides on the noise-Adam's pass, see [`super::noise_adam`].) Summing relative
+//! to b_j avoids the cancellation of Σ exp(2p) against d_j: where p = b_j, E_j and F_j are
+//! exactly 0, as are KL and ∂KL/∂b_j.
 //!
 //! On wgpu devices the work runs in shaders/kl.wgsl (launched only from here), with a
 //! workgroup tree reduction instead of Burn's whole-tensor `sum()`, which is wrong on lavapipe
 //! past ~262k elements; on the CPU device it runs the same formulas in Rust, summing in f64.
-//! Results stay on the device: the caller reads a number only where it needs one.
+//! Results stay on the device: the caller reads a number only where it needs one. PAC stage 1
+//! injects its noise in the same pass (it reads θ and p anyway): see [`sums`].
 //!
 //! Inputs may live on an autodiff device (their values are used); every result is a plain tensor
 //! on the inner device, and none of these operations is recorded for autodiff.
 
 use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Dispatch, TensorMetadata};
+use burn::backend::{Cube, Dispatch, Flex, TensorMetadata};
 use burn::cubecl::CubeCount;
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{
-    Io, LANES, PacBackend, WORKGROUP, block, dense, empty, expm1_block, flex_tensor, launch,
-    par_sum, values, wgsl_kernel,
+    Io, LANES, PacBackend, Perturb, Tau, WORKGROUP, bind, block, dense, empty, expm1_block,
+    flex_tensor, launch, par_sum, values, wgsl_kernel,
 };
+use super::noise::{self, NoiseSource, tau_params};
 
-/// Row j of the result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
+/// Row j of the first result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
 /// flattened to one dimension, and b_j = `b[j]`; shape [L, 3].
+///
+/// With `inject`, the same pass also perturbs every θ_j as [`super::noise::inject`] does, with
+/// the τ of `inject(j)`: the second result holds θ'_j = θ_j + exp(p_j)·τ_j (PAC stage 1 reads θ
+/// and p once for both). Without, it is empty.
 ///
 /// One launch per tensor fills that tensor's partial sums, one more adds them all up.
 pub fn sums(
@@ -31,7 +38,8 @@ pub fn sums(
     theta0: &[Tensor<1>],
     p: &[Tensor<1>],
     b: &Tensor<1>,
-) -> Tensor<2> {
+    inject: Option<&dyn Fn(usize) -> NoiseSource<1>>,
+) -> (Tensor<2>, Vec<Tensor<1>>) {
     let tensors = theta.len();
     assert!(
         tensors > 0 && theta0.len() == tensors && p.len() == tensors,
@@ -40,17 +48,25 @@ pub fn sums(
     let device = theta[0].clone().inner().device();
     assert_eq!(b.dims(), [tensors], "one b_j per trainable tensor");
     let mut partials = Tensor::<1>::empty([tensors * SLOTS * 3], &device).into_dispatch();
+    let mut injected = Vec::new();
     for j in 0..tensors {
-        partials = <Dispatch as PacBackend>::pac_kl_partials(
+        // Without injection τ is not read; any source fills the argument.
+        let tau = inject.map_or(NoiseSource::Philox { seed: 0, step: 0 }, |tau| tau(j));
+        let (filled, theta_noisy) = <Dispatch as PacBackend>::pac_kl_partials(
             partials,
             theta[j].clone().inner().into_dispatch(),
             theta0[j].clone().inner().into_dispatch(),
             p[j].clone().inner().into_dispatch(),
             b.clone().inner().into_dispatch(),
             j as u32,
+            tau.to_dispatch(),
+            inject.is_some(),
         );
+        partials = filled;
+        injected.extend(theta_noisy.map(Tensor::from_dispatch));
     }
-    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_kl_finish(partials))
+    let sums = Tensor::from_dispatch(<Dispatch as PacBackend>::pac_kl_finish(partials));
+    (sums, injected)
 }
 
 /// Partial-sum slots per tensor, which is also the most workgroups one tensor's pass uses.
@@ -69,7 +85,7 @@ fn check_partials(shape: &Shape, j: u32) {
 
 // ---- wgpu: shaders/kl.wgsl -------------------------------------------------------------------
 
-wgsl_kernel!(KlKernel, "kl.wgsl");
+wgsl_kernel!(KlKernel, "philox.wgsl", "kl.wgsl");
 
 /// The `op` codes of shaders/kl.wgsl.
 const OP_PARTIALS: u32 = 0;
@@ -82,7 +98,8 @@ pub(super) fn partials_wgsl(
     p: CubeTensor,
     b: CubeTensor,
     j: u32,
-) -> CubeTensor {
+    inject: Option<Tau<Cube>>,
+) -> (CubeTensor, Option<CubeTensor>) {
     let (theta, theta0, p, b) = (dense(theta), dense(theta0), dense(p), dense(b));
     let n = theta.shape().num_elements();
     assert!(
@@ -96,29 +113,42 @@ pub(super) fn partials_wgsl(
         partials.is_contiguous(),
         "the partial sums are written in place"
     );
+    let (seed, step, given, out) = match inject {
+        Some(tau) => {
+            let (seed, step, given) = tau_params(tau, n);
+            (seed, step, given, Some(empty(&theta, theta.shape(), DType::F32)))
+        }
+        None => (0, 0, None, None),
+    };
     // Each thread sums at least PER_THREAD elements before the workgroup's tree reduction, whose
     // barriers cost lavapipe far more than the sums.
     let groups = n.div_ceil(WORKGROUP as usize * PER_THREAD).clamp(1, SLOTS);
+    let tensor = [
+        OP_PARTIALS,
+        u32::try_from(n).expect("tensor too large"),
+        j,
+        u32::from(out.is_some()),
+        u32::from(given.is_some()),
+        0,
+        0,
+        0,
+    ];
     launch(
         &theta,
         KlKernel,
         CubeCount::Static(groups as u32, 1, 1),
         &[
-            (&theta.handle, Io::Unused),
+            bind(out.as_ref(), Io::Write, &theta),
             (&theta.handle, Io::Read),
             (&theta0.handle, Io::Read),
             (&p.handle, Io::Read),
             (&b.handle, Io::Read),
             (&partials.handle, Io::Write),
+            bind(given.as_ref(), Io::Read, &theta),
         ],
-        &[&[
-            OP_PARTIALS,
-            u32::try_from(n).expect("tensor too large"),
-            j,
-            0,
-        ]],
+        &[&tensor, &[seed, step]],
     );
-    partials
+    (partials, out)
 }
 
 pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
@@ -137,8 +167,9 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
             (&partials.handle, Io::Unused),
             (&partials.handle, Io::Unused),
             (&partials.handle, Io::Read),
+            (&partials.handle, Io::Unused),
         ],
-        &[&[OP_FINISH, 0, 0, 0]],
+        &[&[OP_FINISH, 0, 0, 0, 0, 0, 0, 0], &[0, 0]],
     );
     out
 }
@@ -146,6 +177,7 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
 // ---- CPU: the same formulas in Rust ----------------------------------------------------------
 
 /// Tensor `j`'s slots: its sums, summed in f64, in the first, zeros in the rest.
+/// With `inject`, also θ + exp(p)·τ (noise.rs's CPU kernel: the CPU gains nothing from one pass).
 pub(super) fn partials_cpu(
     partials: FlexTensor,
     theta: FlexTensor,
@@ -153,7 +185,10 @@ pub(super) fn partials_cpu(
     p: FlexTensor,
     b: FlexTensor,
     j: u32,
-) -> FlexTensor {
+    inject: Option<Tau<Flex>>,
+) -> (FlexTensor, Option<FlexTensor>) {
+    let injected =
+        inject.map(|tau| noise::perturb_cpu(theta.clone(), p.clone(), tau, j, Perturb::Inject));
     let (theta, theta0, p) = (values(&theta), values(&theta0), values(&p));
     let b_j = *values(&b).get(j as usize).expect("b has no entry j");
     assert!(
@@ -184,7 +219,7 @@ pub(super) fn partials_cpu(
     let slots = &mut partials.storage_mut::<f32>()[3 * SLOTS * j..3 * SLOTS * (j + 1)];
     slots.fill(0.0);
     slots[..3].copy_from_slice(&sums.map(|s| s as f32));
-    partials
+    (partials, injected)
 }
 
 pub(super) fn finish_cpu(partials: FlexTensor) -> FlexTensor {

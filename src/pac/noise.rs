@@ -5,11 +5,11 @@
 //! [`tau_quad`]: Philox4x32-10 with key (seed, step) and counter (q, j, 0, 0), then Box–Muller in
 //! f32 on both word pairs, keeping both the cosine and the sine output (one Philox call per four
 //! τ). On wgpu devices the work runs in shaders/noise.wgsl behind shaders/philox.wgsl (launched
-//! only from here; shaders/noise_adam.wgsl draws the same τ); on the CPU device it runs
-//! [`tau_lanes`], bit-identical to [`tau_quad`]. The Philox words are identical on both. τ takes
-//! ln and cos from polynomials built of +, −, × (not the WGSL built-ins, which Vulkan lets be
-//! far off), so it agrees to about an ulp: a driver may still fuse a multiply-add or round sqrt
-//! differently (tests/kernels.rs measures by how much).
+//! only from here; shaders/noise_adam.wgsl and shaders/kl.wgsl draw the same τ); on the CPU
+//! device it runs [`tau_lanes`], bit-identical to [`tau_quad`]. The Philox words are identical
+//! on both. τ takes ln and cos from polynomials built of +, −, × (not the WGSL built-ins, which
+//! Vulkan lets be far off), so it agrees to about an ulp: a driver may still fuse a multiply-add
+//! or round sqrt differently (tests/kernels.rs measures by how much).
 //!
 //! Inputs may live on an autodiff device (their values are used); every result is a plain tensor
 //! on the inner device, and none of these operations is recorded for autodiff.

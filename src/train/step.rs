@@ -84,14 +84,15 @@ impl Outcome {
 /// callback (benchmarks time them, training ignores them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
-    /// θ' = θ + exp(p)·τ per slot, the clean θ kept.
+    /// θ' = θ + exp(p)·τ per slot, the clean θ kept; in stage 1 the same pass adds up the KL
+    /// sums.
     Inject,
     ForwardBackward,
     /// The clean θ put back (how the noise is removed).
     Restore,
     /// The non-finite guard: one sum per gradient, read back once.
     Check,
-    /// The KL sums, read back, and the bound's host terms (stage 1).
+    /// The KL sums finished and read back, and the bound's host terms (stage 1).
     KlSums,
     /// p's gradient, its noise-Adam step and the KL pull on θ's gradient: one fused kernel per
     /// tensor.
@@ -154,21 +155,33 @@ pub fn step(
     device: &Device,
     lap: &mut dyn FnMut(Part),
 ) -> Result<(Classifier, Outcome)> {
-    let p: Option<Vec<Tensor<1>>> = match &noise {
-        Noise::None => None,
-        Noise::Fixed(p) => Some(p.to_vec()),
-        Noise::Learned(state) => Some(state.p.clone()),
-    };
     let mut model = model;
     // The clean θ is kept while the model holds θ' = θ + exp(p)·τ, and put back afterwards:
     // subtracting the noise again would leave rounding residue in θ − θ0 that the noise-Adam,
     // which normalises its gradients, turns into real steps of b and p.
     let mut clean = Vec::new();
-    if let Some(p) = &p {
-        model = params::map_slots(model, train_embeddings, |j, theta| {
-            clean.push(theta.clone());
-            noise::inject(theta, &p[j], j as u32, &tau(j))
-        });
+    // Stage 1: b as the kernels read it, and the KL sums from the pass that injects the noise.
+    let mut kl_pass = None;
+    match &noise {
+        Noise::None => {}
+        Noise::Fixed(p) => {
+            model = params::map_slots(model, train_embeddings, |j, theta| {
+                clean.push(theta.clone());
+                noise::inject(theta, &p[j], j as u32, &tau(j))
+            });
+        }
+        Noise::Learned(state) => {
+            params::visit_slots(&model, train_embeddings, None, |_, theta, _| {
+                clean.push(theta)
+            });
+            // b is kept f32-representable (as the reference keeps it), so the kernels' b_j and
+            // the host's are the same number.
+            let b_f32: Vec<f32> = state.b.iter().map(|&x| x as f32).collect();
+            let b = Tensor::<1>::from_data(TensorData::new(b_f32, [state.b.len()]), device);
+            let (sums, noisy) = kl::sums(&clean, &state.theta0, &state.p, &b, Some(tau));
+            model = params::map_slots(model, train_embeddings, |j, _| noisy[j].clone());
+            kl_pass = Some((b, sums));
+        }
     }
     lap(Part::Inject);
 
@@ -211,14 +224,10 @@ pub fn step(
         grad_theta: Vec::new(),
         grad_p: Vec::new(),
     };
-    if let Noise::Learned(state) = &mut noise {
+    if let (Noise::Learned(state), Some((b, sums))) = (&mut noise, kl_pass) {
         // The clean θ put back above, not another walk over the model.
         let theta = &clean;
-        // b is kept f32-representable (as the reference keeps it), so the kernels' b_j and the
-        // host's are the same number.
-        let b_f32: Vec<f32> = state.b.iter().map(|&x| x as f32).collect();
-        let b = Tensor::<1>::from_data(TensorData::new(b_f32, [state.b.len()]), device);
-        let sums = read_sums(kl::sums(theta, &state.theta0, &state.p, &b), slots)?;
+        let sums = read_sums(sums, slots)?;
         let terms = bound::bound_terms(&sums, &state.b, state.n, state.gamma_range, &state.k_hat);
         for (term, value) in [("loss2", terms.loss2), ("KL", terms.kl), ("K̂", terms.k)] {
             if !value.is_finite() {
