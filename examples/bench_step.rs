@@ -6,21 +6,23 @@
 //!     cargo run --release --example bench_step -- --model assets/models/all-MiniLM-L6-v2 \
 //!         --batch 32 --seq 128 --device cpu --json out.json
 //!     cargo run --release --example bench_step -- --model small --device 0 --batch 8 --seq 32 \
-//!         --k-examples 8 --growth-steps 100 --growth-batch 8 --growth-seq 32
+//!         --k-examples 8 --growth-batch 2 --growth-seq 16
 //!
 //! Models: a local HF folder, `bert-base` (12 layers, hidden 768) or `small` (2 layers, hidden
 //! 128), the last two with random weights. Inputs are random token ids of exactly `seq` tokens
 //! (full attention mask) with random binary labels, from `--seed`. One model and one AdamW are
 //! shared by all methods (a step costs the same whatever the weights), and the methods' timed
 //! steps are interleaved, in a rotating order, so that machine noise hits all of them alike.
-//! Every timed step ends with a device sync.
+//! Every timed step ends with a device sync. A method's ratio to vanilla is the median over
+//! rounds of its step over that round's vanilla step (the JSON adds the ratio of medians).
 //!
 //! Memory: the PAC state's bytes per parameter are the live bytes before and after it exists
 //! (the device allocator's bytes in use; on the CPU device the live heap, counted by this
 //! program's global allocator, since RSS keeps what the allocator holds after a free); growth
 //! compares the device allocator's reservation (CPU device: RSS) after step 10 and the last.
-//! The defaults (K with n = 100, 500 growth steps) take long on a small CPU: `--k-examples`
-//! and `--growth-steps/--growth-batch/--growth-seq` shrink them, and the JSON records them.
+//! K(λ) with the default n = 100 is most of a run's time on a small CPU and on lavapipe:
+//! `--k-examples` and `--growth-steps/--growth-batch/--growth-seq` shrink the one-off parts,
+//! and the JSON records them.
 
 mod common;
 
@@ -460,6 +462,19 @@ impl Timings {
         median(&self.times[method as usize])
     }
 
+    /// The median over rounds of `method`'s step over the same round's vanilla step. A round
+    /// runs every method back to back, so a machine that slows down for a while (lavapipe's
+    /// medians move by several % between runs) slows both sides of each ratio.
+    fn ratio(&self, method: Method) -> f64 {
+        let vanilla = &self.times[Method::Vanilla as usize];
+        let paired: Vec<f64> = self.times[method as usize]
+            .iter()
+            .zip(vanilla)
+            .map(|(t, v)| t / v)
+            .collect();
+        median(&paired)
+    }
+
     fn part_medians(&self) -> Vec<f64> {
         Part::ALL
             .iter()
@@ -664,7 +679,8 @@ fn main() -> Result<()> {
     let part_ms = t.part_medians();
     let parts_total = t.parts_total();
     let kernels_share = t.kernels_share();
-    let ratio = |m: Method| t.median(m) / t.median(Method::Vanilla);
+    let ratio = |m: Method| t.ratio(m);
+    let ratio_of_medians = |m: Method| t.median(m) / t.median(Method::Vanilla);
     let growth_value = growth.as_ref().map(|g| g.growth);
 
     // Table.
@@ -696,6 +712,7 @@ fn main() -> Result<()> {
             ratio(m)
         );
     }
+    println!("(×vanilla: the median over rounds of the step over that round's vanilla step)");
     println!("\nPAC stage-1 step taken apart (device synchronised around each part), median ms:");
     for (q, v) in Part::ALL.iter().zip(&part_ms) {
         let mark = if q.is_kernel() {
@@ -813,6 +830,11 @@ fn main() -> Result<()> {
             "stage2_over_vanilla": ratio(Method::Stage2),
             "pgd_over_vanilla": ratio(Method::Pgd),
             "kernels_share_of_stage1": kernels_share,
+        },
+        "ratios_of_medians": {
+            "stage1_over_vanilla": ratio_of_medians(Method::Stage1),
+            "stage2_over_vanilla": ratio_of_medians(Method::Stage2),
+            "pgd_over_vanilla": ratio_of_medians(Method::Pgd),
         },
         "k_estimation": {
             "examples": args.k_examples,
