@@ -162,17 +162,13 @@ pub fn tau(seed: u32, step: u32, j: u32, i: u32) -> f32 {
 }
 
 /// Both Box–Muller outputs of one word pair, clamped: r·cos 2πa and r·sin 2πa with
-/// r = sqrt(−2 ln u1), u1 = ((x >> 8) + 1)·2⁻²⁴, a = (y >> 8)·2⁻²⁴; the sine is the cosine a
-/// quarter turn on, taken exactly in the integer angle.
+/// r = sqrt(−2 ln u1), u1 = ((x >> 8) + 1)·2⁻²⁴, a = (y >> 8)·2⁻²⁴.
 #[inline(always)]
 fn box_muller(x: u32, y: u32) -> [f32; 2] {
     const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
     let r = (-2.0 * ln_unit(((x >> 8) + 1) as f32 * TWO_POW_MINUS_24)).sqrt();
-    let n = y >> 8;
-    [
-        (r * cos_turn(n)).clamp(-2.0, 2.0),
-        (r * cos_turn((n + 0xC0_0000) & 0xFF_FFFF)).clamp(-2.0, 2.0),
-    ]
+    let [cos, sin] = cos_sin_turn(y >> 8);
+    [(r * cos).clamp(-2.0, 2.0), (r * sin).clamp(-2.0, 2.0)]
 }
 
 /// Philox calls the CPU kernels interleave: independent rounds let the CPU overlap their
@@ -205,11 +201,15 @@ pub fn tau_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
         }
         k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
     }
+    // Word pair p is (c0, c1) of quad p/2 for even p, (c2, c3) for odd; its two τ are elements
+    // 2p and 2p + 1. Pair by pair in plain arrays, with no branches: the loops vectorise.
+    let x: [u32; 2 * QUADS] = std::array::from_fn(|p| if p % 2 == 0 { c0[p / 2] } else { c2[p / 2] });
+    let y: [u32; 2 * QUADS] = std::array::from_fn(|p| if p % 2 == 0 { c1[p / 2] } else { c3[p / 2] });
     let mut out = [0.0; LANES];
-    for l in 0..QUADS {
-        let [a, b] = box_muller(c0[l], c1[l]);
-        let [c, d] = box_muller(c2[l], c3[l]);
-        out[4 * l..4 * l + 4].copy_from_slice(&[a, b, c, d]);
+    for p in 0..2 * QUADS {
+        let [a, b] = box_muller(x[p], y[p]);
+        out[2 * p] = a;
+        out[2 * p + 1] = b;
     }
     out
 }
@@ -222,12 +222,11 @@ fn ln_unit(u: f32) -> f32 {
     const LN_2_HI: f32 = 0.693359375;
     const LN_2_LO: f32 = -2.12194440e-4;
     let bits = u.to_bits();
-    let mut e = ((bits >> 23) as i32 - 127) as f32;
-    let mut f = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
-    if f > std::f32::consts::SQRT_2 {
-        f *= 0.5;
-        e += 1.0;
-    }
+    let e = ((bits >> 23) as i32 - 127) as f32;
+    let f = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
+    // Selects, not a branch, so that lanes vectorise.
+    let high = f > std::f32::consts::SQRT_2;
+    let (f, e) = (if high { f * 0.5 } else { f }, if high { e + 1.0 } else { e });
     let x = f - 1.0;
     let z = x * x;
     let mut y = 7.0376836292e-2;
@@ -245,25 +244,30 @@ fn ln_unit(u: f32) -> f32 {
     x + y + LN_2_HI * e
 }
 
-/// cos(2π n · 2⁻²⁴) for n ∈ [0, 2²⁴): the quadrant from n's top bits, the rest t ∈ [−π/4, π/4)
-/// into Cephes' sinf or cosf polynomial (max error 9·10⁻⁸ over all 2²⁴ inputs).
+/// (cos, sin)(2π n · 2⁻²⁴) for n ∈ [0, 2²⁴): the quadrant from n's top bits, the rest
+/// t ∈ [−π/4, π/4) into Cephes' sinf and cosf polynomials (max error 9·10⁻⁸ over all 2²⁴
+/// inputs), shared by both. The shader calls its `cos_turn` for each, the sine a quarter turn
+/// on: the same t and polynomials, so the same numbers.
 #[allow(clippy::excessive_precision)]
 #[inline(always)]
-fn cos_turn(n: u32) -> f32 {
+fn cos_sin_turn(n: u32) -> [f32; 2] {
     const TWO_PI_OVER_2_24: f32 = TAU / 16_777_216.0;
     let a = n + 0x20_0000;
     let t = ((a & 0x3F_FFFF) as i32 - 0x20_0000) as f32 * TWO_PI_OVER_2_24;
     let z = t * t;
-    let sin = || ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * t + t;
-    let cos = || {
+    let sin = ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1) * z * t + t;
+    let cos = {
         let y =
             ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2) * z * z;
         y - 0.5 * z + 1.0
     };
-    // Quadrant q: cos, −sin, −cos, sin.
+    // Quadrant q: (cos, sin) = (C, S), (−S, C), (−C, −S), (S, −C).
     let q = (a >> 22) & 3;
-    let value = if q & 1 == 0 { cos() } else { sin() };
-    if (q + 1) & 2 == 0 { value } else { -value }
+    let (u, v) = if q & 1 == 0 { (cos, sin) } else { (sin, cos) };
+    [
+        if (q + 1) & 2 == 0 { u } else { -u },
+        if q & 2 == 0 { v } else { -v },
+    ]
 }
 
 // ---- wgpu: shaders/noise.wgsl ----------------------------------------------------------------
