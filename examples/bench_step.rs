@@ -12,7 +12,8 @@
 //! 128), the last two with random weights. Inputs are random token ids of exactly `seq` tokens
 //! (full attention mask) with random binary labels, from `--seed`. One model and one AdamW are
 //! shared by all methods (a step costs the same whatever the weights), and the methods' timed
-//! steps are interleaved, in a rotating order, so that machine noise hits all of them alike.
+//! steps are interleaved, in an order that rotates and reverses, so that machine noise hits
+//! all of them alike.
 //! Every timed step ends with a device sync. A method's ratio to vanilla is the median over
 //! rounds of its step over that round's vanilla step (the JSON adds the ratio of medians).
 //!
@@ -641,13 +642,16 @@ fn main() -> Result<()> {
     let (after, _) = with_pac.live();
     let pac_bytes_per_param = (after as f64 - before as f64) / trainable as f64;
 
-    // Timed: the four methods and the breakdown, in an order that rotates every round.
+    // Timed: the four methods and the breakdown, in an order that rotates every round and runs
+    // backwards every other round, so that no method always follows the same one (a step can
+    // leave the allocator and caches in a state the next one pays for).
     let timed_start = Instant::now();
     let mut times: [Vec<f64>; Method::ALL.len()] = Default::default();
     let mut parts: Vec<[f64; Part::ALL.len()]> = Vec::new();
     let jobs = Method::ALL.len() + 1;
     for round in 0..args.steps {
         for k in 0..jobs {
+            let k = if round % 2 == 0 { k } else { jobs - 1 - k };
             match (round + k) % jobs {
                 m if m < Method::ALL.len() => times[m].push(bench.step(Method::ALL[m])?),
                 _ => parts.push(bench.stage1_parts()?),
