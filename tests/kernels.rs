@@ -646,9 +646,17 @@ fn kl_sums_match_the_reference() {
         assert_eq!(injected.len(), SIZES.len());
         for (j, theta_noisy) in injected.into_iter().enumerate() {
             let got = read(theta_noisy);
-            let alone = read(noise::inject(theta_t[j].clone(), &p_t[j], j as u32, &source(j)));
+            let alone = read(noise::inject(
+                theta_t[j].clone(),
+                &p_t[j],
+                j as u32,
+                &source(j),
+            ));
             if name == "cpu" {
-                assert!(got == alone, "θ' of tensor {j} differs from inject's on {name}");
+                assert!(
+                    got == alone,
+                    "θ' of tensor {j} differs from inject's on {name}"
+                );
             } else {
                 let what = format!("θ' of tensor {j} against inject's on {name}");
                 assert_within_tau_tolerance(&what, &got, &alone);

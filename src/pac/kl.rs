@@ -116,7 +116,12 @@ pub(super) fn partials_wgsl(
     let (seed, step, given, out) = match inject {
         Some(tau) => {
             let (seed, step, given) = tau_params(tau, n);
-            (seed, step, given, Some(empty(&theta, theta.shape(), DType::F32)))
+            (
+                seed,
+                step,
+                given,
+                Some(empty(&theta, theta.shape(), DType::F32)),
+            )
         }
         None => (0, 0, None, None),
     };

@@ -203,8 +203,10 @@ pub fn tau_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
     }
     // Word pair p is (c0, c1) of quad p/2 for even p, (c2, c3) for odd; its two τ are elements
     // 2p and 2p + 1. Pair by pair in plain arrays, with no branches: the loops vectorise.
-    let x: [u32; 2 * QUADS] = std::array::from_fn(|p| if p % 2 == 0 { c0[p / 2] } else { c2[p / 2] });
-    let y: [u32; 2 * QUADS] = std::array::from_fn(|p| if p % 2 == 0 { c1[p / 2] } else { c3[p / 2] });
+    let x: [u32; 2 * QUADS] =
+        std::array::from_fn(|p| if p % 2 == 0 { c0[p / 2] } else { c2[p / 2] });
+    let y: [u32; 2 * QUADS] =
+        std::array::from_fn(|p| if p % 2 == 0 { c1[p / 2] } else { c3[p / 2] });
     let mut out = [0.0; LANES];
     for p in 0..2 * QUADS {
         let [a, b] = box_muller(x[p], y[p]);
@@ -226,7 +228,10 @@ fn ln_unit(u: f32) -> f32 {
     let f = f32::from_bits((bits & 0x007F_FFFF) | 0x3F80_0000);
     // Selects, not a branch, so that lanes vectorise.
     let high = f > std::f32::consts::SQRT_2;
-    let (f, e) = (if high { f * 0.5 } else { f }, if high { e + 1.0 } else { e });
+    let (f, e) = (
+        if high { f * 0.5 } else { f },
+        if high { e + 1.0 } else { e },
+    );
     let x = f - 1.0;
     let z = x * x;
     let mut y = 7.0376836292e-2;
