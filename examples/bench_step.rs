@@ -467,13 +467,19 @@ impl Timings {
     /// runs every method back to back, so a machine that slows down for a while (lavapipe's
     /// medians move by several % between runs) slows both sides of each ratio.
     fn ratio(&self, method: Method) -> f64 {
+        self.ratio_spread(method).median
+    }
+
+    /// The spread of those per-round ratios: on a noisy machine a target can be missed or met
+    /// by noise alone, and p25–p75 shows how far.
+    fn ratio_spread(&self, method: Method) -> Spread {
         let vanilla = &self.times[Method::Vanilla as usize];
         let paired: Vec<f64> = self.times[method as usize]
             .iter()
             .zip(vanilla)
             .map(|(t, v)| t / v)
             .collect();
-        median(&paired)
+        spread(&paired)
     }
 
     fn part_medians(&self) -> Vec<f64> {
@@ -685,6 +691,10 @@ fn main() -> Result<()> {
     let kernels_share = t.kernels_share();
     let ratio = |m: Method| t.ratio(m);
     let ratio_of_medians = |m: Method| t.median(m) / t.median(Method::Vanilla);
+    let quartiles = |m: Method| {
+        let r = t.ratio_spread(m);
+        [r.p25, r.p75]
+    };
     let growth_value = growth.as_ref().map(|g| g.growth);
 
     // Table.
@@ -700,20 +710,23 @@ fn main() -> Result<()> {
         args.warmup
     );
     println!(
-        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9}",
-        "step (ms)", "median", "min", "p25", "p75", "max", "×vanilla"
+        "{:<22} {:>10} {:>10} {:>10} {:>10} {:>10} {:>9} {:>15}",
+        "step (ms)", "median", "min", "p25", "p75", "max", "×vanilla", "p25–p75"
     );
     for m in Method::ALL {
         let s = spread(&t.times[m as usize]);
+        let r = t.ratio_spread(m);
         println!(
-            "{:<22} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.3}",
+            "{:<22} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.3} {:>7.3}–{:<7.3}",
             m.key(),
             s.median,
             s.min,
             s.p25,
             s.p75,
             s.max,
-            ratio(m)
+            r.median,
+            r.p25,
+            r.p75
         );
     }
     println!("(×vanilla: the median over rounds of the step over that round's vanilla step)");
@@ -823,6 +836,7 @@ fn main() -> Result<()> {
             "k_estimation": k_ms,
         },
         "ms_spread": Method::ALL.iter().map(|&m| (m.key(), json!(spread(&t.times[m as usize])))).collect::<BTreeMap<_, _>>(),
+        "ms_per_round": Method::ALL.iter().map(|&m| (m.key(), &t.times[m as usize])).collect::<BTreeMap<_, _>>(),
         "stage1_breakdown_ms": {
             "parts": Part::ALL.iter().zip(&part_ms).map(|(q, v)| (q.name(), *v)).collect::<BTreeMap<_, _>>(),
             "kernel_parts": Part::ALL.iter().filter(|q| q.is_kernel()).map(|q| q.name()).collect::<Vec<_>>(),
@@ -834,6 +848,11 @@ fn main() -> Result<()> {
             "stage2_over_vanilla": ratio(Method::Stage2),
             "pgd_over_vanilla": ratio(Method::Pgd),
             "kernels_share_of_stage1": kernels_share,
+        },
+        "ratios_p25_p75": {
+            "stage1_over_vanilla": quartiles(Method::Stage1),
+            "stage2_over_vanilla": quartiles(Method::Stage2),
+            "pgd_over_vanilla": quartiles(Method::Pgd),
         },
         "ratios_of_medians": {
             "stage1_over_vanilla": ratio_of_medians(Method::Stage1),
