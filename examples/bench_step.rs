@@ -6,7 +6,7 @@
 //!     cargo run --release --example bench_step -- --model assets/models/all-MiniLM-L6-v2 \
 //!         --batch 32 --seq 128 --device cpu --json out.json
 //!     cargo run --release --example bench_step -- --model small --device 0 --batch 8 --seq 32 \
-//!         --k-examples 8 --growth-batch 2 --growth-seq 16
+//!         --steps 30 --k-examples 8 --growth-batch 2 --growth-seq 16
 //!
 //! Models: a local HF folder, `bert-base` (12 layers, hidden 768) or `small` (2 layers, hidden
 //! 128), the last two with random weights. Inputs are random token ids of exactly `seq` tokens
@@ -15,7 +15,8 @@
 //! steps are interleaved, in an order that rotates and reverses, so that machine noise hits
 //! all of them alike.
 //! Every timed step ends with a device sync. A method's ratio to vanilla is the median over
-//! rounds of its step over that round's vanilla step (the JSON adds the ratio of medians).
+//! rounds of its step over that round's vanilla step, shown with the p25–p75 of those ratios
+//! (the JSON adds the ratio of medians and every round's times).
 //!
 //! Memory: the PAC state's bytes per parameter are the live bytes before and after it exists
 //! (the device allocator's bytes in use; on the CPU device the live heap, counted by this
