@@ -341,7 +341,9 @@ fn hostile_inputs_fail_cleanly_with_one_line_and_leave_the_output_folder_alone()
             std::fs::write(path, json.to_string()).unwrap();
         }
     };
-    let model_cases: Vec<(&'static str, Box<dyn FnOnce(&Path)>, Vec<&str>)> = vec![
+    // (case, how it breaks a copy of the model folder, what the error must say)
+    type ModelCase<'a> = (&'static str, Box<dyn FnOnce(&Path)>, Vec<&'a str>);
+    let model_cases: Vec<ModelCase> = vec![
         (
             "config without hidden_size",
             Box::new(config(|j| {
@@ -648,7 +650,7 @@ fn rewrite_tensors(dir: &Path, edit: impl Fn(&str, &mut &'static str, &mut Vec<u
         );
     }
     let mut text = serde_json::Value::Object(header).to_string();
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = (text.len() as u64).to_le_bytes().to_vec();

@@ -361,8 +361,8 @@ fn noise_adam_device_p_follows_the_golden_trajectory() {
         let (mut worst, mut worst_relative) = (0.0f64, 0.0f64);
         for (t, expected) in traj.expected.iter().enumerate() {
             adam.begin_step();
-            for j in 0..f.numels.len() {
-                let p_now = read(p[j].clone());
+            for (j, p_j) in p.iter_mut().enumerate() {
+                let p_now = read(p_j.clone());
                 let g: Vec<f64> = f
                     .range(j)
                     .zip(&p_now)
@@ -372,14 +372,14 @@ fn noise_adam_device_p_follows_the_golden_trajectory() {
                 let b = Tensor::zeros([f.numels.len()], &device);
                 let zeros = Tensor::zeros([f.numels[j]], &device);
                 let inputs = StepInputs {
-                    p: &p[j],
+                    p: p_j,
                     g: &tensor(&g, &device),
                     theta: &zeros,
                     theta0: &zeros,
                     b: &b,
                     noise: &ones,
                 };
-                p[j] = adam.step(j, inputs, 0.0, false).p;
+                *p_j = adam.step(j, inputs, 0.0, false).p;
             }
             let flat: Vec<f64> = p.iter().flat_map(|t| read(t.clone())).collect();
             for (k, &i) in traj.watch.iter().enumerate() {

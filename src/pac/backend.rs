@@ -52,7 +52,7 @@ pub trait PacBackend: Backend {
     /// Stage 1's pass over tensor j after the backward pass (see [`noise_adam`]): the new p, m
     /// and v, θ's gradient with the KL pull, and p's gradient where `write_grad`. With `first`
     /// (no moments yet) `m` and `v` are not read.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn pac_noise_adam(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,

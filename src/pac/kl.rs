@@ -78,7 +78,7 @@ const PER_THREAD: usize = 32;
 fn check_partials(shape: &Shape, j: u32) {
     let len = shape.num_elements();
     assert!(
-        len % (3 * SLOTS) == 0 && (j as usize) < len / (3 * SLOTS),
+        len.is_multiple_of(3 * SLOTS) && (j as usize) < len / (3 * SLOTS),
         "no partial-sum slots for tensor {j}"
     );
 }

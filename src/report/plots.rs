@@ -465,9 +465,10 @@ impl ParamKind {
             || (lower.contains("output.") && layer_index(name).is_some())
         {
             ParamKind::Ffn
-        } else if lower.contains("pooler") {
-            ParamKind::Other
-        } else if lower.contains("encoder.") || layer_index(name).is_some() {
+        } else if lower.contains("pooler")
+            || lower.contains("encoder.")
+            || layer_index(name).is_some()
+        {
             ParamKind::Other
         } else {
             ParamKind::Head
