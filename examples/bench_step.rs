@@ -22,7 +22,7 @@
 //! (the device allocator's bytes in use; on the CPU device the live heap, counted by this
 //! program's global allocator, since RSS keeps what the allocator holds after a free); growth
 //! compares the device allocator's reservation (CPU device: RSS) after step 10 and the last.
-//! K(λ) with the default n = 100 is most of a run's time on a small CPU and on lavapipe:
+//! K(λ) with the default n = 100 is about half of a run on a small CPU, more on lavapipe:
 //! `--k-examples` and `--growth-steps/--growth-batch/--growth-seq` shrink the one-off parts,
 //! and the JSON records them.
 

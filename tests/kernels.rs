@@ -103,8 +103,6 @@ fn assert_matches(what: &str, device: &str, actual: &[f32], expected: &[f32], sc
     }
 }
 
-/// The CPU kernels' exp and expm1 (vectorisable, see pac::exp_f32) against f64 on a dense
-/// sweep: within 2.5 ulp (relative 2.5·2⁻²³) of the correctly rounded value everywhere.
 /// Results of two shaders compiled apart (a driver may fuse their multiply-adds differently)
 /// agree to TAU_TOLERANCE relative to the largest |x|.
 fn assert_within_tau_tolerance(what: &str, x: &[f32], y: &[f32]) {
@@ -119,6 +117,8 @@ fn assert_within_tau_tolerance(what: &str, x: &[f32], y: &[f32]) {
     );
 }
 
+/// The CPU kernels' exp and expm1 (vectorisable, see pac::exp_f32) against f64 on a dense
+/// sweep: within 2.5 ulp (relative 2.5·2⁻²³) of the correctly rounded value everywhere.
 #[test]
 fn cpu_exp_and_expm1_are_accurate() {
     let limit = 2.5 * f64::from(f32::EPSILON);
