@@ -1,4 +1,4 @@
-//! Cost of one training step for every method, all through `train::step::step`: vanilla AdamW,
+//! Cost of one training step for every method, through the library's own steps: vanilla AdamW,
 //! PAC stage 1 (learned noise and the bound), PAC stage 2 and PGD (fixed noise); a stage-1 step
 //! taken apart into its parts; the one-off K(λ) estimation; memory (peak, bytes the PAC state
 //! adds per trainable parameter, growth over a long PAC run). Prints a table, writes JSON.
@@ -39,17 +39,16 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use clap::Parser;
 use common::{git_revision, write_report};
+use pac_wgpu::data::{Examples, Prepared};
 use pac_wgpu::device::{DeviceChoice, MemoryReading, memory, select};
 use pac_wgpu::glue::Label;
+use pac_wgpu::model::trainable::{self, Trainable};
 use pac_wgpu::model::{Bert, BertConfig, Classifier, Pretrained};
-use pac_wgpu::pac::bound;
+use pac_wgpu::optim::{AdamW, AdamWConfig};
 use pac_wgpu::pac::noise::NoiseSource;
-use pac_wgpu::pac::state::{self, PRIOR_MODELS, PacState};
+use pac_wgpu::pac::{self, PRIOR_MODELS, PacTuning, bound};
+use pac_wgpu::step::{self, Batch, Lrs, Part, StepContext};
 use pac_wgpu::tokenize::Encoded;
-use pac_wgpu::train::data::Prepared;
-use pac_wgpu::train::optim::{AdamW, AdamWConfig};
-use pac_wgpu::train::params::{self, Slot};
-use pac_wgpu::train::step::{self, Lrs, Micro, Noise, Part};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -173,12 +172,11 @@ struct Bench {
     plain: Device,
     /// Taken out by a step and put back after it.
     model: Option<Classifier>,
-    slots: Vec<Slot>,
+    trainable: Vec<Trainable>,
     adam: AdamW,
-    pac: Option<PacState>,
+    pac: Option<PacTuning>,
     pgd_p: Vec<Tensor<1>>,
-    micro: Vec<Micro>,
-    batch_len: usize,
+    batch: Batch,
     seed: u32,
     /// Noise steps drawn so far (the Philox key's step).
     noise_step: u32,
@@ -195,14 +193,14 @@ impl Bench {
         }
     }
 
-    /// One step of `method` through `step::step`, in ms until the device is idle.
+    /// One step of `method`, in ms until the device is idle.
     fn step(&mut self, method: Method) -> Result<f64> {
         let start = Instant::now();
         self.run(method, &mut |_| {})?;
         Ok(start.elapsed().as_secs_f64() * 1000.0)
     }
 
-    /// A PAC stage-1 step taken apart at `step::step`'s own part boundaries, in ms per part.
+    /// A PAC stage-1 step taken apart at its own part boundaries, in ms per part.
     fn stage1_parts(&mut self) -> Result<[f64; Part::ALL.len()]> {
         let plain = self.plain.clone();
         let mut laps = Laps::start(&plain)?;
@@ -217,25 +215,25 @@ impl Bench {
     fn run(&mut self, method: Method, lap: &mut dyn FnMut(Part)) -> Result<()> {
         let key = self.key();
         let model = self.model.take().context("the model is lost")?;
-        let noise = match method {
-            Method::Vanilla => Noise::None,
-            Method::Pgd => Noise::Fixed(&self.pgd_p),
-            Method::Stage1 => Noise::Learned(self.pac.as_mut().context("no PAC state")?),
-            Method::Stage2 => Noise::Fixed(&self.pac.as_ref().context("no PAC state")?.p),
-        };
-        let (model, outcome) = step::step(
-            model,
-            &self.slots,
-            TRAIN_EMBEDDINGS,
-            &mut self.adam,
-            &self.micro,
-            self.batch_len,
-            LRS,
-            noise,
-            &|_| key.clone(),
-            &self.device,
+        let mut ctx = StepContext {
+            trainable: &self.trainable,
+            train_embeddings: TRAIN_EMBEDDINGS,
+            adam: &mut self.adam,
+            lrs: LRS,
+            device: &self.device,
             lap,
-        )?;
+        };
+        let (batch, tau) = (&self.batch, &|_| key.clone());
+        let pac = self.pac.as_mut().context("no PAC state");
+        let (model, outcome) = match method {
+            Method::Vanilla => step::plain(model, &mut ctx, batch)?,
+            Method::Pgd => pac::perturbed_step(model, &self.pgd_p, &mut ctx, batch, tau)?,
+            Method::Stage1 => {
+                let (model, outcome) = pac?.stage1_step(model, &mut ctx, batch, tau)?;
+                (model, outcome.map(|r| r.step))
+            }
+            Method::Stage2 => pac?.stage2_step(model, &mut ctx, batch, tau)?,
+        };
         sync(&self.plain)?;
         self.model = Some(model);
         outcome.done()?;
@@ -246,8 +244,7 @@ impl Bench {
     /// Memory growth over `steps` PAC stage-1 steps on `data`, from step [`GROWTH_FROM`] on:
     /// the device allocator's reservation, else the RSS.
     fn growth_run(&mut self, data: &Prepared, steps: usize) -> Result<Growth> {
-        self.micro = whole_batch(data, &self.device);
-        self.batch_len = data.len();
+        self.batch = whole_batch(data, &self.device);
         let mut first = None;
         for s in 1..=steps {
             self.step(Method::Stage1)?;
@@ -420,10 +417,13 @@ fn random_examples(count: usize, seq: usize, vocab: usize, seed: u64) -> Prepare
     Prepared { encoded, labels }
 }
 
-/// One micro-batch holding all of `data`.
-fn whole_batch(data: &Prepared, device: &Device) -> Vec<Micro> {
+/// One batch of one micro-batch holding all of `data`.
+fn whole_batch(data: &Prepared, device: &Device) -> Batch {
     let rows: Vec<usize> = (0..data.len()).collect();
-    vec![(data.batch(&rows, 0), data.targets(&rows, device))]
+    Batch {
+        micro: vec![(data.batch(&rows, 0), data.targets(&rows, device))],
+        len: data.len(),
+    }
 }
 
 /// Order statistics of a sample (nearest rank).
@@ -570,14 +570,14 @@ fn main() -> Result<()> {
             config.max_position_embeddings
         );
     }
-    let slots = params::slots(&model, TRAIN_EMBEDDINGS);
-    let trainable: usize = slots.iter().map(Slot::numel).sum();
+    let tensors = trainable::list(&model, TRAIN_EMBEDDINGS);
+    let trainable: usize = tensors.iter().map(Trainable::numel).sum();
     let vocab = config.vocab_size;
     eprintln!(
         "{} on {}: {} trainable tensors, {} trainable parameters",
         args.model,
         selected.name,
-        slots.len(),
+        tensors.len(),
         trainable
     );
 
@@ -588,13 +588,16 @@ fn main() -> Result<()> {
     );
     let k_data = random_examples(args.k_examples, args.seq, vocab, args.seed ^ 0x4b);
     let k_start = Instant::now();
-    let (k_hat, _) = state::estimate_k(
+    let k_examples = Examples {
+        data: &k_data,
+        pad: 0,
+        batch_size: args.k_batch,
+    };
+    let (k_hat, _) = pac::estimate_k(
         &model.valid(),
         TRAIN_EMBEDDINGS,
-        &k_data,
-        &[GAMMA],
-        args.k_batch,
-        0,
+        &k_examples,
+        (GAMMA, GAMMA),
         args.seed,
         &plain,
         &mut |_, _| {},
@@ -604,20 +607,19 @@ fn main() -> Result<()> {
         bound::PRIOR_GRID_POINTS * PRIOR_MODELS * args.k_examples.div_ceil(args.k_batch);
 
     let main_data = random_examples(args.batch, args.seq, vocab, args.seed);
-    let micro = whole_batch(&main_data, &device);
+    let batch = whole_batch(&main_data, &device);
     let mut bench = Bench {
         device,
         plain: plain.clone(),
         model: Some(model),
-        pgd_p: slots
+        pgd_p: tensors
             .iter()
-            .map(|s| Tensor::full([s.numel()], PGD_STD.ln(), &plain))
+            .map(|t| Tensor::full([t.numel()], PGD_STD.ln(), &plain))
             .collect(),
-        adam: AdamW::new(AdamWConfig::default(), slots.len()),
-        slots,
+        adam: AdamW::new(AdamWConfig::default(), tensors.len()),
+        trainable: tensors,
         pac: None,
-        micro,
-        batch_len: args.batch,
+        batch,
         seed: args.seed as u32,
         noise_step: 0,
         peak_device: None,
@@ -631,14 +633,15 @@ fn main() -> Result<()> {
     }
     let without_pac = Snapshot::take(&plain)?;
     let model = bench.model.as_ref().context("the model is lost")?;
-    bench.pac = Some(PacState::init(
+    bench.pac = Some(PacTuning::init(
         model,
-        &bench.slots,
+        &bench.trainable,
         TRAIN_EMBEDDINGS,
         N_TRAIN,
         GAMMA,
         k_hat,
-    )?);
+        usize::MAX,
+    ));
     for _ in 0..args.warmup {
         bench.step(Method::Stage1)?;
         bench.step(Method::Stage2)?;
@@ -705,7 +708,7 @@ fn main() -> Result<()> {
         selected.name,
         args.batch,
         args.seq,
-        bench.slots.len(),
+        bench.trainable.len(),
         trainable as f64 / 1e6,
         args.steps,
         args.warmup
@@ -746,7 +749,7 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "  {:<22} {:>10.1}   (unsynchronised step::step: {:.1})",
+        "  {:<22} {:>10.1}   (unsynchronised step: {:.1})",
         "all parts (median total)", parts_total, ms["pac_stage1"]
     );
     println!(
@@ -827,7 +830,7 @@ fn main() -> Result<()> {
         "steps": args.steps,
         "warmup": args.warmup,
         "seed": args.seed,
-        "trainable_tensors": bench.slots.len(),
+        "trainable_tensors": bench.trainable.len(),
         "trainable_params": trainable,
         "ms": {
             "vanilla": ms["vanilla"],

@@ -1,9 +1,9 @@
 // PAC-tuning weight noise. Launched only by src/pac/noise.rs, behind shaders/philox.wgsl (τ).
 //
 // One thread per quad of elements 4q .. 4q + 3 (the four τ of one Philox call), 256 threads per
-// workgroup, workgroups on a 2-D grid (rows of GRID_WIDTH in src/pac/backend.rs).
+// workgroup, workgroups on a 2-D grid (rows of GRID_WIDTH in src/pac/kernel.rs).
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
-// The parameters come in two blocks, each a buffer that src/pac/backend.rs uploads once and
+// The parameters come in two blocks, each a buffer that src/pac/kernel.rs uploads once and
 // binds again wherever the same words recur: the tensor's (the same every step) and the step's.
 
 struct Params {
@@ -11,8 +11,8 @@ struct Params {
     n: u32,        // elements
     j: u32,        // trainable tensor: Philox counter word 1
     given: u32,    // 1: τ = given[i] instead of Philox
-    word: u32,     // OP_WORD: which Philox output word
     pad0: u32,
+    pad3: u32,
     pad1: u32,
     pad2: u32,
 }
@@ -23,9 +23,7 @@ struct Step {
 }
 
 const OP_DRAW: u32 = 0u;    // out = τ
-const OP_WORD: u32 = 1u;    // out = word `word` of Philox(counter (i, j, 0, 0)), as raw bits
-const OP_INJECT: u32 = 2u;  // out = θ + exp(p)·τ
-const OP_REMOVE: u32 = 3u;  // out = θ − exp(p)·τ
+const OP_INJECT: u32 = 1u;  // out = θ + exp(p)·τ
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read_write> theta: array<f32>;
@@ -60,27 +58,13 @@ fn main(
     if 4u * q >= params.n {
         return;
     }
-    if params.op == OP_WORD {
-        let key = vec2<u32>(step.seed, step.count);
-        for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
-            let i = 4u * q + k;
-            out[i] = bitcast<f32>(philox(vec4<u32>(i, params.j, 0u, 0u), key)[params.word]);
-        }
-        return;
-    }
     let t = tau(q, params, step);
     for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
         let i = 4u * q + k;
-        switch params.op {
-            case OP_DRAW: {
-                out[i] = t[k];
-            }
-            case OP_INJECT: {
-                out[i] = theta[i] + exp(p[i]) * t[k];
-            }
-            default: {
-                out[i] = theta[i] - exp(p[i]) * t[k];
-            }
+        if params.op == OP_INJECT {
+            out[i] = theta[i] + exp(p[i]) * t[k];
+        } else {
+            out[i] = t[k];
         }
     }
 }

@@ -1,15 +1,36 @@
 //! pac-wgpu: fine-tune pretrained BERT-family models with PAC-tuning on any GPU wgpu reaches
 //! (Vulkan, Metal, DX12) or on the CPU, with Burn.
 //!
-//! The modules follow the concerns of a run: [`device`] picks where tensors live, [`model`]
-//! loads a Hugging Face checkpoint into a Burn BERT, [`tokenize`] turns text into padded batches.
+//! **The method** lives in [`pac`]: its module page and [`pac::PacTuning`] read as the paper's
+//! two stages, top to bottom (K(λ) and the initialisation, stage 1's bound, stage 2's perturbed
+//! gradient descent), with the bound's arithmetic in [`pac::bound`] and the device kernels
+//! beside it.
+//!
+//! Modules depend one way, from helpers up to the command line:
+//! - helpers: [`rng`] (the host generator), [`reduce`], [`files`] (atomic writes, tensor
+//!   files), [`device`], [`tokenize`], [`metrics`];
+//! - [`model`], the Hugging Face BERT as Burn modules and its trainable tensors;
+//!   [`data`], tokenized splits, losses and predictions; [`optim`], AdamW;
+//!   [`step`], the parts of an optimiser step every method shares;
+//! - [`pac`], PAC-tuning;
+//! - [`train`], the training loop over the methods (vanilla, PGD, PAC), checkpoints and resume;
+//! - the `pac-wgpu` binary (src/cli) parses flags into [`train::TrainConfig`] and friends.
+//!
+//! Beside them: [`glue`] reads GLUE and users' data; [`run`] holds a run folder's typed records
+//! (history.jsonl's [`run::EpochRecord`], summary.json's [`run::Summary`]); [`report`] draws them.
 
+pub mod data;
 pub mod device;
+pub mod files;
 pub mod glue;
 pub mod metrics;
 pub mod model;
+pub mod optim;
 pub mod pac;
 pub mod reduce;
 pub mod report;
+pub mod rng;
+pub mod run;
+pub mod step;
 pub mod tokenize;
 pub mod train;

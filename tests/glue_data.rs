@@ -5,9 +5,10 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pac_wgpu::glue::sample::{EvalOrder, SplitMix64, epoch_order, few_shot};
+use pac_wgpu::glue::sample::{EvalOrder, epoch_order, few_shot};
 use pac_wgpu::glue::{DataSource, Label, Split, Task, read_predictions};
 use pac_wgpu::metrics;
+use pac_wgpu::rng::SplitMix64;
 use serde_json::Value;
 
 /// The GLUE folder: env GLUE_DIR, default ../shared/glue. Missing: a panic under CI=true, else

@@ -13,17 +13,18 @@ use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{golden_dir, read_json, test_devices};
+use pac_wgpu::data::Targets;
+use pac_wgpu::files::TensorFile;
+use pac_wgpu::model::trainable::{self, Trainable};
 use pac_wgpu::model::{Classifier, Pretrained};
+use pac_wgpu::optim::{AdamW, AdamWConfig};
+use pac_wgpu::pac::PacTuning;
+use pac_wgpu::pac::bound::BoundTerms;
 use pac_wgpu::pac::bound::KHat;
 use pac_wgpu::pac::noise::NoiseSource;
 use pac_wgpu::pac::noise_adam::NoiseAdam;
-use pac_wgpu::pac::state::PacState;
+use pac_wgpu::step::{Batch, Lrs, StepContext};
 use pac_wgpu::tokenize::PaddedBatch;
-use pac_wgpu::train::checkpoint::TensorFile;
-use pac_wgpu::train::data::Targets;
-use pac_wgpu::train::optim::{AdamW, AdamWConfig};
-use pac_wgpu::train::params::{self, Slot};
-use pac_wgpu::train::step::{Lrs, Noise, step};
 use serde_json::Value;
 
 const REL: f64 = 1e-5;
@@ -52,7 +53,7 @@ impl Golden {
     }
 
     /// Golden tensor `key`, in the slot's Burn layout (HF Linear weights are transposed), flat.
-    fn slot_values(&self, key: &str, slot: &Slot) -> Vec<f32> {
+    fn slot_values(&self, key: &str, slot: &Trainable) -> Vec<f32> {
         let (shape, values) = self
             .tensors
             .get(key)
@@ -74,7 +75,7 @@ impl Golden {
         }
     }
 
-    fn slot_tensor(&self, key: &str, slot: &Slot, device: &Device) -> Tensor<1> {
+    fn slot_tensor(&self, key: &str, slot: &Trainable, device: &Device) -> Tensor<1> {
         Tensor::from_data(
             TensorData::new(self.slot_values(key, slot), [slot.numel()]),
             device,
@@ -134,7 +135,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
         ))),
     };
 
-    let slots = params::slots(&model, false);
+    let slots = trainable::list(&model, false);
     let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();
     let order: Vec<&str> = g["trainable_order"]
         .as_array()
@@ -148,7 +149,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
     );
 
     let mut theta0 = Vec::new();
-    params::visit_slots(&model, false, None, |_, v, _| theta0.push(v));
+    trainable::visit(&model, false, None, |_, v, _| theta0.push(v));
     let theta_start: Vec<Vec<f32>> = theta0.iter().map(host).collect();
     let groups: Vec<_> = slots.iter().map(|s| s.group).collect();
     let floats = |v: &Value| -> Vec<f64> {
@@ -159,7 +160,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             .collect()
     };
     let gamma = g["gamma"].as_f64().unwrap();
-    let mut pac = PacState {
+    let mut pac = PacTuning {
         theta0,
         p: slots
             .iter()
@@ -173,6 +174,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
         gamma_range: (gamma, gamma),
         n: g["n_train"].as_u64().unwrap() as usize,
         adam: NoiseAdam::new(&groups),
+        stage1_epochs: 0,
         keep_grad_p: true,
     };
     let mut adam = AdamW::new(
@@ -207,7 +209,10 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
         TensorData::new(labels, [rows]),
         &device,
     ));
-    let micro = vec![(padded, targets)];
+    let batch = Batch {
+        micro: vec![(padded, targets)],
+        len: rows,
+    };
     let lrs = Lrs {
         encoder: 5e-5,
         head: 1e-2,
@@ -241,28 +246,36 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
         let p_fixed = pac.p.clone();
         let b_before = pac.b.clone();
         let mut theta_before = Vec::new();
-        params::visit_slots(&model, false, None, |_, v, _| theta_before.push(host(&v)));
-        let noise = if stage1 {
-            Noise::Learned(&mut pac)
-        } else {
-            Noise::Fixed(&p_fixed)
-        };
-        let (updated, outcome) = step(
-            model,
-            &slots,
-            false,
-            &mut adam,
-            &micro,
-            rows,
+        trainable::visit(&model, false, None, |_, v, _| theta_before.push(host(&v)));
+        let mut ctx = StepContext {
+            trainable: &slots,
+            train_embeddings: false,
+            adam: &mut adam,
             lrs,
-            noise,
-            &tau,
-            &device,
-            &mut |_| {},
-        )
-        .unwrap();
-        model = updated;
-        let report = outcome.done().unwrap();
+            device: &device,
+            lap: &mut |_| {},
+        };
+        let report = if stage1 {
+            let (updated, outcome) = pac.stage1_step(model, &mut ctx, &batch, &tau).unwrap();
+            model = updated;
+            let r = outcome.done().unwrap();
+            Reported {
+                loss1: r.step.loss1,
+                bound: Some(r.bound),
+                grad_theta: r.step.grad_theta,
+                grad_p: r.grad_p,
+            }
+        } else {
+            let (updated, outcome) = pac.stage2_step(model, &mut ctx, &batch, &tau).unwrap();
+            model = updated;
+            let r = outcome.done().unwrap();
+            Reported {
+                loss1: r.loss1,
+                bound: None,
+                grad_theta: r.grad_theta,
+                grad_p: Vec::new(),
+            }
+        };
 
         close(
             &what("loss1"),
@@ -425,7 +438,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             }
         }
         let mut after = Vec::new();
-        params::visit_slots(&model, false, None, |_, v, _| after.push(host(&v)));
+        trainable::visit(&model, false, None, |_, v, _| after.push(host(&v)));
         for (j, s) in slots.iter().enumerate() {
             let want = golden.slot_values(&format!("step{k}.theta_after.{}", s.name), s);
             if noise_only[j] {
@@ -480,4 +493,12 @@ fn three_pac_steps_match_the_reference_on_every_device() {
     for selected in test_devices() {
         run_on(&selected.name, &selected.device, &golden, &dir);
     }
+}
+
+/// What either stage's step reported.
+struct Reported {
+    loss1: f64,
+    bound: Option<BoundTerms>,
+    grad_theta: Vec<Option<Tensor<1>>>,
+    grad_p: Vec<Tensor<1>>,
 }

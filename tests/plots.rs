@@ -6,7 +6,19 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use pac_wgpu::report::plots::{CURVE_SIZE, sigma_plot_size, write_history_plots, write_sigma_plot};
+use pac_wgpu::run::EpochRecord;
 use serde_json::{Value, json};
+
+/// A history record with the keys given; the keys every record has that are not given are 0
+/// (train_loss: null, i.e. NaN).
+fn record(keys: Value) -> EpochRecord {
+    let mut full = json!({"epoch": 0, "step": 0, "train_loss": null, "lr_encoder": 0.0,
+        "lr_head": 0.0, "epoch_seconds": 0.0, "examples_per_s": 0.0});
+    for (key, value) in keys.as_object().expect("an object") {
+        full[key] = value.clone();
+    }
+    serde_json::from_value(full).expect("a history record")
+}
 
 /// A scratch folder: a fresh temp dir, or `$PAC_WGPU_TEST_PLOTS_DIR/<name>` when set.
 struct Scratch {
@@ -96,7 +108,7 @@ const RED: [u8; 3] = [214, 39, 40];
 fn vanilla_history_gives_loss_and_dev_plots() {
     let s = scratch("vanilla");
     // Dev every other epoch (epoch 3 has none), one metric missing once.
-    let history: Vec<Value> = (1..=10)
+    let history: Vec<EpochRecord> = (1..=10)
         .map(|e| {
             let mut r = json!({
                 "epoch": e,
@@ -113,7 +125,7 @@ fn vanilla_history_gives_loss_and_dev_plots() {
                     json!({"accuracy": acc, "f1": acc + 0.1})
                 };
             }
-            r
+            record(r)
         })
         .collect();
     write_history_plots(&s.path, &history).unwrap();
@@ -136,14 +148,14 @@ fn vanilla_history_gives_loss_and_dev_plots() {
 fn pac_history_gives_noise_and_kl_plots() {
     let s = scratch("pac");
     // Stage 1 = epochs 1..=6 (loss2, KL, σ logged), stage 2 = 7..=10.
-    let history: Vec<Value> = (1..=10)
+    let history: Vec<EpochRecord> = (1..=10)
         .map(|e| {
             let t = e as f64;
             let loss1 = 0.9 * (-t / 5.0).exp() + 0.2;
             let mut r = json!({
                 "epoch": e,
                 "train_loss": loss1,
-                "loss1": loss1,
+                "stage": if e <= 6 { 1 } else { 2 },
                 "dev": {"f1": 0.6 + 0.02 * t, "accuracy": 0.55 + 0.02 * t},
             });
             if e <= 6 {
@@ -155,7 +167,7 @@ fn pac_history_gives_noise_and_kl_plots() {
                 r["sigma_head"] = json!(3e-2 / (1.0 + 0.5 * t));
                 r["prior_std"] = json!(1.2e-3 * (1.0 + 0.1 * t));
             }
-            r
+            record(r)
         })
         .collect();
     write_history_plots(&s.path, &history).unwrap();
@@ -167,7 +179,7 @@ fn pac_history_gives_noise_and_kl_plots() {
     for name in ["dev.png", "kl.png", "loss.png", "noise.png"] {
         check_png(&plots.join(name), CURVE_SIZE);
     }
-    // loss1 equals train_loss, so loss2 (right axis) is the second color.
+    // loss2 (right axis) is the second color.
     assert!(has_color(&plots.join("loss.png"), ORANGE), "no loss2 curve");
     assert!(
         has_color(&plots.join("noise.png"), GREEN),
@@ -188,12 +200,14 @@ fn degenerate_histories_do_not_panic() {
     let image = image::load_from_memory(&bytes).unwrap();
     assert_eq!((image.width(), image.height()), (w, h));
 
-    // NaN (serialised as null), strings, a single epoch, missing "epoch", all-null series.
+    // NaN (serialised as null), non-positive σ, a single finite value, all-null series.
     let s = scratch("nan");
     let history = vec![
-        json!({"epoch": 1, "train_loss": f64::NAN, "dev": {"accuracy": null},
-               "kl": null, "sigma_encoder": 0.0, "sigma_head": -1.0, "prior_std": "x"}),
-        json!({"train_loss": 0.5, "dev": {}, "loss2": null}),
+        record(
+            json!({"epoch": 1, "train_loss": f64::NAN, "dev": {"accuracy": null},
+               "stage": 1, "kl": null, "sigma_encoder": 0.0, "sigma_head": -1.0}),
+        ),
+        record(json!({"epoch": 2, "train_loss": 0.5, "dev": {}, "loss2": null})),
     ];
     write_history_plots(&s.path, &history).unwrap();
     let plots = s.path.join("plots");
@@ -211,7 +225,9 @@ fn degenerate_histories_do_not_panic() {
     let s = scratch("one");
     write_history_plots(
         &s.path,
-        &[json!({"epoch": 1, "train_loss": 0.69, "dev": {"mcc": 0.1}})],
+        &[record(
+            json!({"epoch": 1, "train_loss": 0.69, "dev": {"mcc": 0.1}}),
+        )],
     )
     .unwrap();
     check_png(&s.path.join("plots/loss.png"), CURVE_SIZE);

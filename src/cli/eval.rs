@@ -2,8 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use pac_wgpu::device::select;
+use pac_wgpu::files::write_atomic;
 use pac_wgpu::glue::Split;
-use pac_wgpu::report::write_atomic;
 use pac_wgpu::train::{Trained, predictions_tsv};
 
 use super::GlobalArgs;
@@ -51,8 +51,8 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
             predictions.len(),
             args.checkpoint
         );
-        for (name, value) in metrics.as_object().into_iter().flatten() {
-            println!("  {name:<10} {:.4}", value.as_f64().unwrap_or(f64::NAN));
+        for (name, value) in &metrics {
+            println!("  {name:<10} {value:.4}");
         }
     }
     Ok(())

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use pac_wgpu::glue::Task;
+use pac_wgpu::run::{EpochRecord, Summary};
+use pac_wgpu::train::config::{default_output_dir, default_stage1_epochs};
 use pac_wgpu::train::{
     Event, Method, OnNonFinite, Schedule, TrainConfig, interrupt, read_config, train,
 };
-use serde_json::Value;
 
 use super::GlobalArgs;
 use super::data::DataSourceArgs;
@@ -115,7 +116,8 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
 }
 
 impl TrainArgs {
-    /// Defaults, then --config, then the flags given.
+    /// The paper's setting ([`TrainConfig::paper`]), then --config (or the resumed run's
+    /// run.json), then the flags given.
     fn resolve(&self, global: &GlobalArgs) -> Result<TrainConfig> {
         let base = match (&self.config, &self.output_dir) {
             (Some(path), _) => Some(read_config(path)?),
@@ -124,81 +126,64 @@ impl TrainArgs {
             }
             _ => None,
         };
-        let task = match (&self.task, &base) {
-            (Some(t), _) => t.name().to_string(),
-            (None, Some(b)) => b.task.clone(),
+        let from_base = base.is_some();
+        let mut c = match (&self.task, base) {
+            (_, Some(base)) => base,
+            (Some(task), None) => TrainConfig::paper(task.name()),
             (None, None) => anyhow::bail!("--task is required (or --config run.json)"),
         };
-        let pick = |flag: Option<f64>, from: fn(&TrainConfig) -> f64, default: f64| {
-            flag.or(base.as_ref().map(from)).unwrap_or(default)
-        };
-        let pick_n = |flag: Option<usize>, from: fn(&TrainConfig) -> usize, default: usize| {
-            flag.or(base.as_ref().map(from)).unwrap_or(default)
-        };
-        let method = self
-            .method
-            .or(base.as_ref().map(|b| b.method))
-            .unwrap_or(Method::Pac);
-        let seed = self.seed.or(base.as_ref().map(|b| b.seed)).unwrap_or(42);
-        let method_name = serde_json::to_value(method)?
-            .as_str()
-            .unwrap_or("run")
-            .to_string();
+        if let Some(task) = self.task {
+            c.task = task.name().to_string();
+        }
+        fn set<T>(value: &mut T, flag: Option<T>) {
+            if let Some(v) = flag {
+                *value = v;
+            }
+        }
+        fn set_opt<T>(value: &mut Option<T>, flag: Option<T>) {
+            if flag.is_some() {
+                *value = flag;
+            }
+        }
+        set(&mut c.method, self.method);
+        set(&mut c.model, self.model.clone());
+        set(&mut c.train_size, self.train_size);
+        set(&mut c.seed, self.seed);
+        set(&mut c.epochs, self.epochs);
+        // Stage 1 follows --epochs unless given or taken from a run.json.
+        let stage1 = self
+            .stage1_epochs
+            .or((!from_base).then(|| default_stage1_epochs(c.epochs)));
+        set(&mut c.stage1_epochs, stage1);
+        set(&mut c.batch_size, self.batch_size);
+        set(&mut c.grad_accum, self.grad_accum);
+        set(&mut c.eval_batch_size, self.eval_batch_size);
+        set(&mut c.max_length, self.max_length);
+        set(&mut c.lr_encoder, self.lr_encoder);
+        set(&mut c.lr_head, self.lr_head);
+        set(&mut c.weight_decay, self.weight_decay);
+        set(&mut c.warmup_ratio, self.warmup_ratio);
+        set(&mut c.schedule, self.lr_schedule);
+        set(&mut c.dropout, self.dropout);
+        set(&mut c.eval_every_epochs, self.eval_every_epochs);
+        set(&mut c.on_nonfinite, self.on_nonfinite);
+        set_opt(&mut c.max_grad_norm, self.max_grad_norm);
+        set_opt(&mut c.gamma, self.gamma);
+        set_opt(&mut c.noise_std, self.noise_std);
+        set_opt(&mut c.early_stopping, self.early_stopping);
         let data = &self.data;
-        let b = base.as_ref();
-        let epochs = pick_n(self.epochs, |b| b.epochs, 250);
-        Ok(TrainConfig {
-            output_dir: self
-                .output_dir
-                .clone()
-                .or(b.map(|b| b.output_dir.clone()))
-                .unwrap_or_else(|| PathBuf::from(format!("runs/{task}-{method_name}-{seed}"))),
-            method,
-            model: self
-                .model
-                .clone()
-                .or(b.map(|b| b.model.clone()))
-                .unwrap_or_else(|| "bert-base-uncased".into()),
-            data_dir: data.data_dir.clone().or(b.and_then(|b| b.data_dir.clone())),
-            train_file: data
-                .train_file
-                .clone()
-                .or(b.and_then(|b| b.train_file.clone())),
-            dev_file: data.dev_file.clone().or(b.and_then(|b| b.dev_file.clone())),
-            columns: data.source().columns,
-            train_size: pick_n(self.train_size, |b| b.train_size, 100),
-            seed,
-            epochs,
-            stage1_epochs: self
-                .stage1_epochs
-                .or(b.map(|b| b.stage1_epochs))
-                .unwrap_or(epochs * 4 / 5),
-            batch_size: pick_n(self.batch_size, |b| b.batch_size, 100),
-            grad_accum: pick_n(self.grad_accum, |b| b.grad_accum, 1),
-            eval_batch_size: pick_n(self.eval_batch_size, |b| b.eval_batch_size, 64),
-            max_length: pick_n(self.max_length, |b| b.max_length, 128),
-            lr_encoder: pick(self.lr_encoder, |b| b.lr_encoder, 5e-5),
-            lr_head: pick(self.lr_head, |b| b.lr_head, 1e-2),
-            weight_decay: pick(self.weight_decay, |b| b.weight_decay, 0.01),
-            warmup_ratio: pick(self.warmup_ratio, |b| b.warmup_ratio, 0.0),
-            schedule: self
-                .lr_schedule
-                .or(b.map(|b| b.schedule))
-                .unwrap_or(Schedule::Constant),
-            max_grad_norm: self.max_grad_norm.or(b.and_then(|b| b.max_grad_norm)),
-            gamma: self.gamma.or(b.and_then(|b| b.gamma)),
-            noise_std: self.noise_std.or(b.and_then(|b| b.noise_std)),
-            dropout: pick(self.dropout, |b| b.dropout, 0.0),
-            train_embeddings: self.train_embeddings || b.is_some_and(|b| b.train_embeddings),
-            eval_every_epochs: pick_n(self.eval_every_epochs, |b| b.eval_every_epochs, 1),
-            early_stopping: self.early_stopping.or(b.and_then(|b| b.early_stopping)),
-            on_nonfinite: self
-                .on_nonfinite
-                .or(b.map(|b| b.on_nonfinite))
-                .unwrap_or_default(),
-            device: global.device.to_string(),
-            task,
-        })
+        set_opt(&mut c.data_dir, data.data_dir.clone());
+        set_opt(&mut c.train_file, data.train_file.clone());
+        set_opt(&mut c.dev_file, data.dev_file.clone());
+        c.columns = data.source().columns;
+        c.train_embeddings |= self.train_embeddings;
+        c.output_dir = match &self.output_dir {
+            Some(dir) => dir.clone(),
+            None if from_base => c.output_dir,
+            None => default_output_dir(&c.task, c.method, c.seed),
+        };
+        c.device = global.device.to_string();
+        Ok(c)
     }
 }
 
@@ -294,47 +279,29 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
     Ok(())
 }
 
-fn epoch_line(record: &Value) -> String {
+fn epoch_line(record: &EpochRecord) -> String {
     let mut line = format!(
         "epoch {:>4}  loss {:.4}  {:.1} ex/s",
-        record["epoch"],
-        record["train_loss"].as_f64().unwrap_or(f64::NAN),
-        record["examples_per_s"].as_f64().unwrap_or(0.0)
+        record.epoch, record.train_loss, record.examples_per_s
     );
-    if let Some(dev) = record["dev"].as_object() {
-        for (name, value) in dev {
-            line.push_str(&format!(
-                "  dev {name} {:.4}",
-                value.as_f64().unwrap_or(f64::NAN)
-            ));
-        }
+    for (name, value) in record.dev.iter().flatten() {
+        line.push_str(&format!("  dev {name} {value:.4}"));
     }
     line
 }
 
-fn print_summary(summary: &Value, config: &TrainConfig) {
+fn print_summary(summary: &Summary, config: &TrainConfig) {
     println!("\n{:<14} {}", "run", config.output_dir.display());
-    println!(
-        "{:<14} {}",
-        "device",
-        summary["device"].as_str().unwrap_or("?")
-    );
-    println!(
-        "{:<14} {:.1} s",
-        "wall time",
-        summary["wall_seconds"].as_f64().unwrap_or(0.0)
-    );
-    for key in ["best", "final"] {
-        if let Some(m) = summary[key].as_object() {
-            let mut row = format!(
-                "{key:<14} epoch {}",
-                m.get("epoch").cloned().unwrap_or(Value::Null)
-            );
-            for (name, value) in m.iter().filter(|(k, _)| *k != "epoch") {
-                row.push_str(&format!(
-                    "  {name} {:.4}",
-                    value.as_f64().unwrap_or(f64::NAN)
-                ));
+    println!("{:<14} {}", "device", summary.device);
+    println!("{:<14} {:.1} s", "wall time", summary.wall_seconds);
+    for (key, point) in [
+        ("best", summary.best.as_ref()),
+        ("final", Some(&summary.last)),
+    ] {
+        if let Some(point) = point {
+            let mut row = format!("{key:<14} epoch {}", point.epoch);
+            for (name, value) in &point.metrics {
+                row.push_str(&format!("  {name} {value:.4}"));
             }
             println!("{row}");
         }

@@ -3,6 +3,7 @@
 //! A split is read from a `glue_data` folder (`--data-dir`, else env `GLUE_DIR`), from a user's
 //! own file (`--train-file`/`--dev-file`) or, with neither, from the hub ([`hub`]).
 
+mod error;
 pub mod hub;
 pub mod parquet;
 pub mod read;
@@ -14,7 +15,8 @@ use std::str::FromStr;
 
 use crate::metrics::{self, Metric};
 
-pub use read::{Columns, DataError, read_predictions};
+pub use error::DataError;
+pub use read::{Columns, read_predictions};
 
 /// One example of a split, in file order.
 #[derive(Clone, Debug, PartialEq)]
@@ -468,7 +470,7 @@ impl DataSource {
         let (source, examples) = if let Some(file) = self.user_file(split) {
             (
                 file.to_path_buf(),
-                read::read_user_file(file, &self.columns, task)?,
+                read_user_file(file, &self.columns, task)?,
             )
         } else if let Some(dir) = &self.glue_dir {
             read::read_glue(dir, task, split)?
@@ -481,5 +483,22 @@ impl DataSource {
             source,
             examples,
         })
+    }
+}
+
+/// Reads a user's data file: parquet by its extension, else TSV, CSV or JSON Lines
+/// ([`read::read_text_file`]).
+pub fn read_user_file(
+    path: &Path,
+    columns: &Columns,
+    task: Task,
+) -> Result<Vec<Example>, DataError> {
+    let parquet = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if parquet {
+        parquet::read_parquet(path, columns, task, true)
+    } else {
+        read::read_text_file(path, columns, task)
     }
 }

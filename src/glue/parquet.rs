@@ -11,7 +11,7 @@ use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::read::{DataError, io_found, parse_label, quoted};
+use super::error::{DataError, io_found, parse_label, quoted};
 use super::{Columns, Example, Label, Task};
 
 /// The examples of the parquet file at `path`, taking the named columns. With `labelled` false

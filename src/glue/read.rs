@@ -5,41 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::{DataError, io_found, parse_label, quoted};
 use super::{Example, FileFormat, Label, Split, Task};
-
-/// A one-line error naming the file, the line (1-based; absent when the whole file is at
-/// fault), what was expected and what was found.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-#[error("{}: expected {expected}, found {found}", location(.file, .line))]
-pub struct DataError {
-    pub file: PathBuf,
-    pub line: Option<usize>,
-    pub expected: String,
-    pub found: String,
-}
-
-fn location(file: &Path, line: &Option<usize>) -> String {
-    match line {
-        Some(line) => format!("{}:{line}", file.display()),
-        None => file.display().to_string(),
-    }
-}
-
-impl DataError {
-    pub fn new(
-        file: &Path,
-        line: Option<usize>,
-        expected: impl Into<String>,
-        found: impl Into<String>,
-    ) -> DataError {
-        DataError {
-            file: file.to_path_buf(),
-            line,
-            expected: expected.into(),
-            found: found.into(),
-        }
-    }
-}
 
 /// Column names to read from a user's TSV/CSV header or JSONL keys.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,23 +35,6 @@ struct Layout {
     label: Option<usize>,
 }
 
-/// A field for an error message: quoted, escaped and cut to 60 characters.
-pub(super) fn quoted(text: &str) -> String {
-    const MAX: usize = 60;
-    match text.char_indices().nth(MAX) {
-        Some((end, _)) => format!("{:?}...", &text[..end]),
-        None => format!("{text:?}"),
-    }
-}
-
-/// What an I/O error found, for a [`DataError`]: "no such file", else the error's text.
-pub(super) fn io_found(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_string(),
-        _ => e.to_string(),
-    }
-}
-
 /// Reads a whole file as UTF-8 text without its byte-order mark.
 fn read_text(path: &Path) -> Result<String, DataError> {
     let bytes = std::fs::read(path)
@@ -109,22 +59,6 @@ fn read_text(path: &Path) -> Result<String, DataError> {
 /// Lines with their 1-based numbers.
 fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines().enumerate().map(|(i, line)| (i + 1, line))
-}
-
-pub(super) fn parse_label(
-    task: Task,
-    text: &str,
-    path: &Path,
-    line: usize,
-) -> Result<Label, DataError> {
-    task.parse_label(text).ok_or_else(|| {
-        let expected = if task.is_regression() {
-            "a numeric similarity score".to_string()
-        } else {
-            format!("a label (one of {})", task.glue_labels().join(", "))
-        };
-        DataError::new(path, Some(line), expected, quoted(text))
-    })
 }
 
 fn example(
@@ -243,11 +177,11 @@ pub fn read_glue_file(
     Ok(examples)
 }
 
-/// Reads a user's file with a header (`.tsv`: tab-split, no quoting; `.csv`: RFC 4180
-/// quoting), JSON Lines (`.jsonl`/`.json`: one object per line) or parquet (`.parquet`),
-/// taking the named columns.
+/// Reads a user's text file with a header (`.tsv`: tab-split, no quoting; `.csv`: RFC 4180
+/// quoting) or JSON Lines (`.jsonl`/`.json`: one object per line), taking the named columns
+/// (parquet files go to [`super::parquet`], see [`super::read_user_file`]).
 /// Labels are spelled as in [`Task::parse_label`]; JSON labels may also be numbers.
-pub fn read_user_file(
+pub fn read_text_file(
     path: &Path,
     columns: &Columns,
     task: Task,
@@ -257,9 +191,6 @@ pub fn read_user_file(
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    if extension == "parquet" {
-        return super::parquet::read_parquet(path, columns, task, true);
-    }
     if !matches!(extension.as_str(), "tsv" | "csv" | "jsonl" | "json") {
         let found = match extension.as_str() {
             "" => "no extension".to_string(),

@@ -13,7 +13,7 @@ use burn::nn::{
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::glue::sample::SplitMix64;
+use crate::rng::SplitMix64;
 
 use super::config::BertConfig;
 

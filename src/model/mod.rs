@@ -4,6 +4,7 @@ pub mod bert;
 pub mod config;
 pub mod hub;
 pub mod load;
+pub mod trainable;
 
 use std::path::{Path, PathBuf};
 

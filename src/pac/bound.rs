@@ -9,14 +9,14 @@
 //! training examples. Everything here is checked against ../shared/golden/pac-bound.json (the
 //! authors' reference functions in float64) by tests/pac_bound.rs.
 
-use crate::train::params::Group;
+use crate::model::trainable::Group;
 
 /// The sums the closed-form KL needs for one trainable tensor j, centred on b_j so that
 /// nothing cancels: with y_i = 2(p_i − b_j), E_j = Σ (e^y − 1), F_j = Σ (e^y − 1 − y) and
 /// D_j = Σ (θ − θ0)² at the clean weights. Where p = b_j, E_j = F_j = 0 exactly (the kernels
 /// compute e^y − 1 without cancellation), so the KL and ∂KL/∂b_j are exactly 0 at the start.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct LayerSums {
+pub struct TensorSums {
     pub e: f64,
     pub f: f64,
     pub d: f64,
@@ -24,14 +24,14 @@ pub struct LayerSums {
     pub numel: usize,
 }
 
-impl LayerSums {
+impl TensorSums {
     /// The sums of one tensor from host values, with prior log-std `b_j`.
     pub fn from_values(theta: &[f64], theta0: &[f64], p: &[f64], b_j: f64) -> Self {
         assert!(
             theta0.len() == theta.len() && p.len() == theta.len(),
             "θ, θ0 and p differ in size"
         );
-        let mut sums = LayerSums {
+        let mut sums = TensorSums {
             e: 0.0,
             f: 0.0,
             d: 0.0,
@@ -57,7 +57,7 @@ impl LayerSums {
         );
         rows.chunks(3)
             .zip(numels)
-            .map(|(row, &numel)| LayerSums {
+            .map(|(row, &numel)| TensorSums {
                 e: f64::from(row[0]),
                 f: f64::from(row[1]),
                 d: f64::from(row[2]),
@@ -122,8 +122,7 @@ pub fn gamma_grid(gamma_range: (f64, f64)) -> Vec<f64> {
 /// m_i − m_{i−1} + m_{i−2} − … ± m_1 rather than m_i: K̂ passes through (s_1, K_1), (s_2, K_2)
 /// and (s_3, K_3) only, and above s_3 it differs from the line through the points. It is
 /// constant K_1 below s_1 and linear above s_{m−1} (the last point s_m is not a knot).
-/// pac-bound.json's `K_at` and `K` match this form (to rounding) and not the interpolation
-/// ([`KHat::interpolated`] keeps the spec's form for comparison).
+/// pac-bound.json's `K_at` and `K` match this form (to rounding) and not the interpolation.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct KHat {
     /// s_k, increasing.
@@ -184,20 +183,6 @@ impl KHat {
             .filter(|&(i, _)| s > knots[i])
             .map(|(_, c)| c)
             .sum()
-    }
-
-    /// The spec's wording of step 6: piecewise-linear interpolation through (s_k, K_k),
-    /// constant K_1 below s_1, linear extrapolation of the last segment above s_m. Not what
-    /// the authors compute (see [`KHat`]); kept for comparison and reporting only.
-    pub fn interpolated(&self, s: f64) -> f64 {
-        self.check();
-        let (knots, k) = (&self.prior_std, &self.k);
-        if s <= knots[0] {
-            return k[0];
-        }
-        let last = knots.len() - 1;
-        let i = (1..=last).find(|&i| s <= knots[i]).unwrap_or(last);
-        k[i - 1] + (s - knots[i - 1]) * (k[i] - k[i - 1]) / (knots[i] - knots[i - 1])
     }
 }
 
@@ -305,7 +290,7 @@ pub fn estimate_k(losses: &[Vec<Vec<f64>>], gammas: &[f64]) -> KEstimate {
 /// distance from θ0 weighted by each tensor's prior precision. Inferred from pac-bound.json
 /// (its `wdecay` with inputs theta, theta0, b, shapes) and matched there to 1e-15 relative; it
 /// is the D_j part of the spec's KL.
-pub fn wdecay(sums: &[LayerSums], b: &[f64]) -> f64 {
+pub fn wdecay(sums: &[TensorSums], b: &[f64]) -> f64 {
     assert_eq!(sums.len(), b.len(), "one b_j per tensor");
     sums.iter()
         .zip(b)
@@ -315,7 +300,7 @@ pub fn wdecay(sums: &[LayerSums], b: &[f64]) -> f64 {
 
 /// KL = ½ [Σ_j exp(−2 b_j)(S_j + D_j) − 2 Σ_i p_i + 2 Σ_j d_j b_j − d] with S_j = Σ exp(2p),
 /// written as ½ Σ_j (F_j + exp(−2 b_j) D_j) so that no large terms cancel.
-pub fn kl(sums: &[LayerSums], b: &[f64]) -> f64 {
+pub fn kl(sums: &[TensorSums], b: &[f64]) -> f64 {
     assert_eq!(sums.len(), b.len(), "one b_j per tensor");
     0.5 * sums
         .iter()
@@ -325,7 +310,7 @@ pub fn kl(sums: &[LayerSums], b: &[f64]) -> f64 {
 }
 
 /// ∂KL/∂b_j = d_j − exp(−2 b_j)(S_j + D_j) = −E_j − exp(−2 b_j) D_j.
-pub fn kl_grad_b(sums: &[LayerSums], b: &[f64]) -> Vec<f64> {
+pub fn kl_grad_b(sums: &[TensorSums], b: &[f64]) -> Vec<f64> {
     assert_eq!(sums.len(), b.len(), "one b_j per tensor");
     sums.iter()
         .zip(b)
@@ -367,7 +352,7 @@ pub struct BoundTerms {
 /// γ's own dependence on KL and K̂ adds nothing: unclipped, γ minimises loss2 over γ, so
 /// ∂loss2/∂γ = 1.5 K̂² − (KL + C)/(nγ²) = 0; clipped, it is constant.
 pub fn bound_terms(
-    sums: &[LayerSums],
+    sums: &[TensorSums],
     b: &[f64],
     n: usize,
     gamma_range: (f64, f64),
@@ -425,42 +410,5 @@ pub fn initial_b(groups: &[Group], (p_encoder, p_head): (f64, f64)) -> Vec<f64> 
             Group::Encoder => p_encoder,
             Group::Head => p_head,
         })
-        .collect()
-}
-
-/// Host f64 reference of the fused p-gradient of one tensor j (tests only; the kernel is
-/// `NoiseAdam::step`): g_p,i = exp(p_i)·τ_i·∂loss1/∂θ'_i + kl_coef·(exp(2p_i − 2b_j) − 1).
-pub fn grad_p_reference(
-    p: &[f64],
-    tau: &[f64],
-    dloss1: &[f64],
-    b_j: f64,
-    kl_coef: f64,
-) -> Vec<f64> {
-    assert!(
-        tau.len() == p.len() && dloss1.len() == p.len(),
-        "p, τ and the gradient differ in size"
-    );
-    (0..p.len())
-        .map(|i| p[i].exp() * tau[i] * dloss1[i] + kl_coef * ((2.0 * p[i] - 2.0 * b_j).exp() - 1.0))
-        .collect()
-}
-
-/// Host f64 reference of θ's total gradient for one tensor j (tests only; the kernel is
-/// `NoiseAdam::step`, as `Stepped::grad_theta`): ∂loss1/∂θ'_i + kl_coef·exp(−2b_j)(θ_i − θ0_i).
-pub fn grad_theta_total_reference(
-    dloss1: &[f64],
-    theta: &[f64],
-    theta0: &[f64],
-    b_j: f64,
-    kl_coef: f64,
-) -> Vec<f64> {
-    assert!(
-        theta.len() == dloss1.len() && theta0.len() == dloss1.len(),
-        "θ, θ0 and the gradient differ in size"
-    );
-    let coef = kl_coef * (-2.0 * b_j).exp();
-    (0..dloss1.len())
-        .map(|i| dloss1[i] + coef * (theta[i] - theta0[i]))
         .collect()
 }

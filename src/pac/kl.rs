@@ -19,11 +19,14 @@ use burn::backend::{Cube, Dispatch, Flex, TensorMetadata};
 use burn::cubecl::CubeCount;
 use burn::tensor::{DType, Shape, Tensor};
 
-use super::backend::{
-    Io, LANES, PacBackend, Perturb, Tau, WORKGROUP, bind, block, dense, empty, expm1_block,
-    flex_tensor, launch, par_sum, values, wgsl_kernel,
+use super::backend::{PacBackend, Tau};
+use super::bound::TensorSums;
+use super::kernel::{
+    Io, LANES, WORKGROUP, bind, block, dense, empty, expm1_block, flex_tensor, launch, par_sum,
+    values, wgsl_kernel,
 };
 use super::noise::{self, NoiseSource, tau_params};
+use crate::model::trainable::Trainable;
 
 /// Row j of the first result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
 /// flattened to one dimension, and b_j = `b[j]`; shape [L, 3].
@@ -192,8 +195,7 @@ pub(super) fn partials_cpu(
     j: u32,
     inject: Option<Tau<Flex>>,
 ) -> (FlexTensor, Option<FlexTensor>) {
-    let injected =
-        inject.map(|tau| noise::perturb_cpu(theta.clone(), p.clone(), tau, j, Perturb::Inject));
+    let injected = inject.map(|tau| noise::inject_cpu(theta.clone(), p.clone(), tau, j));
     let (theta, theta0, p) = (values(&theta), values(&theta0), values(&p));
     let b_j = *values(&b).get(j as usize).expect("b has no entry j");
     assert!(
@@ -244,4 +246,14 @@ pub(super) fn finish_cpu(partials: FlexTensor) -> FlexTensor {
         .collect();
     let tensors = out.len() / 3;
     flex_tensor(out, Shape::new([tensors, 3]))
+}
+
+/// The [L, 3] result of [`sums`] read back (one small transfer per step).
+pub fn read_sums(sums: Tensor<2>, trainable: &[Trainable]) -> anyhow::Result<Vec<TensorSums>> {
+    let values = sums
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read the KL sums: {e:?}"))?;
+    let numels: Vec<usize> = trainable.iter().map(Trainable::numel).collect();
+    Ok(TensorSums::from_rows(&values, &numels))
 }

@@ -1,18 +1,352 @@
-//! PAC-tuning's kernels: weight noise ([`noise`]), the KL sums ([`kl`]) and stage 1's fused
-//! pass after the backward pass: p's gradient, its noise-Adam step and the KL pull on θ's
-//! gradient ([`noise_adam`]); WGSL compute shaders on wgpu devices, plain Rust on the CPU device,
-//! behind one Burn backend extension.
+//! PAC-tuning (Liu et al., EMNLP 2023), top to bottom as ../shared/docs/pac-tuning.md ("the
+//! spec") states it. [`PacTuning`] owns the method's state and its stage schedule:
+//!
+//! 1. **Before training** — [`estimate_k`]: the loss's exponential-moment constant K(λ) on a grid
+//!    of prior stds (spec, "K(λ)"), then [`PacTuning::init`]: θ0, p and b (spec,
+//!    "Initialisation").
+//! 2. **Stage 1**, the first `stage1_epochs` epochs — [`PacTuning::stage1_step`]: inject the
+//!    learned noise, loss1 at the noisy weights, the bound's loss2 from the KL, then one update
+//!    of θ, p and b (spec, "Stage 1 objective").
+//! 3. **Stage 2**, the remaining epochs — [`PacTuning::stage2_step`]: p and b frozen, the noise
+//!    still injected, θ updated on loss1 alone (spec, "Stage 2"); the same step as PGD's
+//!    ([`perturbed_step`]).
 //!
 //! Names follow the paper: θ the trainable weights, `theta0` (θ0) their values at the start of
 //! fine-tuning, `p` the posterior log-std (σ = exp(p), one per scalar), `b` the prior log-std
-//! (one b_j per trainable tensor j), γ (`gamma`) the bound's temperature, n the number of
-//! training examples.
+//! (one b_j per trainable tensor j = 1..L), τ ~ N(0, I) clipped to [−2, 2] the noise, `gamma`
+//! (γ) the bound's temperature, `k_hat` (K̂) the interpolated K(λ), n the number of training
+//! examples.
+//!
+//! Below this file: the bound's host arithmetic ([`bound`]), and the device work, each a WGSL
+//! shader on wgpu devices with a plain-Rust twin on the CPU device behind one Burn backend
+//! extension (`backend.rs`): the noise ([`noise`]), the KL sums ([`kl`]) and the fused
+//! p-gradient + noise-Adam + KL pull ([`noise_adam`]).
 
 mod backend;
+mod backend_impls;
 pub mod bound;
+mod checkpoint;
+mod kernel;
 pub mod kl;
 pub mod noise;
 pub mod noise_adam;
-pub mod state;
 
-pub use backend::{GRID_WIDTH, exp_f32, expm1_f32};
+use anyhow::{Result, anyhow};
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+
+use crate::data::{Examples, per_example_loss};
+use crate::model::Classifier;
+use crate::model::trainable::{self, Group, Trainable};
+use crate::reduce;
+use crate::step::{self, Batch, NonFinite, Outcome, Part, Report, StepContext};
+use bound::{BoundTerms, KEstimate, KHat};
+use noise::NoiseSource;
+use noise_adam::{NoiseAdam, StepInputs};
+
+pub use backend::AdamScalars;
+pub use kernel::{GRID_WIDTH, exp_f32, expm1_f32};
+
+/// Prior models drawn per prior std in the K(λ) estimation (R in the spec).
+pub const PRIOR_MODELS: usize = 10;
+
+/// Where τ comes from for trainable tensor j: the counter-based generator keyed by (seed, step)
+/// in training, recorded values in parity tests.
+pub type Tau<'a> = &'a dyn Fn(usize) -> NoiseSource<1>;
+
+/// The two stages of PAC-tuning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Learn the noise: minimise the PAC-Bayes bound J = loss1 + loss2.
+    One,
+    /// Perturbed gradient descent with the learned noise frozen.
+    Two,
+}
+
+/// PAC-tuning's state beside the model, and its schedule.
+pub struct PacTuning {
+    /// θ0 per trainable tensor, flattened (the weights when fine-tuning started).
+    pub theta0: Vec<Tensor<1>>,
+    /// Posterior log-std per scalar: σ = exp(p).
+    pub p: Vec<Tensor<1>>,
+    /// Prior log-std per trainable tensor (host, f64, kept f32-representable as the reference
+    /// keeps it, so the kernels' b_j and the host's are the same number).
+    pub b: Vec<f64>,
+    pub k_hat: KHat,
+    /// [γ1, γ2]; equal ends make γ constant.
+    pub gamma_range: (f64, f64),
+    /// Number of training examples n.
+    pub n: usize,
+    /// Adam for p and b, with the authors' step sizes.
+    pub adam: NoiseAdam,
+    /// Epochs of stage 1; stage 2 follows.
+    pub stage1_epochs: usize,
+    /// Whether stage-1 steps hand back p's gradient in [`Stage1Report::grad_p`] (parity tests;
+    /// training leaves it off and saves the kernel a write).
+    pub keep_grad_p: bool,
+}
+
+/// What a stage-1 step measured.
+#[derive(Debug, Clone)]
+pub struct Stage1Report {
+    pub step: Report,
+    /// The bound's terms at this step.
+    pub bound: BoundTerms,
+    /// p's gradient per tensor, where [`PacTuning::keep_grad_p`] asks for it.
+    pub grad_p: Vec<Tensor<1>>,
+}
+
+/// Spec, "K(λ)", steps 1–2, then [`bound::estimate_k`] for steps 3–6: for every prior std s_k of
+/// the grid, the per-example losses of [`PRIOR_MODELS`] models θ0 + s_k·N(0, I) on every training
+/// example (forward only). `model` must be on a plain (non-autodiff) device; the draws are seeded
+/// by `seed`; `progress(done, total)` hears each prior model.
+pub fn estimate_k(
+    model: &Classifier,
+    train_embeddings: bool,
+    train: &Examples,
+    gamma_range: (f64, f64),
+    seed: u64,
+    device: &Device,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(KHat, KEstimate)> {
+    device.seed(seed);
+    let grid = bound::prior_std_grid();
+    let total = grid.len() * PRIOR_MODELS;
+    let mut losses = Vec::with_capacity(grid.len());
+    for (k, &s) in grid.iter().enumerate() {
+        let mut per_model = Vec::with_capacity(PRIOR_MODELS);
+        for r in 0..PRIOR_MODELS {
+            let prior = trainable::map(model.clone(), train_embeddings, |_, theta0| {
+                let [n] = theta0.dims();
+                theta0 + Tensor::random([n], Distribution::Normal(0.0, 1.0), device) * s
+            });
+            per_model.push(example_losses(&prior, train, device)?);
+            progress(k * PRIOR_MODELS + r + 1, total);
+        }
+        losses.push(per_model);
+    }
+    let estimate = bound::estimate_k(&losses, &bound::gamma_grid(gamma_range));
+    let k_hat = KHat::new(grid, estimate.monotone.clone());
+    Ok((k_hat, estimate))
+}
+
+/// The loss of every example of `train` under `model`, in example order.
+fn example_losses(model: &Classifier, train: &Examples, device: &Device) -> Result<Vec<f64>> {
+    let rows: Vec<usize> = (0..train.data.len()).collect();
+    let mut losses = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(train.batch_size.max(1)) {
+        let (ids, types, mask) = train.data.batch(chunk, train.pad).to_tensors(device);
+        let logits = model.forward(ids, types, mask);
+        let values = per_example_loss(logits, &train.data.targets(chunk, device))
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow!("cannot read losses: {e:?}"))?;
+        losses.extend(values.into_iter().map(f64::from));
+    }
+    Ok(losses)
+}
+
+impl PacTuning {
+    /// Spec, "Initialisation": θ0 = the current weights; p = 2 ln(mean |θ0|) over the encoder's
+    /// scalars and ln(mean |ω0|) over the head's ([`bound::init_log_std`]); b_j = the p of its
+    /// group ([`bound::initial_b`]), so the posterior starts at the prior.
+    pub fn init(
+        model: &Classifier,
+        trainable: &[Trainable],
+        train_embeddings: bool,
+        n: usize,
+        gamma: f64,
+        k_hat: KHat,
+        stage1_epochs: usize,
+    ) -> PacTuning {
+        let mut theta0 = Vec::with_capacity(trainable.len());
+        trainable::visit(model, train_embeddings, None, |_, value, _| {
+            theta0.push(value)
+        });
+        let (mut abs_sum, mut count) = ([0.0f64; 2], [0usize; 2]);
+        for (t, value) in trainable.iter().zip(&theta0) {
+            let g = (t.group == Group::Head) as usize;
+            abs_sum[g] += reduce::sum(value.clone().abs()).into_scalar::<f32>() as f64;
+            count[g] += t.numel();
+        }
+        let log_std = bound::init_log_std(
+            abs_sum[0] / count[0].max(1) as f64,
+            abs_sum[1] / count[1].max(1) as f64,
+        );
+        let groups: Vec<Group> = trainable.iter().map(|t| t.group).collect();
+        let b = bound::initial_b(&groups, log_std);
+        let device = theta0[0].device();
+        let p = trainable
+            .iter()
+            .zip(&b)
+            .map(|(t, &b_j)| Tensor::full([t.numel()], b_j, &device))
+            .collect();
+        PacTuning {
+            theta0,
+            p,
+            b,
+            k_hat,
+            gamma_range: (gamma, gamma),
+            n,
+            adam: NoiseAdam::new(&groups),
+            stage1_epochs,
+            keep_grad_p: false,
+        }
+    }
+
+    /// The stage of 0-based `epoch`.
+    pub fn stage(&self, epoch: usize) -> Stage {
+        if epoch < self.stage1_epochs {
+            Stage::One
+        } else {
+            Stage::Two
+        }
+    }
+
+    /// Spec, "Stage 1 objective": one step on J = loss1 + loss2.
+    ///
+    /// 1. θ' = θ + exp(p)·τ, in the pass that also sums what the KL needs ([`kl::sums`]);
+    /// 2. loss1 and ∂loss1/∂θ' at θ', then the clean θ put back;
+    /// 3. the bound's terms from the KL sums ([`bound::bound_terms`]): loss2, γ, ∂loss2/∂b;
+    /// 4. per tensor, one fused pass ([`NoiseAdam::step`]): p's gradient
+    ///    exp(p)·τ·∂loss1/∂θ' + ∂loss2/∂p, its Adam step, and θ's gradient with the KL pull
+    ///    ∂loss2/∂θ = exp(−2b_j)(θ − θ0)/(nγ);
+    /// 5. Adam on b, then AdamW on θ.
+    ///
+    /// A non-finite loss, bound term or gradient is found before anything is updated.
+    pub fn stage1_step(
+        &mut self,
+        model: Classifier,
+        ctx: &mut StepContext,
+        batch: &Batch,
+        tau: Tau,
+    ) -> Result<(Classifier, Outcome<Stage1Report>)> {
+        let te = ctx.train_embeddings;
+        let mut clean = Vec::with_capacity(self.p.len());
+        trainable::visit(&model, te, None, |_, theta, _| clean.push(theta));
+        let b_f32: Vec<f32> = self.b.iter().map(|&x| x as f32).collect();
+        let b = Tensor::<1>::from_data(TensorData::new(b_f32, [self.b.len()]), ctx.device);
+        let (sums, noisy) = kl::sums(&clean, &self.theta0, &self.p, &b, Some(tau));
+        let model = trainable::map(model, te, |j, _| noisy[j].clone());
+        (ctx.lap)(Part::Inject);
+
+        let (loss1, mut grads) = step::forward_backward(&model, ctx, batch)?;
+        (ctx.lap)(Part::ForwardBackward);
+        let model = trainable::map(model, te, |j, _| clean[j].clone());
+        (ctx.lap)(Part::Restore);
+        if let Some(bad) = step::check(loss1, &grads, ctx.trainable)? {
+            return Ok((model, Outcome::NonFinite(bad)));
+        }
+        (ctx.lap)(Part::Check);
+
+        let sums = kl::read_sums(sums, ctx.trainable)?;
+        let terms = bound::bound_terms(&sums, &self.b, self.n, self.gamma_range, &self.k_hat);
+        for (term, value) in [("loss2", terms.loss2), ("KL", terms.kl), ("K̂", terms.k)] {
+            if !value.is_finite() {
+                return Ok((model, Outcome::NonFinite(NonFinite::new(term, value))));
+            }
+        }
+        (ctx.lap)(Part::KlSums);
+
+        let mut grad_p = Vec::new();
+        self.adam.begin_step();
+        for (j, g) in grads.iter_mut().enumerate() {
+            let dloss1 = g
+                .take()
+                .unwrap_or_else(|| Tensor::zeros([ctx.trainable[j].numel()], ctx.device));
+            let inputs = StepInputs {
+                p: &self.p[j],
+                g: &dloss1,
+                theta: &clean[j],
+                theta0: &self.theta0[j],
+                b: &b,
+                noise: &tau(j),
+            };
+            let stepped = self
+                .adam
+                .step(j, inputs, terms.kl_coef as f32, self.keep_grad_p);
+            self.p[j] = stepped.p;
+            *g = Some(stepped.grad_theta);
+            grad_p.extend(stepped.grad_p);
+        }
+        (ctx.lap)(Part::NoiseAdamP);
+        self.adam.update_b(&mut self.b, &terms.grad_b);
+        for b_j in &mut self.b {
+            *b_j = f64::from(*b_j as f32);
+        }
+        (ctx.lap)(Part::NoiseAdamB);
+
+        let (model, report) = step::update(model, ctx, loss1, grads);
+        let report = Stage1Report {
+            step: report,
+            bound: terms,
+            grad_p,
+        };
+        Ok((model, Outcome::Done(report)))
+    }
+
+    /// Spec, "Stage 2": perturbed gradient descent with the learned p, frozen.
+    pub fn stage2_step(
+        &self,
+        model: Classifier,
+        ctx: &mut StepContext,
+        batch: &Batch,
+        tau: Tau,
+    ) -> Result<(Classifier, Outcome)> {
+        perturbed_step(model, &self.p, ctx, batch, tau)
+    }
+
+    /// Mean σ = exp(p) over the encoder's and the head's scalars, and per tensor.
+    pub fn sigma_means(&self, trainable: &[Trainable]) -> (f64, f64, Vec<f64>) {
+        let mut per_tensor = Vec::with_capacity(trainable.len());
+        let (mut sum, mut count) = ([0.0f64; 2], [0usize; 2]);
+        for (t, p) in trainable.iter().zip(&self.p) {
+            let total = reduce::sum(p.clone().exp()).into_scalar::<f32>() as f64;
+            let g = (t.group == Group::Head) as usize;
+            sum[g] += total;
+            count[g] += t.numel();
+            per_tensor.push(total / t.numel() as f64);
+        }
+        (
+            sum[0] / count[0].max(1) as f64,
+            sum[1] / count[1].max(1) as f64,
+            per_tensor,
+        )
+    }
+
+    /// Mean prior std exp(b_j) over the tensors.
+    pub fn prior_std_mean(&self) -> f64 {
+        self.b.iter().map(|b| b.exp()).sum::<f64>() / self.b.len().max(1) as f64
+    }
+}
+
+/// One step of perturbed gradient descent with fixed log-stds `p` (PAC stage 2, PGD): θ' =
+/// θ + exp(p)·τ, loss1 and its gradient at θ', the clean θ put back, AdamW on θ with that
+/// gradient.
+///
+/// The clean θ is kept and put back rather than the noise subtracted: subtraction would leave
+/// rounding residue in θ − θ0.
+pub fn perturbed_step(
+    model: Classifier,
+    p: &[Tensor<1>],
+    ctx: &mut StepContext,
+    batch: &Batch,
+    tau: Tau,
+) -> Result<(Classifier, Outcome)> {
+    let te = ctx.train_embeddings;
+    let mut clean = Vec::with_capacity(p.len());
+    let model = trainable::map(model, te, |j, theta| {
+        clean.push(theta.clone());
+        noise::inject(theta, &p[j], j as u32, &tau(j))
+    });
+    (ctx.lap)(Part::Inject);
+    let (loss1, grads) = step::forward_backward(&model, ctx, batch)?;
+    (ctx.lap)(Part::ForwardBackward);
+    let model = trainable::map(model, te, |j, _| clean[j].clone());
+    (ctx.lap)(Part::Restore);
+    if let Some(bad) = step::check(loss1, &grads, ctx.trainable)? {
+        return Ok((model, Outcome::NonFinite(bad)));
+    }
+    (ctx.lap)(Part::Check);
+    let (model, report) = step::update(model, ctx, loss1, grads);
+    Ok((model, Outcome::Done(report)))
+}

@@ -21,11 +21,12 @@ use burn::backend::Dispatch;
 use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Cube, Flex, TensorMetadata};
-use burn::tensor::{DType, Device, Int, Shape, Tensor, TensorData};
+use burn::tensor::{DType, Device, Shape, Tensor};
 
-use super::backend::{
-    Io, LANES, PacBackend, Perturb, Tau, bind, block, dense, empty, exp_f32, flex_tensor, launch,
-    par_map, quad_grid, values, wgsl_kernel,
+use super::backend::{PacBackend, Tau};
+use super::kernel::{
+    Io, LANES, bind, block, dense, empty, exp_f32, flex_tensor, launch, par_map, quad_grid, values,
+    wgsl_kernel,
 };
 
 /// Where the τ of an operation comes from.
@@ -58,32 +59,11 @@ pub fn inject<const D: usize>(
     j: u32,
     noise: &NoiseSource<D>,
 ) -> Tensor<D> {
-    perturb(theta, p, j, noise, Perturb::Inject)
-}
-
-/// θ = θ' − exp(p)·τ: undoes [`inject`] with the same τ, regenerated.
-pub fn remove<const D: usize>(
-    theta: Tensor<D>,
-    p: &Tensor<D>,
-    j: u32,
-    noise: &NoiseSource<D>,
-) -> Tensor<D> {
-    perturb(theta, p, j, noise, Perturb::Remove)
-}
-
-fn perturb<const D: usize>(
-    theta: Tensor<D>,
-    p: &Tensor<D>,
-    j: u32,
-    noise: &NoiseSource<D>,
-    way: Perturb,
-) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_perturb(
+    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_inject(
         theta.inner().into_dispatch(),
         p.clone().inner().into_dispatch(),
         noise.to_dispatch(),
         j,
-        way,
     ))
 }
 
@@ -101,27 +81,6 @@ pub fn draw<const D: usize>(
         seed,
         step,
         j,
-    ))
-}
-
-/// Philox output word `word` (0..4) for counter (i, j, 0, 0) at each element i, as u32: lets
-/// tests prove the generator is the same integer stream on every device.
-pub fn philox_words<const D: usize>(
-    shape: [usize; D],
-    device: &Device,
-    seed: u32,
-    step: u32,
-    j: u32,
-    word: u32,
-) -> Tensor<D, Int> {
-    assert!(word < 4, "Philox4x32 has four output words");
-    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_philox_word(
-        anchor(device),
-        Shape::from(shape),
-        seed,
-        step,
-        j,
-        word,
     ))
 }
 
@@ -283,9 +242,7 @@ wgsl_kernel!(NoiseKernel, "philox.wgsl", "noise.wgsl");
 
 /// The `op` codes of shaders/noise.wgsl.
 const OP_DRAW: u32 = 0;
-const OP_WORD: u32 = 1;
-const OP_INJECT: u32 = 2;
-const OP_REMOVE: u32 = 3;
+const OP_INJECT: u32 = 1;
 
 /// τ's parameters for a shader: (seed, step, given τ laid out densely, if any), checked
 /// against the `n` elements it must cover.
@@ -306,7 +263,6 @@ fn launch_noise(
     inputs: Option<(&CubeTensor, &CubeTensor)>,
     tau: Tau<Cube>,
     j: u32,
-    word: u32,
 ) {
     let n = out.shape().num_elements();
     let (seed, step, given) = tau_params(tau, n);
@@ -322,7 +278,7 @@ fn launch_noise(
         u32::try_from(n).expect("tensor too large"),
         j,
         u32::from(given.is_some()),
-        word,
+        0,
         0,
         0,
         0,
@@ -336,48 +292,18 @@ fn launch_noise(
     );
 }
 
-pub(super) fn perturb_wgsl(
-    theta: CubeTensor,
-    p: CubeTensor,
-    tau: Tau<Cube>,
-    j: u32,
-    way: Perturb,
-) -> CubeTensor {
+pub(super) fn inject_wgsl(theta: CubeTensor, p: CubeTensor, tau: Tau<Cube>, j: u32) -> CubeTensor {
     let (theta, p) = (dense(theta), dense(p));
     assert_eq!(theta.shape(), p.shape(), "θ and p must have the same shape");
     let out = empty(&theta, theta.shape(), DType::F32);
-    let op = match way {
-        Perturb::Inject => OP_INJECT,
-        Perturb::Remove => OP_REMOVE,
-    };
-    launch_noise(op, &out, Some((&theta, &p)), tau, j, 0);
+    launch_noise(OP_INJECT, &out, Some((&theta, &p)), tau, j);
     out
 }
 
-/// τ (`word` None) or one Philox output word as u32, for every element of `shape`.
-pub(super) fn draw_wgsl(
-    on: CubeTensor,
-    shape: Shape,
-    seed: u32,
-    step: u32,
-    j: u32,
-    word: Option<u32>,
-) -> CubeTensor {
-    let dtype = if word.is_some() {
-        DType::U32
-    } else {
-        DType::F32
-    };
-    let out = empty(&on, shape, dtype);
-    let op = if word.is_some() { OP_WORD } else { OP_DRAW };
-    launch_noise(
-        op,
-        &out,
-        None,
-        Tau::Philox { seed, step },
-        j,
-        word.unwrap_or(0),
-    );
+/// τ for every element of `shape`.
+pub(super) fn draw_wgsl(on: CubeTensor, shape: Shape, seed: u32, step: u32, j: u32) -> CubeTensor {
+    let out = empty(&on, shape, DType::F32);
+    launch_noise(OP_DRAW, &out, None, Tau::Philox { seed, step }, j);
     out
 }
 
@@ -414,26 +340,14 @@ impl<'a> CpuTau<'a> {
     }
 }
 
-pub(super) fn perturb_cpu(
-    theta: FlexTensor,
-    p: FlexTensor,
-    tau: Tau<Flex>,
-    j: u32,
-    way: Perturb,
-) -> FlexTensor {
+pub(super) fn inject_cpu(theta: FlexTensor, p: FlexTensor, tau: Tau<Flex>, j: u32) -> FlexTensor {
     assert_eq!(theta.shape(), p.shape(), "θ and p must have the same shape");
     let (theta_v, p_v) = (values(&theta), values(&p));
     let n = theta_v.len();
     let tau = CpuTau::new(&tau, j, n);
-    let sign = match way {
-        Perturb::Inject => 1.0,
-        Perturb::Remove => -1.0,
-    };
     let [out] = par_map(n, |i0| {
         let (t, theta, p) = (tau.block(i0), block(&theta_v, i0), block(&p_v, i0));
-        [std::array::from_fn(|l| {
-            theta[l] + sign * (exp_f32(p[l]) * t[l])
-        })]
+        [std::array::from_fn(|l| theta[l] + exp_f32(p[l]) * t[l])]
     });
     flex_tensor(out, theta.shape())
 }
@@ -443,11 +357,4 @@ pub(super) fn draw_cpu(shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor
         [tau_lanes(seed, step, j, i0 as u32)]
     });
     flex_tensor(out, shape)
-}
-
-pub(super) fn philox_word_cpu(shape: Shape, seed: u32, step: u32, j: u32, word: u32) -> FlexTensor {
-    let words: Vec<u32> = (0..shape.num_elements() as u32)
-        .map(|i| philox4x32_10([i, j, 0, 0], [seed, step])[word as usize])
-        .collect();
-    FlexTensor::from_data(TensorData::new(words, shape))
 }

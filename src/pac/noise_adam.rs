@@ -25,12 +25,13 @@ use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Cube, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{DType, Tensor};
 
-use super::backend::{
-    Io, LANES, PacBackend, Tau, bind, block, dense, empty, exp_f32, expm1_block, flex_tensor,
-    launch, par_map, quad_grid, values, wgsl_kernel,
+use super::backend::{AdamScalars, Inputs, PacBackend, Tau};
+use super::kernel::{
+    Io, LANES, bind, block, dense, empty, exp_f32, expm1_block, flex_tensor, launch, par_map,
+    quad_grid, values, wgsl_kernel,
 };
 use super::noise::{CpuTau, NoiseSource, tau_params};
-use crate::train::params::Group;
+use crate::model::trainable::Group;
 
 /// The noise-Adam's hyper-parameters (defaults: the authors' values).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -230,35 +231,9 @@ pub struct Stepped {
     pub grad_p: Option<Tensor<1>>,
 }
 
-/// The scalars of one update of a p_j, in f32 as the kernels use them.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamScalars {
-    /// 1/(nγ): the weight of the KL term in p's gradient.
-    pub kl_coef: f32,
-    pub beta1: f32,
-    pub one_minus_beta1: f32,
-    pub beta2: f32,
-    pub one_minus_beta2: f32,
-    /// The bias corrections 1 − β1^t and 1 − β2^t.
-    pub c1: f32,
-    pub c2: f32,
-    pub eps: f32,
-    pub lr: f32,
-}
-
 // ---- wgpu: shaders/noise_adam.wgsl -----------------------------------------------------------
 
 wgsl_kernel!(NoiseAdamKernel, "philox.wgsl", "noise_adam.wgsl");
-
-/// One tensor's inputs to the kernels, on one backend; `moments` is None before the first step.
-pub(super) struct Inputs<T> {
-    pub p: T,
-    pub g: T,
-    pub theta: T,
-    pub theta0: T,
-    pub b: T,
-    pub moments: Option<(T, T)>,
-}
 
 /// New p, m, v, θ's gradient, and p's gradient where asked.
 type Outputs<T> = (T, T, T, T, Option<T>);

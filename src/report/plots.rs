@@ -17,7 +17,8 @@ use anyhow::{Context, Result};
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use serde_json::Value;
+
+use crate::run::EpochRecord;
 
 /// Pixel size of every learning-curve plot (loss, dev, noise, kl).
 pub const CURVE_SIZE: (u32, u32) = (1000, 600);
@@ -93,51 +94,38 @@ const PALETTE: [RGBColor; 8] = [
 ];
 const GREY: RGBColor = RGBColor(120, 120, 120);
 
-/// Learning curves from history.jsonl records (serde_json::Value objects with "epoch",
-/// "train_loss", optional "dev": {metric: value}, and for PAC runs optional "loss1", "loss2",
-/// "kl", "k_hat", "gamma", "sigma_encoder", "sigma_head", "prior_std").
+/// Learning curves from history.jsonl's records.
 ///
 /// `dir` is the run folder; the plots go to `dir/plots/` (created if missing):
-/// - `loss.png`: train loss per epoch, loss1 when logged apart from it, loss2 on a right axis,
-///   and a dashed line where stage 1 ends (the last epoch with loss2, when later epochs exist);
-/// - `dev.png`: every dev metric per epoch (when any record has "dev");
+/// - `loss.png`: train loss per epoch, loss2 on a right axis, and a dashed line where stage 1
+///   ends (the last epoch with loss2, when later epochs exist);
+/// - `dev.png`: every dev metric per epoch (when any record has dev metrics);
 /// - `noise.png`: mean σ of the encoder and head and the mean prior std per epoch, log scale
-///   (when any of those keys is present);
-/// - `kl.png`: KL(posterior ‖ prior) per epoch (when "kl" is present).
+///   (PAC runs);
+/// - `kl.png`: KL(posterior ‖ prior) per epoch (PAC runs with a stage 1).
 ///
-/// Missing, null and non-finite values are skipped; a series with no finite value is left out;
-/// a record without "epoch" counts as epoch = its position (1-based).
-pub fn write_history_plots(dir: &Path, history: &[Value]) -> Result<()> {
+/// Non-finite values are skipped; a series with no finite value is left out.
+pub fn write_history_plots(dir: &Path, history: &[EpochRecord]) -> Result<()> {
     history_plots(dir, history, text_enabled())
 }
 
-fn history_plots(dir: &Path, history: &[Value], text: bool) -> Result<()> {
+fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> {
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots)
         .with_context(|| format!("{}: cannot create folder", plots.display()))?;
-    let epochs: Vec<f64> = history
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            r.get("epoch")
-                .and_then(Value::as_f64)
-                .filter(|e| e.is_finite())
-                .unwrap_or((i + 1) as f64)
-        })
-        .collect();
+    let epochs: Vec<f64> = history.iter().map(|r| r.epoch as f64).collect();
     let x_range = epoch_range(&epochs);
-    let column = |key: &str| -> Vec<(f64, f64)> {
+    let column = |value: fn(&EpochRecord) -> Option<f64>| -> Vec<(f64, f64)> {
         history
             .iter()
             .zip(&epochs)
-            .filter_map(|(r, &e)| finite(r.get(key)).map(|v| (e, v)))
+            .filter_map(|(r, &e)| value(r).filter(|v| v.is_finite()).map(|v| (e, v)))
             .collect()
     };
-    // A key counts as logged even when null (a NaN serialised), so a PAC run always gets its plots.
-    let has_key = |key: &str| history.iter().any(|r| r.get(key).is_some());
+    let pac = history.iter().any(|r| r.stage.is_some());
 
     // Stage 1 ends at the last epoch that logged loss2, if training went on after it.
-    let loss2 = column("loss2");
+    let loss2 = column(|r| r.loss2);
     let max_epoch = epochs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
     let stage1_end = loss2
         .iter()
@@ -146,12 +134,7 @@ fn history_plots(dir: &Path, history: &[Value], text: bool) -> Result<()> {
         .filter(|&e| e < max_epoch);
 
     // loss.png
-    let train = column("train_loss");
-    let loss1 = column("loss1");
-    let mut primary = vec![Series::new("train loss", train.clone())];
-    if !loss1.is_empty() && loss1 != train {
-        primary.push(Series::new("loss1 (noisy)", loss1));
-    }
+    let primary = vec![Series::new("train loss", column(|r| Some(r.train_loss)))];
     let secondary =
         (!loss2.is_empty()).then(|| Series::new("loss2 (bound term, right axis)", loss2));
     line_plot(
@@ -171,28 +154,24 @@ fn history_plots(dir: &Path, history: &[Value], text: bool) -> Result<()> {
     )?;
 
     // dev.png
-    if history
-        .iter()
-        .any(|r| r.get("dev").is_some_and(Value::is_object))
-    {
-        let mut names: Vec<String> = Vec::new();
-        for r in history {
-            if let Some(dev) = r.get("dev").and_then(Value::as_object) {
-                for k in dev.keys() {
-                    if !names.contains(k) {
-                        names.push(k.clone());
-                    }
+    if history.iter().any(|r| r.dev.is_some()) {
+        let mut names: Vec<&String> = Vec::new();
+        for dev in history.iter().filter_map(|r| r.dev.as_ref()) {
+            for name in dev.keys() {
+                if !names.contains(&name) {
+                    names.push(name);
                 }
             }
         }
         let series = names
             .iter()
-            .map(|name| {
+            .map(|&name| {
                 let points = history
                     .iter()
                     .zip(&epochs)
                     .filter_map(|(r, &e)| {
-                        finite(r.get("dev").and_then(|d| d.get(name))).map(|v| (e, v))
+                        let v = r.dev.as_ref()?.get(name)?;
+                        v.is_finite().then_some((e, *v))
                     })
                     .collect();
                 Series::new(&format!("dev {name}"), points)
@@ -216,16 +195,20 @@ fn history_plots(dir: &Path, history: &[Value], text: bool) -> Result<()> {
     }
 
     // noise.png
-    let noise_keys = [
-        ("sigma_encoder", "mean σ encoder"),
-        ("sigma_head", "mean σ head"),
-        ("prior_std", "mean prior std"),
+    type Field = fn(&EpochRecord) -> Option<f64>;
+    let noise: [(Field, &str); 3] = [
+        (|r| r.sigma_encoder, "mean σ encoder"),
+        (|r| r.sigma_head, "mean σ head"),
+        (|r| r.prior_std, "mean prior std"),
     ];
-    if noise_keys.iter().any(|(k, _)| has_key(k)) {
-        let series = noise_keys
+    if pac {
+        let series = noise
             .iter()
-            .map(|(k, label)| {
-                let positive = column(k).into_iter().filter(|&(_, v)| v > 0.0).collect();
+            .map(|&(field, label)| {
+                let positive = column(field)
+                    .into_iter()
+                    .filter(|&(_, v)| v > 0.0)
+                    .collect();
                 Series::new(label, positive)
             })
             .collect();
@@ -247,14 +230,14 @@ fn history_plots(dir: &Path, history: &[Value], text: bool) -> Result<()> {
     }
 
     // kl.png
-    if has_key("kl") {
+    if history.iter().any(|r| r.stage == Some(1)) {
         line_plot(
             &plots.join("kl.png"),
             &Curves {
                 title: "KL(posterior || prior)",
                 y_desc: "KL (nats)",
                 x_range,
-                series: vec![Series::new("KL", column("kl"))],
+                series: vec![Series::new("KL", column(|r| r.kl))],
                 secondary: None,
                 secondary_desc: "",
                 log_y: false,
@@ -726,10 +709,6 @@ fn render(
     Ok(())
 }
 
-fn finite(v: Option<&Value>) -> Option<f64> {
-    v.and_then(Value::as_f64).filter(|v| v.is_finite())
-}
-
 fn epoch_range(epochs: &[f64]) -> Range<f64> {
     let lo = epochs.iter().copied().fold(f64::INFINITY, f64::min);
     let hi = epochs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -868,10 +847,16 @@ mod tests {
         let kept =
             std::env::var_os("PAC_WGPU_TEST_PLOTS_DIR").map(|d| PathBuf::from(d).join("no-font"));
         let dir: &Path = kept.as_deref().unwrap_or(tmp.path());
-        let history: Vec<Value> = (1..=4)
-            .map(|e| {
-                serde_json::json!({"epoch": e, "train_loss": 1.0 / e as f64, "loss2": 2.0,
-                    "kl": e, "sigma_encoder": 1e-3, "dev": {"accuracy": 0.5}})
+        let history: Vec<EpochRecord> = (1..=4)
+            .map(|e| EpochRecord {
+                epoch: e,
+                train_loss: 1.0 / e as f64,
+                stage: Some(1),
+                loss2: Some(2.0),
+                kl: Some(e as f64),
+                sigma_encoder: Some(1e-3),
+                dev: Some([("accuracy".to_string(), 0.5)].into()),
+                ..EpochRecord::default()
             })
             .collect();
         history_plots(dir, &history, false).unwrap();

@@ -7,13 +7,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::tensor::{Dtype, TensorView};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
-use super::optim::AdamW;
-use super::params::Slot;
+use crate::files::{TensorFile, write_tensors};
 use crate::model::Classifier;
+use crate::model::trainable::Trainable;
+use crate::optim::AdamW;
+use crate::pac::bound::BoundTerms;
+use crate::run::BoundSummary;
 
 const MODEL: &str = "model.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
@@ -32,7 +34,7 @@ pub struct LoopState {
     pub stale_evals: usize,
     /// PAC: the bound and its terms at the end of stage 1.
     #[serde(default)]
-    pub bound: Option<serde_json::Value>,
+    pub bound: Option<BoundSummary>,
     /// PAC: how long the K(λ) estimation took.
     #[serde(default)]
     pub k_seconds: Option<f64>,
@@ -44,7 +46,7 @@ pub struct LoopState {
     #[serde(default)]
     pub epoch_losses: Vec<f64>,
     #[serde(default)]
-    pub epoch_bound: Option<crate::pac::bound::BoundTerms>,
+    pub epoch_bound: Option<BoundTerms>,
     #[serde(default)]
     pub epoch_skipped: usize,
 }
@@ -54,7 +56,7 @@ pub fn save(
     dir: &Path,
     model: &Classifier,
     extra_files: &[PathBuf],
-    optimizer: Option<(&AdamW, &[Slot])>,
+    optimizer: Option<(&AdamW, &[Trainable])>,
     state: &LoopState,
 ) -> Result<()> {
     let partial = dir.with_extension("partial");
@@ -76,8 +78,8 @@ pub fn save(
                 .with_context(|| format!("cannot copy {} into the checkpoint", file.display()))?;
         }
     }
-    if let Some((adam, slots)) = optimizer {
-        write_moments(&partial.join(OPTIMIZER), adam, slots)?;
+    if let Some((adam, trainable)) = optimizer {
+        write_moments(&partial.join(OPTIMIZER), adam, trainable)?;
     }
     std::fs::write(partial.join(STATE), serde_json::to_string_pretty(state)?)?;
 
@@ -142,99 +144,12 @@ pub fn load_model(dir: &Path, mut model: Classifier) -> Result<Classifier> {
     Ok(model)
 }
 
-/// Writes named 1-D tensors (read back from the device) and string metadata as safetensors.
-pub fn write_tensors(
-    path: &Path,
-    tensors: &[(String, &Tensor<1>)],
-    meta: HashMap<String, String>,
-) -> Result<()> {
-    let mut bytes = Vec::with_capacity(tensors.len());
-    for (_, t) in tensors {
-        let values = t
-            .to_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow!("cannot read a tensor back from the device: {e:?}"))?;
-        bytes.push((
-            values.len(),
-            values
-                .iter()
-                .flat_map(|x| x.to_le_bytes())
-                .collect::<Vec<u8>>(),
-        ));
-    }
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .zip(&bytes)
-        .map(|((name, _), (n, b))| Ok((name.clone(), TensorView::new(Dtype::F32, vec![*n], b)?)))
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
-    let data = safetensors::serialize(views, Some(meta))?;
-    crate::report::write_atomic(path, &data)
-}
-
-/// The f32 tensors (values row-major, and shapes) and the metadata of a safetensors file, such
-/// as one written by [`write_tensors`].
-pub struct TensorFile {
-    pub path: PathBuf,
-    pub tensors: HashMap<String, Vec<f32>>,
-    pub shapes: HashMap<String, Vec<usize>>,
-    pub meta: HashMap<String, String>,
-}
-
-impl TensorFile {
-    pub fn read(path: &Path) -> Result<TensorFile> {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
-            .map_err(|e| anyhow!("{}: corrupt safetensors file ({e})", path.display()))?;
-        let file = safetensors::SafeTensors::deserialize(&bytes)?;
-        let (mut tensors, mut shapes) = (HashMap::new(), HashMap::new());
-        for (name, view) in file.tensors() {
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            shapes.insert(name.clone(), view.shape().to_vec());
-            tensors.insert(name, values);
-        }
-        Ok(TensorFile {
-            path: path.to_path_buf(),
-            tensors,
-            shapes,
-            meta: header.metadata().clone().unwrap_or_default(),
-        })
-    }
-
-    /// Tensor `name` of `len` values on `device`; `None` when the file lacks it.
-    pub fn tensor(&self, name: &str, len: usize, device: &Device) -> Result<Option<Tensor<1>>> {
-        match self.tensors.get(name) {
-            None => Ok(None),
-            Some(v) if v.len() != len => bail!(
-                "{}: {name} has {} values, expected {len}",
-                self.path.display(),
-                v.len()
-            ),
-            Some(v) => Ok(Some(Tensor::from_data(
-                TensorData::new(v.clone(), [len]),
-                device,
-            ))),
-        }
-    }
-
-    pub fn meta<T: std::str::FromStr>(&self, key: &str) -> Result<T> {
-        self.meta
-            .get(key)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| anyhow!("{}: no valid {key} in the metadata", self.path.display()))
-    }
-}
-
-fn write_moments(path: &Path, adam: &AdamW, slots: &[Slot]) -> Result<()> {
+fn write_moments(path: &Path, adam: &AdamW, trainable: &[Trainable]) -> Result<()> {
     let mut tensors = Vec::new();
-    for (j, slot) in slots.iter().enumerate() {
+    for (j, t) in trainable.iter().enumerate() {
         for (kind, moment) in [("m", &adam.m[j]), ("v", &adam.v[j])] {
-            if let Some(t) = moment {
-                tensors.push((format!("{kind}.{}", slot.name), t));
+            if let Some(m) = moment {
+                tensors.push((format!("{kind}.{}", t.name), m));
             }
         }
     }
@@ -243,12 +158,17 @@ fn write_moments(path: &Path, adam: &AdamW, slots: &[Slot]) -> Result<()> {
 }
 
 /// Restores AdamW moments and step count written by [`save`].
-pub fn load_moments(dir: &Path, adam: &mut AdamW, slots: &[Slot], device: &Device) -> Result<()> {
+pub fn load_moments(
+    dir: &Path,
+    adam: &mut AdamW,
+    trainable: &[Trainable],
+    device: &Device,
+) -> Result<()> {
     let file = TensorFile::read(&dir.join(OPTIMIZER))?;
     adam.step = file.meta("adam_step")?;
-    for (j, slot) in slots.iter().enumerate() {
-        adam.m[j] = file.tensor(&format!("m.{}", slot.name), slot.numel(), device)?;
-        adam.v[j] = file.tensor(&format!("v.{}", slot.name), slot.numel(), device)?;
+    for (j, t) in trainable.iter().enumerate() {
+        adam.m[j] = file.tensor(&format!("m.{}", t.name), t.numel(), device)?;
+        adam.v[j] = file.tensor(&format!("v.{}", t.name), t.numel(), device)?;
     }
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! AdamW over trainable slots, with PyTorch's exact update (decoupled weight decay, bias
+//! AdamW over the trainable tensors, with PyTorch's exact update (decoupled weight decay, bias
 //! correction, eps added to the corrected root).
 
 use burn::tensor::Tensor;
@@ -23,7 +23,7 @@ impl Default for AdamWConfig {
     }
 }
 
-/// First and second moments per slot, and the number of steps taken.
+/// First and second moments per trainable tensor, and the number of steps taken.
 pub struct AdamW {
     pub config: AdamWConfig,
     /// Steps taken so far (PyTorch's `step`; the next update uses `step + 1`).
@@ -33,21 +33,21 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(config: AdamWConfig, slots: usize) -> Self {
+    pub fn new(config: AdamWConfig, tensors: usize) -> Self {
         AdamW {
             config,
             step: 0,
-            m: vec![None; slots],
-            v: vec![None; slots],
+            m: vec![None; tensors],
+            v: vec![None; tensors],
         }
     }
 
-    /// Call once per optimiser step, before the per-slot updates.
+    /// Call once per optimiser step, before the per-tensor updates.
     pub fn begin_step(&mut self) {
         self.step += 1;
     }
 
-    /// The updated value of slot `j` given its gradient and learning rate.
+    /// The updated value of trainable tensor `j` given its gradient and learning rate.
     pub fn update(&mut self, j: usize, theta: Tensor<1>, grad: Tensor<1>, lr: f64) -> Tensor<1> {
         let c = self.config;
         let t = self.step as i32;

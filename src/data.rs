@@ -73,6 +73,13 @@ impl Prepared {
     }
 }
 
+/// A prepared split as forward passes over it take it: with the pad id and the batch size.
+pub struct Examples<'a> {
+    pub data: &'a Prepared,
+    pub pad: u32,
+    pub batch_size: usize,
+}
+
 /// Loss targets of a batch: class ids (cross-entropy) or scores (squared error, STS-B).
 pub enum Targets {
     Class(Tensor<1, Int>),

@@ -1,16 +1,18 @@
-//! The trainable tensors of a classifier, addressed by slot: the paper's "layers" j = 1..L.
+//! The trainable tensors of a classifier, j = 1..L (the paper calls each one a "layer"; this
+//! crate says "trainable tensor" and indexes them by j everywhere).
 //!
-//! Every weight matrix, bias, LayerNorm gain and bias of the encoder is its own slot, then the
-//! head's weight and bias. Embeddings (and their LayerNorm) are frozen unless asked otherwise.
-//! Slots are ordered as the module is traversed, which is stable for a given model config.
+//! Every weight matrix, bias, LayerNorm gain and bias of the encoder is its own trainable
+//! tensor, then the head's weight and bias. Embeddings (and their LayerNorm) are frozen unless
+//! asked otherwise. They are ordered as the module is traversed, which is stable for a given
+//! model config.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
-use crate::model::Classifier;
-use crate::model::load::hf_name;
+use super::Classifier;
+use super::load::hf_name;
 
-/// Which optimiser group a slot belongs to (separate learning rates, separate PAC init).
+/// Which optimiser group a trainable tensor belongs to (separate learning rates, separate PAC init).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Group {
     Encoder,
@@ -19,7 +21,7 @@ pub enum Group {
 
 /// One trainable tensor.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Slot {
+pub struct Trainable {
     /// HF-style name, e.g. `bert.encoder.layer.0.attention.self.query.weight` or `out.bias`.
     pub name: String,
     /// The shape as Burn stores it (Linear weights are `[in, out]`).
@@ -27,21 +29,21 @@ pub struct Slot {
     pub group: Group,
 }
 
-impl Slot {
+impl Trainable {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
 }
 
-/// The trainable slots of `model`; `train_embeddings` unfreezes the embedding tensors.
-pub fn slots(model: &Classifier, train_embeddings: bool) -> Vec<Slot> {
-    let mut visitor = SlotVisitor {
+/// The trainable tensors of `model`; `train_embeddings` unfreezes the embedding tensors.
+pub fn list(model: &Classifier, train_embeddings: bool) -> Vec<Trainable> {
+    let mut visitor = ListVisitor {
         path: Vec::new(),
         train_embeddings,
-        slots: Vec::new(),
+        tensors: Vec::new(),
     };
     model.visit(&mut visitor);
-    visitor.slots
+    visitor.tensors
 }
 
 fn is_trainable(path: &str, train_embeddings: bool) -> bool {
@@ -56,13 +58,13 @@ fn group_of(path: &str) -> Group {
     }
 }
 
-struct SlotVisitor {
+struct ListVisitor {
     path: Vec<String>,
     train_embeddings: bool,
-    slots: Vec<Slot>,
+    tensors: Vec<Trainable>,
 }
 
-impl ModuleVisitor for SlotVisitor {
+impl ModuleVisitor for ListVisitor {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -74,7 +76,7 @@ impl ModuleVisitor for SlotVisitor {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.path.join(".");
         if is_trainable(&path, self.train_embeddings) {
-            self.slots.push(Slot {
+            self.tensors.push(Trainable {
                 name: hf_name(&path),
                 shape: param.val().dims().to_vec(),
                 group: group_of(&path),
@@ -83,15 +85,15 @@ impl ModuleVisitor for SlotVisitor {
     }
 }
 
-/// Replaces every trainable tensor by `f(slot index, tensor flattened to 1-D)`, keeping
+/// Replaces every trainable tensor by `f(j, tensor flattened to 1-D)`, keeping
 /// parameter ids; frozen tensors pass through. `f` sees plain (untracked) tensors; the results
 /// are tracked again when `model` lives on an autodiff device.
-pub fn map_slots(
+pub fn map(
     model: Classifier,
     train_embeddings: bool,
     f: impl FnMut(usize, Tensor<1>) -> Tensor<1>,
 ) -> Classifier {
-    let mut mapper = SlotMapper {
+    let mut mapper = TrainableMapper {
         path: Vec::new(),
         train_embeddings,
         index: 0,
@@ -100,14 +102,14 @@ pub fn map_slots(
     model.map(&mut mapper)
 }
 
-struct SlotMapper<F> {
+struct TrainableMapper<F> {
     path: Vec<String>,
     train_embeddings: bool,
     index: usize,
     f: F,
 }
 
-impl<F: FnMut(usize, Tensor<1>) -> Tensor<1>> ModuleMapper for SlotMapper<F> {
+impl<F: FnMut(usize, Tensor<1>) -> Tensor<1>> ModuleMapper for TrainableMapper<F> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -140,9 +142,9 @@ fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
     t.reshape([numel])
 }
 
-/// Calls `f(slot index, value, gradient)` for every trainable tensor in slot order, with the
+/// Calls `f(j, value, gradient)` for every trainable tensor in order, with the
 /// value (plain) and its gradient in `grads` (if any) flattened to 1-D.
-pub fn visit_slots(
+pub fn visit(
     model: &Classifier,
     train_embeddings: bool,
     grads: Option<&Gradients>,
@@ -162,13 +164,13 @@ pub fn visit_slots(
     model.visit(&mut visitor);
 }
 
-type SlotCallback<'a> = &'a mut dyn FnMut(Tensor<1>, Option<Tensor<1>>);
+type TensorCallback<'a> = &'a mut dyn FnMut(Tensor<1>, Option<Tensor<1>>);
 
 struct ValueVisitor<'a> {
     path: Vec<String>,
     train_embeddings: bool,
     grads: Option<&'a Gradients>,
-    f: SlotCallback<'a>,
+    f: TensorCallback<'a>,
 }
 
 impl ModuleVisitor for ValueVisitor<'_> {

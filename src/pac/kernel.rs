@@ -1,0 +1,354 @@
+//! What every PAC kernel file shares: on wgpu devices the WGSL kernel macro, dense tensors, the
+//! launch grid, buffer bindings and the parameter blocks kept on the device; on the CPU device
+//! block-wise lanes, branch-free exponentials and the threads that run them.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex, PoisonError};
+
+use burn::backend::flex::FlexTensor;
+use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, into_contiguous};
+use burn::cubecl::prelude::BufferIOAttr;
+use burn::cubecl::server::{Handle, KernelArguments};
+use burn::cubecl::{CubeCount, CubeDim, Device as CubeDevice};
+use burn::tensor::{DType, Shape, TensorData};
+
+// ---- wgpu side -------------------------------------------------------------------------------
+
+/// Threads per workgroup in every shader under shaders/.
+pub(super) const WORKGROUP: u32 = 256;
+
+/// `wgsl_kernel!(Name, "a.wgsl", "b.wgsl")`: the cubecl kernel whose source is those files of
+/// shaders/, one after the other (how a shader gets shaders/philox.wgsl: WGSL has no includes).
+macro_rules! wgsl_kernel {
+    ($name:ident, $($file:literal),+) => {
+        struct $name;
+
+        impl burn::backend::wgpu::KernelSource for $name {
+            fn source(&self) -> burn::backend::wgpu::SourceTemplate {
+                burn::backend::wgpu::SourceTemplate::new(concat!(
+                    $(include_str!(concat!("../../shaders/", $file))),+
+                ))
+            }
+
+            fn id(&self) -> burn::cubecl::prelude::KernelId {
+                burn::cubecl::prelude::KernelId::new::<Self>()
+            }
+
+            fn lang(&self) -> &'static str {
+                "wgsl"
+            }
+        }
+    };
+}
+pub(super) use wgsl_kernel;
+
+/// The f32 tensor laid out as one dense row-major array, as the shaders index it.
+pub(super) fn dense(t: CubeTensor) -> CubeTensor {
+    assert_eq!(t.dtype, DType::F32, "PAC kernels take f32 tensors");
+    into_contiguous(t)
+}
+
+/// A fresh dense tensor of `shape` on `like`'s device.
+pub(super) fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
+    let handle = like.client.empty(shape.num_elements() * dtype.size());
+    CubeTensor::new_contiguous(
+        like.client.clone(),
+        like.device.clone(),
+        shape,
+        handle,
+        dtype,
+    )
+}
+
+/// Workgroups along the grid's x dimension at most; more fold into rows (a dimension allows
+/// 65 535). A power of two well below that keeps the folded case testable on lavapipe, whose
+/// buffers stop short of the 268 MB that one more element than 65 535 × 1 024 takes.
+pub const GRID_WIDTH: u32 = 16_384;
+
+/// One thread per quad of elements 4q .. 4q + 3 (τ comes four to a Philox call, and a thread
+/// with four elements costs lavapipe far less than four threads): ⌈n / 1024⌉ workgroups of 256,
+/// in rows of [`GRID_WIDTH`].
+pub(super) fn quad_grid(n: usize) -> CubeCount {
+    let threads = n.div_ceil(4);
+    let groups = u32::try_from(threads.div_ceil(WORKGROUP as usize)).expect("tensor too large");
+    let x = groups.clamp(1, GRID_WIDTH);
+    CubeCount::Static(x, groups.div_ceil(x), 1)
+}
+
+/// How a kernel uses a bound buffer; `Unused` fills a binding the current op does not touch.
+#[derive(Clone, Copy)]
+pub(super) enum Io {
+    Read,
+    Write,
+    Unused,
+}
+
+/// The binding of `t` used as `io`, or of `spare` marked unused where the launch has no such
+/// tensor (every binding of a shader must be filled).
+pub(super) fn bind<'a>(
+    t: Option<&'a CubeTensor>,
+    io: Io,
+    spare: &'a CubeTensor,
+) -> (&'a Handle, Io) {
+    match t {
+        Some(t) => (&t.handle, io),
+        None => (&spare.handle, Io::Unused),
+    }
+}
+
+/// Launches `kernel` on `on`'s device with `buffers` at bindings 0.. and each block of `params`
+/// in a small storage buffer after them. Not a uniform: lavapipe folds uniform values that steer
+/// branches into the shader and compiles it again for every launch (≈5 ms and ≈400 KB of host
+/// memory that is never given back); tests/interruption.rs watches memory over 1 000 steps.
+pub(super) fn launch<K: KernelSource>(
+    on: &CubeTensor,
+    kernel: K,
+    grid: CubeCount,
+    buffers: &[(&Handle, Io)],
+    params: &[&[u32]],
+) {
+    let mut args = KernelArguments::new();
+    for (handle, io) in buffers {
+        let io = match io {
+            Io::Read => BufferIOAttr::ReadOnly,
+            Io::Write => BufferIOAttr::WriteOnly,
+            Io::Unused => BufferIOAttr::Dead,
+        };
+        args = args.with_buffer_io((*handle).clone().binding(), io);
+    }
+    for block in params {
+        args = args.with_buffer_io(uploaded(on, block).binding(), BufferIOAttr::ReadOnly);
+    }
+    on.client.launch(
+        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
+        grid,
+        args,
+    );
+}
+
+/// Parameter blocks kept on their device, by content: a block's words are uploaded once and the
+/// buffer is bound again wherever they recur (a tensor's block every step, a step's block for
+/// every tensor). An upload per launch cost lavapipe ≈0.15 ms, half of a small launch.
+struct ParamsCache {
+    blocks: HashMap<(CubeDevice, Vec<u32>), (Handle, u64)>,
+    /// Lookups so far; each block remembers its latest, and the stalest goes first when full.
+    clock: u64,
+}
+
+/// Blocks kept at most: far more than the tensors' blocks of a model (three kernels per
+/// trainable tensor), which are then never evicted by the steps' blocks.
+const PARAMS_KEPT: usize = 4096;
+
+static PARAMS: LazyLock<Mutex<ParamsCache>> = LazyLock::new(|| {
+    Mutex::new(ParamsCache {
+        blocks: HashMap::new(),
+        clock: 0,
+    })
+});
+
+/// The buffer holding `words` on `on`'s device.
+fn uploaded(on: &CubeTensor, words: &[u32]) -> Handle {
+    let mut cache = PARAMS.lock().unwrap_or_else(PoisonError::into_inner);
+    cache.clock += 1;
+    let now = cache.clock;
+    let key = (on.device.clone(), words.to_vec());
+    if let Some((handle, used)) = cache.blocks.get_mut(&key) {
+        *used = now;
+        return handle.clone();
+    }
+    if cache.blocks.len() >= PARAMS_KEPT {
+        let stalest = cache
+            .blocks
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = stalest {
+            cache.blocks.remove(&key);
+        }
+    }
+    let handle = on.client.create_from_slice(bytemuck::cast_slice(words));
+    cache.blocks.insert(key, (handle.clone(), now));
+    handle
+}
+
+// ---- CPU side --------------------------------------------------------------------------------
+
+/// The f32 values of `t` in row-major order, borrowed when already dense.
+pub(super) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    assert_eq!(t.dtype(), DType::F32, "PAC kernels take f32 tensors");
+    match t.as_slice::<f32>() {
+        Some(slice) => Cow::Borrowed(slice),
+        None => Cow::Owned(
+            t.to_contiguous()
+                .into_data()
+                .try_into_vec()
+                .expect("f32 data"),
+        ),
+    }
+}
+
+pub(super) fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The fewest elements worth a thread of their own.
+const CPU_CHUNK: usize = 1 << 16;
+
+/// Elements a CPU kernel computes together (a multiple of 4: τ comes in quads): independent
+/// lanes let the CPU overlap their dependency chains (Philox's multiplies above all) and the
+/// compiler vectorise them.
+pub(super) const LANES: usize = 32;
+
+/// The element of lane `l` of the block at `i0`, clamped to the last of `n` (lanes past the end
+/// compute a throwaway copy of it).
+pub(super) fn lane(i0: usize, l: usize, n: usize) -> usize {
+    (i0 + l).min(n - 1)
+}
+
+/// The [`LANES`] values of `v` from `i0`, the tail padded with its last (as [`lane`] does):
+/// a plain copy for whole blocks, so the lanes' arithmetic vectorises.
+#[inline(always)]
+pub(super) fn block(v: &[f32], i0: usize) -> [f32; LANES] {
+    match v.get(i0..i0 + LANES) {
+        Some(whole) => whole.try_into().expect("LANES values"),
+        None => std::array::from_fn(|l| v[lane(i0, l, v.len())]),
+    }
+}
+
+/// e^x in f32 for the CPU kernels, without branches or library calls so that a block's lanes
+/// vectorise: x = k·ln 2 + r (Cody–Waite, k rounded by the 1.5·2²³ trick), e^r from Cephes'
+/// expf polynomial, 2^k from the exponent bits. Within 2 ulp of e^x on [−87, 88] (x is clamped
+/// there; tests/kernels.rs sweeps it against f64).
+#[allow(clippy::excessive_precision)]
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0;
+    const LN_2_HI: f32 = 0.693359375;
+    const LN_2_LO: f32 = -2.12194440e-4;
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let r = x - k * LN_2_HI - k * LN_2_LO;
+    let mut y = 1.9875691500e-4;
+    y = y * r + 1.3981999507e-3;
+    y = y * r + 8.3334519073e-3;
+    y = y * r + 4.1665795894e-2;
+    y = y * r + 1.6666665459e-1;
+    y = y * r + 5.0000001201e-1;
+    let e_r = y * (r * r) + r + 1.0;
+    e_r * f32::from_bits(((k as i32 + 127) as u32) << 23)
+}
+
+/// e^y − 1 in f32, as shaders/noise_adam.wgsl computes it (Taylor to y⁸ for |y| < 0.5, exact
+/// to a few ulp where e^y − 1 cancels; exactly 0 at y = 0), with [`exp_f32`] elsewhere.
+#[inline(always)]
+pub fn expm1_f32(y: f32) -> f32 {
+    let far = exp_f32(y) - 1.0;
+    if y.abs() < 0.5 {
+        y + taylor_tail(y)
+    } else {
+        far
+    }
+}
+
+/// e^y − 1 − y in f32, as shaders/kl.wgsl computes it: the same Taylor series without its
+/// first term for |y| < 0.5 (no cancellation), [`exp_f32`] elsewhere.
+#[inline(always)]
+pub(super) fn exmx_f32(y: f32) -> f32 {
+    let far = exp_f32(y) - 1.0 - y;
+    if y.abs() < 0.5 { taylor_tail(y) } else { far }
+}
+
+/// [`expm1_f32`] (`minus_y` false) or [`exmx_f32`] (true) of a block, skipping the exponential
+/// where every lane takes the Taylor branch (the common case: p stays near b_j); the same bits.
+#[inline(always)]
+pub(super) fn expm1_block(y: &[f32; LANES], minus_y: bool) -> [f32; LANES] {
+    let near = y.iter().all(|v| v.abs() < 0.5);
+    std::array::from_fn(|l| match (near, minus_y) {
+        (true, false) => y[l] + taylor_tail(y[l]),
+        (true, true) => taylor_tail(y[l]),
+        (false, false) => expm1_f32(y[l]),
+        (false, true) => exmx_f32(y[l]),
+    })
+}
+
+/// y²/2! + y³/3! + … + y⁸/8!
+#[inline(always)]
+fn taylor_tail(y: f32) -> f32 {
+    y * y
+        * (0.5
+            + y * (1.0 / 6.0
+                + y * (1.0 / 24.0
+                    + y * (1.0 / 120.0
+                        + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0)))))))
+}
+
+/// The `n` values of each of `K` outputs of `f`, which computes the block of [`LANES`]
+/// elements starting at its argument, over the CPU's threads.
+pub(super) fn par_map<const K: usize>(
+    n: usize,
+    f: impl Fn(usize) -> [[f32; LANES]; K] + Sync,
+) -> [Vec<f32>; K] {
+    let fill = |start: usize, parts: [&mut [f32]; K]| {
+        let len = parts[0].len();
+        let mut parts = parts;
+        for i in (0..len).step_by(LANES) {
+            let values = f(start + i);
+            let end = (i + LANES).min(len);
+            for (part, block) in parts.iter_mut().zip(&values) {
+                part[i..end].copy_from_slice(&block[..end - i]);
+            }
+        }
+    };
+    let mut out: [Vec<f32>; K] = std::array::from_fn(|_| vec![0.0; n]);
+    let chunk = chunk_len(n).next_multiple_of(LANES);
+    if chunk >= n {
+        fill(0, out.each_mut().map(|v| v.as_mut_slice()));
+        return out;
+    }
+    std::thread::scope(|scope| {
+        let mut chunks = out.each_mut().map(|v| v.chunks_mut(chunk));
+        for c in 0..n.div_ceil(chunk) {
+            let parts = chunks
+                .each_mut()
+                .map(|it| it.next().expect("one chunk per output"));
+            let fill = &fill;
+            scope.spawn(move || fill(c * chunk, parts));
+        }
+    });
+    out
+}
+
+/// Σ of `f` over the blocks of [`LANES`] elements in 0..n, in f64, over the CPU's threads; `f`
+/// sums the block at its first argument, of the length of its second.
+pub(super) fn par_sum(n: usize, f: impl Fn(usize, usize) -> [f64; 3] + Sync) -> [f64; 3] {
+    let sum = |range: std::ops::Range<usize>| {
+        range
+            .clone()
+            .step_by(LANES)
+            .map(|i0| f(i0, LANES.min(range.end - i0)))
+            .fold([0.0; 3], add3)
+    };
+    let chunk = chunk_len(n).next_multiple_of(LANES);
+    if chunk >= n {
+        return sum(0..n);
+    }
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = (0..n.div_ceil(chunk))
+            .map(|c| scope.spawn(move || sum(c * chunk..n.min((c + 1) * chunk))))
+            .collect();
+        parts
+            .into_iter()
+            .map(|part| part.join().expect("CPU kernel thread panicked"))
+            .fold([0.0; 3], add3)
+    })
+}
+
+fn add3(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
+    [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+}
+
+fn chunk_len(n: usize) -> usize {
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    n.div_ceil(threads).max(CPU_CHUNK)
+}

@@ -1,0 +1,279 @@
+//! The parts of an optimiser step that every method shares: the loss and gradients over the
+//! micro-batches of one batch, the non-finite guard, clipping and AdamW on θ. The methods
+//! compose them: [`plain`] here, the perturbed and PAC steps in [`crate::pac`].
+
+use anyhow::Result;
+use burn::tensor::{Device, Tensor};
+
+use crate::data::{Targets, per_example_loss};
+use crate::model::Classifier;
+use crate::model::trainable::{self, Group, Trainable};
+use crate::optim::AdamW;
+use crate::tokenize::PaddedBatch;
+
+/// A micro-batch: inputs and their targets.
+pub type Micro = (PaddedBatch, Targets);
+
+/// One batch of `len` examples, split into micro-batches whose gradients add up (`--grad-accum`).
+pub struct Batch {
+    pub micro: Vec<Micro>,
+    pub len: usize,
+}
+
+/// Learning rates of this step and optional clipping of the global gradient norm of θ.
+#[derive(Debug, Clone, Copy)]
+pub struct Lrs {
+    pub encoder: f64,
+    pub head: f64,
+    pub max_grad_norm: Option<f64>,
+}
+
+/// What every step needs besides the model and the batch.
+pub struct StepContext<'a> {
+    pub trainable: &'a [Trainable],
+    pub train_embeddings: bool,
+    pub adam: &'a mut AdamW,
+    pub lrs: Lrs,
+    pub device: &'a Device,
+    /// Hears the end of each [`Part`] (benchmarks time them; training ignores them).
+    pub lap: &'a mut dyn FnMut(Part),
+}
+
+/// A term of the step that came out NaN or infinite.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    /// `loss1`, `loss2`, `KL`, `K̂` or `the gradient of <tensor name>`.
+    pub term: String,
+    pub value: f64,
+}
+
+impl NonFinite {
+    pub fn new(term: &str, value: f64) -> Self {
+        NonFinite {
+            term: term.to_string(),
+            value,
+        }
+    }
+}
+
+impl std::fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is {}", self.term, self.value)
+    }
+}
+
+/// What an applied step measured.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Mean training loss of the batch (at the perturbed weights when there is noise).
+    pub loss1: f64,
+    /// The gradient each trainable tensor was updated with (flattened, after clipping).
+    pub grad_theta: Vec<Option<Tensor<1>>>,
+}
+
+/// How a step ended: applied, or refused because a term was not finite (nothing changed).
+#[derive(Debug, Clone)]
+pub enum Outcome<R = Report> {
+    Done(R),
+    NonFinite(NonFinite),
+}
+
+impl<R> Outcome<R> {
+    /// The same outcome with the report turned by `f`.
+    pub fn map<S>(self, f: impl FnOnce(R) -> S) -> Outcome<S> {
+        match self {
+            Outcome::Done(report) => Outcome::Done(f(report)),
+            Outcome::NonFinite(bad) => Outcome::NonFinite(bad),
+        }
+    }
+
+    /// The report of an applied step; a non-finite step as an error.
+    pub fn done(self) -> Result<R> {
+        match self {
+            Outcome::Done(report) => Ok(report),
+            Outcome::NonFinite(bad) => anyhow::bail!("{bad}"),
+        }
+    }
+}
+
+/// The parts of a step, in the order they run; each ends with a call of the step's `lap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// θ' = θ + exp(p)·τ per tensor, the clean θ kept; in stage 1 the same pass adds up the KL
+    /// sums.
+    Inject,
+    ForwardBackward,
+    /// The clean θ put back (a module map, how the noise is removed).
+    Restore,
+    /// The non-finite guard: one sum per gradient, read back once.
+    Check,
+    /// The KL sums finished and read back, and the bound's host terms (stage 1).
+    KlSums,
+    /// p's gradient, its noise-Adam step and the KL pull on θ's gradient: one fused kernel per
+    /// tensor.
+    NoiseAdamP,
+    NoiseAdamB,
+    AdamW,
+}
+
+impl Part {
+    pub const ALL: [Part; 8] = [
+        Part::Inject,
+        Part::ForwardBackward,
+        Part::Restore,
+        Part::Check,
+        Part::KlSums,
+        Part::NoiseAdamP,
+        Part::NoiseAdamB,
+        Part::AdamW,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Inject => "noise_inject",
+            Part::ForwardBackward => "forward_backward",
+            Part::Restore => "restore_clean",
+            Part::Check => "nonfinite_check",
+            Part::KlSums => "kl_sums_and_bound",
+            Part::NoiseAdamP => "grad_p_noise_adam_p_kl_pull",
+            Part::NoiseAdamB => "noise_adam_b",
+            Part::AdamW => "adamw_theta",
+        }
+    }
+
+    /// Whether the part is PAC's own kernel work (noise, KL sums, the fused noise-Adam of p).
+    pub fn is_kernel(self) -> bool {
+        matches!(self, Part::Inject | Part::KlSums | Part::NoiseAdamP)
+    }
+}
+
+/// Vanilla fine-tuning: loss and gradients, the guard, AdamW.
+pub fn plain(
+    model: Classifier,
+    ctx: &mut StepContext,
+    batch: &Batch,
+) -> Result<(Classifier, Outcome)> {
+    (ctx.lap)(Part::Inject);
+    let (loss1, grads) = forward_backward(&model, ctx, batch)?;
+    (ctx.lap)(Part::ForwardBackward);
+    (ctx.lap)(Part::Restore);
+    if let Some(bad) = check(loss1, &grads, ctx.trainable)? {
+        return Ok((model, Outcome::NonFinite(bad)));
+    }
+    (ctx.lap)(Part::Check);
+    let (model, report) = update(model, ctx, loss1, grads);
+    Ok((model, Outcome::Done(report)))
+}
+
+/// loss1, the batch's mean loss at the model's current weights, and its gradient for each
+/// trainable tensor (flattened), summed over the micro-batches.
+pub fn forward_backward(
+    model: &Classifier,
+    ctx: &StepContext,
+    batch: &Batch,
+) -> Result<(f64, Vec<Option<Tensor<1>>>)> {
+    let mut grads: Vec<Option<Tensor<1>>> = vec![None; ctx.trainable.len()];
+    let mut loss1 = 0.0;
+    for (inputs, targets) in &batch.micro {
+        let (ids, types, mask) = inputs.to_tensors(ctx.device);
+        let logits = model.forward(ids, types, mask);
+        // Summed over the micro-batch and divided by the whole batch: the micro-batch
+        // gradients add up to the gradient of the batch mean.
+        let loss = per_example_loss(logits, targets).sum() / batch.len as f32;
+        loss1 += loss.clone().into_scalar::<f32>() as f64;
+        let g = loss.backward();
+        trainable::visit(model, ctx.train_embeddings, Some(&g), |j, _, grad| {
+            if let Some(grad) = grad {
+                grads[j] = Some(match grads[j].take() {
+                    Some(acc) => acc + grad,
+                    None => grad,
+                });
+            }
+        });
+    }
+    Ok((loss1, grads))
+}
+
+/// The first non-finite term among loss1 and the gradients, if any.
+pub fn check(
+    loss1: f64,
+    grads: &[Option<Tensor<1>>],
+    trainable: &[Trainable],
+) -> Result<Option<NonFinite>> {
+    if !loss1.is_finite() {
+        return Ok(Some(NonFinite::new("loss1", loss1)));
+    }
+    Ok(first_non_finite(grads)?
+        .map(|(j, value)| NonFinite::new(&format!("the gradient of {}", trainable[j].name), value)))
+}
+
+/// Clips the gradients (`--max-grad-norm`) and takes AdamW's step on θ with them.
+pub fn update(
+    model: Classifier,
+    ctx: &mut StepContext,
+    loss1: f64,
+    mut grads: Vec<Option<Tensor<1>>>,
+) -> (Classifier, Report) {
+    if let Some(max_norm) = ctx.lrs.max_grad_norm {
+        clip(&mut grads, max_norm);
+    }
+    let report = Report {
+        loss1,
+        grad_theta: grads.clone(),
+    };
+    let (trainable, lrs, adam) = (ctx.trainable, ctx.lrs, &mut *ctx.adam);
+    adam.begin_step();
+    let model = trainable::map(model, ctx.train_embeddings, |j, theta| {
+        let lr = match trainable[j].group {
+            Group::Encoder => lrs.encoder,
+            Group::Head => lrs.head,
+        };
+        match grads[j].take() {
+            Some(g) => adam.update(j, theta, g, lr),
+            None => theta,
+        }
+    });
+    (ctx.lap)(Part::AdamW);
+    (model, report)
+}
+
+/// The first tensor whose gradient holds a NaN or an infinity (its sum then is not finite), read
+/// back with one transfer for all tensors.
+fn first_non_finite(grads: &[Option<Tensor<1>>]) -> Result<Option<(usize, f64)>> {
+    let (index, sums): (Vec<usize>, Vec<Tensor<1>>) = grads
+        .iter()
+        .enumerate()
+        .filter_map(|(j, g)| g.as_ref().map(|g| (j, crate::reduce::sum(g.clone()))))
+        .unzip();
+    if sums.is_empty() {
+        return Ok(None);
+    }
+    let values = Tensor::cat(sums, 0)
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read the gradient sums: {e:?}"))?;
+    Ok(index
+        .into_iter()
+        .zip(values)
+        .find(|(_, v)| !v.is_finite())
+        .map(|(j, v)| (j, v as f64)))
+}
+
+/// Scales the gradients so that their global L2 norm is at most `max_norm`.
+fn clip(grads: &mut [Option<Tensor<1>>], max_norm: f64) {
+    let squares: Vec<Tensor<1>> = grads
+        .iter()
+        .flatten()
+        .map(|g| crate::reduce::sum(g.clone() * g.clone()))
+        .collect();
+    if squares.is_empty() {
+        return;
+    }
+    let norm = (Tensor::cat(squares, 0).sum().into_scalar::<f32>() as f64).sqrt();
+    let factor = max_norm / (norm + 1e-6);
+    if factor < 1.0 {
+        for g in grads.iter_mut().flatten() {
+            *g = g.clone() * factor;
+        }
+    }
+}

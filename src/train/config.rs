@@ -1,0 +1,275 @@
+//! What defines a run: [`TrainConfig`] (run.json), its defaults (the paper's setting) and its
+//! checks, and the learning-rate schedule.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, anyhow, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceChoice;
+use crate::glue::{Columns, DataSource, Task};
+
+/// How to fine-tune.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// PAC-tuning: learned noise and the PAC-Bayes bound, then perturbed gradient descent.
+    Pac,
+    /// Plain AdamW fine-tuning (the paper's baseline).
+    Vanilla,
+    /// Perturbed gradient descent with a fixed isotropic noise std (`noise_std`).
+    Pgd,
+}
+
+impl Method {
+    /// The name as flags and file names spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Pac => "pac",
+            Method::Vanilla => "vanilla",
+            Method::Pgd => "pgd",
+        }
+    }
+}
+
+impl FromStr for Method {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "pac" => Ok(Method::Pac),
+            "vanilla" => Ok(Method::Vanilla),
+            "pgd" => Ok(Method::Pgd),
+            _ => Err(format!("expected pac, vanilla or pgd, found {s:?}")),
+        }
+    }
+}
+
+/// What to do with a step whose loss, bound term or gradient is NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// Stop the run with an error naming the term (the default).
+    #[default]
+    Stop,
+    /// Leave the model and optimisers as they were and go on; history.jsonl counts such steps.
+    Skip,
+}
+
+impl FromStr for OnNonFinite {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "stop" => Ok(OnNonFinite::Stop),
+            "skip" => Ok(OnNonFinite::Skip),
+            _ => Err(format!("expected stop or skip, found {s:?}")),
+        }
+    }
+}
+
+/// Learning-rate schedule over all optimiser steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Constant after warm-up (the paper's setting).
+    Constant,
+    /// Linear decay to 0 after warm-up (HF's default).
+    Linear,
+}
+
+/// Everything that defines a run; run.json holds it resolved, and `train --config run.json`
+/// reproduces the run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub task: String,
+    pub method: Method,
+    pub model: String,
+    pub data_dir: Option<PathBuf>,
+    pub train_file: Option<PathBuf>,
+    pub dev_file: Option<PathBuf>,
+    pub columns: Columns,
+    pub train_size: usize,
+    pub seed: u64,
+    pub epochs: usize,
+    pub stage1_epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub eval_batch_size: usize,
+    pub max_length: usize,
+    pub lr_encoder: f64,
+    pub lr_head: f64,
+    pub weight_decay: f64,
+    pub warmup_ratio: f64,
+    pub schedule: Schedule,
+    pub max_grad_norm: Option<f64>,
+    pub gamma: Option<f64>,
+    pub noise_std: Option<f64>,
+    pub dropout: f64,
+    pub train_embeddings: bool,
+    pub eval_every_epochs: usize,
+    pub early_stopping: Option<usize>,
+    #[serde(default)]
+    pub on_nonfinite: OnNonFinite,
+    pub output_dir: PathBuf,
+    pub device: String,
+}
+
+impl TrainConfig {
+    /// The paper's setting for `task` (spec, "Schedule and data"; "Optimisers"): every default of
+    /// `pac-wgpu train`, whose help states them (tests/cli_defaults.rs checks that it does).
+    pub fn paper(task: &str) -> TrainConfig {
+        let (method, seed, epochs) = (Method::Pac, 42, 250);
+        TrainConfig {
+            task: task.to_string(),
+            method,
+            model: "bert-base-uncased".into(),
+            data_dir: None,
+            train_file: None,
+            dev_file: None,
+            columns: Columns::default(),
+            train_size: 100,
+            seed,
+            epochs,
+            stage1_epochs: default_stage1_epochs(epochs),
+            batch_size: 100,
+            grad_accum: 1,
+            eval_batch_size: 64,
+            max_length: 128,
+            lr_encoder: 5e-5,
+            lr_head: 1e-2,
+            weight_decay: 0.01,
+            warmup_ratio: 0.0,
+            schedule: Schedule::Constant,
+            max_grad_norm: None,
+            gamma: None,
+            noise_std: None,
+            dropout: 0.0,
+            train_embeddings: false,
+            eval_every_epochs: 1,
+            early_stopping: None,
+            on_nonfinite: OnNonFinite::Stop,
+            output_dir: default_output_dir(task, method, seed),
+            device: "auto".into(),
+        }
+    }
+
+    /// Checks ranges and combinations; the message names the flag.
+    pub fn validate(&self) -> Result<Task> {
+        let task: Task = self.task.parse()?;
+        let positive = [
+            ("--epochs", self.epochs),
+            ("--batch-size", self.batch_size),
+            ("--grad-accum", self.grad_accum),
+            ("--eval-batch-size", self.eval_batch_size),
+            ("--eval-every-epochs", self.eval_every_epochs),
+            ("--max-length", self.max_length),
+        ];
+        for (flag, value) in positive {
+            if value == 0 {
+                bail!("{flag} must be at least 1, found 0");
+            }
+        }
+        if self.grad_accum > self.batch_size {
+            bail!(
+                "--grad-accum {} is larger than --batch-size {}: each accumulated micro-batch needs at least one example",
+                self.grad_accum,
+                self.batch_size
+            );
+        }
+        if self.method == Method::Pac && self.stage1_epochs > self.epochs {
+            bail!(
+                "--stage1-epochs {} is larger than --epochs {}",
+                self.stage1_epochs,
+                self.epochs
+            );
+        }
+        for (flag, value) in [
+            ("--lr-encoder", self.lr_encoder),
+            ("--lr-head", self.lr_head),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                bail!("{flag} must be a finite number ≥ 0, found {value}");
+            }
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            bail!("--weight-decay must be ≥ 0, found {}", self.weight_decay);
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            bail!(
+                "--warmup-ratio must be in [0, 1), found {}",
+                self.warmup_ratio
+            );
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            bail!("--dropout must be in [0, 1), found {}", self.dropout);
+        }
+        if let Some(g) = self.gamma
+            && !(g.is_finite() && g > 0.0)
+        {
+            bail!("--gamma must be > 0, found {g}");
+        }
+        if let Some(n) = self.max_grad_norm
+            && !(n.is_finite() && n > 0.0)
+        {
+            bail!("--max-grad-norm must be > 0, found {n}");
+        }
+        if self.method == Method::Pgd && self.noise_std.is_none_or(|s| !(s.is_finite() && s > 0.0))
+        {
+            bail!("--method pgd needs --noise-std S with S > 0");
+        }
+        self.device
+            .parse::<DeviceChoice>()
+            .map_err(|e| anyhow!("--device: {e}"))?;
+        Ok(task)
+    }
+
+    pub fn data_source(&self) -> DataSource {
+        DataSource {
+            train_file: self.train_file.clone(),
+            dev_file: self.dev_file.clone(),
+            columns: self.columns.clone(),
+            ..DataSource::new(self.data_dir.clone())
+        }
+    }
+}
+
+/// The learning-rate multiplier at optimiser step `step` (0-based) of `total`: linear warm-up
+/// over the first ⌈warmup_ratio·total⌉ steps (from 1/warmup to 1), then constant or a linear
+/// decay to 0 at `total`, as HF's schedules.
+pub fn lr_scale(config: &TrainConfig, step: u64, total: u64) -> f64 {
+    let warmup = (config.warmup_ratio * total as f64).ceil() as u64;
+    if step < warmup {
+        return (step + 1) as f64 / warmup as f64;
+    }
+    match config.schedule {
+        Schedule::Constant => 1.0,
+        Schedule::Linear => {
+            let left = total.saturating_sub(step) as f64;
+            left / (total - warmup).max(1) as f64
+        }
+    }
+}
+
+/// Reads a run.json.
+pub fn read_config(path: &Path) -> Result<TrainConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read run config", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}:{}: expected a pac-wgpu run.json, found {e}",
+            path.display(),
+            e.line()
+        )
+    })
+}
+
+/// Stage 1's default length: 4/5 of the epochs (the authors' 200 of 250).
+pub fn default_stage1_epochs(epochs: usize) -> usize {
+    epochs * 4 / 5
+}
+
+/// `runs/<task>-<method>-<seed>`.
+pub fn default_output_dir(task: &str, method: Method, seed: u64) -> PathBuf {
+    PathBuf::from(format!("runs/{task}-{}-{seed}", method.name()))
+}

@@ -1,0 +1,112 @@
+//! The fine-tuning methods the training loop runs: each takes one optimiser step on a batch and
+//! keeps whatever state it carries between steps.
+
+use anyhow::Result;
+use burn::tensor::{Device, Tensor};
+
+use crate::model::Classifier;
+use crate::model::trainable::Trainable;
+use crate::pac::bound::BoundTerms;
+use crate::pac::{self, PacTuning, Stage, Tau};
+use crate::run::EpochRecord;
+use crate::step::{self, Batch, Outcome, StepContext};
+
+/// A method and its state.
+pub enum Trainer {
+    /// Plain AdamW fine-tuning (the paper's baseline).
+    Vanilla,
+    /// Perturbed gradient descent with one fixed log-std `p` for every scalar.
+    Pgd { p: Vec<Tensor<1>> },
+    /// PAC-tuning: the bound and learned noise in stage 1, then PGD with that noise.
+    Pac(Box<PacTuning>),
+}
+
+/// What a step of any method measured.
+#[derive(Debug, Clone)]
+pub struct Stepped {
+    pub loss1: f64,
+    /// PAC stage 1: the bound's terms.
+    pub bound: Option<BoundTerms>,
+}
+
+impl Trainer {
+    /// PGD with noise std `std` on every trainable scalar.
+    pub fn pgd(trainable: &[Trainable], std: f64, device: &Device) -> Trainer {
+        let p = trainable
+            .iter()
+            .map(|t| Tensor::full([t.numel()], std.ln(), device))
+            .collect();
+        Trainer::Pgd { p }
+    }
+
+    /// PAC-tuning's stage at 0-based `epoch`, for PAC runs.
+    pub fn stage(&self, epoch: usize) -> Option<Stage> {
+        match self {
+            Trainer::Pac(pac) => Some(pac.stage(epoch)),
+            _ => None,
+        }
+    }
+
+    /// One optimiser step of the method at 0-based `epoch`.
+    pub fn step(
+        &mut self,
+        epoch: usize,
+        model: Classifier,
+        ctx: &mut StepContext,
+        batch: &Batch,
+        tau: Tau,
+    ) -> Result<(Classifier, Outcome<Stepped>)> {
+        let plain = |(model, outcome): (Classifier, Outcome)| {
+            let stepped = |r: step::Report| Stepped {
+                loss1: r.loss1,
+                bound: None,
+            };
+            (model, outcome.map(stepped))
+        };
+        Ok(match self {
+            Trainer::Vanilla => plain(step::plain(model, ctx, batch)?),
+            Trainer::Pgd { p } => plain(pac::perturbed_step(model, p, ctx, batch, tau)?),
+            Trainer::Pac(pac) if pac.stage(epoch) == Stage::Two => {
+                plain(pac.stage2_step(model, ctx, batch, tau)?)
+            }
+            Trainer::Pac(pac) => {
+                let (model, outcome) = pac.stage1_step(model, ctx, batch, tau)?;
+                let stepped = |r: pac::Stage1Report| Stepped {
+                    loss1: r.step.loss1,
+                    bound: Some(r.bound),
+                };
+                (model, outcome.map(stepped))
+            }
+        })
+    }
+
+    /// PAC: the stage and the noise in an epoch's record, and σ per tensor (for the report at
+    /// the end of stage 1).
+    pub fn record_noise(
+        &self,
+        record: &mut EpochRecord,
+        epoch: usize,
+        trainable: &[Trainable],
+    ) -> Option<Vec<f64>> {
+        let Trainer::Pac(pac) = self else {
+            return None;
+        };
+        record.stage = Some(match pac.stage(epoch) {
+            Stage::One => 1,
+            Stage::Two => 2,
+        });
+        let (sigma_encoder, sigma_head, per_tensor) = pac.sigma_means(trainable);
+        record.sigma_encoder = Some(sigma_encoder);
+        record.sigma_head = Some(sigma_head);
+        record.prior_std = Some(pac.prior_std_mean());
+        Some(per_tensor)
+    }
+
+    /// Writes the method's state into checkpoint folder `dir` (PAC only).
+    pub fn save(&self, dir: &std::path::Path, trainable: &[Trainable]) -> Result<()> {
+        match self {
+            Trainer::Pac(pac) => pac.save(dir, trainable),
+            _ => Ok(()),
+        }
+    }
+}
