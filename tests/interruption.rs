@@ -185,24 +185,57 @@ fn ctrl_c_finishes_the_step_saves_and_resumes_to_the_same_result() {
     );
 }
 
+/// The seed of the kill delay: `$PAC_WGPU_KILL_SEED` to replay a run, else taken from the clock.
+fn kill_seed() -> u64 {
+    match std::env::var("PAC_WGPU_KILL_SEED") {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("PAC_WGPU_KILL_SEED={v:?}: expected an unsigned integer")),
+        Err(_) => SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    }
+}
+
+/// The delay after the first epoch at which the kill lands: 0..400 ms from the seed (SplitMix64's
+/// output function, so neighbouring seeds give unrelated delays).
+fn kill_delay(seed: u64) -> Duration {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    Duration::from_millis((z ^ (z >> 31)) % 400)
+}
+
+/// The kill delay is a function of the seed alone (so a printed seed replays it): known
+/// answers from Python, `(mix64(seed + 0x9E3779B97F4A7C15) % 400)` with SplitMix64's mix64.
+#[test]
+fn kill_delay_is_replayable_from_its_seed() {
+    assert_eq!(kill_delay(0), Duration::from_millis(335));
+    assert_eq!(kill_delay(1), Duration::from_millis(65));
+    assert_eq!(kill_delay(12345), Duration::from_millis(144));
+}
+
+/// kill -9 at a moment drawn from a printed seed; a failure replays with
+/// `PAC_WGPU_KILL_SEED=<seed> cargo test --release --test interruption kill_9 -- --nocapture`
+/// (the same delay; where the run then is still depends on the machine's speed).
 #[test]
 fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result() {
     let s = setup();
     let full = s.out("full");
     run_ok(&mut s.train(&full));
 
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    let delay = Duration::from_millis(u64::from(nanos % 400));
+    let seed = kill_seed();
+    let delay = kill_delay(seed);
+    eprintln!("kill seed {seed} (PAC_WGPU_KILL_SEED={seed} replays it): delay {delay:?}");
     let cut = s.out("cut");
     let mut child = start_and_wait_for_an_epoch(&mut s.train(&cut), &cut);
     std::thread::sleep(delay);
     child.kill().unwrap();
     child.wait().unwrap();
     let state = read_json(&cut.join("checkpoints/last/state.json"));
-    eprintln!("killed {delay:?} after the first epoch, at {state}");
+    eprintln!("killed {delay:?} after the first epoch (seed {seed}), at {state}");
 
     run_ok(&mut resume(&cut));
     assert_same_run(&cut, &full);

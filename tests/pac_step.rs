@@ -1,8 +1,27 @@
 //! Whole-step parity with the authors' PAC-tuning (../shared/golden/pac-step/): a tiny random
 //! BERT + head, the recorded noise τ injected through the same code path as the generator's,
-//! two stage-1 steps and one stage-2 step. loss1, KL, K̂, γ, loss2, every gradient and every
-//! parameter after AdamW and the noise-Adam agree within 1e-5 relative (1e-6 absolute near 0),
-//! on the CPU device and on lavapipe.
+//! two stage-1 steps and one stage-2 step, on the CPU device and on lavapipe.
+//!
+//! Tolerances, per quantity, in the golden README's terms ("≤ 1e-5 relative, 1e-6 absolute for
+//! values near 0", i.e. |Δ| ≤ max(1e-5·|want|, 1e-6)), with the worst error measured (in
+//! units of that tolerance, CPU / lavapipe; `--nocapture` prints the table):
+//! - loss1, KL, K̂, γ, loss2, grad_b, b (where grad_b is above Adam's ε): the README's
+//!   tolerance. Measured ≤ 0.01 / 0.04 (loss1, KL, K̂, γ, loss2), 0.45 / 0.68 (grad_b), 0 (b).
+//! - grad_p: tighter than the README in absolute terms: 1e-4 of the tensor's largest |grad_p|
+//!   (~4e-8; the README's 1e-6 would be 0.25 % of values of ~4e-4) + 1e-5 relative + what the
+//!   state's own differences carry. Measured 0.03 / 0.06 of the README's.
+//! - grad_theta: the README's tolerance + c·(|Δθ| + ulp(θ)) for the KL pull c·(θ − θ0) in stage
+//!   1 (c ≈ 7e3 turns an ulp of θ into ~1e-3); the README's alone in stage 2 (this was
+//!   1e-6 + 1e-5·|want|, up to twice the README's: now max of the two). Measured stage 2 0.33 /
+//!   0.46; stage 1 up to 4900 / 9700 of the README's, inside the c·ulp term.
+//! - p after the noise-Adam, θ after AdamW: 99.5 % of each tensor within the README's
+//!   tolerance, every element within it + 10 % of the reference's step (eps-sized gradients; this
+//!   was 99 % and 20 %). Measured: ≤ 2 of 1024 outside, by ≤ 6.3 % of the step.
+//! - Looser than the README, where the reference's value is rounding noise (the attention key
+//!   biases, whose exact gradient is 0): their grad_theta within twice the reference's largest
+//!   value, θ within 2·lr per step taken, b within 1e-3 where grad_b is below Adam's ε
+//!   (measured 2.7e-4: 0.1·|g|/ε steps of noise).
+//! - p in stage 2: unchanged, bit for bit.
 
 mod common;
 
@@ -85,6 +104,40 @@ impl Golden {
     fn vector(&self, key: &str) -> Vec<f64> {
         self.tensors[key].1.iter().map(|&x| x as f64).collect()
     }
+}
+
+/// Measured errors per quantity, in the golden README's terms: the ratio of |got − want| to
+/// max(REL·|want|, ABS), i.e. ≤ 1 is within "1e-5 relative (1e-6 absolute near 0)". Printed at
+/// the end (`--nocapture`) so each quantity's tolerance can be checked against what it needs.
+#[derive(Default)]
+struct Tally(std::collections::BTreeMap<String, (f64, f64, usize, usize)>);
+
+impl Tally {
+    fn add(&mut self, quantity: &str, got: f64, want: f64) {
+        let err = (got - want).abs();
+        let ratio = err / ABS.max(REL * want.abs());
+        let e = self.0.entry(quantity.to_string()).or_default();
+        e.0 = e.0.max(ratio);
+        e.1 = e.1.max(err);
+        e.2 += 1;
+        e.3 += usize::from(ratio <= 1.0);
+    }
+
+    fn print(&self, device: &str) {
+        for (q, (ratio, err, n, within)) in &self.0 {
+            eprintln!(
+                "{device} {q:<28} worst {ratio:9.3} × README tolerance, max |Δ| {err:.3e}, {within}/{n} within"
+            );
+        }
+    }
+}
+
+thread_local! {
+    static TALLY: std::cell::RefCell<Tally> = std::cell::RefCell::new(Tally::default());
+}
+
+fn tally(quantity: &str, got: f64, want: f64) {
+    TALLY.with(|t| t.borrow_mut().add(quantity, got, want));
 }
 
 fn close(what: &str, got: f64, want: f64) {
@@ -277,6 +330,11 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             }
         };
 
+        tally(
+            "loss1",
+            report.loss1,
+            expected["loss1_mean"].as_f64().unwrap(),
+        );
         close(
             &what("loss1"),
             report.loss1,
@@ -290,9 +348,16 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                 ("gamma", t.gamma),
                 ("loss2", t.loss2),
             ] {
+                tally(name, got, expected[name].as_f64().unwrap());
                 close(&what(name), got, expected[name].as_f64().unwrap());
             }
             let grad_b: Vec<f32> = t.grad_b.iter().map(|&x| x as f32).collect();
+            for (g, w) in grad_b
+                .iter()
+                .zip(&golden.tensors[&format!("step{k}.grad_b")].1)
+            {
+                tally("grad_b", f64::from(*g), f64::from(*w));
+            }
             close_all(
                 &what("grad_b"),
                 &grad_b,
@@ -324,6 +389,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                         2.0 * kl_coef * (2.0 * (f64::from(p_ours[i]) - b_before[j])).exp();
                     let carried = (f64::from(want[i].abs()) + kl_slope) * dp + kl_slope * db;
                     let err = f64::from((got[i] - want[i]).abs());
+                    tally("grad_p", f64::from(got[i]), f64::from(want[i]));
                     assert!(
                         err <= 1e-4 * scale + REL * f64::from(want[i].abs()) + carried,
                         "{}[{i}]: got {} want {}",
@@ -341,12 +407,14 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             let reference_grad_b = &golden.tensors[&format!("step{k}.grad_b")].1;
             for (i, (&got, &want)) in pac.b.iter().zip(want_b).enumerate() {
                 if reference_grad_b[i].abs() < 1e-8 {
+                    tally("b_after (noise grad_b)", got, f64::from(want));
                     assert!(
                         (got - want as f64).abs() <= 1e-3,
                         "{}: b[{i}] {got} vs {want}",
                         what("b_after")
                     );
                 } else {
+                    tally("b_after", got, f64::from(want));
                     close(&format!("{}[{i}]", what("b_after")), got, want as f64);
                 }
             }
@@ -355,6 +423,9 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             let key = format!("step{k}.grad_theta.{}", s.name);
             if noise_only[j] {
                 let got = host(report.grad_theta[j].as_ref().unwrap());
+                for (g, w) in got.iter().zip(golden.slot_values(&key, s)) {
+                    tally("grad_theta (key biases)", f64::from(*g), f64::from(w));
+                }
                 let bound = golden
                     .slot_values(&key, s)
                     .iter()
@@ -382,7 +453,16 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                     let ulp = f64::from(theta_before[j][i].abs()) * f64::from(f32::EPSILON);
                     let delta = f64::from((theta_before[j][i] - reference_theta[i]).abs());
                     let err = (f64::from(got[i]) - f64::from(want[i])).abs();
-                    let tol = ABS + REL * f64::from(want[i].abs()) + c * (delta + ulp);
+                    tally(
+                        if stage1 {
+                            "grad_theta stage 1"
+                        } else {
+                            "grad_theta stage 2"
+                        },
+                        f64::from(got[i]),
+                        f64::from(want[i]),
+                    );
+                    let tol = ABS.max(REL * f64::from(want[i].abs())) + c * (delta + ulp);
                     assert!(
                         err <= tol,
                         "{}[{i}]: got {} want {} (|diff| {err:.3e} > {tol:.3e})",
@@ -404,9 +484,11 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             } else if golden.tensors.contains_key(&key) {
                 // The noise-Adam divides by sqrt(v̂) + eps with eps = 1e-8, the size of many
                 // elements of grad_p after the cancellation above: there the step follows the
-                // gradient's last bits, which no two f32 implementations share. So 99 % of the
-                // elements must agree within 1e-5 and every element within 20 % of the step the
-                // reference took.
+                // gradient's last bits, which no two f32 implementations share. So 99.5 % of the
+                // elements of each tensor must agree within the README's tolerance and every
+                // element within it plus 10 % of the step the reference took. (Measured: at most
+                // 2 of 1024 elements outside, off by at most 6.3 % of their step, on the CPU
+                // device and on lavapipe; this was 99 % and 20 %.)
                 let before = match k {
                     0 => format!("init.p.{}", s.name),
                     _ => format!("step{}.p_after.{}", k - 1, s.name),
@@ -417,12 +499,20 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                 let mut strict = 0;
                 for i in 0..got.len() {
                     let err = f64::from((got[i] - want[i]).abs());
+                    tally(
+                        if noise_only[j] {
+                            "p_after (key biases)"
+                        } else {
+                            "p_after"
+                        },
+                        f64::from(got[i]),
+                        f64::from(want[i]),
+                    );
                     let step = f64::from((want[i] - before[i]).abs());
-                    if err <= ABS + REL * f64::from(want[i].abs()) {
-                        strict += 1;
-                    }
+                    let tol = ABS.max(REL * f64::from(want[i].abs()));
+                    strict += usize::from(err <= tol);
                     assert!(
-                        err <= ABS + REL * f64::from(want[i].abs()) + 0.2 * step,
+                        err <= tol + 0.1 * step,
                         "{}[{i}]: got {} want {}",
                         what(&format!("p_after {}", s.name)),
                         got[i],
@@ -430,7 +520,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                     );
                 }
                 assert!(
-                    noise_only[j] || strict * 100 >= 99 * got.len(),
+                    noise_only[j] || strict * 1000 >= 995 * got.len(),
                     "{}: only {strict} of {} within 1e-5",
                     what(&format!("p_after {}", s.name)),
                     got.len()
@@ -443,6 +533,9 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             let want = golden.slot_values(&format!("step{k}.theta_after.{}", s.name), s);
             if noise_only[j] {
                 // AdamW turns the reference's noise gradients into steps of up to lr each.
+                for (g, w) in after[j].iter().zip(&want) {
+                    tally("theta_after (key biases)", f64::from(*g), f64::from(*w));
+                }
                 let bound = 2.0 * lrs.encoder as f32 * (k + 1) as f32;
                 assert!(
                     after[j]
@@ -455,7 +548,10 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             } else {
                 // AdamW's first steps are lr·g/(|g| + eps): for the elements whose gradient is
                 // eps-sized the step follows its last bits, which differ between devices and
-                // implementations. 99 % within 1e-5, all within 20 % of the reference's step.
+                // implementations. 99.5 % of each tensor within the README's tolerance, all
+                // within it plus 10 % of the reference's step. (Measured: all within on the CPU
+                // device, 1 of 1024 outside on lavapipe, by 3.8 % of its step; this was 99 % and
+                // 20 %.)
                 let before = match k {
                     0 => theta_start[j].clone(),
                     _ => golden.slot_values(&format!("step{}.theta_after.{}", k - 1, s.name), s),
@@ -463,11 +559,12 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                 let mut strict = 0;
                 for i in 0..want.len() {
                     let err = f64::from((after[j][i] - want[i]).abs());
-                    let tol = ABS + REL * f64::from(want[i].abs());
+                    tally("theta_after", f64::from(after[j][i]), f64::from(want[i]));
+                    let tol = ABS.max(REL * f64::from(want[i].abs()));
                     strict += usize::from(err <= tol);
                     let step = f64::from((want[i] - before[i]).abs());
                     assert!(
-                        err <= tol + 0.2 * step,
+                        err <= tol + 0.1 * step,
                         "{}[{i}]: got {} want {}",
                         what(&format!("theta_after {}", s.name)),
                         after[j][i],
@@ -475,7 +572,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                     );
                 }
                 assert!(
-                    strict * 100 >= 99 * want.len(),
+                    strict * 1000 >= 995 * want.len(),
                     "{}: only {strict} of {} within 1e-5",
                     what(&format!("theta_after {}", s.name)),
                     want.len()
@@ -491,7 +588,9 @@ fn three_pac_steps_match_the_reference_on_every_device() {
     let dir = dir.join("pac-step");
     let golden = Golden::load(&dir);
     for selected in test_devices() {
+        TALLY.with(|t| *t.borrow_mut() = Tally::default());
         run_on(&selected.name, &selected.device, &golden, &dir);
+        TALLY.with(|t| t.borrow().print(&selected.name));
     }
 }
 
