@@ -11,6 +11,9 @@ use crate::model::trainable::{self, Group, Trainable};
 use crate::optim::AdamW;
 use crate::tokenize::PaddedBatch;
 
+/// The gradient of each trainable tensor, flattened (None where the loss does not reach it).
+pub type Grads = Vec<Option<Tensor<1>>>;
+
 /// A micro-batch: inputs and their targets.
 pub type Micro = (PaddedBatch, Targets);
 
@@ -68,7 +71,7 @@ pub struct Report {
     /// Mean training loss of the batch (at the perturbed weights when there is noise).
     pub loss1: f64,
     /// The gradient each trainable tensor was updated with (flattened, after clipping).
-    pub grad_theta: Vec<Option<Tensor<1>>>,
+    pub grad_theta: Grads,
 }
 
 /// How a step ended: applied, or refused because a term was not finite (nothing changed).
@@ -171,8 +174,8 @@ pub fn forward_backward(
     model: &Classifier,
     ctx: &StepContext,
     batch: &Batch,
-) -> Result<(f64, Vec<Option<Tensor<1>>>)> {
-    let mut grads: Vec<Option<Tensor<1>>> = vec![None; ctx.trainable.len()];
+) -> Result<(f64, Grads)> {
+    let mut grads: Grads = vec![None; ctx.trainable.len()];
     let mut loss1 = 0.0;
     for (inputs, targets) in &batch.micro {
         let (ids, types, mask) = inputs.to_tensors(ctx.device);
@@ -212,7 +215,7 @@ pub fn update(
     model: Classifier,
     ctx: &mut StepContext,
     loss1: f64,
-    mut grads: Vec<Option<Tensor<1>>>,
+    mut grads: Grads,
 ) -> (Classifier, Report) {
     if let Some(max_norm) = ctx.lrs.max_grad_norm {
         clip(&mut grads, max_norm);

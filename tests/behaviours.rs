@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{binary, history_without_timings, read_json, run_ok};
 
-/// AdamW's ε (src/train/optim.rs: PyTorch's default, 1e-8).
+/// AdamW's ε (src/optim.rs: PyTorch's default, 1e-8).
 const ADAM_EPS: f64 = 1e-8;
 
 /// A tiny model and the toy SST-2 under one temporary folder.
@@ -350,9 +350,7 @@ fn learning_rate_schedule_after_warm_up_matches_hugging_face() {
 
 /// Warm-up ramps linearly from 0 as Hugging Face's does: step k < W runs at k/W of the rate
 /// (the first step at 0).
-///
-/// Fails at f930eae: lr_scale (src/train/mod.rs) returns (k + 1)/W, one step ahead of Hugging
-/// Face's k/W, so the first step runs at lr/W and the peak rate is held for two steps.
+
 #[test]
 fn learning_rate_warm_up_ramps_from_zero_like_hugging_face() {
     let failures = schedule_mismatches(|name, k| name.starts_with("warm") && k < WARMUP_STEPS);
@@ -595,10 +593,6 @@ fn train_stsb(toy: &Toy, name: &str, dropout: &str) -> PathBuf {
 
 /// `--dropout 0.3`: training differs from `--dropout 0`, and the same seed reproduces it
 /// exactly (losses and weights).
-///
-/// Fails at f930eae: nothing seeds Burn's RNG for vanilla or PGD runs (only PAC's K(λ)
-/// estimation calls `device.seed`), so the dropout masks come from burn-flex's entropy-seeded
-/// fallback and differ from run to run.
 #[test]
 fn dropout_changes_training_and_the_same_seed_reproduces_it() {
     let toy = toy();

@@ -652,7 +652,7 @@ fn host_tau(seed: u32, step: u32, j: u32, i: u32) -> f64 {
     let a = f64::from(y >> 8) / 16_777_216.0;
     let r = (-2.0 * u1.ln()).sqrt();
     let angle = std::f64::consts::TAU * a;
-    let value = if i % 2 == 0 {
+    let value = if i.is_multiple_of(2) {
         r * angle.cos()
     } else {
         r * angle.sin()

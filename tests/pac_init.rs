@@ -1,9 +1,7 @@
-//! `PacState::init` on a real model (the tiny random BERT + a head of known values) against the
+//! `PacTuning::init` on a real model (the tiny random BERT + a head of known values) against the
 //! spec's initialisation (../shared/docs/pac-tuning.md, "Initialisation") computed on the host in
 //! f64 from the safetensors file: p = 2·ln(mean |θ0|) over the encoder's trainable scalars,
 //! p = ln(mean |ω0|) over the head's, b_j = its group's value, θ0 = the weights.
-//!
-//! Library paths used: pac_wgpu::{model, pac::state, pac::bound::KHat, train::params}.
 
 mod common;
 
@@ -12,10 +10,10 @@ use std::collections::BTreeMap;
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
+use pac_wgpu::model::trainable::{self, Group};
 use pac_wgpu::model::{Classifier, Pretrained};
+use pac_wgpu::pac::PacTuning;
 use pac_wgpu::pac::bound::KHat;
-use pac_wgpu::pac::state::PacState;
-use pac_wgpu::train::params::{self, Group};
 
 use common::tiny::HIDDEN;
 
@@ -59,7 +57,7 @@ fn transposed(shape: &[usize], values: &[f32]) -> Vec<f32> {
     t
 }
 
-/// p, b and θ0 of `PacState::init` equal the spec's formulas, with frozen and with trained
+/// p, b and θ0 of `PacTuning::init` equal the spec's formulas, with frozen and with trained
 /// embeddings.
 #[test]
 fn pac_init_follows_the_spec_formulas() {
@@ -89,10 +87,10 @@ fn pac_init_follows_the_spec_formulas() {
                     device,
                 ))),
             };
-            let slots = params::slots(&model, train_embeddings);
+            let slots = trainable::list(&model, train_embeddings);
             let k_hat = KHat::new(vec![0.01, 0.1], vec![0.2, 0.3]);
             let state =
-                PacState::init(&model, &slots, train_embeddings, 20, 10.0, k_hat.clone()).unwrap();
+                PacTuning::init(&model, &slots, train_embeddings, 20, 10.0, k_hat.clone(), 1);
 
             // The spec on the host: the encoder's trainable scalars are every tensor of the
             // file except the embeddings (unless they train); the head is head_w and head_b.

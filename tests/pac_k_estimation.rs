@@ -1,4 +1,4 @@
-//! The on-device K(λ) loop, `pac::state::estimate_k`, against the spec's K(λ) steps computed
+//! The on-device K(λ) loop, `pac::estimate_k`, against the spec's K(λ) steps computed
 //! another way on the host (../shared/docs/pac-tuning.md, "K(λ)"), on the tiny random BERT and
 //! the toy SST-2.
 //!
@@ -12,20 +12,18 @@
 //!
 //! This file holds one test: the device RNG is process-wide, and another test drawing from it
 //! at the same time would shift the stream.
-//!
-//! Library paths used: pac_wgpu::{glue, model, pac::state, tokenize, train::{data, params}}.
 
 mod common;
 
 use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Distribution, Tensor, TensorData};
+use pac_wgpu::data::{Examples, Prepared};
 use pac_wgpu::glue::{DataSource, Split, Task};
+use pac_wgpu::model::trainable;
 use pac_wgpu::model::{Classifier, Pretrained};
-use pac_wgpu::pac::state::{PRIOR_MODELS, estimate_k};
+use pac_wgpu::pac::{PRIOR_MODELS, estimate_k};
 use pac_wgpu::tokenize::TextTokenizer;
-use pac_wgpu::train::data::Prepared;
-use pac_wgpu::train::params;
 
 fn host(t: Tensor<1>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
@@ -83,13 +81,16 @@ fn k_estimation_matches_the_host_computation() {
     };
     let (gamma, seed) = (10.0, 77);
 
+    let examples = Examples {
+        data: &train,
+        pad: tokenizer.pad_id(),
+        batch_size: 7, // batches of 7, 7, 6: padded and ragged, unlike the host's
+    };
     let (k_hat, estimate) = estimate_k(
         &model,
         false,
-        &train,
-        &[gamma],
-        7, // batches of 7, 7, 6: padded and ragged, unlike the host's
-        tokenizer.pad_id(),
+        &examples,
+        (gamma, gamma),
         seed,
         &device,
         &mut |_, _| {},
@@ -108,9 +109,9 @@ fn k_estimation_matches_the_host_computation() {
     // Step 2 on the host: replay the seeded stream, build each prior model, one example at a
     // time.
     device.seed(seed);
-    let slots = params::slots(&model, false);
+    let slots = trainable::list(&model, false);
     let mut theta0 = Vec::new();
-    params::visit_slots(&model, false, None, |_, v, _| theta0.push(host(v)));
+    trainable::visit(&model, false, None, |_, v, _| theta0.push(host(v)));
     let mut host_losses: Vec<Vec<Vec<f64>>> = Vec::new();
     for &s in &grid {
         let mut per_model = Vec::new();
@@ -130,7 +131,7 @@ fn k_estimation_matches_the_host_computation() {
                         .collect()
                 })
                 .collect();
-            let prior = params::map_slots(model.clone(), false, |j, _| {
+            let prior = trainable::map(model.clone(), false, |j, _| {
                 Tensor::from_data(
                     TensorData::new(prior_values[j].clone(), [prior_values[j].len()]),
                     &device,

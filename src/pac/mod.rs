@@ -38,7 +38,7 @@ use crate::data::{Examples, per_example_loss};
 use crate::model::Classifier;
 use crate::model::trainable::{self, Group, Trainable};
 use crate::reduce;
-use crate::step::{self, Batch, NonFinite, Outcome, Part, Report, StepContext};
+use crate::step::{self, Batch, Grads, NonFinite, Outcome, Part, Report, StepContext};
 use bound::{BoundTerms, KEstimate, KHat};
 use noise::NoiseSource;
 use noise_adam::{NoiseAdam, StepInputs};
@@ -229,14 +229,11 @@ impl PacTuning {
         let model = trainable::map(model, te, |j, _| noisy[j].clone());
         (ctx.lap)(Part::Inject);
 
-        let (loss1, mut grads) = step::forward_backward(&model, ctx, batch)?;
-        (ctx.lap)(Part::ForwardBackward);
-        let model = trainable::map(model, te, |j, _| clean[j].clone());
-        (ctx.lap)(Part::Restore);
-        if let Some(bad) = step::check(loss1, &grads, ctx.trainable)? {
-            return Ok((model, Outcome::NonFinite(bad)));
-        }
-        (ctx.lap)(Part::Check);
+        let (model, gradients) = noisy_gradients(model, &clean, ctx, batch)?;
+        let (loss1, mut grads) = match gradients {
+            Outcome::Done(gradients) => gradients,
+            Outcome::NonFinite(bad) => return Ok((model, Outcome::NonFinite(bad))),
+        };
 
         let sums = kl::read_sums(sums, ctx.trainable)?;
         let terms = bound::bound_terms(&sums, &self.b, self.n, self.gamma_range, &self.k_hat);
@@ -339,14 +336,31 @@ pub fn perturbed_step(
         noise::inject(theta, &p[j], j as u32, &tau(j))
     });
     (ctx.lap)(Part::Inject);
+    let (model, gradients) = noisy_gradients(model, &clean, ctx, batch)?;
+    match gradients {
+        Outcome::Done((loss1, grads)) => {
+            let (model, report) = step::update(model, ctx, loss1, grads);
+            Ok((model, Outcome::Done(report)))
+        }
+        Outcome::NonFinite(bad) => Ok((model, Outcome::NonFinite(bad))),
+    }
+}
+
+/// loss1 and its gradients at the noisy weights the model holds, then the `clean` θ put back;
+/// a non-finite loss or gradient instead, found before anything is updated.
+fn noisy_gradients(
+    model: Classifier,
+    clean: &[Tensor<1>],
+    ctx: &mut StepContext,
+    batch: &Batch,
+) -> Result<(Classifier, Outcome<(f64, Grads)>)> {
     let (loss1, grads) = step::forward_backward(&model, ctx, batch)?;
     (ctx.lap)(Part::ForwardBackward);
-    let model = trainable::map(model, te, |j, _| clean[j].clone());
+    let model = trainable::map(model, ctx.train_embeddings, |j, _| clean[j].clone());
     (ctx.lap)(Part::Restore);
     if let Some(bad) = step::check(loss1, &grads, ctx.trainable)? {
         return Ok((model, Outcome::NonFinite(bad)));
     }
     (ctx.lap)(Part::Check);
-    let (model, report) = step::update(model, ctx, loss1, grads);
-    Ok((model, Outcome::Done(report)))
+    Ok((model, Outcome::Done((loss1, grads))))
 }

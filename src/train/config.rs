@@ -234,13 +234,13 @@ impl TrainConfig {
     }
 }
 
-/// The learning-rate multiplier at optimiser step `step` (0-based) of `total`: linear warm-up
-/// over the first ⌈warmup_ratio·total⌉ steps (from 1/warmup to 1), then constant or a linear
-/// decay to 0 at `total`, as HF's schedules.
+/// The learning-rate multiplier at optimiser step `step` (0-based) of `total`, as HF's
+/// schedules: a linear warm-up over the first W = ⌈warmup_ratio·total⌉ steps (step k at k/W, the
+/// first at 0), then constant, or a linear decay to 0 at `total`.
 pub fn lr_scale(config: &TrainConfig, step: u64, total: u64) -> f64 {
     let warmup = (config.warmup_ratio * total as f64).ceil() as u64;
     if step < warmup {
-        return (step + 1) as f64 / warmup as f64;
+        return step as f64 / warmup as f64;
     }
     match config.schedule {
         Schedule::Constant => 1.0,

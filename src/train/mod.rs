@@ -26,6 +26,7 @@ use crate::model::{Classifier, Pretrained, resolve_model};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::pac::noise::NoiseSource;
 use crate::pac::{self, PacTuning, Stage};
+use crate::rng::mix64;
 use crate::run::{BoundSummary, EpochRecord, EvalPoint, RunDir, Summary};
 use crate::step::{Batch, Lrs, NonFinite, Outcome, StepContext};
 use crate::tokenize::TextTokenizer;
@@ -63,6 +64,10 @@ pub enum Event<'a> {
     },
     Epoch(&'a EpochRecord),
 }
+
+/// Separates the dropout generator's seeds from the other streams of the same seed (ASCII
+/// "dropout").
+const DROPOUT_STREAM: u64 = 0x64_726f_706f_7574;
 
 /// Everything about a run that stays fixed while it trains.
 struct Job<'a> {
@@ -387,6 +392,10 @@ fn take_step(job: &Job, p: &mut Progress, rows: &[usize]) -> Result<Outcome<Step
         seed: config.seed as u32,
         step: p.state.step as u32,
     };
+    // Dropout's masks come from Burn's generator: seeded from (seed, step) before every step,
+    // a run draws the same masks again, resumed or not.
+    job.plain
+        .seed(mix64(config.seed ^ DROPOUT_STREAM) ^ p.state.step);
     let model = p.model.clone();
     let (model, outcome) = p
         .method
