@@ -15,7 +15,8 @@
 //
 // Every storage binding is read_write, as cubecl binds them (tensors share pages). The
 // parameters come in two blocks that src/pac/kernel.rs keeps on the device: the tensor's and
-// the step's (the Philox key).
+// the step's (the Philox key, then every b_j: one upload per step, bound for every tensor).
+// 8 storage bindings: WebGPU's default per-stage limit (tests/shader_limits.rs checks it).
 
 struct Params {
     op: u32,       // one of the OP_ constants
@@ -33,6 +34,11 @@ struct Step {
     count: u32,
 }
 
+struct StepBlock {
+    step: Step,
+    b: array<f32>,   // every b_j
+}
+
 const OP_PARTIALS: u32 = 0u;
 const OP_FINISH: u32 = 1u;
 const SLOTS: u32 = 256u;
@@ -41,11 +47,10 @@ const SLOTS: u32 = 256u;
 @group(0) @binding(1) var<storage, read_write> theta: array<f32>;
 @group(0) @binding(2) var<storage, read_write> theta0: array<f32>;
 @group(0) @binding(3) var<storage, read_write> p: array<f32>;
-@group(0) @binding(4) var<storage, read_write> b: array<f32>;         // every b_j
-@group(0) @binding(5) var<storage, read_write> partials: array<f32>;  // 3 per slot, 256 slots per tensor
-@group(0) @binding(6) var<storage, read_write> given: array<f32>;
-@group(0) @binding(7) var<storage, read_write> params_buffer: Params;
-@group(0) @binding(8) var<storage, read_write> step_buffer: Step;
+@group(0) @binding(4) var<storage, read_write> partials: array<f32>;  // 3 per slot, 256 slots per tensor
+@group(0) @binding(5) var<storage, read_write> given: array<f32>;
+@group(0) @binding(6) var<storage, read_write> params_buffer: Params;
+@group(0) @binding(7) var<storage, read_write> step_buffer: StepBlock;
 
 var<workgroup> acc: array<vec3<f32>, 256>;
 
@@ -67,9 +72,8 @@ fn write_slot(slot: u32, v: vec3<f32>) {
     partials[3u * slot + 2u] = v.z;
 }
 
-fn partial_sums(w: u32, groups: u32, lane: u32, params: Params, step: Step) {
+fn partial_sums(w: u32, groups: u32, lane: u32, params: Params, step: Step, bj: f32) {
     var s = vec3<f32>(0.0);
-    let bj = b[params.j];
     // Quads 4q .. 4q + 3: τ comes four to a Philox call.
     for (var q = w * 256u + lane; 4u * q < params.n; q += groups * 256u) {
         var t = vec4<f32>(0.0);
@@ -123,10 +127,11 @@ fn main(
 ) {
     // Read once (every binding is read_write, so a store might alias the parameters).
     let params = params_buffer;
-    let step = step_buffer;
     switch params.op {
         case OP_PARTIALS: {
-            partial_sums(group.x, groups.x, lane, params, step);
+            let step = step_buffer.step;
+            let bj = step_buffer.b[params.j];
+            partial_sums(group.x, groups.x, lane, params, step, bj);
         }
         default: {
             finish(group.x, lane);

@@ -375,14 +375,14 @@ fn noise_adam_matches_the_reference() {
                     &s,
                 );
                 let noise = NoiseSource::Philox { seed, step };
-                let (g_t, b_t) = (tensor(g, &device), tensor(&b, &device));
                 let (theta_t, theta0_t) = (tensor(&theta, &device), tensor(&theta0, &device));
+                // p and g held nowhere else: on wgpu the kernel updates them in place.
                 let inputs = StepInputs {
-                    p: &p_dev,
-                    g: &g_t,
+                    p: p_dev,
+                    g: tensor(g, &device),
                     theta: &theta_t,
                     theta0: &theta0_t,
-                    b: &b_t,
+                    b: &b,
                     noise: &noise,
                 };
                 let Stepped {
@@ -407,8 +407,8 @@ fn noise_adam_matches_the_reference() {
                     &g_theta_ref,
                     &g_theta_scale,
                 );
-                let m_got = read(adam.m_p[j].clone().expect("kept"));
-                let v_got = read(adam.v_p[j].clone().expect("kept"));
+                let m_got = read(adam.m_p(j).expect("kept"));
+                let v_got = read(adam.v_p(j).expect("kept"));
                 let what = |x: &str| format!("noise-Adam {x} (step {step})");
                 // The size of g_p's terms, and of what m and v add up from them.
                 let gp_scale: Vec<f32> = (0..n)
@@ -458,11 +458,10 @@ fn given_tau_runs_the_same_path() {
     let g = inputs.signed(n, 1e-4, 1.0);
     let b = inputs.uniform(j as usize + 1, -6.0, -1.0);
     for (name, device) in devices() {
-        let (theta_t, p_t, g_t, b_t) = (
+        let (theta_t, p_t, g_t) = (
             tensor(&theta, &device),
             tensor(&p, &device),
             tensor(&g, &device),
-            tensor(&b, &device),
         );
         let philox = NoiseSource::Philox { seed, step };
         let given = NoiseSource::Given(noise::draw([n], &device, seed, step, j));
@@ -470,12 +469,13 @@ fn given_tau_runs_the_same_path() {
             (read(noise::inject(theta_t.clone(), &p_t, j, noise)), {
                 let mut adam = NoiseAdam::new(&[Group::Encoder; 6]);
                 adam.begin_step();
+                // p and g are held here too: the kernel must leave them as they are.
                 let inputs = StepInputs {
-                    p: &p_t,
-                    g: &g_t,
+                    p: p_t.clone(),
+                    g: g_t.clone(),
                     theta: &theta_t,
                     theta0: &g_t,
-                    b: &b_t,
+                    b: &b,
                     noise,
                 };
                 let out = adam.step(j as usize, inputs, 0.01, true);
@@ -559,8 +559,8 @@ fn kl_sums_match_the_reference() {
         // Leave garbage where the partial sums will likely be allocated: every slot must be
         // written, none may be assumed zero.
         read(Tensor::<1>::full([SIZES.len() * 256 * 3], 1e9, &device));
-        let (theta_t, theta0_t, p_t, b_t) = (list(0), list(1), list(2), tensor(&b, &device));
-        let (sums, none) = kl::sums(&theta_t, &theta0_t, &p_t, &b_t, None);
+        let (theta_t, theta0_t, p_t) = (list(0), list(1), list(2));
+        let (sums, none) = kl::sums(&theta_t, &theta0_t, &p_t, &b, None);
         assert!(none.is_empty());
         assert_eq!(sums.dims(), [SIZES.len(), 3]);
         let got = read(sums);
@@ -591,7 +591,7 @@ fn kl_sums_match_the_reference() {
                 NoiseSource::Philox { seed, step }
             }
         };
-        let (sums, injected) = kl::sums(&theta_t, &theta0_t, &p_t, &b_t, Some(&source));
+        let (sums, injected) = kl::sums(&theta_t, &theta0_t, &p_t, &b, Some(&source));
         assert_eq!(read(sums), got, "KL sums of the injecting pass on {name}");
         assert_eq!(injected.len(), SIZES.len());
         for (j, theta_noisy) in injected.into_iter().enumerate() {

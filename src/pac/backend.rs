@@ -33,14 +33,14 @@ pub struct AdamScalars {
     pub lr: f32,
 }
 
-/// One tensor's inputs to the kernels, on one backend; `moments` is None before the first step.
+/// One tensor's inputs to the noise-Adam kernel, on one backend; `moments` (m then v, 2n
+/// values) is None before the first step.
 pub struct Inputs<T> {
     pub p: T,
     pub g: T,
     pub theta: T,
     pub theta0: T,
-    pub b: T,
-    pub moments: Option<(T, T)>,
+    pub moments: Option<T>,
 }
 
 #[backend_extension(Cube, Flex)]
@@ -53,25 +53,24 @@ pub trait PacBackend: Backend {
         j: u32,
     ) -> FloatTensor<Self>;
 
-    /// Stage 1's pass over tensor j after the backward pass (see [`noise_adam`]): the new p, m
-    /// and v, θ's gradient with the KL pull, and p's gradient where `write_grad`. With `first`
-    /// (no moments yet) `m` and `v` are not read.
+    /// Stage 1's pass over tensor j after the backward pass (see [`noise_adam`]): the new p,
+    /// the new moments `mv` (m then v), θ's gradient with the KL pull, and p's gradient where
+    /// `write_grad`; b_j = `b[j]`. With `first` (no moments yet) `mv` is not read. On wgpu
+    /// devices p, mv and g are updated in their own buffers where nothing else holds them.
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn pac_noise_adam(
         p: FloatTensor<Self>,
         g: FloatTensor<Self>,
         theta: FloatTensor<Self>,
         theta0: FloatTensor<Self>,
-        b: FloatTensor<Self>,
-        m: FloatTensor<Self>,
-        v: FloatTensor<Self>,
+        mv: FloatTensor<Self>,
         first: bool,
         #[extension_type] tau: Tau<Self>,
         j: u32,
+        b: Vec<f32>,
         scalars: AdamScalars,
         write_grad: bool,
     ) -> (
-        FloatTensor<Self>,
         FloatTensor<Self>,
         FloatTensor<Self>,
         FloatTensor<Self>,
@@ -88,15 +87,15 @@ pub trait PacBackend: Backend {
     ) -> FloatTensor<Self>;
 
     /// `partials` (256 slots of (E, F, D) per tensor, flat; see [`super::kl`]) with the slots
-    /// of tensor `j` filled from its θ, θ0, p and b_j; where `inject`, also θ + exp(p)·τ from
-    /// the same pass (else `tau` is not read).
+    /// of tensor `j` filled from its θ, θ0, p and b_j = `b[j]`; where `inject`, also
+    /// θ + exp(p)·τ from the same pass (else `tau` is not read).
     #[allow(clippy::too_many_arguments)]
     fn pac_kl_partials(
         partials: FloatTensor<Self>,
         theta: FloatTensor<Self>,
         theta0: FloatTensor<Self>,
         p: FloatTensor<Self>,
-        b: FloatTensor<Self>,
+        b: Vec<f32>,
         j: u32,
         #[extension_type] tau: Tau<Self>,
         inject: bool,

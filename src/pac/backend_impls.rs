@@ -19,31 +19,23 @@ impl PacBackend for Cube {
         g: CubeTensor,
         theta: CubeTensor,
         theta0: CubeTensor,
-        b: CubeTensor,
-        m: CubeTensor,
-        v: CubeTensor,
+        mv: CubeTensor,
         first: bool,
         tau: Tau<Self>,
         j: u32,
+        b: Vec<f32>,
         scalars: AdamScalars,
         write_grad: bool,
-    ) -> (
-        CubeTensor,
-        CubeTensor,
-        CubeTensor,
-        CubeTensor,
-        Option<CubeTensor>,
-    ) {
-        let moments = (!first).then_some((m, v));
+    ) -> (CubeTensor, CubeTensor, CubeTensor, Option<CubeTensor>) {
+        let moments = (!first).then_some(mv);
         let tensors = Inputs {
             p,
             g,
             theta,
             theta0,
-            b,
             moments,
         };
-        noise_adam::step_wgsl(tensors, tau, j, scalars, write_grad)
+        noise_adam::step_wgsl(tensors, tau, j, &b, scalars, write_grad)
     }
 
     fn pac_draw(on: CubeTensor, shape: Shape, seed: u32, step: u32, j: u32) -> CubeTensor {
@@ -55,12 +47,12 @@ impl PacBackend for Cube {
         theta: CubeTensor,
         theta0: CubeTensor,
         p: CubeTensor,
-        b: CubeTensor,
+        b: Vec<f32>,
         j: u32,
         tau: Tau<Self>,
         inject: bool,
     ) -> (CubeTensor, Option<CubeTensor>) {
-        kl::partials_wgsl(partials, theta, theta0, p, b, j, inject.then_some(tau))
+        kl::partials_wgsl(partials, theta, theta0, p, &b, j, inject.then_some(tau))
     }
 
     fn pac_kl_finish(partials: CubeTensor) -> CubeTensor {
@@ -78,31 +70,23 @@ impl PacBackend for Flex {
         g: FlexTensor,
         theta: FlexTensor,
         theta0: FlexTensor,
-        b: FlexTensor,
-        m: FlexTensor,
-        v: FlexTensor,
+        mv: FlexTensor,
         first: bool,
         tau: Tau<Self>,
         j: u32,
+        b: Vec<f32>,
         scalars: AdamScalars,
         write_grad: bool,
-    ) -> (
-        FlexTensor,
-        FlexTensor,
-        FlexTensor,
-        FlexTensor,
-        Option<FlexTensor>,
-    ) {
-        let moments = (!first).then_some((m, v));
+    ) -> (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>) {
+        let moments = (!first).then_some(mv);
         let tensors = Inputs {
             p,
             g,
             theta,
             theta0,
-            b,
             moments,
         };
-        noise_adam::step_cpu(tensors, tau, j, scalars, write_grad)
+        noise_adam::step_cpu(tensors, tau, j, &b, scalars, write_grad)
     }
 
     fn pac_draw(_on: FlexTensor, shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {
@@ -114,12 +98,12 @@ impl PacBackend for Flex {
         theta: FlexTensor,
         theta0: FlexTensor,
         p: FlexTensor,
-        b: FlexTensor,
+        b: Vec<f32>,
         j: u32,
         tau: Tau<Self>,
         inject: bool,
     ) -> (FlexTensor, Option<FlexTensor>) {
-        kl::partials_cpu(partials, theta, theta0, p, b, j, inject.then_some(tau))
+        kl::partials_cpu(partials, theta, theta0, p, &b, j, inject.then_some(tau))
     }
 
     fn pac_kl_finish(partials: FlexTensor) -> FlexTensor {

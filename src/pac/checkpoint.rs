@@ -20,11 +20,16 @@ const PAC_FILE: &str = "pac.safetensors";
 impl PacTuning {
     /// Writes θ0, p, b, K̂ and the noise-Adam state into checkpoint folder `dir`.
     pub fn save(&self, dir: &Path, trainable: &[Trainable]) -> Result<()> {
+        // The moments as m and v, each its own tensor in the file.
+        let moments: Vec<_> = (0..trainable.len())
+            .map(|j| (self.adam.m_p(j), self.adam.v_p(j)))
+            .collect();
         let mut tensors = Vec::new();
         for (j, t) in trainable.iter().enumerate() {
             tensors.push((format!("theta0.{}", t.name), &self.theta0[j]));
             tensors.push((format!("p.{}", t.name), &self.p[j]));
-            for (kind, moment) in [("m_p", &self.adam.m_p[j]), ("v_p", &self.adam.v_p[j])] {
+            let (m, v) = &moments[j];
+            for (kind, moment) in [("m_p", m), ("v_p", v)] {
                 if let Some(m) = moment {
                     tensors.push((format!("{kind}.{}", t.name), m));
                 }
@@ -75,8 +80,17 @@ impl PacTuning {
         for (j, t) in trainable.iter().enumerate() {
             theta0.push(need(format!("theta0.{}", t.name), t.numel())?);
             p.push(need(format!("p.{}", t.name), t.numel())?);
-            adam.m_p[j] = file.tensor(&format!("m_p.{}", t.name), t.numel(), device)?;
-            adam.v_p[j] = file.tensor(&format!("v_p.{}", t.name), t.numel(), device)?;
+            let m = file.tensor(&format!("m_p.{}", t.name), t.numel(), device)?;
+            let v = file.tensor(&format!("v_p.{}", t.name), t.numel(), device)?;
+            match (m, v) {
+                (Some(m), Some(v)) => adam.set_moments(j, m, v),
+                (None, None) => {}
+                _ => bail!(
+                    "{}: m_p and v_p of {} come in pairs",
+                    file.path.display(),
+                    t.name
+                ),
+            }
         }
         let b = list("b")?;
         if b.len() != trainable.len() {

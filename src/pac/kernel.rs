@@ -81,6 +81,8 @@ pub(super) fn quad_grid(n: usize) -> CubeCount {
 pub(super) enum Io {
     Read,
     Write,
+    /// Read, then written in place.
+    ReadWrite,
     Unused,
 }
 
@@ -113,6 +115,7 @@ pub(super) fn launch<K: KernelSource>(
         let io = match io {
             Io::Read => BufferIOAttr::ReadOnly,
             Io::Write => BufferIOAttr::WriteOnly,
+            Io::ReadWrite => BufferIOAttr::ReadWrite,
             Io::Unused => BufferIOAttr::Dead,
         };
         args = args.with_buffer_io((*handle).clone().binding(), io);
@@ -125,6 +128,23 @@ pub(super) fn launch<K: KernelSource>(
         grid,
         args,
     );
+}
+
+/// A step's parameter block: its `head` words, then every b_j (the shaders' `StepBlock`: b
+/// rides with the words every tensor of a step shares, so it costs no binding and no upload of
+/// its own).
+pub(super) fn step_block(head: &[u32], b: &[f32]) -> Vec<u32> {
+    head.iter()
+        .copied()
+        .chain(b.iter().map(|b_j| b_j.to_bits()))
+        .collect()
+}
+
+/// `t` dense, in a buffer a kernel may overwrite: its own where no other tensor holds it
+/// (`can_mut`; launches already queued on it run first), else a copy (one more launch).
+pub(super) fn writable(t: CubeTensor) -> CubeTensor {
+    let t = dense(t);
+    if t.can_mut() { t } else { t.copy() }
 }
 
 /// Parameter blocks kept on their device, by content: a block's words are uploaded once and the

@@ -23,13 +23,14 @@ use super::backend::{PacBackend, Tau};
 use super::bound::TensorSums;
 use super::kernel::{
     Io, LANES, WORKGROUP, bind, block, dense, empty, expm1_block, flex_tensor, launch, par_sum,
-    values, wgsl_kernel,
+    step_block, values, wgsl_kernel,
 };
 use super::noise::{self, NoiseSource, tau_params};
 use crate::model::trainable::Trainable;
 
 /// Row j of the first result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
-/// flattened to one dimension, and b_j = `b[j]`; shape [L, 3].
+/// flattened to one dimension, and b_j = `b[j]` (host values: on wgpu devices they ride in the
+/// step's parameter block, one upload per call); shape [L, 3].
 ///
 /// With `inject`, the same pass also perturbs every θ_j as [`super::noise::inject`] does, with
 /// the τ of `inject(j)`: the second result holds θ'_j = θ_j + exp(p_j)·τ_j (PAC stage 1 reads θ
@@ -40,7 +41,7 @@ pub fn sums(
     theta: &[Tensor<1>],
     theta0: &[Tensor<1>],
     p: &[Tensor<1>],
-    b: &Tensor<1>,
+    b: &[f32],
     inject: Option<&dyn Fn(usize) -> NoiseSource<1>>,
 ) -> (Tensor<2>, Vec<Tensor<1>>) {
     let tensors = theta.len();
@@ -49,7 +50,7 @@ pub fn sums(
         "one θ, θ0 and p per trainable tensor"
     );
     let device = theta[0].clone().inner().device();
-    assert_eq!(b.dims(), [tensors], "one b_j per trainable tensor");
+    assert_eq!(b.len(), tensors, "one b_j per trainable tensor");
     let mut partials = Tensor::<1>::empty([tensors * SLOTS * 3], &device).into_dispatch();
     let mut injected = Vec::new();
     for j in 0..tensors {
@@ -60,7 +61,7 @@ pub fn sums(
             theta[j].clone().inner().into_dispatch(),
             theta0[j].clone().inner().into_dispatch(),
             p[j].clone().inner().into_dispatch(),
-            b.clone().inner().into_dispatch(),
+            b.to_vec(),
             j as u32,
             tau.to_dispatch(),
             inject.is_some(),
@@ -99,11 +100,12 @@ pub(super) fn partials_wgsl(
     theta: CubeTensor,
     theta0: CubeTensor,
     p: CubeTensor,
-    b: CubeTensor,
+    b: &[f32],
     j: u32,
     inject: Option<Tau<Cube>>,
 ) -> (CubeTensor, Option<CubeTensor>) {
-    let (theta, theta0, p, b) = (dense(theta), dense(theta0), dense(p), dense(b));
+    let (theta, theta0, p) = (dense(theta), dense(theta0), dense(p));
+    assert!((j as usize) < b.len(), "b has no entry {j}");
     let n = theta.shape().num_elements();
     assert!(
         theta0.shape().num_elements() == n && p.shape().num_elements() == n,
@@ -150,11 +152,10 @@ pub(super) fn partials_wgsl(
             (&theta.handle, Io::Read),
             (&theta0.handle, Io::Read),
             (&p.handle, Io::Read),
-            (&b.handle, Io::Read),
             (&partials.handle, Io::Write),
             bind(given.as_ref(), Io::Read, &theta),
         ],
-        &[&tensor, &[seed, step]],
+        &[&tensor, &step_block(&[seed, step], b)],
     );
     (partials, out)
 }
@@ -173,11 +174,11 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
             (&partials.handle, Io::Unused),
             (&partials.handle, Io::Unused),
             (&partials.handle, Io::Unused),
-            (&partials.handle, Io::Unused),
             (&partials.handle, Io::Read),
             (&partials.handle, Io::Unused),
         ],
-        &[&[OP_FINISH, 0, 0, 0, 0, 0, 0, 0], &[0, 0]],
+        // The step block's shape with one (unread) b_j: the shader's layout needs one.
+        &[&[OP_FINISH, 0, 0, 0, 0, 0, 0, 0], &[0, 0, 0]],
     );
     out
 }
@@ -191,13 +192,13 @@ pub(super) fn partials_cpu(
     theta: FlexTensor,
     theta0: FlexTensor,
     p: FlexTensor,
-    b: FlexTensor,
+    b: &[f32],
     j: u32,
     inject: Option<Tau<Flex>>,
 ) -> (FlexTensor, Option<FlexTensor>) {
     let injected = inject.map(|tau| noise::inject_cpu(theta.clone(), p.clone(), tau, j));
     let (theta, theta0, p) = (values(&theta), values(&theta0), values(&p));
-    let b_j = *values(&b).get(j as usize).expect("b has no entry j");
+    let b_j = *b.get(j as usize).expect("b has no entry j");
     assert!(
         theta0.len() == theta.len() && p.len() == theta.len(),
         "θ, θ0 and p of tensor {j} differ in size"

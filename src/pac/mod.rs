@@ -32,7 +32,7 @@ pub mod noise;
 pub mod noise_adam;
 
 use anyhow::{Result, anyhow};
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::data::{Examples, per_example_loss};
 use crate::model::Classifier;
@@ -223,8 +223,7 @@ impl PacTuning {
         let te = ctx.train_embeddings;
         let mut clean = Vec::with_capacity(self.p.len());
         trainable::visit(&model, te, None, |_, theta, _| clean.push(theta));
-        let b_f32: Vec<f32> = self.b.iter().map(|&x| x as f32).collect();
-        let b = Tensor::<1>::from_data(TensorData::new(b_f32, [self.b.len()]), ctx.device);
+        let b: Vec<f32> = self.b.iter().map(|&x| x as f32).collect();
         let (sums, noisy) = kl::sums(&clean, &self.theta0, &self.p, &b, Some(tau));
         let model = trainable::map(model, te, |j, _| noisy[j].clone());
         (ctx.lap)(Part::Inject);
@@ -246,13 +245,16 @@ impl PacTuning {
 
         let mut grad_p = Vec::new();
         self.adam.begin_step();
-        for (j, g) in grads.iter_mut().enumerate() {
+        // p and the gradients go to the kernel by value: it updates them in their buffers.
+        let p = std::mem::take(&mut self.p);
+        assert_eq!(p.len(), grads.len(), "one p per trainable tensor");
+        for (j, (g, p)) in grads.iter_mut().zip(p).enumerate() {
             let dloss1 = g
                 .take()
                 .unwrap_or_else(|| Tensor::zeros([ctx.trainable[j].numel()], ctx.device));
             let inputs = StepInputs {
-                p: &self.p[j],
-                g: &dloss1,
+                p,
+                g: dloss1,
                 theta: &clean[j],
                 theta0: &self.theta0[j],
                 b: &b,
@@ -261,7 +263,7 @@ impl PacTuning {
             let stepped = self
                 .adam
                 .step(j, inputs, terms.kl_coef as f32, self.keep_grad_p);
-            self.p[j] = stepped.p;
+            self.p.push(stepped.p);
             *g = Some(stepped.grad_theta);
             grad_p.extend(stepped.grad_p);
         }

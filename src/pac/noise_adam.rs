@@ -23,12 +23,12 @@
 use burn::backend::flex::FlexTensor;
 use burn::backend::wgpu::CubeTensor;
 use burn::backend::{Cube, Dispatch, Flex, TensorMetadata};
-use burn::tensor::{DType, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{AdamScalars, Inputs, PacBackend, Tau};
 use super::kernel::{
     Io, LANES, bind, block, dense, empty, exp_f32, expm1_block, flex_tensor, launch, par_map,
-    quad_grid, values, wgsl_kernel,
+    quad_grid, step_block, values, wgsl_kernel, writable,
 };
 use super::noise::{CpuTau, NoiseSource, tau_params};
 use crate::model::trainable::Group;
@@ -82,16 +82,19 @@ impl NoiseAdamConfig {
 
 /// The noise-Adam state: `step` and the moments of p (device) and b (host).
 ///
-/// Everything a checkpoint needs is public: `step`, `m_p`/`v_p` (None before the first update
-/// of that tensor), `m_b`/`v_b`.
+/// Everything a checkpoint needs is public: `step`, `moments` (None before the first update
+/// of that tensor; read and set them as m and v with [`NoiseAdam::m_p`], [`NoiseAdam::v_p`]
+/// and [`NoiseAdam::set_moments`]), `m_b`/`v_b`.
 pub struct NoiseAdam {
     pub config: NoiseAdamConfig,
     /// The group of each trainable tensor j (and so of p_j's entries and of b_j).
     pub groups: Vec<Group>,
     /// Steps taken so far; during a step (after [`NoiseAdam::begin_step`]) the current t.
     pub step: u64,
-    pub m_p: Vec<Option<Tensor<1>>>,
-    pub v_p: Vec<Option<Tensor<1>>>,
+    /// Per tensor j, p_j's first and second moments in one tensor: m then v (2·numel values;
+    /// one buffer, one binding of the kernel, so on wgpu a tensor's 2·numel f32 must fit the
+    /// device's largest storage binding: WebGPU's default 128 MiB holds 16 M parameters).
+    pub moments: Vec<Option<Tensor<1>>>,
     pub m_b: Vec<f64>,
     pub v_b: Vec<f64>,
 }
@@ -108,8 +111,7 @@ impl NoiseAdam {
             config,
             groups: groups.to_vec(),
             step: 0,
-            m_p: vec![None; tensors],
-            v_p: vec![None; tensors],
+            moments: vec![None; tensors],
             m_b: vec![0.0; tensors],
             v_b: vec![0.0; tensors],
         }
@@ -118,6 +120,26 @@ impl NoiseAdam {
     /// Call once per Stage-1 step, before the updates of p and b: t ← t + 1.
     pub fn begin_step(&mut self) {
         self.step += 1;
+    }
+
+    /// p_j's first moment m, None before its first update.
+    pub fn m_p(&self, j: usize) -> Option<Tensor<1>> {
+        let mv = self.moments[j].as_ref()?;
+        let [len] = mv.dims();
+        Some(mv.clone().narrow(0, 0, len / 2))
+    }
+
+    /// p_j's second moment v, None before its first update.
+    pub fn v_p(&self, j: usize) -> Option<Tensor<1>> {
+        let mv = self.moments[j].as_ref()?;
+        let [len] = mv.dims();
+        Some(mv.clone().narrow(0, len / 2, len / 2))
+    }
+
+    /// Sets p_j's moments (m and v of one length).
+    pub fn set_moments(&mut self, j: usize, m: Tensor<1>, v: Tensor<1>) {
+        assert_eq!(m.dims(), v.dims(), "m and v of tensor {j} differ in size");
+        self.moments[j] = Some(Tensor::cat(vec![m, v], 0));
     }
 
     /// The step size of tensor `j` at the current step.
@@ -157,31 +179,30 @@ impl NoiseAdam {
     /// g_p = exp(p)·τ·g + kl_coef·expm1(2(p − b_j)) (g = ∂loss1/∂θ', τ the noise that made θ'),
     /// Adam on it (the moments are kept), and θ_j's gradient with the KL pull,
     /// g + exp(−2 b_j)·kl_coef·(θ − θ0). Returns g_p only where `keep_grad_p`.
+    ///
+    /// Takes p and g by value: on wgpu devices the kernel writes the new p and θ's gradient into
+    /// their buffers (and the moments into theirs) where no other tensor holds them.
     pub fn step(&mut self, j: usize, x: StepInputs, kl_coef: f32, keep_grad_p: bool) -> Stepped {
         let scalars = self.scalars(j, kl_coef);
-        let dispatch = |t: &Tensor<1>| t.clone().inner().into_dispatch();
-        // Before the first step there are no moments: p stands in, unread.
-        let first = self.m_p[j].is_none() || self.v_p[j].is_none();
-        let (m, v) = match (self.m_p[j].take(), self.v_p[j].take()) {
-            (Some(m), Some(v)) => (m, v),
-            _ => (x.p.clone(), x.p.clone()),
-        };
-        let (p, m, v, grad_theta, grad_p) = <Dispatch as PacBackend>::pac_noise_adam(
+        let dispatch = |t: Tensor<1>| t.inner().into_dispatch();
+        // Before the first step there are no moments: θ0 stands in, unread.
+        let moments = self.moments[j].take();
+        let first = moments.is_none();
+        let mv = moments.unwrap_or_else(|| x.theta0.clone());
+        let (p, mv, grad_theta, grad_p) = <Dispatch as PacBackend>::pac_noise_adam(
             dispatch(x.p),
             dispatch(x.g),
-            dispatch(x.theta),
-            dispatch(x.theta0),
-            dispatch(x.b),
-            dispatch(&m),
-            dispatch(&v),
+            dispatch(x.theta.clone()),
+            dispatch(x.theta0.clone()),
+            dispatch(mv),
             first,
             x.noise.to_dispatch(),
             j as u32,
+            x.b.to_vec(),
             scalars,
             keep_grad_p,
         );
-        self.m_p[j] = Some(Tensor::from_dispatch(m));
-        self.v_p[j] = Some(Tensor::from_dispatch(v));
+        self.moments[j] = Some(Tensor::from_dispatch(mv));
         Stepped {
             p: Tensor::from_dispatch(p),
             grad_theta: Tensor::from_dispatch(grad_theta),
@@ -210,14 +231,14 @@ impl NoiseAdam {
 
 /// Tensor j's inputs to [`NoiseAdam::step`], all flattened.
 pub struct StepInputs<'a> {
-    pub p: &'a Tensor<1>,
+    pub p: Tensor<1>,
     /// ∂loss1/∂θ' at the perturbed weights θ'.
-    pub g: &'a Tensor<1>,
+    pub g: Tensor<1>,
     /// The clean weights θ and their start values θ0.
     pub theta: &'a Tensor<1>,
     pub theta0: &'a Tensor<1>,
-    /// Every b_j.
-    pub b: &'a Tensor<1>,
+    /// Every b_j (host values: on wgpu devices they ride in the step's parameter block).
+    pub b: &'a [f32],
     pub noise: &'a NoiseSource<1>,
 }
 
@@ -235,57 +256,73 @@ pub struct Stepped {
 
 wgsl_kernel!(NoiseAdamKernel, "philox.wgsl", "noise_adam.wgsl");
 
-/// New p, m, v, θ's gradient, and p's gradient where asked.
-type Outputs<T> = (T, T, T, T, Option<T>);
+/// New p, moments (m then v), θ's gradient, and p's gradient where asked.
+type Outputs<T> = (T, T, T, Option<T>);
 
+/// Launches shaders/noise_adam.wgsl over tensor j. p, the moments and g are updated in place
+/// ([`writable`]: in their own buffers where nothing else holds them, else in copies), as is
+/// given τ where p's gradient replaces it.
 pub(super) fn step_wgsl(
     x: Inputs<CubeTensor>,
     tau: Tau<Cube>,
     j: u32,
+    b: &[f32],
     s: AdamScalars,
     write_grad: bool,
 ) -> Outputs<CubeTensor> {
-    let [p, g, theta, theta0, b] = [x.p, x.g, x.theta, x.theta0, x.b].map(dense);
+    let [theta, theta0] = [x.theta, x.theta0].map(dense);
+    let [p, g] = [x.p, x.g].map(writable);
     assert!(
         p.shape() == g.shape() && g.shape() == theta.shape() && theta.shape() == theta0.shape(),
         "p, g, θ and θ0 must have the same shape"
     );
-    assert!(
-        (j as usize) < b.shape().num_elements(),
-        "b has no entry {j}"
-    );
+    assert!((j as usize) < b.len(), "b has no entry {j}");
     let n = p.shape().num_elements();
-    let moments = x.moments.map(|(m, v)| (dense(m), dense(v)));
+    let n32 = u32::try_from(n)
+        .ok()
+        .filter(|n| n.checked_mul(2).is_some())
+        .expect("tensor too large");
+    let first = x.moments.is_none();
+    let mv = match x.moments {
+        Some(mv) => {
+            let mv = writable(mv);
+            assert_eq!(
+                mv.shape().num_elements(),
+                2 * n,
+                "moments of tensor {j}: m then v"
+            );
+            mv
+        }
+        None => empty(&p, Shape::new([2 * n]), DType::F32),
+    };
     let (seed, step, given) = tau_params(tau, n);
-    let fresh = || empty(&p, p.shape(), DType::F32);
-    let (p_out, m_out, v_out, g_theta) = (fresh(), fresh(), fresh(), fresh());
-    let grad = write_grad.then(fresh);
-    let (read, write) = (Io::Read, Io::Write);
+    let has_given = given.is_some();
+    // τ in, g_p out: given τ is overwritten only where g_p is written.
+    let aux_io = match (has_given, write_grad) {
+        (true, true) => Io::ReadWrite,
+        (true, false) => Io::Read,
+        (false, _) => Io::Write,
+    };
+    let aux = match (given, write_grad) {
+        (Some(given), true) => Some(writable(given)),
+        (Some(given), false) => Some(given),
+        (None, true) => Some(empty(&p, p.shape(), DType::F32)),
+        (None, false) => None,
+    };
+    let mv_io = if first { Io::Write } else { Io::ReadWrite };
     let buffers = [
-        (&p_out.handle, write),
-        (&m_out.handle, write),
-        (&v_out.handle, write),
-        bind(grad.as_ref(), write, &p),
-        (&g.handle, read),
-        (&p.handle, read),
-        bind(moments.as_ref().map(|(m, _)| m), read, &p),
-        bind(moments.as_ref().map(|(_, v)| v), read, &p),
-        (&b.handle, read),
-        bind(given.as_ref(), read, &p),
-        (&theta.handle, read),
-        (&theta0.handle, read),
-        (&g_theta.handle, write),
+        (&p.handle, Io::ReadWrite),
+        (&mv.handle, mv_io),
+        (&g.handle, Io::ReadWrite),
+        bind(aux.as_ref(), aux_io, &p),
+        (&theta.handle, Io::Read),
+        (&theta0.handle, Io::Read),
     ];
-    let tensor = [
-        u32::try_from(n).expect("tensor too large"),
-        j,
-        u32::from(given.is_some()),
-        0,
-    ];
-    let step_words = [
+    let tensor = [n32, j, u32::from(has_given), 0];
+    let head = [
         seed,
         step,
-        u32::from(moments.is_none()),
+        u32::from(first),
         u32::from(write_grad),
         s.kl_coef.to_bits(),
         s.beta1.to_bits(),
@@ -305,9 +342,10 @@ pub(super) fn step_wgsl(
         NoiseAdamKernel,
         quad_grid(n),
         &buffers,
-        &[&tensor, &step_words],
+        &[&tensor, &step_block(&head, b)],
     );
-    (p_out, m_out, v_out, g_theta, grad)
+    let grad = if write_grad { aux } else { None };
+    (p, mv, g, grad)
 }
 
 // ---- CPU: the same formulas in Rust ----------------------------------------------------------
@@ -316,6 +354,7 @@ pub(super) fn step_cpu(
     x: Inputs<FlexTensor>,
     tau: Tau<Flex>,
     j: u32,
+    b: &[f32],
     s: AdamScalars,
     write_grad: bool,
 ) -> Outputs<FlexTensor> {
@@ -327,10 +366,15 @@ pub(super) fn step_cpu(
         "p, g, θ and θ0 must have the same shape"
     );
     let [p_v, g_v, theta_v, theta0_v] = [&x.p, &x.g, &x.theta, &x.theta0].map(values);
-    let b_j = *values(&x.b).get(j as usize).expect("b has no entry j");
+    let b_j = *b.get(j as usize).expect("b has no entry j");
     let pull = exp_f32(-2.0 * b_j) * s.kl_coef;
     let n = p_v.len();
-    let moments = x.moments.as_ref().map(|(m, v)| (values(m), values(v)));
+    let mv = x.moments.as_ref().map(values);
+    assert!(
+        mv.as_ref().is_none_or(|mv| mv.len() == 2 * n),
+        "moments of tensor {j}: m then v"
+    );
+    let moments = mv.as_ref().map(|mv| mv.split_at(n));
     let tau = CpuTau::new(&tau, j, n);
     // New p, m, v, g_θ and g_p of the block at i0, operation for operation as the shader does
     // them.
@@ -355,12 +399,15 @@ pub(super) fn step_cpu(
         out
     };
     let tensor = |v: Vec<f32>| flex_tensor(v, shape.clone());
+    let moments = |mut m: Vec<f32>, v: Vec<f32>| {
+        m.extend_from_slice(&v);
+        flex_tensor(m, Shape::new([2 * n]))
+    };
     if write_grad {
         let [p, m, v, g_theta, grad] = par_map(n, lanes);
         (
             tensor(p),
-            tensor(m),
-            tensor(v),
+            moments(m, v),
             tensor(g_theta),
             Some(tensor(grad)),
         )
@@ -369,6 +416,6 @@ pub(super) fn step_cpu(
             let [p, m, v, g_theta, _] = lanes(i0);
             [p, m, v, g_theta]
         });
-        (tensor(p), tensor(m), tensor(v), tensor(g_theta), None)
+        (tensor(p), moments(m, v), tensor(g_theta), None)
     }
 }
