@@ -57,7 +57,7 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, pad_id })
     }
 
-    /// Tokenizes one sentence or a pair, adding [CLS]/[SEP] and token types.
+    /// Tokenizes one sentence or a pair, adding \[CLS\]/\[SEP\] and token types.
     pub fn encode(&self, text_a: &str, text_b: Option<&str>) -> Result<Encoded> {
         let encoding = match text_b {
             Some(b) => self.inner.encode((text_a, b), true),

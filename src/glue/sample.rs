@@ -1,6 +1,6 @@
 //! Few-shot sampling, training batch order and evaluation order.
 //!
-//! All randomness comes from [`SplitMix64`](crate::rng::SplitMix64), so a draw depends only on its
+//! All randomness comes from [`SplitMix64`](crate::rng), so a draw depends only on its
 //! inputs and never on a crate's version:
 //! - the few-shot draw of `train_size` rows uses `SplitMix64::new(seed)`;
 //! - the batch order of epoch `e` uses `SplitMix64::new(mix64(seed ^ 0x6570_6f63_6873) ^ e)`

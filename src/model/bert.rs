@@ -1,4 +1,4 @@
-//! A BERT encoder with Hugging Face `BertModel` semantics, plus a linear head on [CLS].
+//! A BERT encoder with Hugging Face `BertModel` semantics, plus a linear head on \[CLS\].
 //!
 //! Field names follow the HF checkpoint names so that `encoder.layer.3.intermediate.dense.weight`
 //! in a `model.safetensors` lands on `encoder.layer[3].intermediate.dense.weight` here. Two
@@ -217,7 +217,7 @@ impl Bert {
         x
     }
 
-    /// The [CLS] (first token) vector of each sequence, `[batch, hidden]`.
+    /// The \[CLS\] (first token) vector of each sequence, `[batch, hidden]`.
     pub fn cls(
         &self,
         input_ids: Tensor<2, Int>,
@@ -230,7 +230,7 @@ impl Bert {
     }
 }
 
-/// Encoder + a linear head `out` on the [CLS] vector: sequence classification (or regression
+/// Encoder + a linear head `out` on the \[CLS\] vector: sequence classification (or regression
 /// with one output), as PAC-tuning uses it (no pooler).
 #[derive(Module, Debug)]
 pub struct Classifier {

@@ -23,7 +23,7 @@ const KNOWN_UNUSED: [&str; 5] = [
 ///
 /// Accepts both `BertModel` names (`encoder.layer.0...`) and task-model names (`bert.encoder...`).
 /// A missing or mis-shaped tensor is an error naming the tensor; extra tensors other than
-/// [`KNOWN_UNUSED`] are returned as warnings.
+/// `KNOWN_UNUSED` are returned as warnings.
 pub fn load_bert(
     path: &Path,
     config: &BertConfig,

@@ -40,7 +40,7 @@ impl Pretrained {
     }
 }
 
-/// The [CLS] vector of every row of `batch`, read back to the host.
+/// The \[CLS\] vector of every row of `batch`, read back to the host.
 pub fn cls_vectors(
     bert: &Bert,
     batch: &crate::tokenize::PaddedBatch,
