@@ -295,21 +295,31 @@ impl PacTuning {
     }
 
     /// Mean σ = exp(p) over the encoder's and the head's scalars, and per tensor.
-    pub fn sigma_means(&self, trainable: &[Trainable]) -> (f64, f64, Vec<f64>) {
+    /// The sums are read back in one transfer.
+    pub fn sigma_means(&self, trainable: &[Trainable]) -> Result<(f64, f64, Vec<f64>)> {
+        let sums: Vec<Tensor<1>> = self
+            .p
+            .iter()
+            .map(|p| reduce::sum(p.clone().exp()))
+            .collect();
+        let totals = Tensor::cat(sums, 0)
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow!("cannot read the σ sums: {e:?}"))?;
         let mut per_tensor = Vec::with_capacity(trainable.len());
         let (mut sum, mut count) = ([0.0f64; 2], [0usize; 2]);
-        for (t, p) in trainable.iter().zip(&self.p) {
-            let total = reduce::sum(p.clone().exp()).into_scalar::<f32>() as f64;
+        for (t, total) in trainable.iter().zip(totals) {
+            let total = total as f64;
             let g = (t.group == Group::Head) as usize;
             sum[g] += total;
             count[g] += t.numel();
             per_tensor.push(total / t.numel() as f64);
         }
-        (
+        Ok((
             sum[0] / count[0].max(1) as f64,
             sum[1] / count[1].max(1) as f64,
             per_tensor,
-        )
+        ))
     }
 
     /// Mean prior std exp(b_j) over the tensors.

@@ -80,26 +80,26 @@ impl Trainer {
         })
     }
 
-    /// PAC: the stage and the noise in an epoch's record, and σ per tensor (for the report at
-    /// the end of stage 1).
+    /// PAC: the stage and the noise in an epoch's record; returns σ per tensor (for the report
+    /// at the end of stage 1).
     pub fn record_noise(
         &self,
         record: &mut EpochRecord,
         epoch: usize,
         trainable: &[Trainable],
-    ) -> Option<Vec<f64>> {
+    ) -> Result<Option<Vec<f64>>> {
         let Trainer::Pac(pac) = self else {
-            return None;
+            return Ok(None);
         };
         record.stage = Some(match pac.stage(epoch) {
             Stage::One => 1,
             Stage::Two => 2,
         });
-        let (sigma_encoder, sigma_head, per_tensor) = pac.sigma_means(trainable);
+        let (sigma_encoder, sigma_head, per_tensor) = pac.sigma_means(trainable)?;
         record.sigma_encoder = Some(sigma_encoder);
         record.sigma_head = Some(sigma_head);
         record.prior_std = Some(pac.prior_std_mean());
-        Some(per_tensor)
+        Ok(Some(per_tensor))
     }
 
     /// Writes the method's state into checkpoint folder `dir` (PAC only).

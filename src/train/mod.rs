@@ -425,8 +425,7 @@ fn wall_seconds(job: &Job) -> f64 {
 /// plots.
 fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<EpochRecord> {
     let config = job.config;
-    let epoch = p.state.epoch;
-    let mut record = epoch_record(job, p, train_seconds);
+    let (mut record, sigma_at_stage1_end) = epoch_record(job, p, train_seconds)?;
     p.state.epoch += 1;
     let due =
         p.state.epoch.is_multiple_of(config.eval_every_epochs) || p.state.epoch == config.epochs;
@@ -452,14 +451,19 @@ fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<Epoch
     save_last(job, p)?;
     job.dir.write_history(&p.history)?;
     crate::report::plots::write_history_plots(&job.dir.path, &p.history)?;
-    if p.method.stage(epoch) == Some(Stage::One) && p.state.epoch == config.stage1_epochs {
-        write_sigma_per_tensor(job, p)?;
+    if let Some(per_tensor) = sigma_at_stage1_end {
+        write_sigma_per_tensor(job, per_tensor)?;
     }
     Ok(record)
 }
 
-/// The record of the epoch whose steps just ended (before its evaluation).
-fn epoch_record(job: &Job, p: &mut Progress, train_seconds: f64) -> EpochRecord {
+/// The record of the epoch whose steps just ended (before its evaluation), and, when it ends
+/// PAC's stage 1, σ per trainable tensor.
+fn epoch_record(
+    job: &Job,
+    p: &mut Progress,
+    train_seconds: f64,
+) -> Result<(EpochRecord, Option<Vec<f64>>)> {
     let config = job.config;
     let epoch = p.state.epoch;
     let n = job.train.len();
@@ -483,7 +487,7 @@ fn epoch_record(job: &Job, p: &mut Progress, train_seconds: f64) -> EpochRecord 
         device_bytes_reserved: memory.device_bytes_reserved,
         ..EpochRecord::default()
     };
-    p.method.record_noise(&mut record, epoch, &job.trainable);
+    let sigma = p.method.record_noise(&mut record, epoch, &job.trainable)?;
     if let Some(t) = &bound {
         record.loss2 = Some(t.loss2);
         record.kl = Some(t.kl);
@@ -491,7 +495,8 @@ fn epoch_record(job: &Job, p: &mut Progress, train_seconds: f64) -> EpochRecord 
         record.gamma = Some(t.gamma);
         record.bound = Some(loss1 + t.loss2);
     }
-    if p.method.stage(epoch) == Some(Stage::One) && epoch + 1 == config.stage1_epochs {
+    let stage1_end = p.method.stage(epoch) == Some(Stage::One) && epoch + 1 == config.stage1_epochs;
+    if stage1_end {
         p.state.bound = bound.map(|t| BoundSummary {
             epoch: epoch + 1,
             j: loss1 + t.loss2,
@@ -505,7 +510,7 @@ fn epoch_record(job: &Job, p: &mut Progress, train_seconds: f64) -> EpochRecord 
     }
     record.epoch_seconds = train_seconds;
     record.examples_per_s = n as f64 / train_seconds;
-    record
+    Ok((record, sigma.filter(|_| stage1_end)))
 }
 
 /// Scores the model on dev into `record`, and updates the best epoch and the early-stopping
@@ -551,11 +556,7 @@ fn save_last(job: &Job, p: &Progress) -> Result<()> {
 }
 
 /// PAC, at the end of stage 1: σ per trainable tensor as a table and a plot.
-fn write_sigma_per_tensor(job: &Job, p: &Progress) -> Result<()> {
-    let Trainer::Pac(pac) = &p.method else {
-        return Ok(());
-    };
-    let (_, _, per_tensor) = pac.sigma_means(&job.trainable);
+fn write_sigma_per_tensor(job: &Job, per_tensor: Vec<f64>) -> Result<()> {
     let tensors: Vec<(String, f64)> = job
         .trainable
         .iter()
