@@ -612,10 +612,7 @@ fn main() -> Result<()> {
         device,
         plain: plain.clone(),
         model: Some(model),
-        pgd_p: tensors
-            .iter()
-            .map(|t| Tensor::full([t.numel()], PGD_STD.ln(), &plain))
-            .collect(),
+        pgd_p: pac::isotropic_p(&tensors, PGD_STD, &plain),
         adam: AdamW::new(AdamWConfig::default(), tensors.len()),
         trainable: tensors,
         pac: None,

@@ -328,6 +328,14 @@ impl PacTuning {
     }
 }
 
+/// PGD's fixed noise: log-std ln(`std`) for every scalar of every trainable tensor.
+pub fn isotropic_p(trainable: &[Trainable], std: f64, device: &Device) -> Vec<Tensor<1>> {
+    trainable
+        .iter()
+        .map(|t| Tensor::full([t.numel()], std.ln(), device))
+        .collect()
+}
+
 /// One step of perturbed gradient descent with fixed log-stds `p` (PAC stage 2, PGD): θ' =
 /// θ + exp(p)·τ, loss1 and its gradient at θ', the clean θ put back, AdamW on θ with that
 /// gradient.

@@ -32,11 +32,9 @@ pub struct Stepped {
 impl Trainer {
     /// PGD with noise std `std` on every trainable scalar.
     pub fn pgd(trainable: &[Trainable], std: f64, device: &Device) -> Trainer {
-        let p = trainable
-            .iter()
-            .map(|t| Tensor::full([t.numel()], std.ln(), device))
-            .collect();
-        Trainer::Pgd { p }
+        Trainer::Pgd {
+            p: pac::isotropic_p(trainable, std, device),
+        }
     }
 
     /// PAC-tuning's stage at 0-based `epoch`, for PAC runs.
