@@ -231,13 +231,34 @@ fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result
     eprintln!("kill seed {seed} (PAC_WGPU_KILL_SEED={seed} replays it): delay {delay:?}");
     let cut = s.out("cut");
     let mut child = start_and_wait_for_an_epoch(&mut s.train(&cut), &cut);
+    let holder = format!("process {}@", child.id());
+    let second = resume(&cut).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "a second run into a busy folder started"
+    );
+    assert!(
+        stderr.contains("another pac-wgpu train is running there") && stderr.contains(&holder),
+        "{stderr}"
+    );
     std::thread::sleep(delay);
     child.kill().unwrap();
     child.wait().unwrap();
     let state = read_json(&cut.join("checkpoints/last/state.json"));
     eprintln!("killed {delay:?} after the first epoch (seed {seed}), at {state}");
 
-    run_ok(&mut resume(&cut));
+    let resumed = resume(&cut).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("note: took over the run lock left by {holder}")),
+        "{stderr}"
+    );
+    assert!(
+        !cut.join("run.lock").exists(),
+        "a finished run left its lock"
+    );
     assert_same_run(&cut, &full);
 }
 

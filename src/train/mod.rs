@@ -63,6 +63,8 @@ pub enum Event<'a> {
         why: &'a NonFinite,
     },
     Epoch(&'a EpochRecord),
+    /// Something the user should know that does not stop the run.
+    Note(&'a str),
 }
 
 /// Separates the dropout generator's seeds from the other streams of the same seed (ASCII
@@ -120,6 +122,11 @@ pub fn train(
             history: Vec::new(),
         },
     };
+    if let Some(holder) = job.dir.took_over() {
+        on_event(Event::Note(&format!(
+            "took over the run lock left by process {holder}, which is no longer running"
+        )));
+    }
     write_json(&job.dir.file("run.json"), config)?;
     on_event(Event::Start {
         device: &job.device_name,
