@@ -188,8 +188,7 @@ impl RunLock {
         let left = std::fs::read_to_string(&path).unwrap_or_default();
         let stale = (!left.trim().is_empty()).then(|| left.trim().to_string());
         let holder = format!("{}@{}", std::process::id(), host_name());
-        file
-            .set_len(0)
+        file.set_len(0)
             .and_then(|()| std::io::Write::write_all(&mut &file, holder.as_bytes()))
             .with_context(|| format!("{}: cannot write the run lock", path.display()))?;
         Ok(RunLock { file, path, stale })
