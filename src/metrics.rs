@@ -10,6 +10,8 @@ pub enum Metric {
     Accuracy,
     /// Binary F1 of class 1.
     F1,
+    /// The unweighted mean of every class's F1 (`f1_score(average="macro")`).
+    MacroF1,
     /// Matthews correlation coefficient.
     Mcc,
     Pearson,
@@ -17,11 +19,13 @@ pub enum Metric {
 }
 
 impl Metric {
-    /// The name used in JSON output: `accuracy`, `f1`, `mcc`, `pearson` or `spearman`.
+    /// The name used in JSON output: `accuracy`, `f1`, `macro_f1`, `mcc`, `pearson` or
+    /// `spearman`.
     pub fn name(self) -> &'static str {
         match self {
             Metric::Accuracy => "accuracy",
             Metric::F1 => "f1",
+            Metric::MacroF1 => "macro_f1",
             Metric::Mcc => "mcc",
             Metric::Pearson => "pearson",
             Metric::Spearman => "spearman",
@@ -50,9 +54,14 @@ pub fn accuracy(gold: &[usize], predicted: &[usize]) -> f64 {
 /// `pos_label=1`). 0 when there are no true or predicted positives (`zero_division=0`).
 pub fn f1(gold: &[usize], predicted: &[usize]) -> f64 {
     check_lengths(gold.len(), predicted.len());
+    class_f1(gold, predicted, 1)
+}
+
+/// F1 of class `c` against every other class.
+fn class_f1(gold: &[usize], predicted: &[usize], c: usize) -> f64 {
     let (mut tp, mut fp, mut fn_) = (0u64, 0u64, 0u64);
     for (&g, &p) in gold.iter().zip(predicted) {
-        match (g == 1, p == 1) {
+        match (g == c, p == c) {
             (true, true) => tp += 1,
             (false, true) => fp += 1,
             (true, false) => fn_ += 1,
@@ -65,6 +74,16 @@ pub fn f1(gold: &[usize], predicted: &[usize]) -> f64 {
     } else {
         (2 * tp) as f64 / denominator as f64
     }
+}
+
+/// The mean over the classes `0..classes` of each one's F1 against the rest
+/// (`f1_score(average="macro", labels=range(classes))`, `zero_division=0`).
+pub fn macro_f1(gold: &[usize], predicted: &[usize], classes: usize) -> f64 {
+    check_lengths(gold.len(), predicted.len());
+    (0..classes)
+        .map(|c| class_f1(gold, predicted, c))
+        .sum::<f64>()
+        / classes as f64
 }
 
 /// Matthews correlation coefficient for any number of classes (`matthews_corrcoef`): 0 when

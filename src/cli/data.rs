@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use pac_wgpu::glue::custom::{self, ProblemType};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{Columns, DataSource, Dataset, Label, Split, Task};
 use pac_wgpu::model::resolve_model;
@@ -54,9 +55,13 @@ impl DataSourceArgs {
   pac-wgpu data --task CoLA --model bert-base-uncased --train-size 100 --seed 42 --json")]
 pub struct DataArgs {
     /// cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli or ax (case-insensitive;
-    /// SST-2, STS-B, CoLA accepted)
+    /// SST-2, STS-B, CoLA accepted); or custom, your own --train-file (and --dev-file) with
+    /// the labels the train file uses (the default when --train-file is given without --task)
     #[arg(long)]
-    pub task: Task,
+    pub task: Option<Task>,
+    /// --task custom: classification or regression [default: found from the labels]
+    #[arg(long, value_name = "KIND")]
+    pub problem_type: Option<ProblemType>,
     #[command(flatten)]
     pub source: DataSourceArgs,
     /// Model whose tokenizer measures token lengths (local folder or hub id)
@@ -178,9 +183,34 @@ impl LabelSummary {
     }
 }
 
+/// The task of `args`: a GLUE task as named, or a custom one with its train file's labels.
+fn task(args: &DataArgs) -> anyhow::Result<Task> {
+    match args.task {
+        Some(Task::Custom(_)) | None => {
+            let Some(train_file) = &args.source.train_file else {
+                anyhow::bail!(
+                    "--task is required (a GLUE task), or --train-file with your own data (--task custom)"
+                );
+            };
+            let columns = args.source.source().columns;
+            let (names, problem) = custom::infer_labels(train_file, &columns, args.problem_type)?;
+            Ok(custom::task(&names, problem))
+        }
+        Some(task) => Ok(task),
+    }
+}
+
 pub fn run(args: &DataArgs) -> anyhow::Result<()> {
-    let task = args.task;
+    let task = task(args)?;
     let source = args.source.source();
+    // Given your own files and no data folder, only the splits you gave.
+    let only_given = args.source.data_dir.is_none()
+        && (source.train_file.is_some() || source.dev_file.is_some());
+    let given = |split: Split| match split {
+        Split::Train => source.train_file.is_some(),
+        Split::Dev => source.dev_file.is_some(),
+        Split::Test => false,
+    };
     let tokenizer = match &args.model {
         Some(model) => Some(TextTokenizer::from_model_dir(
             &resolve_model(model)?,
@@ -192,7 +222,7 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
     let mut lines = Vec::new();
     let mut train = None;
     for &split in task.splits() {
-        if !source.has_split(task, split) {
+        if (only_given && !given(split)) || !source.has_split(task, split) {
             continue;
         }
         let dataset = source.load(task, split)?;

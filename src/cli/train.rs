@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use pac_wgpu::glue::Task;
+use pac_wgpu::glue::custom::ProblemType;
 use pac_wgpu::run::{EpochRecord, Summary};
 use pac_wgpu::train::config::{default_output_dir, default_stage1_epochs};
 use pac_wgpu::train::{
@@ -16,9 +17,15 @@ use super::data::DataSourceArgs;
 /// Flags left out take the value from --config, else the paper's setting.
 #[derive(clap::Args, Debug)]
 pub struct TrainArgs {
-    /// GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli.
+    /// GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli; or custom, your
+    /// own --train-file and --dev-file with the labels the train file uses (the default when
+    /// --train-file is given without --task).
     #[arg(long)]
     task: Option<Task>,
+    /// --task custom: classification or regression. [default: regression when every label is
+    /// a number and there are more than 10 distinct ones]
+    #[arg(long, value_name = "KIND")]
+    problem_type: Option<ProblemType>,
     /// pac (PAC-tuning), vanilla (AdamW) or pgd (fixed isotropic noise). [default: pac]
     #[arg(long)]
     method: Option<Method>,
@@ -130,6 +137,7 @@ impl TrainArgs {
         let mut c = match (&self.task, base) {
             (_, Some(base)) => base,
             (Some(task), None) => TrainConfig::paper(task.name()),
+            (None, None) if self.data.train_file.is_some() => TrainConfig::paper("custom"),
             (None, None) => anyhow::bail!("--task is required (or --config run.json)"),
         };
         if let Some(task) = self.task {
@@ -145,6 +153,7 @@ impl TrainArgs {
                 *value = flag;
             }
         }
+        set_opt(&mut c.problem_type, self.problem_type);
         set(&mut c.method, self.method);
         set(&mut c.model, self.model.clone());
         set(&mut c.train_size, self.train_size);

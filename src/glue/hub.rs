@@ -31,6 +31,7 @@ pub fn parquet_file(task: Task, split: Split) -> Option<String> {
         Task::Rte => "rte",
         Task::Wnli => "wnli",
         Task::Ax => "ax",
+        Task::Custom(_) => return None,
     };
     let name = match (task, split) {
         (Task::Ax, Split::Train | Split::Dev) => return None,
@@ -69,7 +70,7 @@ pub fn fetch(task: Task, split: Split) -> anyhow::Result<PathBuf> {
 /// The hub's column names for `task`: text a, text b, label.
 pub fn columns(task: Task) -> Columns {
     let (a, b) = match task {
-        Task::Cola | Task::Sst2 => ("sentence", None),
+        Task::Cola | Task::Sst2 | Task::Custom(_) => ("sentence", None),
         Task::Mrpc | Task::Stsb | Task::Rte | Task::Wnli => ("sentence1", Some("sentence2")),
         Task::Qqp => ("question1", Some("question2")),
         Task::Mnli | Task::MnliMm | Task::Ax => ("premise", Some("hypothesis")),

@@ -3,6 +3,7 @@
 //! A split is read from a `glue_data` folder (`--data-dir`, else env `GLUE_DIR`), from a user's
 //! own file (`--train-file`/`--dev-file`) or, with neither, from the hub ([`hub`]).
 
+pub mod custom;
 mod error;
 pub mod hub;
 pub mod parquet;
@@ -38,8 +39,8 @@ pub enum Label {
     None,
 }
 
-/// A GLUE task. `MnliMm` is MNLI evaluated on the mismatched dev set; `Ax` is the diagnostic set
-/// (test only, scored with an MNLI model).
+/// A GLUE task, or the user's own (`custom`). `MnliMm` is MNLI evaluated on the mismatched dev
+/// set; `Ax` is the diagnostic set (test only, scored with an MNLI model).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Task {
     Cola,
@@ -53,6 +54,24 @@ pub enum Task {
     Rte,
     Wnli,
     Ax,
+    /// The user's own data (`--train-file`, `--dev-file`) with its own labels.
+    Custom(CustomLabels),
+}
+
+/// The labels of a custom task, as found in its train file ([`custom::infer_labels`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CustomLabels {
+    /// The class names, sorted; empty for a regression task.
+    pub names: &'static [&'static str],
+    pub regression: bool,
+}
+
+impl CustomLabels {
+    /// Not found yet: every label reads as [`Label::None`].
+    pub const UNKNOWN: CustomLabels = CustomLabels {
+        names: &[],
+        regression: false,
+    };
 }
 
 /// A split of a task.
@@ -104,7 +123,7 @@ pub struct DataSource {
 /// The error for a task name that is not in the registry.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown task {0:?}: expected one of cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli, ax"
+    "unknown task {0:?}: expected one of cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli, ax, or custom (your own --train-file and --dev-file)"
 )]
 pub struct UnknownTask(String);
 
@@ -206,10 +225,12 @@ impl Task {
             Task::Rte => "rte",
             Task::Wnli => "wnli",
             Task::Ax => "ax",
+            Task::Custom(_) => "custom",
         }
     }
 
-    /// Class names in Hugging Face `glue` id order; empty for STS-B (regression).
+    /// Class names in Hugging Face `glue` id order (a custom task's sorted); empty for
+    /// regression.
     pub fn label_names(self) -> &'static [&'static str] {
         match self {
             Task::Cola => &["unacceptable", "acceptable"],
@@ -220,6 +241,7 @@ impl Task {
             Task::Mnli | Task::MnliMm | Task::Ax => NLI3,
             Task::Qnli | Task::Rte => NLI2,
             Task::Wnli => &["not_entailment", "entailment"],
+            Task::Custom(labels) => labels.names,
         }
     }
 
@@ -241,9 +263,13 @@ impl Task {
         }
     }
 
-    /// STS-B is a regression task (one output, MSE loss).
+    /// STS-B and custom tasks without class names are regression (one output, MSE loss).
     pub fn is_regression(self) -> bool {
-        self == Task::Stsb
+        match self {
+            Task::Stsb => true,
+            Task::Custom(labels) => labels.regression,
+            _ => false,
+        }
     }
 
     /// The task's GLUE metrics, main metric first.
@@ -252,6 +278,8 @@ impl Task {
             Task::Cola | Task::Ax => &[Metric::Mcc],
             Task::Mrpc | Task::Qqp => &[Metric::F1, Metric::Accuracy],
             Task::Stsb => &[Metric::Pearson, Metric::Spearman],
+            Task::Custom(_) if self.is_regression() => &[Metric::Pearson, Metric::Spearman],
+            Task::Custom(_) => &[Metric::Accuracy, Metric::MacroF1],
             _ => &[Metric::Accuracy],
         }
     }
@@ -273,6 +301,9 @@ impl Task {
     /// GLUE spelling, its name or its id; for STS-B a finite number.
     pub fn parse_label(self, text: &str) -> Option<Label> {
         let text = text.trim();
+        if self == Task::Custom(CustomLabels::UNKNOWN) {
+            return Some(Label::None);
+        }
         if self.is_regression() {
             return text
                 .parse::<f64>()
@@ -281,13 +312,14 @@ impl Task {
                 .map(Label::Score);
         }
         let by_spelling = |names: &[&str]| names.iter().position(|name| *name == text);
+        let by_id = || {
+            text.parse::<usize>()
+                .ok()
+                .filter(|&id| id < self.num_labels() && !matches!(self, Task::Custom(_)))
+        };
         by_spelling(self.glue_labels())
             .or_else(|| by_spelling(self.label_names()))
-            .or_else(|| {
-                text.parse::<usize>()
-                    .ok()
-                    .filter(|&id| id < self.num_labels())
-            })
+            .or_else(by_id)
             .map(Label::Class)
     }
 
@@ -295,6 +327,7 @@ impl Task {
     pub fn splits(self) -> &'static [Split] {
         match self {
             Task::Ax => &[Split::Test],
+            Task::Custom(_) => &[Split::Train, Split::Dev],
             _ => &[Split::Train, Split::Dev, Split::Test],
         }
     }
@@ -332,6 +365,9 @@ impl Task {
                 let value = match metric {
                     Metric::Accuracy => metrics::accuracy(&classes(gold)?, &classes(predicted)?),
                     Metric::F1 => metrics::f1(&classes(gold)?, &classes(predicted)?),
+                    Metric::MacroF1 => {
+                        metrics::macro_f1(&classes(gold)?, &classes(predicted)?, self.num_labels())
+                    }
                     Metric::Mcc => metrics::mcc(&classes(gold)?, &classes(predicted)?),
                     Metric::Pearson => metrics::pearson(&scores(gold)?, &scores(predicted)?),
                     Metric::Spearman => metrics::spearman(&scores(gold)?, &scores(predicted)?),
@@ -388,6 +424,7 @@ impl FromStr for Task {
             "rte" => Task::Rte,
             "wnli" => Task::Wnli,
             "ax" | "diagnostic" => Task::Ax,
+            "custom" => Task::Custom(CustomLabels::UNKNOWN),
             _ => return Err(UnknownTask(s.to_string())),
         };
         Ok(task)

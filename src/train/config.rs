@@ -8,6 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceChoice;
+use crate::glue::custom::{self, ProblemType};
 use crate::glue::{Columns, DataSource, Task};
 
 /// How to fine-tune.
@@ -89,6 +90,12 @@ pub struct TrainConfig {
     pub train_file: Option<PathBuf>,
     pub dev_file: Option<PathBuf>,
     pub columns: Columns,
+    /// `--task custom`: the class names found in the train file (none for regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Vec<String>>,
+    /// `--task custom`: classification or regression (found from the labels unless given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem_type: Option<ProblemType>,
     pub train_size: usize,
     pub seed: u64,
     pub epochs: usize,
@@ -128,6 +135,8 @@ impl TrainConfig {
             train_file: None,
             dev_file: None,
             columns: Columns::default(),
+            labels: None,
+            problem_type: None,
             train_size: 100,
             seed,
             epochs,
@@ -154,9 +163,54 @@ impl TrainConfig {
         }
     }
 
+    /// This config with a custom task's labels found in its train file (when not yet known).
+    pub fn with_labels(&self) -> Result<TrainConfig> {
+        let mut config = self.clone();
+        if matches!(self.task.parse()?, Task::Custom(_)) && self.labels.is_none() {
+            let train_file = self.custom_files()?;
+            let (names, problem) =
+                custom::infer_labels(train_file, &self.columns, self.problem_type)?;
+            config.labels = Some(names);
+            config.problem_type = Some(problem);
+        }
+        Ok(config)
+    }
+
+    /// A custom task's train file, after checking that both files are given.
+    fn custom_files(&self) -> Result<&std::path::Path> {
+        match (&self.train_file, &self.dev_file) {
+            (Some(train), Some(_)) => Ok(train),
+            _ => bail!(
+                "--task custom needs --train-file and --dev-file (.tsv/.csv with a header, .jsonl or .parquet; name the columns with --text-a-column, --text-b-column, --label-column)"
+            ),
+        }
+    }
+
+    /// The task, a custom one with its labels (found in the train file if run.json has none).
+    fn task(&self) -> Result<Task> {
+        let task: Task = self.task.parse()?;
+        if !matches!(task, Task::Custom(_)) {
+            if self.problem_type.is_some() {
+                bail!("--problem-type applies to --task custom only; {task} has its own labels");
+            }
+            return Ok(task);
+        }
+        let config = self.with_labels()?;
+        let names = config.labels.unwrap_or_default();
+        let problem = config.problem_type.unwrap_or(ProblemType::Classification);
+        if problem == ProblemType::Classification && names.len() < 2 {
+            bail!(
+                "{}: expected at least two distinct labels for classification, found {}",
+                self.custom_files()?.display(),
+                names.len()
+            );
+        }
+        Ok(custom::task(&names, problem))
+    }
+
     /// Checks ranges and combinations; the message names the flag.
     pub fn validate(&self) -> Result<Task> {
-        let task: Task = self.task.parse()?;
+        let task = self.task()?;
         let positive = [
             ("--epochs", self.epochs),
             ("--batch-size", self.batch_size),

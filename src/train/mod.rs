@@ -107,6 +107,7 @@ pub fn train(
     overwrite: bool,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Summary> {
+    let config = &config.with_labels()?;
     let task = config.validate()?;
     // Every input is checked before the output folder is touched.
     RunDir::check(&config.output_dir, resume, overwrite)?;
