@@ -231,6 +231,16 @@ fn refused_missing_and_failing_hubs_end_in_one_line_that_says_what_to_do() {
     hub.set_fault("org/flaky", "config.json", None);
     assert_ok(&encode(&hub, &home, "org/flaky").output().unwrap());
 
+    let config_only = tmp.path().join("config-only");
+    std::fs::create_dir_all(&config_only).unwrap();
+    std::fs::copy(model.join("config.json"), config_only.join("config.json")).unwrap();
+    hub.add_folder("org/config-only", &config_only);
+    let line = error_line(&encode(&hub, &home, "org/config-only").output().unwrap());
+    assert!(
+        line.contains("model.safetensors is not on the hub (HTTP 404)"),
+        "{line}"
+    );
+
     let line = error_line(&encode(&hub, &home, "org/pickle").output().unwrap());
     assert!(
         line.contains("pytorch_model.bin") && line.contains("model.safetensors"),
