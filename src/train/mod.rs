@@ -120,7 +120,11 @@ pub fn train(
             history: Vec::new(),
         },
     };
-    write_json(&job.dir.file("run.json"), config)?;
+    let written = TrainConfig {
+        trainable_parameters: Some(job.trainable.iter().map(Trainable::numel).sum()),
+        ..config.clone()
+    };
+    write_json(&job.dir.file("run.json"), &written)?;
     on_event(Event::Start {
         device: &job.device_name,
         train_examples: job.train.len(),
@@ -176,7 +180,7 @@ fn prepare(
 
     let pretrained = Pretrained::load(&folder, config.dropout, &device)?;
     let hidden = pretrained.config.hidden_size;
-    let mut model = Classifier::new(
+    let model = Classifier::new(
         pretrained.bert,
         hidden,
         task.num_labels(),
@@ -184,9 +188,7 @@ fn prepare(
         config.seed,
         &device,
     );
-    if !config.train_embeddings {
-        model.bert.embeddings = model.bert.embeddings.no_grad();
-    }
+    let model = method::prepare_model(model, config, &device)?;
     let extra_files = ["config.json", "tokenizer.json", "vocab.txt"]
         .iter()
         .map(|f| folder.join(f))
@@ -201,7 +203,7 @@ fn prepare(
         pad: tokenizer.pad_id(),
         train,
         dev,
-        trainable: trainable::list(&model, config.train_embeddings),
+        trainable: trainable::list(&model, method::scope(config)),
         extra_files,
         dir: RunDir::open(&config.output_dir, resume, overwrite)?,
         started,
@@ -226,7 +228,7 @@ fn resumed(job: &mut Job, model: Classifier, last: &std::path::Path) -> Result<P
     checkpoint::load_moments(last, &mut adam, &job.trainable, &job.plain)?;
     let state = checkpoint::load_state(last)?;
     let method = match config.method {
-        Method::Vanilla => Trainer::Vanilla,
+        Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
         Method::Pgd => Trainer::pgd(&job.trainable, noise_std(config)?, &job.plain),
         Method::Pac => Trainer::Pac(Box::new(PacTuning::load(
             last,
@@ -269,7 +271,7 @@ fn start_method(
 ) -> Result<Trainer> {
     let config = job.config;
     Ok(match config.method {
-        Method::Vanilla => Trainer::Vanilla,
+        Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
         Method::Pgd => Trainer::pgd(&job.trainable, noise_std(config)?, &job.plain),
         Method::Pac => {
             let k_start = Instant::now();
@@ -378,7 +380,7 @@ fn take_step(job: &Job, p: &mut Progress, rows: &[usize]) -> Result<Outcome<Step
     };
     let mut ctx = StepContext {
         trainable: &job.trainable,
-        train_embeddings: config.train_embeddings,
+        scope: method::scope(config),
         adam: &mut p.adam,
         lrs: Lrs {
             encoder: config.lr_encoder * scale,
@@ -441,8 +443,10 @@ fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<Epoch
     p.state = as_written(&p.state)?;
 
     if improved {
+        // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
         let best = job.dir.checkpoint("best");
-        checkpoint::save(&best, &p.model, &job.extra_files, None, &p.state)?;
+        let merged = p.model.clone().materialize();
+        checkpoint::save(&best, &merged, &job.extra_files, None, &p.state)?;
         if let Some(predictions) = &predictions {
             let tsv = predictions_tsv(job.task, predictions);
             write_atomic(&best.join("dev_predictions.tsv"), tsv.as_bytes())?;
@@ -630,6 +634,7 @@ fn summary(job: &Job, p: &Progress) -> Summary {
         best: p.state.best.map(|(e, _)| at(e)),
         last: at(last_eval),
         epochs_run: p.state.epoch,
+        trainable_parameters: job.trainable.iter().map(Trainable::numel).sum(),
         bound: p.state.bound.clone(),
         k_estimation_seconds: p.state.k_seconds,
         wall_seconds: wall_seconds(job),
