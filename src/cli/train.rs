@@ -129,7 +129,7 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
 impl TrainArgs {
     /// The paper's setting ([`TrainConfig::paper`]), then --config (or the resumed run's
     /// run.json), then the flags given.
-    fn resolve(&self, global: &GlobalArgs) -> Result<TrainConfig> {
+    pub(super) fn resolve(&self, global: &GlobalArgs) -> Result<TrainConfig> {
         let base = match (&self.config, &self.output_dir) {
             (Some(path), _) => Some(read_config(path)?),
             (None, Some(dir)) if self.resume && dir.join("run.json").is_file() => {

@@ -94,6 +94,91 @@ const PALETTE: [RGBColor; 8] = [
 ];
 const GREY: RGBColor = RGBColor(120, 120, 120);
 
+/// One task of a report: each method's values over seeds.
+pub struct Panel {
+    pub title: String,
+    pub y_desc: String,
+    pub methods: Vec<(String, Vec<f64>)>,
+}
+
+/// Pixel size of report.png for `n` panels: 420 px per panel, side by side.
+pub fn report_plot_size(n: usize) -> (u32, u32) {
+    ((n.max(1) * 420).min(4200) as u32, 520)
+}
+
+/// report.png: a panel per task, one column per method with a dot per seed and a bar at their
+/// mean; method names under the axis (no legend, so nothing covers the data).
+pub fn write_report_plot(path: &Path, panels: &[Panel]) -> Result<()> {
+    report_plot(path, panels, text_enabled())
+}
+
+fn report_plot(path: &Path, panels: &[Panel], text: bool) -> Result<()> {
+    render(path, report_plot_size(panels.len()), |root| {
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (panel, area) in panels.iter().zip(&areas) {
+            report_panel(area, panel, text)?;
+        }
+        Ok(())
+    })
+}
+
+fn report_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    panel: &Panel,
+    text: bool,
+) -> Result<()> {
+    let m = panel.methods.len();
+    let y_range = linear_bounds(panel.methods.iter().flat_map(|(_, v)| v.iter().copied()));
+    let x_range = -0.5..(m.max(1) as f64 - 0.5);
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(14);
+    if text {
+        builder
+            .caption(&panel.title, (FAMILY, DESC_SIZE))
+            .x_label_area_size(40)
+            .y_label_area_size(64);
+    }
+    let mut chart = builder.build_cartesian_2d(x_range, y_range.clone())?;
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh()
+        .x_labels(0)
+        .light_line_style(BLACK.mix(0.04))
+        .bold_line_style(BLACK.mix(0.12))
+        .y_label_formatter(&|v| plain(*v));
+    if text {
+        mesh.y_desc(panel.y_desc.as_str())
+            .label_style((FAMILY, LABEL_SIZE))
+            .axis_desc_style((FAMILY, DESC_SIZE));
+    }
+    mesh.draw()?;
+    for (k, (name, values)) in panel.methods.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let x = k as f64;
+        let n = values.len().max(1) as f64;
+        // Seeds spread a little sideways so equal values stay visible.
+        let dots = values.iter().enumerate().map(|(i, v)| {
+            let dx = (i as f64 - (n - 1.0) / 2.0) * 0.12 / n.max(2.0) * 2.0;
+            Circle::new((x + dx, *v), 5, color.filled())
+        });
+        chart.draw_series(dots)?;
+        if !values.is_empty() {
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            chart.draw_series(std::iter::once(PathElement::new(
+                [(x - 0.3, mean), (x + 0.3, mean)],
+                BLACK.stroke_width(3),
+            )))?;
+        }
+        if text {
+            let (px, py) = chart.backend_coord(&(x, y_range.start));
+            let style = TextStyle::from((FAMILY, LABEL_SIZE).into_font())
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top));
+            area.draw(&Text::new(name.clone(), (px, py + 8), style))?;
+        }
+    }
+    Ok(())
+}
+
 /// Learning curves from history.jsonl's records.
 ///
 /// `dir` is the run folder; the plots go to `dir/plots/` (created if missing):
