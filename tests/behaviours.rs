@@ -784,3 +784,34 @@ fn lora_merges_into_base_plus_scaled_a_b_and_reloads() {
         summary["best"]["accuracy"].as_f64()
     );
 }
+
+/// A LoRA run stopped after epoch 1 and resumed ends exactly where the uninterrupted one does
+/// (the factors and their AdamW moments come back from checkpoints/last).
+#[test]
+fn lora_resumes_exactly() {
+    let toy = toy();
+    let lora = |name: &str, epochs: &str, resume: bool| {
+        let mut cmd = toy.command(
+            name,
+            "sst2",
+            &["--batch-size", "10", "--lr-encoder", "1e-2"],
+        );
+        cmd.args(["--method", "lora", "--lora-rank", "2", "--epochs", epochs]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        run_ok(&mut cmd);
+        toy.out(name)
+    };
+    let full = lora("full", "3", false);
+    lora("resumed", "1", false);
+    let resumed = lora("resumed", "3", true);
+    assert_eq!(
+        history_without_timings(&resumed),
+        history_without_timings(&full)
+    );
+    assert!(
+        last_weights(&resumed) == last_weights(&full),
+        "resumed LoRA weights differ from the uninterrupted run's"
+    );
+}
