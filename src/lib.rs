@@ -8,7 +8,7 @@
 //!
 //! Modules depend one way, from helpers up to the command line:
 //! - helpers: [`rng`] (the host generator), [`reduce`], [`files`] (atomic writes, tensor
-//!   files), [`device`], [`tokenize`], [`metrics`];
+//!   files), [`device`], [`tokenize`], [`metrics`], [`hub`] (downloads into the HF cache);
 //! - [`model`], the Hugging Face BERT as Burn modules and its trainable tensors;
 //!   [`data`], tokenized splits, losses and predictions; [`optim`], AdamW;
 //!   [`step`], the parts of an optimiser step every method shares;
@@ -25,6 +25,7 @@ pub mod data;
 pub mod device;
 pub mod files;
 pub mod glue;
+pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -136,9 +136,83 @@ fn metrics_nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Metrics
     }))
 }
 
-/// One output folder of `pac-wgpu train`.
+/// One output folder of `pac-wgpu train`, held by this process for as long as the value lives.
 pub struct RunDir {
     pub path: PathBuf,
+    lock: RunLock,
+}
+
+/// `run.lock`: an OS file lock on it keeps one `train` per folder; its text names the holder
+/// (`pid@host`). The OS drops the lock when the process dies, so a lock file left by a killed
+/// run is taken over.
+struct RunLock {
+    file: std::fs::File,
+    path: PathBuf,
+    /// The holder named by a lock file that was left behind, when there was one.
+    stale: Option<String>,
+}
+
+const LOCK_FILE: &str = "run.lock";
+
+impl RunLock {
+    /// Fails when another live process holds the lock of `folder`; touches nothing.
+    fn check_free(folder: &Path) -> Result<()> {
+        let path = folder.join(LOCK_FILE);
+        let Ok(file) = std::fs::File::open(&path) else {
+            return Ok(());
+        };
+        match file.try_lock_shared() {
+            Ok(()) => Ok(()),
+            Err(_) => Err(Self::busy(folder, &path)),
+        }
+    }
+
+    fn busy(folder: &Path, path: &Path) -> anyhow::Error {
+        let holder = std::fs::read_to_string(path).unwrap_or_default();
+        anyhow::anyhow!(
+            "--output-dir {}: another pac-wgpu train is running there (process {}); wait for it to end or choose another --output-dir",
+            folder.display(),
+            holder.trim()
+        )
+    }
+
+    fn acquire(folder: &Path) -> Result<RunLock> {
+        let path = folder.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("{}: cannot create the run lock", path.display()))?;
+        if file.try_lock().is_err() {
+            return Err(Self::busy(folder, &path));
+        }
+        let left = std::fs::read_to_string(&path).unwrap_or_default();
+        let stale = (!left.trim().is_empty()).then(|| left.trim().to_string());
+        let holder = format!("{}@{}", std::process::id(), host_name());
+        file.set_len(0)
+            .and_then(|()| std::io::Write::write_all(&mut &file, holder.as_bytes()))
+            .with_context(|| format!("{}: cannot write the run lock", path.display()))?;
+        Ok(RunLock { file, path, stale })
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        let _ = self.file.unlock();
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_string())
 }
 
 impl RunDir {
@@ -151,6 +225,7 @@ impl RunDir {
                 path.display()
             );
         }
+        RunLock::check_free(path)?;
         if let Some(parent) = path.ancestors().skip(1).find(|a| a.exists())
             && !parent.is_dir()
         {
@@ -163,8 +238,7 @@ impl RunDir {
         let non_empty = path.is_dir()
             && std::fs::read_dir(path)
                 .with_context(|| format!("{}: cannot read output folder", path.display()))?
-                .next()
-                .is_some();
+                .any(|e| e.is_ok_and(|e| e.file_name() != LOCK_FILE));
         if non_empty && !resume && !overwrite {
             bail!(
                 "--output-dir {}: folder is not empty; pass --resume to continue that run or --overwrite to replace it",
@@ -174,18 +248,28 @@ impl RunDir {
         Ok(())
     }
 
-    /// Opens `path` (after [`RunDir::check`]): `overwrite` empties it, `resume` keeps it.
+    /// Opens `path` (after [`RunDir::check`]) and locks it: `overwrite` empties it, `resume`
+    /// keeps it.
     pub fn open(path: &Path, resume: bool, overwrite: bool) -> Result<RunDir> {
         Self::check(path, resume, overwrite)?;
-        if overwrite && !resume && path.is_dir() {
-            std::fs::remove_dir_all(path)
+        std::fs::create_dir_all(path)
+            .with_context(|| format!("{}: cannot create output folder", path.display()))?;
+        let lock = RunLock::acquire(path)?;
+        if overwrite && !resume {
+            empty_folder(path, LOCK_FILE)
                 .with_context(|| format!("{}: cannot empty output folder", path.display()))?;
         }
         std::fs::create_dir_all(path.join("checkpoints"))
             .with_context(|| format!("{}: cannot create output folder", path.display()))?;
         Ok(RunDir {
             path: path.to_path_buf(),
+            lock,
         })
+    }
+
+    /// The `pid@host` of an earlier run whose lock file this run took over (it had died).
+    pub fn took_over(&self) -> Option<&str> {
+        self.lock.stale.as_deref()
     }
 
     pub fn file(&self, name: &str) -> PathBuf {
@@ -224,4 +308,20 @@ impl RunDir {
         }
         write_atomic(&self.file("history.jsonl"), text.as_bytes())
     }
+}
+
+/// Removes everything in `folder` but `keep`.
+fn empty_folder(folder: &Path, keep: &str) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(folder)? {
+        let entry = entry?;
+        if entry.file_name() == keep {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(entry.path())?;
+        } else {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }

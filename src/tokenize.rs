@@ -33,6 +33,7 @@ impl TextTokenizer {
                 "--max-length must be at least 3 ([CLS] x [SEP]), found {max_length}"
             ));
         }
+        check_positions(dir, max_length)?;
         let json = dir.join("tokenizer.json");
         let mut inner = if json.is_file() {
             Tokenizer::from_file(&json).map_err(|e| {
@@ -153,5 +154,28 @@ impl PaddedBatch {
             Tensor::from_data(TensorData::new(self.token_type_ids.clone(), shape), device),
             Tensor::from_data(TensorData::new(self.attention_mask.clone(), shape), device),
         )
+    }
+}
+
+/// Fails when `max_length` tokens would run past the model's learned positions
+/// (`max_position_embeddings` in the folder's config.json).
+fn check_positions(dir: &Path, max_length: usize) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct Positions {
+        max_position_embeddings: Option<usize>,
+    }
+    let path = dir.join("config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let limit = serde_json::from_str::<Positions>(&text)
+        .ok()
+        .and_then(|p| p.max_position_embeddings);
+    match limit {
+        Some(limit) if max_length > limit => Err(anyhow!(
+            "--max-length {max_length}: above the model's max_position_embeddings {limit} ({}); pass --max-length {limit} or less",
+            path.display()
+        )),
+        _ => Ok(()),
     }
 }

@@ -658,3 +658,94 @@ fn rewrite_tensors(dir: &Path, edit: impl Fn(&str, &mut &'static str, &mut Vec<u
     out.extend_from_slice(&data);
     std::fs::write(path, out).unwrap();
 }
+
+/// The second round: inputs that would make a careless loader allocate, hang or guess.
+#[test]
+fn hostile_inputs_round_two() {
+    let f = Fixture::new();
+    let (good_model, good_glue) = (f.model(), f.glue());
+    let out = |name: &str| f.path(&format!("{name}-out"));
+    let mut cases = Vec::new();
+    let mut add = |name: &'static str, args: Vec<String>, expect: &[&str]| {
+        cases.push(Case {
+            name,
+            out: out(name),
+            args,
+            env: Vec::new(),
+            expect: expect.iter().map(|s| s.to_string()).collect(),
+        });
+    };
+
+    let huge = f.model_with("huge hidden size", |d| {
+        let path = d.join("config.json");
+        let mut config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        config["hidden_size"] = 1_048_576.into();
+        config["intermediate_size"] = 4_194_304.into();
+        std::fs::write(&path, config.to_string()).unwrap();
+    });
+    add(
+        "huge hidden size",
+        f.train_args(&huge, &good_glue, &out("huge hidden size")),
+        &["config.json", "hidden_size", "model.safetensors"],
+    );
+    let overlong = f.model_with("header beyond the file", |d| {
+        let path = d.join("model.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    });
+    add(
+        "header beyond the file",
+        f.train_args(&overlong, &good_glue, &out("header beyond the file")),
+        &["model.safetensors"],
+    );
+    let no_cls = f.model_with("vocabulary without [CLS]", |d| {
+        let path = d.join("vocab.txt");
+        let vocab = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, vocab.replace("[CLS]\n", "[XLS]\n")).unwrap();
+    });
+    add(
+        "vocabulary without [CLS]",
+        f.train_args(&no_cls, &good_glue, &out("vocabulary without [CLS]")),
+        &["vocab.txt", "[CLS]"],
+    );
+    let max_length = {
+        let mut args = f.train_args(&good_model, &good_glue, &out("max-length above positions"));
+        args.extend(["--max-length".to_string(), "512".to_string()]);
+        args
+    };
+    add(
+        "max-length above positions",
+        max_length,
+        &["--max-length 512", "max_position_embeddings"],
+    );
+    let long_row = format!("sentence\tlabel\n{}\t1\n", "the cat ".repeat(1_310_720));
+    let glue = f.glue_with("10 MB row", "train.tsv", long_row.as_bytes());
+    add(
+        "10 MB row",
+        f.train_args(&good_model, &glue, &out("10 MB row")),
+        &["train.tsv:2"],
+    );
+    let csv = f.path("labels.csv");
+    std::fs::write(&csv, "sentence,label\nthe cat,1\na dog,neutral\n").unwrap();
+    let mut args = f.train_args(&good_model, &good_glue, &out("CSV label outside the task"));
+    args.extend(["--train-file".into(), csv.display().to_string()]);
+    add(
+        "CSV label outside the task",
+        args,
+        &["labels.csv:3", "neutral"],
+    );
+    let mut args = f.train_args(&good_model, &good_glue, &out("device 99"));
+    let i = args.iter().position(|a| a == "cpu").unwrap();
+    args[i] = "99".into();
+    add("device 99", args, &["--device 99"]);
+
+    let failures: Vec<String> = cases.iter().filter_map(|c| run_case(c).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}

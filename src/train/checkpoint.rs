@@ -51,13 +51,15 @@ pub struct LoopState {
     pub epoch_skipped: usize,
 }
 
-/// Writes `model` (+ optimiser moments and loop state when given) as folder `dir`, atomically.
+/// Writes `model` (+ optimiser moments and loop state when given, + what `more` writes into
+/// the folder) as folder `dir`, atomically: a failed write leaves the previous `dir` whole.
 pub fn save(
     dir: &Path,
     model: &Classifier,
     extra_files: &[PathBuf],
     optimizer: Option<(&AdamW, &[Trainable])>,
     state: &LoopState,
+    more: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     let partial = dir.with_extension("partial");
     if partial.exists() {
@@ -81,7 +83,9 @@ pub fn save(
     if let Some((adam, trainable)) = optimizer {
         write_moments(&partial.join(OPTIMIZER), adam, trainable)?;
     }
-    std::fs::write(partial.join(STATE), serde_json::to_string_pretty(state)?)?;
+    more(&partial)?;
+    std::fs::write(partial.join(STATE), serde_json::to_string_pretty(state)?)
+        .with_context(|| format!("{}: cannot write", partial.join(STATE).display()))?;
 
     // Swap: dir -> dir.old, partial -> dir, drop dir.old. `load_state` falls back to dir.old.
     let old = dir.with_extension("old");

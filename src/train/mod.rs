@@ -12,7 +12,7 @@ pub mod trained;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 
@@ -63,6 +63,8 @@ pub enum Event<'a> {
         why: &'a NonFinite,
     },
     Epoch(&'a EpochRecord),
+    /// Something the user should know that does not stop the run.
+    Note(&'a str),
 }
 
 /// Separates the dropout generator's seeds from the other streams of the same seed (ASCII
@@ -120,6 +122,11 @@ pub fn train(
             history: Vec::new(),
         },
     };
+    if let Some(holder) = job.dir.took_over() {
+        on_event(Event::Note(&format!(
+            "took over the run lock left by process {holder}, which is no longer running"
+        )));
+    }
     let written = TrainConfig {
         trainable_parameters: Some(job.trainable.iter().map(Trainable::numel).sum()),
         ..config.clone()
@@ -442,19 +449,12 @@ fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<Epoch
     p.state.wall_seconds = wall_seconds(job);
     p.state = as_written(&p.state)?;
 
-    if improved {
-        // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
-        let best = job.dir.checkpoint("best");
-        let merged = p.model.clone().materialize();
-        checkpoint::save(&best, &merged, &job.extra_files, None, &p.state)?;
-        if let Some(predictions) = &predictions {
-            let tsv = predictions_tsv(job.task, predictions);
-            write_atomic(&best.join("dev_predictions.tsv"), tsv.as_bytes())?;
-        }
-    }
-    save_last(job, p)?;
-    job.dir.write_history(&p.history)?;
-    crate::report::plots::write_history_plots(&job.dir.path, &p.history)?;
+    save_epoch(job, p, improved.then_some(predictions).flatten()).with_context(|| {
+        format!(
+            "saving epoch {} failed, the checkpoint of the epoch before is whole: free disk space, then continue with --resume",
+            record.epoch
+        )
+    })?;
     if let Some(per_tensor) = sigma_at_stage1_end {
         write_sigma_per_tensor(job, per_tensor)?;
     }
@@ -552,11 +552,35 @@ fn evaluate(job: &Job, p: &mut Progress, record: &mut EpochRecord) -> Result<Vec
 }
 
 /// Checkpoint `last`: model, optimiser, loop state and the method's state.
+/// History and plots, then the best checkpoint (with `predictions` when this epoch improved),
+/// then the last. A resume drops history past its checkpoint, so a write that fails midway
+/// loses nothing.
+fn save_epoch(job: &Job, p: &Progress, predictions: Option<Vec<Label>>) -> Result<()> {
+    job.dir.write_history(&p.history)?;
+    crate::report::plots::write_history_plots(&job.dir.path, &p.history)?;
+    if let Some(predictions) = predictions {
+        // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
+        let best = job.dir.checkpoint("best");
+        let tsv = predictions_tsv(job.task, &predictions);
+        let merged = p.model.clone().materialize();
+        checkpoint::save(&best, &merged, &job.extra_files, None, &p.state, |dir| {
+            write_atomic(&dir.join("dev_predictions.tsv"), tsv.as_bytes())
+        })?;
+    }
+    save_last(job, p)
+}
+
 fn save_last(job: &Job, p: &Progress) -> Result<()> {
     let last = job.dir.checkpoint("last");
     let optimizer = Some((&p.adam, job.trainable.as_slice()));
-    checkpoint::save(&last, &p.model, &job.extra_files, optimizer, &p.state)?;
-    p.method.save(&last, &job.trainable)
+    checkpoint::save(
+        &last,
+        &p.model,
+        &job.extra_files,
+        optimizer,
+        &p.state,
+        |dir| p.method.save(dir, &job.trainable),
+    )
 }
 
 /// PAC, at the end of stage 1: σ per trainable tensor as a table and a plot.

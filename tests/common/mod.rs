@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use pac_wgpu::device::{DeviceChoice, SelectedDevice, adapters, select};
 
+pub mod hub;
+pub mod parquet;
 pub mod tiny;
 
 fn in_ci() -> bool {

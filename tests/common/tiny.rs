@@ -10,7 +10,7 @@ pub const HIDDEN: usize = 32;
 pub const LAYERS: usize = 2;
 pub const HEADS: usize = 4;
 pub const FFN: usize = 64;
-pub const MAX_POS: usize = 64;
+pub const MAX_POS: usize = 128;
 
 /// Words of the test vocabulary, after the BERT special tokens.
 pub const WORDS: [&str; 24] = [
