@@ -301,3 +301,56 @@ fn a_sweep_fails_runs_apart_resumes_after_ctrl_c_and_reports_mean_and_std() {
     );
     eprintln!("sweep test took {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// Bad sweep flags end with one line naming the flag (and the run), before anything is written.
+#[test]
+fn bad_sweep_flags_are_one_line_errors_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let cases: [(&[&str], &[&str], &str); 5] = [
+        (
+            &["--methods", "pgd", "--seeds", "1"],
+            &[],
+            "run rte-pgd-1: --method pgd needs --noise-std",
+        ),
+        (
+            &["--methods", "pac", "--seeds", "1"],
+            &["--task", "mrpc"],
+            "--task after --",
+        ),
+        (
+            &["--methods", "pac", "--seeds", "3-1"],
+            &[],
+            "--seeds: the range \"3-1\" is empty",
+        ),
+        (
+            &["--methods", "pac", "--seeds", "1"],
+            &["--epochs", "0"],
+            "run rte-pac-1: --epochs must be at least 1",
+        ),
+        (
+            &["--methods", "lora", "--seeds", "1"],
+            &["--lora-targets", "query,foo"],
+            "--lora-targets",
+        ),
+    ];
+    for (flags, shared, expected) in cases {
+        let output = binary()
+            .args(["sweep", "--tasks", "rte", "--out"])
+            .arg(&out)
+            .args(flags)
+            .arg("--")
+            .args(shared)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{flags:?} {shared:?} succeeded");
+        assert!(stderr.contains(expected), "{flags:?} {shared:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(
+            !out.exists(),
+            "{flags:?} {shared:?} wrote {}",
+            out.display()
+        );
+    }
+}
