@@ -217,7 +217,7 @@ impl Bench {
         let model = self.model.take().context("the model is lost")?;
         let mut ctx = StepContext {
             trainable: &self.trainable,
-            train_embeddings: TRAIN_EMBEDDINGS,
+            scope: TRAIN_EMBEDDINGS.into(),
             adam: &mut self.adam,
             lrs: LRS,
             device: &self.device,

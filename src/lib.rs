@@ -13,7 +13,9 @@
 //!   [`data`], tokenized splits, losses and predictions; [`optim`], AdamW;
 //!   [`step`], the parts of an optimiser step every method shares;
 //! - [`pac`], PAC-tuning;
-//! - [`train`], the training loop over the methods (vanilla, PGD, PAC), checkpoints and resume;
+//! - [`train`], the training loop over the methods (vanilla, PGD, PAC, BitFit, LoRA),
+//!   checkpoints and resume;
+//! - [`sweep`], many runs as one (plan, child processes, Slurm/list emission) and their table;
 //! - the `pac-wgpu` binary (src/cli) parses flags into [`train::TrainConfig`] and friends.
 //!
 //! Beside them: [`glue`] reads GLUE and users' data; [`run`] holds a run folder's typed records
@@ -33,5 +35,6 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod step;
+pub mod sweep;
 pub mod tokenize;
 pub mod train;

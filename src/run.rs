@@ -112,6 +112,9 @@ pub struct Summary {
     #[serde(rename = "final")]
     pub last: EvalPoint,
     pub epochs_run: usize,
+    /// Scalars the method trained.
+    #[serde(default)]
+    pub trainable_parameters: usize,
     /// PAC: the bound at the end of stage 1.
     pub bound: Option<BoundSummary>,
     pub k_estimation_seconds: Option<f64>,

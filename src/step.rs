@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::data::{Targets, per_example_loss};
 use crate::model::Classifier;
-use crate::model::trainable::{self, Group, Trainable};
+use crate::model::trainable::{self, Group, Scope, Trainable};
 use crate::optim::AdamW;
 use crate::tokenize::PaddedBatch;
 
@@ -34,7 +34,8 @@ pub struct Lrs {
 /// What every step needs besides the model and the batch.
 pub struct StepContext<'a> {
     pub trainable: &'a [Trainable],
-    pub train_embeddings: bool,
+    /// Which tensors `trainable` lists.
+    pub scope: Scope,
     pub adam: &'a mut AdamW,
     pub lrs: Lrs,
     pub device: &'a Device,
@@ -185,7 +186,7 @@ pub fn forward_backward(
         let loss = per_example_loss(logits, targets).sum() / batch.len as f32;
         loss1 += loss.clone().into_scalar::<f32>() as f64;
         let g = loss.backward();
-        trainable::visit(model, ctx.train_embeddings, Some(&g), |j, _, grad| {
+        trainable::visit(model, ctx.scope, Some(&g), |j, _, grad| {
             if let Some(grad) = grad {
                 grads[j] = Some(match grads[j].take() {
                     Some(acc) => acc + grad,
@@ -226,7 +227,7 @@ pub fn update(
     };
     let (trainable, lrs, adam) = (ctx.trainable, ctx.lrs, &mut *ctx.adam);
     adam.begin_step();
-    let model = trainable::map(model, ctx.train_embeddings, |j, theta| {
+    let model = trainable::map(model, ctx.scope, |j, theta| {
         let lr = match trainable[j].group {
             Group::Encoder => lrs.encoder,
             Group::Head => lrs.head,

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Layer of each top-level module: a module may use modules of its own layer or below.
-const LAYERS: [(&str, u8); 19] = [
+const LAYERS: [(&str, u8); 20] = [
     ("rng", 0),
     ("reduce", 0),
     ("files", 0),
@@ -25,6 +25,7 @@ const LAYERS: [(&str, u8); 19] = [
     ("step", 3),
     ("pac", 4),
     ("train", 5),
+    ("sweep", 6),
     ("cli", 6),
     ("main", 6),
     ("lib", 6),

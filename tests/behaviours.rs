@@ -643,3 +643,175 @@ fn dropout_is_off_in_evaluation() {
         );
     }
 }
+
+/// The scalars of the tensors of `weights` whose name passes `keep`.
+fn scalars(weights: &BTreeMap<String, Vec<f32>>, keep: impl Fn(&str) -> bool) -> usize {
+    weights
+        .iter()
+        .filter(|(name, _)| keep(name))
+        .map(|(_, v)| v.len())
+        .sum()
+}
+
+/// `--method bitfit`: every encoder tensor but the biases keeps every bit; the biases and the
+/// head train; run.json counts exactly those scalars.
+#[test]
+fn bitfit_trains_only_the_biases_and_the_head() {
+    let toy = toy();
+    let args = [
+        "--method",
+        "bitfit",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "10",
+        "--lr-encoder",
+        "1e-2",
+    ];
+    let run = toy.train("bitfit", &args);
+    let trained = last_weights(&run);
+    let initial = initial_encoder(&toy.model);
+    for (name, start) in &initial {
+        let bias = name.ends_with(".bias") && !name.starts_with("bert.embeddings.");
+        if !bias {
+            assert!(&trained[name] == start, "{name} changed under BitFit");
+        } else if !is_key_bias(name) {
+            assert!(&trained[name] != start, "{name} did not train under BitFit");
+        }
+    }
+    let head = |name: &str| !name.starts_with("bert.");
+    let expected = scalars(&trained, |n| {
+        head(n) || (n.ends_with(".bias") && !n.starts_with("bert.embeddings."))
+    });
+    let run_json = read_json(&run.join("run.json"));
+    assert_eq!(run_json["trainable_parameters"], expected);
+    assert_eq!(
+        read_json(&run.join("summary.json"))["trainable_parameters"],
+        expected
+    );
+}
+
+/// `--method lora`: the base weights keep every bit and only the targeted ones get factors; the
+/// best checkpoint holds the merged weight W + α/r·A·B (A `[in, r]`, B `[r, out]` in the last
+/// checkpoint, W stored `[out, in]`); both checkpoints reload to the same predictions.
+#[test]
+fn lora_merges_into_base_plus_scaled_a_b_and_reloads() {
+    let toy = toy();
+    let (rank, alpha) = (2, 6.0);
+    let args = [
+        "--method",
+        "lora",
+        "--lora-rank",
+        "2",
+        "--lora-alpha",
+        "6",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "10",
+        "--lr-encoder",
+        "1e-2",
+    ];
+    let run = toy.train("lora", &args);
+    let last = last_weights(&run);
+    let best = tensors(&run.join("checkpoints/best/model.safetensors"));
+    let initial = initial_encoder(&toy.model);
+    let hidden = common::tiny::HIDDEN;
+    let mut adapted = 0;
+    for (name, start) in &initial {
+        assert!(
+            &last[name] == start,
+            "{name}: the base weight changed under LoRA"
+        );
+        let targeted = name.ends_with("query.weight") || name.ends_with("value.weight");
+        let (a, b) = (
+            last.get(&format!("{name}.lora.a")),
+            last.get(&format!("{name}.lora.b")),
+        );
+        if !targeted {
+            assert!(a.is_none() && b.is_none(), "{name} has adapters");
+            assert!(&best[name] == start, "{name} changed in the merged model");
+            continue;
+        }
+        let (a, b) = (a.expect("lora.a"), b.expect("lora.b"));
+        assert_eq!((a.len(), b.len()), (hidden * rank, rank * hidden), "{name}");
+        assert!(b.iter().any(|x| *x != 0.0), "{name}: B did not train");
+        let scale = alpha / rank as f64;
+        let mut max_err = 0.0f64;
+        for out in 0..hidden {
+            for inp in 0..hidden {
+                let ab: f64 = (0..rank)
+                    .map(|k| a[inp * rank + k] as f64 * b[k * hidden + out] as f64)
+                    .sum();
+                let expected = start[out * hidden + inp] as f64 + scale * ab;
+                let merged = best[name][out * hidden + inp] as f64;
+                max_err = max_err.max((merged - expected).abs());
+            }
+        }
+        assert!(max_err < 1e-6, "{name}: merged weight off by {max_err}");
+        adapted += 1;
+    }
+    assert_eq!(adapted, 2 * common::tiny::LAYERS);
+    let head = scalars(&last, |n| !n.starts_with("bert."));
+    let factors = scalars(&last, |n| n.contains(".lora."));
+    assert_eq!(factors, adapted * 2 * hidden * rank);
+    assert_eq!(
+        read_json(&run.join("run.json"))["trainable_parameters"],
+        head + factors
+    );
+
+    let eval = |which: &str| {
+        let out = run_ok(
+            binary()
+                .args([
+                    "eval",
+                    "--device",
+                    "cpu",
+                    "--json",
+                    "--checkpoint",
+                    which,
+                    "--run",
+                ])
+                .arg(&run),
+        );
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let (from_best, from_last) = (eval("best"), eval("last"));
+    assert_eq!(from_best["metrics"], from_last["metrics"]);
+    let summary = read_json(&run.join("summary.json"));
+    assert_eq!(
+        from_best["metrics"]["accuracy"].as_f64(),
+        summary["best"]["accuracy"].as_f64()
+    );
+}
+
+/// A LoRA run stopped after epoch 1 and resumed ends exactly where the uninterrupted one does
+/// (the factors and their AdamW moments come back from checkpoints/last).
+#[test]
+fn lora_resumes_exactly() {
+    let toy = toy();
+    let lora = |name: &str, epochs: &str, resume: bool| {
+        let mut cmd = toy.command(
+            name,
+            "sst2",
+            &["--batch-size", "10", "--lr-encoder", "1e-2"],
+        );
+        cmd.args(["--method", "lora", "--lora-rank", "2", "--epochs", epochs]);
+        if resume {
+            cmd.arg("--resume");
+        }
+        run_ok(&mut cmd);
+        toy.out(name)
+    };
+    let full = lora("full", "3", false);
+    lora("resumed", "1", false);
+    let resumed = lora("resumed", "3", true);
+    assert_eq!(
+        history_without_timings(&resumed),
+        history_without_timings(&full)
+    );
+    assert!(
+        last_weights(&resumed) == last_weights(&full),
+        "resumed LoRA weights differ from the uninterrupted run's"
+    );
+}

@@ -126,6 +126,17 @@ struct Case {
     expect: Vec<String>,
 }
 
+fn assert_all_pass(cases: &[Case]) {
+    let failures: Vec<String> = cases.iter().filter_map(|c| run_case(c).err()).collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}
+
 fn run_case(case: &Case) -> Result<(), String> {
     let existed = case.out.exists();
     let before = snapshot(&case.out);
@@ -613,14 +624,7 @@ fn hostile_inputs_fail_cleanly_with_one_line_and_leave_the_output_folder_alone()
     });
 
     assert!(cases.len() >= 30, "only {} cases", cases.len());
-    let failures: Vec<String> = cases.iter().filter_map(|c| run_case(c).err()).collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert_all_pass(&cases);
 }
 
 /// Rewrites model.safetensors, letting `edit` change each tensor's dtype name and shape (an
@@ -740,12 +744,5 @@ fn hostile_inputs_round_two() {
     args[i] = "99".into();
     add("device 99", args, &["--device 99"]);
 
-    let failures: Vec<String> = cases.iter().filter_map(|c| run_case(c).err()).collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        cases.len(),
-        failures.join("\n")
-    );
+    assert_all_pass(&cases);
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::hub::{COMMIT, Fault, Hub};
+use common::hub::{COMMIT, Fault, Hub, files_under};
 use common::parquet::write_pair_split;
 use pac_wgpu::glue::{DataSource, Split, Task, hub::parquet_file};
 
@@ -82,20 +82,6 @@ fn serve_mrpc(hub: &Hub, glue: &Path, scratch: &Path) {
     }
 }
 
-/// Every file under `dir`, read as bytes.
-fn all_files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(all_files(&path));
-        } else {
-            files.push((path.clone(), std::fs::read(&path).unwrap()));
-        }
-    }
-    files
-}
-
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
         .windows(needle.len())
@@ -162,7 +148,8 @@ fn a_first_run_downloads_model_and_glue_into_the_hf_cache_and_reruns_offline() {
         assert_eq!(auth, Some(format!("Bearer {TOKEN}").as_str()), "{}", r.path);
     }
     assert!(!contains(&first.stdout, TOKEN) && !stderr.contains(TOKEN));
-    for (path, bytes) in all_files(&tmp.path().join("first")) {
+    for path in files_under(&tmp.path().join("first")) {
+        let bytes = std::fs::read(&path).unwrap();
         assert!(
             !contains(&bytes, TOKEN),
             "{} holds the token",

@@ -302,7 +302,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
         trainable::visit(&model, false, None, |_, v, _| theta_before.push(host(&v)));
         let mut ctx = StepContext {
             trainable: &slots,
-            train_embeddings: false,
+            scope: false.into(),
             adam: &mut adam,
             lrs,
             device: &device,

@@ -5,7 +5,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use pac_wgpu::report::plots::{CURVE_SIZE, sigma_plot_size, write_history_plots, write_sigma_plot};
+use pac_wgpu::report::plots::{
+    CURVE_SIZE, LEGEND_WIDTH, Panel, report_plot_size, sigma_plot_size, write_history_plots,
+    write_report_plot, write_sigma_plot,
+};
 use pac_wgpu::run::EpochRecord;
 use serde_json::{Value, json};
 
@@ -144,11 +147,9 @@ fn vanilla_history_gives_loss_and_dev_plots() {
     assert_no_temp_files(&plots);
 }
 
-#[test]
-fn pac_history_gives_noise_and_kl_plots() {
-    let s = scratch("pac");
-    // Stage 1 = epochs 1..=6 (loss2, KL, σ logged), stage 2 = 7..=10.
-    let history: Vec<EpochRecord> = (1..=10)
+/// A PAC history: stage 1 = epochs 1..=6 (loss2, KL, σ logged), stage 2 = 7..=10.
+fn pac_history() -> Vec<EpochRecord> {
+    (1..=10)
         .map(|e| {
             let t = e as f64;
             let loss1 = 0.9 * (-t / 5.0).exp() + 0.2;
@@ -169,8 +170,13 @@ fn pac_history_gives_noise_and_kl_plots() {
             }
             record(r)
         })
-        .collect();
-    write_history_plots(&s.path, &history).unwrap();
+        .collect()
+}
+
+#[test]
+fn pac_history_gives_noise_and_kl_plots() {
+    let s = scratch("pac");
+    write_history_plots(&s.path, &pac_history()).unwrap();
     let plots = s.path.join("plots");
     assert_eq!(
         names(&plots),
@@ -345,5 +351,79 @@ fn sigma_plot_degenerate_inputs() {
     let path = s.path.join("nan.png");
     write_sigma_plot(&path, &[("out.bias".into(), f64::NAN)]).unwrap();
     assert!(image::open(&path).is_ok());
+    assert_no_temp_files(&s.path);
+}
+
+/// The bounding box (x0, y0, x1, y1) of the pixels of `image` in columns `columns` that `keep`
+/// accepts.
+fn bbox(
+    image: &image::RgbImage,
+    columns: std::ops::Range<u32>,
+    keep: impl Fn([u8; 3]) -> bool,
+) -> Option<(u32, u32, u32, u32)> {
+    let mut b: Option<(u32, u32, u32, u32)> = None;
+    for (x, y, p) in image.enumerate_pixels() {
+        if columns.contains(&x) && keep(p.0) {
+            let (x0, y0, x1, y1) = b.unwrap_or((x, y, x, y));
+            b = Some((x0.min(x), y0.min(y), x1.max(x), y1.max(y)));
+        }
+    }
+    b
+}
+
+fn near(a: [u8; 3], b: [u8; 3]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(&x, y)| (x as i32 - y as i32).abs() <= 6)
+}
+
+/// Every learning-curve plot of a PAC history has its data drawn and a legend box, and the box
+/// lies beside the data (right of every curve pixel), not over it.
+#[test]
+fn legends_sit_beside_the_data() {
+    let s = scratch("legends");
+    write_history_plots(&s.path, &pac_history()).unwrap();
+    let (w, _) = CURVE_SIZE;
+    let strip = w - LEGEND_WIDTH;
+    for name in ["dev.png", "kl.png", "loss.png", "noise.png"] {
+        let path = s.path.join("plots").join(name);
+        check_png(&path, CURVE_SIZE);
+        let image = image::open(&path).unwrap().to_rgb8();
+        let curve = |p: [u8; 3]| [BLUE, ORANGE, GREEN, RED].iter().any(|c| near(p, *c));
+        let data = bbox(&image, 0..strip, curve).unwrap_or_else(|| panic!("{name}: no curve"));
+        let legend = bbox(&image, strip..w, |p| p.iter().any(|&c| c < 245))
+            .unwrap_or_else(|| panic!("{name}: no legend beside the chart"));
+        assert!(
+            data.2 < legend.0,
+            "{name}: curves reach x = {} inside the legend box from x = {}",
+            data.2,
+            legend.0
+        );
+        assert!(
+            bbox(&image, legend.0..w, curve).is_some(),
+            "{name}: the legend shows no series color"
+        );
+    }
+}
+
+/// report.png: one panel per task, every method's color drawn, not blank.
+#[test]
+fn report_plot_shows_every_method() {
+    let s = scratch("report");
+    let panel = |title: &str| Panel {
+        title: title.into(),
+        y_desc: "dev f1".into(),
+        methods: vec![
+            ("pac".into(), vec![0.71, 0.74, 0.69]),
+            ("vanilla".into(), vec![0.66, 0.70, 0.61]),
+            ("bitfit".into(), vec![0.62, 0.64, 0.60]),
+        ],
+    };
+    let path = s.path.join("report.png");
+    write_report_plot(&path, &[panel("mrpc"), panel("rte")]).unwrap();
+    check_png(&path, report_plot_size(2));
+    for color in [BLUE, ORANGE, GREEN] {
+        assert!(has_color(&path, color), "no dots of {color:?}");
+    }
     assert_no_temp_files(&s.path);
 }

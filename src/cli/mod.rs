@@ -4,7 +4,9 @@ mod data;
 mod devices;
 mod encode;
 mod eval;
+mod report;
 mod score;
+mod sweep;
 mod train;
 
 use clap::error::ErrorKind;
@@ -16,7 +18,7 @@ use pac_wgpu::device::DeviceChoice;
 #[command(name = "pac-wgpu", version, about, long_about = None)]
 pub struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
     #[command(flatten)]
     global: GlobalArgs,
 }
@@ -34,7 +36,7 @@ pub struct GlobalArgs {
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub(crate) enum Command {
     /// List wgpu adapters and the CPU backend, and which one `--device auto` picks.
     #[command(after_help = "Examples:\n  pac-wgpu devices\n  pac-wgpu devices --json")]
     Devices(devices::DevicesArgs),
@@ -53,6 +55,17 @@ enum Command {
     )]
     #[command(allow_negative_numbers = true)]
     Train(Box<train::TrainArgs>),
+    /// Many runs as one: tasks × methods × seeds, resumable, as child processes, or emitted
+    /// for Slurm or GNU parallel.
+    #[command(
+        after_help = "Examples:\n  pac-wgpu sweep --tasks mrpc,rte --methods pac,vanilla,bitfit --seeds 1-3 --out sweeps/glue --device cpu -- --model assets/models/all-MiniLM-L6-v2 --epochs 30\n  pac-wgpu sweep --tasks mrpc --methods pac,lora --seeds 1-5 --out sweeps/mrpc --emit slurm -- --epochs 250\n  pac-wgpu sweep --out sweeps/mrpc --run-index 3"
+    )]
+    Sweep(Box<sweep::SweepArgs>),
+    /// The table of a sweep (or any runs): mean ± std over seeds per task × method.
+    #[command(
+        after_help = "Examples:\n  pac-wgpu report sweeps/glue\n  pac-wgpu report sweeps/glue --metric accuracy --at best"
+    )]
+    Report(report::ReportArgs),
     /// Score a run's checkpoint on a labelled split.
     #[command(
         after_help = "Examples:\n  pac-wgpu eval --run runs/rte-vanilla-42\n  pac-wgpu eval --run runs/rte-vanilla-42 --checkpoint last --json"
@@ -84,6 +97,8 @@ pub fn run() -> anyhow::Result<()> {
         Command::Score(args) => score::run(args),
         Command::Train(args) => train::run(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
+        Command::Sweep(args) => sweep::run(args, &cli.global),
+        Command::Report(args) => report::run(args),
         Command::Predict(args) => eval::predict(args, &cli.global),
     }
 }

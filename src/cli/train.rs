@@ -26,7 +26,8 @@ pub struct TrainArgs {
     /// a number and there are more than 10 distinct ones]
     #[arg(long, value_name = "KIND")]
     problem_type: Option<ProblemType>,
-    /// pac (PAC-tuning), vanilla (AdamW) or pgd (fixed isotropic noise). [default: pac]
+    /// pac (PAC-tuning), vanilla (AdamW), pgd (fixed isotropic noise), bitfit (biases and head)
+    /// or lora (low-rank adapters and head). [default: pac]
     #[arg(long)]
     method: Option<Method>,
     /// A local HF model folder or a hub id. [default: bert-base-uncased]
@@ -83,6 +84,16 @@ pub struct TrainArgs {
     /// PGD: the fixed noise std.
     #[arg(long)]
     noise_std: Option<f64>,
+    /// LoRA: the adapters' rank r. [default: 8]
+    #[arg(long)]
+    lora_rank: Option<usize>,
+    /// LoRA: the scale numerator α; the weight becomes W + α/r·A·B. [default: 16]
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// LoRA: the encoder Linear layers adapted, among query, key, value, dense (every dense
+    /// layer). [default: query,value]
+    #[arg(long)]
+    lora_targets: Option<String>,
     /// Dropout probability everywhere. [default: 0]
     #[arg(long)]
     dropout: Option<f64>,
@@ -125,7 +136,7 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
 impl TrainArgs {
     /// The paper's setting ([`TrainConfig::paper`]), then --config (or the resumed run's
     /// run.json), then the flags given.
-    fn resolve(&self, global: &GlobalArgs) -> Result<TrainConfig> {
+    pub(super) fn resolve(&self, global: &GlobalArgs) -> Result<TrainConfig> {
         let base = match (&self.config, &self.output_dir) {
             (Some(path), _) => Some(read_config(path)?),
             (None, Some(dir)) if self.resume && dir.join("run.json").is_file() => {
@@ -173,6 +184,9 @@ impl TrainArgs {
         set(&mut c.weight_decay, self.weight_decay);
         set(&mut c.warmup_ratio, self.warmup_ratio);
         set(&mut c.schedule, self.lr_schedule);
+        set(&mut c.lora_rank, self.lora_rank);
+        set(&mut c.lora_alpha, self.lora_alpha);
+        set(&mut c.lora_targets, self.lora_targets.clone());
         set(&mut c.dropout, self.dropout);
         set(&mut c.eval_every_epochs, self.eval_every_epochs);
         set(&mut c.on_nonfinite, self.on_nonfinite);

@@ -3,8 +3,8 @@
 //!
 //! Every weight matrix, bias, LayerNorm gain and bias of the encoder is its own trainable
 //! tensor, then the head's weight and bias. Embeddings (and their LayerNorm) are frozen unless
-//! asked otherwise. They are ordered as the module is traversed, which is stable for a given
-//! model config.
+//! asked otherwise; a [`Scope`] narrows the encoder's part further (BitFit, LoRA). They are
+//! ordered as the module is traversed, which is stable for a given model config.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
@@ -35,19 +35,95 @@ impl Trainable {
     }
 }
 
-/// The trainable tensors of `model`; `train_embeddings` unfreezes the embedding tensors.
-pub fn list(model: &Classifier, train_embeddings: bool) -> Vec<Trainable> {
+/// Which tensors of a classifier train: the head always; of the encoder, the part `encoder`
+/// names, the embeddings only with `embeddings`. `false`/`true` is every encoder tensor
+/// without/with the embeddings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Scope {
+    pub embeddings: bool,
+    pub encoder: EncoderPart,
+}
+
+/// The part of the encoder that trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EncoderPart {
+    /// Every tensor (full fine-tuning, PGD, PAC).
+    #[default]
+    All,
+    /// The biases, LayerNorm's included (BitFit).
+    Biases,
+    /// The LoRA factors A and B attached by `Module::apply_lora`; their base weights stay frozen.
+    Adapters,
+}
+
+impl From<bool> for Scope {
+    fn from(embeddings: bool) -> Scope {
+        Scope {
+            embeddings,
+            encoder: EncoderPart::All,
+        }
+    }
+}
+
+impl Scope {
+    /// Whether the parameter at module path `path` trains.
+    fn trains(self, path: &str) -> bool {
+        if !path.starts_with("bert.") {
+            return true;
+        }
+        if path.starts_with("bert.embeddings.") && !self.embeddings {
+            return false;
+        }
+        let adapter = path.contains(".lora.");
+        match self.encoder {
+            EncoderPart::All => !adapter,
+            EncoderPart::Biases => !adapter && hf_name(path).ends_with(".bias"),
+            EncoderPart::Adapters => adapter,
+        }
+    }
+}
+
+/// The trainable tensors of `model` in `scope`.
+pub fn list(model: &Classifier, scope: impl Into<Scope>) -> Vec<Trainable> {
     let mut visitor = ListVisitor {
         path: Vec::new(),
-        train_embeddings,
+        scope: scope.into(),
         tensors: Vec::new(),
     };
     model.visit(&mut visitor);
     visitor.tensors
 }
 
-fn is_trainable(path: &str, train_embeddings: bool) -> bool {
-    train_embeddings || !path.starts_with("bert.embeddings.")
+/// `model` with gradients off for every tensor outside `scope`, so that backward passes skip
+/// them.
+pub fn freeze_outside(model: Classifier, scope: Scope) -> Classifier {
+    model.map(&mut FreezeMapper {
+        path: Vec::new(),
+        scope,
+    })
+}
+
+struct FreezeMapper {
+    path: Vec<String>,
+    scope: Scope,
+}
+
+impl ModuleMapper for FreezeMapper {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        if self.scope.trains(&self.path.join(".")) {
+            param
+        } else {
+            param.set_require_grad(false)
+        }
+    }
 }
 
 fn group_of(path: &str) -> Group {
@@ -60,7 +136,7 @@ fn group_of(path: &str) -> Group {
 
 struct ListVisitor {
     path: Vec<String>,
-    train_embeddings: bool,
+    scope: Scope,
     tensors: Vec<Trainable>,
 }
 
@@ -75,7 +151,7 @@ impl ModuleVisitor for ListVisitor {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let path = self.path.join(".");
-        if is_trainable(&path, self.train_embeddings) {
+        if self.scope.trains(&path) {
             self.tensors.push(Trainable {
                 name: hf_name(&path),
                 shape: param.val().dims().to_vec(),
@@ -90,12 +166,12 @@ impl ModuleVisitor for ListVisitor {
 /// are tracked again when `model` lives on an autodiff device.
 pub fn map(
     model: Classifier,
-    train_embeddings: bool,
+    scope: impl Into<Scope>,
     f: impl FnMut(usize, Tensor<1>) -> Tensor<1>,
 ) -> Classifier {
     let mut mapper = TrainableMapper {
         path: Vec::new(),
-        train_embeddings,
+        scope: scope.into(),
         index: 0,
         f,
     };
@@ -104,7 +180,7 @@ pub fn map(
 
 struct TrainableMapper<F> {
     path: Vec<String>,
-    train_embeddings: bool,
+    scope: Scope,
     index: usize,
     f: F,
 }
@@ -119,7 +195,7 @@ impl<F: FnMut(usize, Tensor<1>) -> Tensor<1>> ModuleMapper for TrainableMapper<F
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if !is_trainable(&self.path.join("."), self.train_embeddings) {
+        if !self.scope.trains(&self.path.join(".")) {
             return param;
         }
         let (id, tensor, mapper): (ParamId, Tensor<D>, _) = param.consume();
@@ -146,7 +222,7 @@ fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
 /// value (plain) and its gradient in `grads` (if any) flattened to 1-D.
 pub fn visit(
     model: &Classifier,
-    train_embeddings: bool,
+    scope: impl Into<Scope>,
     grads: Option<&Gradients>,
     mut f: impl FnMut(usize, Tensor<1>, Option<Tensor<1>>),
 ) {
@@ -157,7 +233,7 @@ pub fn visit(
     };
     let mut visitor = ValueVisitor {
         path: Vec::new(),
-        train_embeddings,
+        scope: scope.into(),
         grads,
         f: &mut call,
     };
@@ -168,7 +244,7 @@ type TensorCallback<'a> = &'a mut dyn FnMut(Tensor<1>, Option<Tensor<1>>);
 
 struct ValueVisitor<'a> {
     path: Vec<String>,
-    train_embeddings: bool,
+    scope: Scope,
     grads: Option<&'a Gradients>,
     f: TensorCallback<'a>,
 }
@@ -183,7 +259,7 @@ impl ModuleVisitor for ValueVisitor<'_> {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if is_trainable(&self.path.join("."), self.train_embeddings) {
+        if self.scope.trains(&self.path.join(".")) {
             let value = param.val();
             let grad = self.grads.and_then(|g| value.grad(g)).map(flat);
             let value = if value.is_autodiff() {

@@ -220,12 +220,12 @@ impl PacTuning {
         batch: &Batch,
         tau: Tau,
     ) -> Result<(Classifier, Outcome<Stage1Report>)> {
-        let te = ctx.train_embeddings;
+        let scope = ctx.scope;
         let mut clean = Vec::with_capacity(self.p.len());
-        trainable::visit(&model, te, None, |_, theta, _| clean.push(theta));
+        trainable::visit(&model, scope, None, |_, theta, _| clean.push(theta));
         let b: Vec<f32> = self.b.iter().map(|&x| x as f32).collect();
         let (sums, noisy) = kl::sums(&clean, &self.theta0, &self.p, &b, Some(tau));
-        let model = trainable::map(model, te, |j, _| noisy[j].clone());
+        let model = trainable::map(model, scope, |j, _| noisy[j].clone());
         (ctx.lap)(Part::Inject);
 
         let (model, gradients) = noisy_gradients(model, &clean, ctx, batch)?;
@@ -349,9 +349,9 @@ pub fn perturbed_step(
     batch: &Batch,
     tau: Tau,
 ) -> Result<(Classifier, Outcome)> {
-    let te = ctx.train_embeddings;
+    let scope = ctx.scope;
     let mut clean = Vec::with_capacity(p.len());
-    let model = trainable::map(model, te, |j, theta| {
+    let model = trainable::map(model, scope, |j, theta| {
         clean.push(theta.clone());
         noise::inject(theta, &p[j], j as u32, &tau(j))
     });
@@ -376,7 +376,7 @@ fn noisy_gradients(
 ) -> Result<(Classifier, Outcome<(f64, Grads)>)> {
     let (loss1, grads) = step::forward_backward(&model, ctx, batch)?;
     (ctx.lap)(Part::ForwardBackward);
-    let model = trainable::map(model, ctx.train_embeddings, |j, _| clean[j].clone());
+    let model = trainable::map(model, ctx.scope, |j, _| clean[j].clone());
     (ctx.lap)(Part::Restore);
     if let Some(bad) = step::check(loss1, &grads, ctx.trainable)? {
         return Ok((model, Outcome::NonFinite(bad)));

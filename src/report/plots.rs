@@ -23,6 +23,9 @@ use crate::run::EpochRecord;
 /// Pixel size of every learning-curve plot (loss, dev, noise, kl).
 pub const CURVE_SIZE: (u32, u32) = (1000, 600);
 
+/// Width of the strip right of a learning-curve chart that holds its legend, off the data.
+pub const LEGEND_WIDTH: u32 = 250;
+
 /// Pixel size of the σ-per-tensor plot for `n` tensors: 10 px per tensor, 1000 to 4000 wide.
 pub fn sigma_plot_size(n: usize) -> (u32, u32) {
     let width = 200usize
@@ -94,6 +97,93 @@ const PALETTE: [RGBColor; 8] = [
 ];
 const GREY: RGBColor = RGBColor(120, 120, 120);
 
+/// One task of a report: each method's values over seeds.
+pub struct Panel {
+    pub title: String,
+    pub y_desc: String,
+    pub methods: Vec<(String, Vec<f64>)>,
+}
+
+/// Pixel size of report.png for `n` panels: 420 px per panel, side by side.
+pub fn report_plot_size(n: usize) -> (u32, u32) {
+    ((n.max(1) * 420).min(4200) as u32, 520)
+}
+
+/// report.png: a panel per task, one column per method with a dot per seed and a bar at their
+/// mean; method names under the axis (no legend, so nothing covers the data).
+pub fn write_report_plot(path: &Path, panels: &[Panel]) -> Result<()> {
+    report_plot(path, panels, text_enabled())
+}
+
+fn report_plot(path: &Path, panels: &[Panel], text: bool) -> Result<()> {
+    render(path, report_plot_size(panels.len()), |root| {
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (panel, area) in panels.iter().zip(&areas) {
+            report_panel(area, panel, text)?;
+        }
+        Ok(())
+    })
+}
+
+fn report_panel(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    panel: &Panel,
+    text: bool,
+) -> Result<()> {
+    let m = panel.methods.len();
+    let y_range = linear_bounds(panel.methods.iter().flat_map(|(_, v)| v.iter().copied()));
+    let x_range = -0.5..(m.max(1) as f64 - 0.5);
+    let mut builder = ChartBuilder::on(area);
+    builder.margin(14);
+    if text {
+        builder
+            .caption(&panel.title, (FAMILY, DESC_SIZE))
+            .x_label_area_size(40)
+            .y_label_area_size(64);
+    }
+    let mut chart = builder.build_cartesian_2d(x_range, y_range.clone())?;
+    let mut mesh = chart.configure_mesh();
+    mesh.disable_x_mesh()
+        .x_labels(0)
+        .light_line_style(BLACK.mix(0.04))
+        .bold_line_style(BLACK.mix(0.12))
+        .y_label_formatter(&|v| plain(*v));
+    if text {
+        mesh.y_desc(panel.y_desc.as_str())
+            .label_style((FAMILY, LABEL_SIZE))
+            .axis_desc_style((FAMILY, DESC_SIZE));
+    }
+    mesh.draw()?;
+    for (k, (name, values)) in panel.methods.iter().enumerate() {
+        let color = PALETTE[k % PALETTE.len()];
+        let x = k as f64;
+        let n = values.len().max(1) as f64;
+        // Seeds spread a little sideways so equal values stay visible.
+        let dots = values.iter().enumerate().map(|(i, v)| {
+            let dx = (i as f64 - (n - 1.0) / 2.0) * 0.12 / n.max(2.0) * 2.0;
+            Circle::new((x + dx, *v), 5, color.filled())
+        });
+        chart.draw_series(dots)?;
+        if !values.is_empty() {
+            let mean = values.iter().sum::<f64>() / values.len() as f64;
+            chart.draw_series(std::iter::once(PathElement::new(
+                [(x - 0.3, mean), (x + 0.3, mean)],
+                BLACK.stroke_width(3),
+            )))?;
+        }
+        if text {
+            // Backend coordinates are the whole image's; the panel's own start at its corner.
+            let (px, py) = chart.backend_coord(&(x, y_range.start));
+            let (ox, oy) = area.get_base_pixel();
+            let style = TextStyle::from((FAMILY, LABEL_SIZE).into_font())
+                .color(&BLACK)
+                .pos(Pos::new(HPos::Center, VPos::Top));
+            area.draw(&Text::new(name.clone(), (px - ox, py - oy + 8), style))?;
+        }
+    }
+    Ok(())
+}
+
 /// Learning curves from history.jsonl's records.
 ///
 /// `dir` is the run folder; the plots go to `dir/plots/` (created if missing):
@@ -102,9 +192,11 @@ const GREY: RGBColor = RGBColor(120, 120, 120);
 /// - `dev.png`: every dev metric per epoch (when any record has dev metrics);
 /// - `noise.png`: mean σ of the encoder and head and the mean prior std per epoch, log scale
 ///   (PAC runs);
-/// - `kl.png`: KL(posterior ‖ prior) per epoch (PAC runs with a stage 1).
+/// - `kl.png`: KL(posterior ‖ prior) per epoch, log scale (PAC runs with a stage 1).
 ///
-/// Non-finite values are skipped; a series with no finite value is left out.
+/// Log axes span whole decades and label each one; legends sit in a strip right of the chart
+/// ([`LEGEND_WIDTH`]). Non-finite values (and non-positive ones on log axes) are skipped; a
+/// series with no such value is left out.
 pub fn write_history_plots(dir: &Path, history: &[EpochRecord]) -> Result<()> {
     history_plots(dir, history, text_enabled())
 }
@@ -135,8 +227,7 @@ fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> 
 
     // loss.png
     let primary = vec![Series::new("train loss", column(|r| Some(r.train_loss)))];
-    let secondary =
-        (!loss2.is_empty()).then(|| Series::new("loss2 (bound term, right axis)", loss2));
+    let secondary = (!loss2.is_empty()).then(|| Series::new("loss2 (right axis)", loss2));
     line_plot(
         &plots.join("loss.png"),
         &Curves {
@@ -148,7 +239,6 @@ fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> 
             secondary_desc: "loss2",
             log_y: false,
             stage1_end,
-            legend: SeriesLabelPosition::UpperRight,
         },
         text,
     )?;
@@ -188,7 +278,6 @@ fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> 
                 secondary_desc: "",
                 log_y: false,
                 stage1_end,
-                legend: SeriesLabelPosition::LowerRight,
             },
             text,
         )?;
@@ -223,7 +312,6 @@ fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> 
                 secondary_desc: "",
                 log_y: true,
                 stage1_end: None,
-                legend: SeriesLabelPosition::UpperRight,
             },
             text,
         )?;
@@ -235,14 +323,19 @@ fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> 
             &plots.join("kl.png"),
             &Curves {
                 title: "KL(posterior || prior)",
-                y_desc: "KL (nats)",
+                y_desc: "KL (nats, log scale)",
                 x_range,
-                series: vec![Series::new("KL", column(|r| r.kl))],
+                series: vec![Series::new(
+                    "KL",
+                    column(|r| r.kl)
+                        .into_iter()
+                        .filter(|&(_, v)| v > 0.0)
+                        .collect(),
+                )],
                 secondary: None,
                 secondary_desc: "",
-                log_y: false,
+                log_y: true,
                 stage1_end: None,
-                legend: SeriesLabelPosition::UpperLeft,
             },
             text,
         )?;
@@ -369,7 +462,18 @@ fn sigma_plot(path: &Path, layers: &[(String, f64)], text: bool) -> Result<()> {
                     });
             }
         }
-        legend(&mut chart, SeriesLabelPosition::UpperRight, text && n > 0)
+        if text && n > 0 {
+            // In the headroom above the bars.
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::UpperRight)
+                .margin(12)
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK.mix(0.5))
+                .label_font((FAMILY, LEGEND_SIZE))
+                .draw()?;
+        }
+        Ok(())
     })
 }
 
@@ -515,7 +619,6 @@ struct Curves<'a> {
     secondary_desc: &'a str,
     log_y: bool,
     stage1_end: Option<f64>,
-    legend: SeriesLabelPosition,
 }
 
 type Chart<'a, Y> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf64, Y>>;
@@ -523,7 +626,9 @@ type Chart<'a, Y> = ChartContext<'a, BitMapBackend<'a>, Cartesian2d<RangedCoordf
 fn line_plot(path: &Path, c: &Curves, text: bool) -> Result<()> {
     let primary_values = c.series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     render(path, CURVE_SIZE, |root| {
-        let mut builder = ChartBuilder::on(root);
+        let (area, side) = root.split_horizontally(CURVE_SIZE.0 - LEGEND_WIDTH);
+        let area = if text { area } else { root.clone() };
+        let mut builder = ChartBuilder::on(&area);
         builder.margin(16);
         if text {
             builder
@@ -535,16 +640,14 @@ fn line_plot(path: &Path, c: &Curves, text: bool) -> Result<()> {
             }
         }
         if c.log_y {
-            let (lo, hi) = log_bounds(primary_values.clone());
-            let mut chart = builder.build_cartesian_2d(c.x_range.clone(), (lo..hi).log_scale())?;
+            let (lo, hi) = decade_bounds(primary_values.clone());
+            let y = (lo..hi).log_scale().with_key_points(decades(lo, hi));
+            let mut chart = builder.build_cartesian_2d(c.x_range.clone(), y)?;
             let mut mesh = chart.configure_mesh();
             mesh.y_label_formatter(&|v| sci(*v));
             mesh_style(&mut mesh, c, text);
-            // Log key points are already dense; light lines between them only add a grey band.
-            mesh.y_max_light_lines(0);
             mesh.draw()?;
-            let shown = draw_lines(&mut chart, &c.series, lo..hi, c.stage1_end, text)?;
-            legend(&mut chart, c.legend.clone(), text && shown)?;
+            draw_lines(&mut chart, &c.series, lo..hi, c.stage1_end)?;
         } else {
             let y = linear_bounds(primary_values.clone());
             let chart = builder.build_cartesian_2d(c.x_range.clone(), y.clone())?;
@@ -555,8 +658,7 @@ fn line_plot(path: &Path, c: &Curves, text: bool) -> Result<()> {
                     mesh.y_label_formatter(&|v| plain(*v));
                     mesh_style(&mut mesh, c, text);
                     mesh.draw()?;
-                    let shown = draw_lines(&mut chart, &c.series, y, c.stage1_end, text)?;
-                    legend(&mut chart, c.legend.clone(), text && shown)?;
+                    draw_lines(&mut chart, &c.series, y, c.stage1_end)?;
                 }
                 Some(second) => {
                     // The secondary coordinates take the right label area, so they are set
@@ -578,20 +680,16 @@ fn line_plot(path: &Path, c: &Curves, text: bool) -> Result<()> {
                             .axis_desc_style((FAMILY, DESC_SIZE).into_font().color(&color));
                     }
                     axes.draw()?;
-                    draw_lines(&mut chart, &c.series, y, c.stage1_end, text)?;
-                    let drawn = chart.draw_secondary_series(
+                    draw_lines(&mut chart, &c.series, y, c.stage1_end)?;
+                    chart.draw_secondary_series(
                         LineSeries::new(second.points.iter().copied(), color.stroke_width(2))
                             .point_size(point_size(second.points.len())),
                     )?;
-                    if text {
-                        drawn.label(&second.label).legend(move |(x, y)| {
-                            PathElement::new([(x, y), (x + 22, y)], color.stroke_width(3))
-                        });
-                    }
-                    // loss2 is never empty here: the secondary series exists only when it is not.
-                    legend(&mut chart, c.legend.clone(), text)?;
                 }
             }
+        }
+        if text {
+            legend(&side, &legend_entries(c))?;
         }
         Ok(())
     })
@@ -615,66 +713,83 @@ fn mesh_style<Y>(
     }
 }
 
-/// Draws `series` (colors from `PALETTE`, by position) and the stage-1 marker; returns whether
-/// anything that has a legend entry was drawn.
+/// Draws `series` (colors from `PALETTE`, by position) and the stage-1 marker.
 fn draw_lines<'a, Y>(
     chart: &mut Chart<'a, Y>,
     series: &[Series],
     y_range: Range<f64>,
     stage1_end: Option<f64>,
-    text: bool,
-) -> Result<bool>
+) -> Result<()>
 where
     Y: Ranged<ValueType = f64>,
 {
-    let mut shown = false;
     if let Some(x) = stage1_end {
-        let drawn = chart.draw_series(DashedLineSeries::new(
+        chart.draw_series(DashedLineSeries::new(
             [(x, y_range.start), (x, y_range.end)],
             6,
             5,
             GREY.stroke_width(2),
         ))?;
-        if text {
-            drawn
-                .label("end of stage 1")
-                .legend(|(x, y)| PathElement::new([(x, y), (x + 8, y)], GREY.stroke_width(2)));
-        }
-        shown = true;
     }
     for (k, s) in series.iter().enumerate() {
         if s.points.is_empty() {
             continue;
         }
         let color = PALETTE[k % PALETTE.len()];
-        let drawn = chart.draw_series(
+        chart.draw_series(
             LineSeries::new(s.points.iter().copied(), color.stroke_width(2))
                 .point_size(point_size(s.points.len())),
         )?;
-        if text {
-            drawn.label(&s.label).legend(move |(x, y)| {
-                PathElement::new([(x, y), (x + 22, y)], color.stroke_width(3))
-            });
-        }
-        shown = true;
     }
-    Ok(shown)
+    Ok(())
 }
 
-fn legend<'a, Y: Ranged>(
-    chart: &mut Chart<'a, Y>,
-    position: SeriesLabelPosition,
-    text: bool,
+/// The legend's lines: the stage-1 marker, then every drawn series with its color.
+fn legend_entries(c: &Curves) -> Vec<(String, RGBColor)> {
+    let mut entries = Vec::new();
+    if c.stage1_end.is_some() {
+        entries.push(("end of stage 1".to_string(), GREY));
+    }
+    for (k, s) in c.series.iter().enumerate() {
+        if !s.points.is_empty() {
+            entries.push((s.label.clone(), PALETTE[k % PALETTE.len()]));
+        }
+    }
+    if let Some(second) = c.secondary.as_ref().filter(|s| !s.points.is_empty()) {
+        entries.push((
+            second.label.clone(),
+            PALETTE[c.series.len() % PALETTE.len()],
+        ));
+    }
+    entries
+}
+
+/// A framed legend at the top of `area` (the strip beside the chart), one line per entry.
+fn legend(
+    area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
+    entries: &[(String, RGBColor)],
 ) -> Result<()> {
-    if text {
-        chart
-            .configure_series_labels()
-            .position(position)
-            .margin(12)
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.5))
-            .label_font((FAMILY, LEGEND_SIZE))
-            .draw()?;
+    if entries.is_empty() {
+        return Ok(());
+    }
+    const ROW: i32 = 26;
+    let (width, _) = area.dim_in_pixel();
+    let (left, top) = (4, 60);
+    let bottom = top + 10 + ROW * entries.len() as i32;
+    area.draw(&Rectangle::new(
+        [(left, top), (width as i32 - 8, bottom)],
+        BLACK.mix(0.5).stroke_width(1),
+    ))?;
+    for (i, (label, color)) in entries.iter().enumerate() {
+        let y = top + 5 + ROW * i as i32 + ROW / 2;
+        area.draw(&PathElement::new(
+            [(left + 10, y), (left + 34, y)],
+            color.stroke_width(3),
+        ))?;
+        let style = TextStyle::from((FAMILY, LEGEND_SIZE).into_font())
+            .color(&BLACK)
+            .pos(Pos::new(HPos::Left, VPos::Center));
+        area.draw(&Text::new(label.clone(), (left + 42, y), style))?;
     }
     Ok(())
 }
@@ -742,6 +857,29 @@ fn linear_bounds(values: impl Iterator<Item = f64>) -> Range<f64> {
     lo - pad..hi + pad
 }
 
+/// A log y range from the decade below the smallest positive finite value to the decade above
+/// the largest, so that at least two decades are labelled.
+fn decade_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+    if !lo.is_finite() {
+        return (1e-3, 1.0);
+    }
+    let lo = 10f64.powf((lo.log10() + 1e-9).floor());
+    let hi = 10f64.powf((hi.log10() - 1e-9).ceil()).max(lo * 10.0);
+    (lo, hi)
+}
+
+/// Every power of ten in `lo..=hi`.
+fn decades(lo: f64, hi: f64) -> Vec<f64> {
+    let first = (lo.log10() - 1e-9).ceil() as i32;
+    let last = (hi.log10() + 1e-9).floor() as i32;
+    (first..=last).map(|k| 10f64.powi(k)).collect()
+}
+
 /// A log y range covering the positive finite `values`, a bit wider on both ends.
 fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
@@ -790,6 +928,16 @@ fn plain(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_axes_span_and_label_every_decade() {
+        assert_eq!(decades(1e-4, 1.0), [1e-4, 1e-3, 1e-2, 1e-1, 1.0]);
+        assert_eq!(decade_bounds([2e-3, 8e-3].into_iter()), (1e-3, 1e-2));
+        let (lo, hi) = decade_bounds([1.2e-3, 3e-2, 7e4].into_iter());
+        assert_eq!((lo, hi), (1e-3, 1e5));
+        assert_eq!(decades(lo, hi).len(), 9);
+        assert_eq!(decade_bounds([1e-2].into_iter()), (1e-2, 1e-1));
+    }
 
     #[test]
     fn kinds_from_hf_names() {

@@ -21,6 +21,10 @@ pub enum Method {
     Vanilla,
     /// Perturbed gradient descent with a fixed isotropic noise std (`noise_std`).
     Pgd,
+    /// BitFit: AdamW on the encoder's biases and the head only.
+    Bitfit,
+    /// LoRA: AdamW on low-rank adapters of the `lora_targets` weights, and the head.
+    Lora,
 }
 
 impl Method {
@@ -30,6 +34,8 @@ impl Method {
             Method::Pac => "pac",
             Method::Vanilla => "vanilla",
             Method::Pgd => "pgd",
+            Method::Bitfit => "bitfit",
+            Method::Lora => "lora",
         }
     }
 }
@@ -41,7 +47,11 @@ impl FromStr for Method {
             "pac" => Ok(Method::Pac),
             "vanilla" => Ok(Method::Vanilla),
             "pgd" => Ok(Method::Pgd),
-            _ => Err(format!("expected pac, vanilla or pgd, found {s:?}")),
+            "bitfit" => Ok(Method::Bitfit),
+            "lora" => Ok(Method::Lora),
+            _ => Err(format!(
+                "expected pac, vanilla, pgd, bitfit or lora, found {s:?}"
+            )),
         }
     }
 }
@@ -112,6 +122,14 @@ pub struct TrainConfig {
     pub max_grad_norm: Option<f64>,
     pub gamma: Option<f64>,
     pub noise_std: Option<f64>,
+    /// LoRA: the adapters' rank r, their scale numerator α (the update is α/r·A·B) and the
+    /// Linear layers they adapt (comma-separated field names: query, key, value, dense).
+    #[serde(default = "default_lora_rank")]
+    pub lora_rank: usize,
+    #[serde(default = "default_lora_alpha")]
+    pub lora_alpha: f64,
+    #[serde(default = "default_lora_targets")]
+    pub lora_targets: String,
     pub dropout: f64,
     pub train_embeddings: bool,
     pub eval_every_epochs: usize,
@@ -120,6 +138,10 @@ pub struct TrainConfig {
     pub on_nonfinite: OnNonFinite,
     pub output_dir: PathBuf,
     pub device: String,
+    /// Written by the trainer: how many scalars train (the method's trainable set); ignored when
+    /// read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainable_parameters: Option<usize>,
 }
 
 impl TrainConfig {
@@ -153,6 +175,9 @@ impl TrainConfig {
             max_grad_norm: None,
             gamma: None,
             noise_std: None,
+            lora_rank: default_lora_rank(),
+            lora_alpha: default_lora_alpha(),
+            lora_targets: default_lora_targets(),
             dropout: 0.0,
             train_embeddings: false,
             eval_every_epochs: 1,
@@ -160,6 +185,7 @@ impl TrainConfig {
             on_nonfinite: OnNonFinite::Stop,
             output_dir: default_output_dir(task, method, seed),
             device: "auto".into(),
+            trainable_parameters: None,
         }
     }
 
@@ -272,10 +298,39 @@ impl TrainConfig {
         {
             bail!("--method pgd needs --noise-std S with S > 0");
         }
+        if self.method == Method::Lora {
+            self.check_lora()?;
+        }
         self.device
             .parse::<DeviceChoice>()
             .map_err(|e| anyhow!("--device: {e}"))?;
         Ok(task)
+    }
+
+    fn check_lora(&self) -> Result<()> {
+        if self.lora_rank == 0 {
+            bail!("--lora-rank must be at least 1, found 0");
+        }
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
+            bail!("--lora-alpha must be > 0, found {}", self.lora_alpha);
+        }
+        let targets = self.lora_target_list();
+        if targets.is_empty() {
+            bail!("--lora-targets needs at least one of {LORA_TARGETS:?}");
+        }
+        if let Some(bad) = targets.iter().find(|t| !LORA_TARGETS.contains(t)) {
+            bail!("--lora-targets: expected names among {LORA_TARGETS:?}, found {bad:?}");
+        }
+        Ok(())
+    }
+
+    /// `lora_targets` split at commas, blanks dropped.
+    pub fn lora_target_list(&self) -> Vec<&str> {
+        self.lora_targets
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .collect()
     }
 
     pub fn data_source(&self) -> DataSource {
@@ -316,6 +371,21 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
             e.line()
         )
     })
+}
+
+/// The encoder's Linear layers LoRA can adapt, by field name (`dense` is every dense layer).
+pub const LORA_TARGETS: [&str; 4] = ["query", "key", "value", "dense"];
+
+fn default_lora_rank() -> usize {
+    8
+}
+
+fn default_lora_alpha() -> f64 {
+    16.0
+}
+
+fn default_lora_targets() -> String {
+    "query,value".into()
 }
 
 /// Stage 1's default length: 4/5 of the epochs (the authors' 200 of 250).

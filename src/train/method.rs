@@ -1,15 +1,64 @@
 //! The fine-tuning methods the training loop runs: each takes one optimiser step on a batch and
 //! keeps whatever state it carries between steps.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
+use burn::module::{Lora, Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 
+use super::config::{Method, TrainConfig};
 use crate::model::Classifier;
-use crate::model::trainable::Trainable;
+use crate::model::trainable::{self, EncoderPart, Scope, Trainable};
 use crate::pac::bound::BoundTerms;
 use crate::pac::{self, PacTuning, Stage, Tau};
+use crate::rng::mix64;
 use crate::run::EpochRecord;
 use crate::step::{self, Batch, Outcome, StepContext};
+
+/// Separates the LoRA factors' draws from the other streams of the same seed (ASCII "lora").
+const LORA_STREAM: u64 = 0x6c6f_7261;
+
+/// The tensors a run's method trains. BitFit and LoRA take the vanilla step on their narrower
+/// scope.
+pub fn scope(config: &TrainConfig) -> Scope {
+    let encoder = match config.method {
+        Method::Bitfit => EncoderPart::Biases,
+        Method::Lora => EncoderPart::Adapters,
+        Method::Pac | Method::Vanilla | Method::Pgd => EncoderPart::All,
+    };
+    Scope {
+        embeddings: config.train_embeddings,
+        encoder,
+    }
+}
+
+/// The model as the run's method trains it: with LoRA's adapters when the method is LoRA
+/// ([`with_adapters`]), and gradients off outside the method's [`scope`].
+pub fn prepare_model(
+    model: Classifier,
+    config: &TrainConfig,
+    device: &Device,
+) -> Result<Classifier> {
+    if config.method == Method::Lora {
+        device.seed(mix64(config.seed ^ LORA_STREAM));
+    }
+    let model = with_adapters(model, config)?;
+    Ok(trainable::freeze_outside(model, scope(config)))
+}
+
+/// For LoRA runs, `model` with Burn's LoRA adapters on the encoder weights that
+/// `--lora-targets` names (A ~ N(0, 1/r), B = 0, so the model starts unchanged; the weight
+/// becomes W + α/r·A·B); other runs' models unchanged.
+pub fn with_adapters(mut model: Classifier, config: &TrainConfig) -> Result<Classifier> {
+    if config.method != Method::Lora {
+        return Ok(model);
+    }
+    let targets = config.lora_target_list().join("|");
+    let group = ParamGroup::from_regex(format!(r"(^|\.)({targets})\.weight$"))
+        .map_err(|e| anyhow!("--lora-targets {:?}: {e:?}", config.lora_targets))?;
+    let lora = Lora::new(config.lora_rank, config.lora_alpha).set_param_group(group);
+    model.bert = model.bert.apply_lora(lora);
+    Ok(model)
+}
 
 /// A method and its state.
 pub enum Trainer {

@@ -128,7 +128,11 @@ pub fn train(
             "took over the run lock left by process {holder}, which is no longer running"
         )));
     }
-    write_json(&job.dir.file("run.json"), config)?;
+    let written = TrainConfig {
+        trainable_parameters: Some(job.trainable.iter().map(Trainable::numel).sum()),
+        ..config.clone()
+    };
+    write_json(&job.dir.file("run.json"), &written)?;
     on_event(Event::Start {
         device: &job.device_name,
         train_examples: job.train.len(),
@@ -184,7 +188,7 @@ fn prepare(
 
     let pretrained = Pretrained::load(&folder, config.dropout, &device)?;
     let hidden = pretrained.config.hidden_size;
-    let mut model = Classifier::new(
+    let model = Classifier::new(
         pretrained.bert,
         hidden,
         task.num_labels(),
@@ -192,9 +196,7 @@ fn prepare(
         config.seed,
         &device,
     );
-    if !config.train_embeddings {
-        model.bert.embeddings = model.bert.embeddings.no_grad();
-    }
+    let model = method::prepare_model(model, config, &device)?;
     let extra_files = ["config.json", "tokenizer.json", "vocab.txt"]
         .iter()
         .map(|f| folder.join(f))
@@ -209,7 +211,7 @@ fn prepare(
         pad: tokenizer.pad_id(),
         train,
         dev,
-        trainable: trainable::list(&model, config.train_embeddings),
+        trainable: trainable::list(&model, method::scope(config)),
         extra_files,
         dir: RunDir::open(&config.output_dir, resume, overwrite)?,
         started,
@@ -234,7 +236,7 @@ fn resumed(job: &mut Job, model: Classifier, last: &std::path::Path) -> Result<P
     checkpoint::load_moments(last, &mut adam, &job.trainable, &job.plain)?;
     let state = checkpoint::load_state(last)?;
     let method = match config.method {
-        Method::Vanilla => Trainer::Vanilla,
+        Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
         Method::Pgd => Trainer::pgd(&job.trainable, noise_std(config)?, &job.plain),
         Method::Pac => Trainer::Pac(Box::new(PacTuning::load(
             last,
@@ -277,7 +279,7 @@ fn start_method(
 ) -> Result<Trainer> {
     let config = job.config;
     Ok(match config.method {
-        Method::Vanilla => Trainer::Vanilla,
+        Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
         Method::Pgd => Trainer::pgd(&job.trainable, noise_std(config)?, &job.plain),
         Method::Pac => {
             let k_start = Instant::now();
@@ -386,7 +388,7 @@ fn take_step(job: &Job, p: &mut Progress, rows: &[usize]) -> Result<Outcome<Step
     };
     let mut ctx = StepContext {
         trainable: &job.trainable,
-        train_embeddings: config.train_embeddings,
+        scope: method::scope(config),
         adam: &mut p.adam,
         lrs: Lrs {
             encoder: config.lr_encoder * scale,
@@ -558,9 +560,11 @@ fn save_epoch(job: &Job, p: &Progress, predictions: Option<Vec<Label>>) -> Resul
     job.dir.write_history(&p.history)?;
     crate::report::plots::write_history_plots(&job.dir.path, &p.history)?;
     if let Some(predictions) = predictions {
+        // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
         let best = job.dir.checkpoint("best");
         let tsv = predictions_tsv(job.task, &predictions);
-        checkpoint::save(&best, &p.model, &job.extra_files, None, &p.state, |dir| {
+        let merged = p.model.clone().materialize();
+        checkpoint::save(&best, &merged, &job.extra_files, None, &p.state, |dir| {
             write_atomic(&dir.join("dev_predictions.tsv"), tsv.as_bytes())
         })?;
     }
@@ -655,6 +659,7 @@ fn summary(job: &Job, p: &Progress) -> Summary {
         best: p.state.best.map(|(e, _)| at(e)),
         last: at(last_eval),
         epochs_run: p.state.epoch,
+        trainable_parameters: job.trainable.iter().map(Trainable::numel).sum(),
         bound: p.state.bound.clone(),
         k_estimation_seconds: p.state.k_seconds,
         wall_seconds: wall_seconds(job),

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use anyhow::{Result, anyhow, bail};
+use burn::module::Module;
 use burn::tensor::Device;
 
 use super::checkpoint;
@@ -46,7 +47,12 @@ impl Trained {
             0,
             device,
         );
-        let model = checkpoint::load_model(&dir, model)?;
+        // `last` of a LoRA run holds the adapters unmerged; they are merged once loaded.
+        let model = match which {
+            "last" => super::method::with_adapters(model, &config)?,
+            _ => model,
+        };
+        let model = checkpoint::load_model(&dir, model)?.materialize();
         let tokenizer = TextTokenizer::from_model_dir(&dir, config.max_length)?;
         Ok(Trained {
             config,

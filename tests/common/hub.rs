@@ -83,7 +83,7 @@ impl Hub {
 
     /// Serves every file of `folder` as `repo` ("org/name" or "datasets/org/name").
     pub fn add_folder(&self, repo: &str, folder: &std::path::Path) {
-        for entry in walk(folder) {
+        for entry in files_under(folder) {
             let name = entry
                 .strip_prefix(folder)
                 .unwrap()
@@ -131,12 +131,13 @@ impl Drop for Hub {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.is_dir() {
-            files.extend(walk(&path));
+            files.extend(files_under(&path));
         } else {
             files.push(path);
         }

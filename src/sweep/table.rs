@@ -1,0 +1,369 @@
+//! The paper-style table of a set of runs: per model × task × method, a dev metric's mean ±
+//! sample std over the seeds that finished, and PAC's bound J at the end of stage 1. Runs that
+//! did not finish are listed apart, never averaged in.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::runner::Status;
+use super::{Plan, RunState};
+use crate::report::plots::Panel;
+use crate::run::Summary;
+
+/// Which evaluation of a run the table reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum At {
+    /// The last evaluated epoch (no selection on dev).
+    Final,
+    /// The epoch with the best main metric on dev.
+    Best,
+}
+
+impl std::str::FromStr for At {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "final" => Ok(At::Final),
+            "best" => Ok(At::Best),
+            _ => Err(format!("expected final or best, found {s:?}")),
+        }
+    }
+}
+
+/// report.json.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// `--metric`, when given; else each task's main metric.
+    pub metric: Option<String>,
+    pub at: At,
+    pub groups: Vec<Group>,
+    pub incomplete: Vec<Incomplete>,
+}
+
+/// The finished runs of one model × task × method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Group {
+    pub model: String,
+    pub task: String,
+    pub method: String,
+    pub metric: String,
+    /// Each seed and its metric value.
+    pub values: Vec<(u64, f64)>,
+    pub mean: f64,
+    /// Sample standard deviation (n − 1); 0 for one seed.
+    pub std: f64,
+    /// PAC: J at the end of stage 1, mean and std over the seeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_j: Option<(f64, f64)>,
+    /// Whether its mean is the best of its model × task.
+    pub best: bool,
+}
+
+/// A run with no summary.json: interrupted, failed, or never started.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Incomplete {
+    pub run: PathBuf,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A finished run read back.
+struct Finished {
+    summary: Summary,
+    path: PathBuf,
+}
+
+/// The table of the runs under `dirs` (sweep folders, run folders, or folders of run folders).
+pub fn build(dirs: &[PathBuf], metric: Option<&str>, at: At) -> Result<Report> {
+    let mut finished = Vec::new();
+    let mut incomplete = Vec::new();
+    for dir in dirs {
+        for (run, error) in run_folders(dir)? {
+            match RunState::of(&run) {
+                RunState::Finished => finished.push(Finished {
+                    summary: read_summary(&run)?,
+                    path: run,
+                }),
+                state => incomplete.push(Incomplete {
+                    run,
+                    state: format!("{state:?}").to_lowercase(),
+                    error,
+                }),
+            }
+        }
+    }
+    if finished.is_empty() && incomplete.is_empty() {
+        bail!("no run folders under {}", display_list(dirs));
+    }
+    let mut groups = group(&finished, metric, at)?;
+    mark_best(&mut groups);
+    Ok(Report {
+        metric: metric.map(str::to_string),
+        at,
+        groups,
+        incomplete,
+    })
+}
+
+/// Run folders under `dir`, with the error a sweep recorded for each (if any): a sweep folder's
+/// planned runs, `dir` itself when it is a run, else its subfolders holding a run.json.
+fn run_folders(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
+    if Plan::path(dir).is_file() {
+        let plan = Plan::read(dir)?;
+        let status = read_status(dir);
+        return Ok(plan
+            .runs
+            .into_iter()
+            .map(|r| {
+                let error = status.as_ref().and_then(|s| {
+                    s.runs
+                        .iter()
+                        .find(|x| x.name == r.name)
+                        .and_then(|x| x.error.clone())
+                });
+                (r.output_dir, error)
+            })
+            .collect());
+    }
+    if dir.join("run.json").is_file() {
+        return Ok(vec![(dir.to_path_buf(), None)]);
+    }
+    let entries = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot read the folder", dir.display()))?;
+    let mut runs: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("run.json").is_file())
+        .collect();
+    runs.sort();
+    Ok(runs.into_iter().map(|r| (r, None)).collect())
+}
+
+fn read_status(dir: &Path) -> Option<Status> {
+    let text = std::fs::read_to_string(dir.join("status.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn read_summary(run: &Path) -> Result<Summary> {
+    let path = run.join("summary.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: expected a pac-wgpu summary.json", path.display()))
+}
+
+/// Groups the finished runs by model × task × method (in first-seen order) with their stats.
+fn group(finished: &[Finished], metric: Option<&str>, at: At) -> Result<Vec<Group>> {
+    let mut order: Vec<(String, String, String)> = Vec::new();
+    let mut members: BTreeMap<(String, String, String), Vec<&Finished>> = BTreeMap::new();
+    for f in finished {
+        let s = &f.summary;
+        let key = (model_name(&s.model), s.task.clone(), s.method.clone());
+        if !members.contains_key(&key) {
+            order.push(key.clone());
+        }
+        members.entry(key).or_default().push(f);
+    }
+    order
+        .into_iter()
+        .map(|key| {
+            let runs = &members[&key];
+            let metric = metric.unwrap_or(&runs[0].summary.metric).to_string();
+            let values = runs
+                .iter()
+                .map(|f| Ok((f.summary.seed, value(f, &metric, at)?)))
+                .collect::<Result<Vec<_>>>()?;
+            let (mean, std) = mean_std(values.iter().map(|(_, v)| *v));
+            let bounds: Vec<f64> = runs
+                .iter()
+                .filter_map(|f| f.summary.bound.as_ref().map(|b| b.j))
+                .collect();
+            let bound_j = (!bounds.is_empty()).then(|| mean_std(bounds.into_iter()));
+            let (model, task, method) = key;
+            Ok(Group {
+                model,
+                task,
+                method,
+                metric,
+                values,
+                mean,
+                std,
+                bound_j,
+                best: false,
+            })
+        })
+        .collect()
+}
+
+/// A model named by its folder's last component (a hub id stays whole).
+fn model_name(model: &str) -> String {
+    let path = Path::new(model);
+    if path.is_absolute() || model.starts_with('.') {
+        path.file_name()
+            .map_or(model.to_string(), |n| n.to_string_lossy().into_owned())
+    } else {
+        model.to_string()
+    }
+}
+
+fn value(f: &Finished, metric: &str, at: At) -> Result<f64> {
+    let point = match at {
+        At::Final => Some(&f.summary.last),
+        At::Best => f.summary.best.as_ref(),
+    };
+    point
+        .and_then(|p| p.metrics.get(metric).copied())
+        .with_context(|| {
+            format!(
+                "{}: no {metric} at the {} evaluation (--metric names one of the task's metrics)",
+                f.path.join("summary.json").display(),
+                format!("{at:?}").to_lowercase()
+            )
+        })
+}
+
+/// Mean and sample standard deviation (0 for fewer than two values).
+pub fn mean_std(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let values: Vec<f64> = values.collect();
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, var.sqrt())
+}
+
+/// Marks the best mean of each model × task (every GLUE metric is higher-is-better).
+fn mark_best(groups: &mut [Group]) {
+    let mut best: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for g in groups.iter() {
+        let entry = best
+            .entry((g.model.clone(), g.task.clone()))
+            .or_insert(f64::NEG_INFINITY);
+        *entry = entry.max(g.mean);
+    }
+    for g in groups.iter_mut() {
+        g.best = best[&(g.model.clone(), g.task.clone())] == g.mean;
+    }
+}
+
+fn display_list(dirs: &[PathBuf]) -> String {
+    dirs.iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Report {
+    /// report.png's panels: one per model × task, its methods' values over seeds.
+    pub fn panels(&self) -> Vec<Panel> {
+        let models = unique(self.groups.iter().map(|g| g.model.clone()));
+        let mut panels = Vec::new();
+        for model in &models {
+            let groups: Vec<&Group> = self.groups.iter().filter(|g| &g.model == model).collect();
+            for task in unique(groups.iter().map(|g| g.task.clone())) {
+                let of_task: Vec<&&Group> = groups.iter().filter(|g| g.task == task).collect();
+                let title = match models.len() {
+                    1 => task.clone(),
+                    _ => format!("{task} ({model})"),
+                };
+                panels.push(Panel {
+                    title,
+                    y_desc: format!("dev {}", of_task[0].metric),
+                    methods: of_task
+                        .iter()
+                        .map(|g| (g.method.clone(), g.values.iter().map(|(_, v)| *v).collect()))
+                        .collect(),
+                });
+            }
+        }
+        panels
+    }
+
+    /// report.md: per model, methods down, tasks across, `mean ± std (n)` in percent, the best
+    /// of each column in bold; PAC's J below; the incomplete runs listed.
+    pub fn markdown(&self) -> String {
+        let mut md = String::from("# pac-wgpu report\n\n");
+        md.push_str(&format!(
+            "Dev {} at the {} evaluation, mean ± sample std over seeds ×100 (n = finished seeds); best of each column in bold.\n",
+            self.metric.as_deref().unwrap_or("main metric of each task"),
+            format!("{:?}", self.at).to_lowercase()
+        ));
+        let models = unique(self.groups.iter().map(|g| g.model.clone()));
+        for model in &models {
+            md.push_str(&self.model_table(model));
+        }
+        if !self.incomplete.is_empty() {
+            md.push_str("\n## Incomplete runs (not averaged in)\n\n");
+            for i in &self.incomplete {
+                let error = i
+                    .error
+                    .as_deref()
+                    .map_or(String::new(), |e| format!(": {e}"));
+                md.push_str(&format!("- {} ({}){error}\n", i.run.display(), i.state));
+            }
+        }
+        md
+    }
+
+    fn model_table(&self, model: &str) -> String {
+        let groups: Vec<&Group> = self.groups.iter().filter(|g| g.model == model).collect();
+        let tasks = unique(groups.iter().map(|g| g.task.clone()));
+        let methods = unique(groups.iter().map(|g| g.method.clone()));
+        let find = |t: &str, m: &str| groups.iter().find(|g| g.task == t && g.method == m);
+        let mut md = format!("\n## {model}\n\n| method |");
+        for t in &tasks {
+            let metric = groups
+                .iter()
+                .find(|g| &g.task == t)
+                .map_or(String::new(), |g| format!(" ({})", g.metric));
+            md.push_str(&format!(" {t}{metric} |"));
+        }
+        md.push_str(&format!("\n|---|{}\n", "---|".repeat(tasks.len())));
+        for m in &methods {
+            md.push_str(&format!("| {m} |"));
+            for t in &tasks {
+                let cell = find(t, m).map_or("—".into(), |g| {
+                    let text = format!(
+                        "{:.1} ± {:.1} ({})",
+                        g.mean * 100.0,
+                        g.std * 100.0,
+                        g.values.len()
+                    );
+                    if g.best { format!("**{text}**") } else { text }
+                });
+                md.push_str(&format!(" {cell} |"));
+            }
+            md.push('\n');
+        }
+        if groups.iter().any(|g| g.bound_j.is_some()) {
+            md.push_str("| PAC bound J (end of stage 1) |");
+            for t in &tasks {
+                let cell = groups
+                    .iter()
+                    .find(|g| &g.task == t && g.bound_j.is_some())
+                    .and_then(|g| g.bound_j)
+                    .map_or("—".into(), |(mean, std)| format!("{mean:.3} ± {std:.3}"));
+                md.push_str(&format!(" {cell} |"));
+            }
+            md.push('\n');
+        }
+        md
+    }
+}
+
+/// The distinct items in first-seen order.
+fn unique(items: impl Iterator<Item = String>) -> Vec<String> {
+    let mut seen = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
+}
