@@ -4,6 +4,7 @@ mod data;
 mod devices;
 mod encode;
 mod eval;
+mod export;
 mod score;
 mod train;
 
@@ -58,6 +59,11 @@ enum Command {
         after_help = "Examples:\n  pac-wgpu eval --run runs/rte-vanilla-42\n  pac-wgpu eval --run runs/rte-vanilla-42 --checkpoint last --json"
     )]
     Eval(eval::EvalArgs),
+    /// Write a run's checkpoint as a Hugging Face folder (config, tokenizer, safetensors).
+    #[command(
+        after_help = "Examples:\n  pac-wgpu export --run runs/rte-pac-42 --out exported/rte\n  pac-wgpu export --run runs/rte-pac-42 --checkpoint last --out exported/rte-f16 --dtype f16"
+    )]
+    Export(export::ExportArgs),
     /// Write a run's predictions in the GLUE submission format.
     #[command(
         after_help = "Examples:\n  pac-wgpu predict --run runs/rte-vanilla-42 --split test --out RTE.tsv"
@@ -85,5 +91,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Train(args) => train::run(args, &cli.global),
         Command::Eval(args) => eval::run(args, &cli.global),
         Command::Predict(args) => eval::predict(args, &cli.global),
+        Command::Export(args) => export::run(args),
     }
 }

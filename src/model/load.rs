@@ -1,45 +1,78 @@
-//! Loads HF `model.safetensors` weights into [`Bert`] through burn-store.
+//! Loads HF `model.safetensors` weights into an [`Encoder`] through burn-store.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use burn::module::Module;
 use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Device;
 
-use super::bert::Bert;
-use super::config::BertConfig;
+use super::config::ModelConfig;
+use super::{Bert, Encoder, Gpt2, Roberta};
 
-/// Checkpoint tensors that the encoder does not use and that need no warning: the pooler (PAC-tuning
-/// classifies from [CLS] directly), pre-training and task heads, and the position-id buffer.
-const KNOWN_UNUSED: [&str; 5] = [
+/// Checkpoint tensors that the encoder does not use and that need no warning: the pooler (the
+/// `cls` head reads the first token directly), pre-training and task heads, and buffers.
+const KNOWN_UNUSED: [&str; 8] = [
     "pooler.",
     "cls.",
     "classifier.",
     "qa_outputs.",
     "position_ids",
+    "lm_head.",
+    "score.",
+    "masked_bias",
 ];
 
-/// Reads `model.safetensors` into a freshly built encoder.
+/// Reads `model.safetensors` into a freshly built encoder of `config`'s family.
 ///
-/// Accepts both `BertModel` names (`encoder.layer.0...`) and task-model names (`bert.encoder...`).
-/// A missing or mis-shaped tensor is an error naming the tensor; extra tensors other than
-/// `KNOWN_UNUSED` are returned as warnings.
-pub fn load_bert(
+/// Accepts both base-model names (`encoder.layer.0...`, `h.0...`) and task-model names
+/// (`bert.`, `roberta.`, `transformer.` prefixes). A missing or mis-shaped tensor is an error
+/// naming the tensor (BERT's pooler may be missing); extra tensors other than `KNOWN_UNUSED` are
+/// returned as warnings.
+pub fn load_encoder(
     path: &Path,
-    config: &BertConfig,
+    config: &ModelConfig,
     dropout: f64,
     device: &Device,
-) -> Result<(Bert, Vec<String>)> {
+) -> Result<(Encoder, Vec<String>)> {
     check_header(path)?;
-    let mut bert = Bert::new(config, dropout, device);
+    Ok(match config {
+        ModelConfig::Bert(c) => {
+            let mut bert = Bert::new(c, dropout, device);
+            let (missing, unused) = apply(path, &mut bert)?;
+            let has_pooler = !missing.iter().any(|n| n.starts_with("pooler."));
+            if !has_pooler {
+                bert.pooler = None;
+            }
+            let missing = missing.into_iter().filter(|n| !n.starts_with("pooler."));
+            (
+                Encoder::Bert(bert),
+                checked(path, missing.collect(), unused)?,
+            )
+        }
+        ModelConfig::Roberta(c) => {
+            let mut roberta = Roberta::new(c, dropout, device);
+            let (missing, unused) = apply(path, &mut roberta)?;
+            (Encoder::Roberta(roberta), checked(path, missing, unused)?)
+        }
+        ModelConfig::Gpt2(c) => {
+            let mut gpt2 = Gpt2::new(c, dropout, device);
+            let (missing, unused) = apply(path, &mut gpt2)?;
+            (Encoder::Gpt2(gpt2), checked(path, missing, unused)?)
+        }
+    })
+}
+
+/// Loads what `path` holds into `module`; returns the HF names it lacked and those it left over.
+fn apply<M: Module>(path: &Path, module: &mut M) -> Result<(Vec<String>, Vec<String>)> {
     let mut store = SafetensorsStore::from_file(path)
         .with_from_adapter(PyTorchToBurnAdapter)
-        .with_key_remapping(r"^bert\.", "")
+        .with_key_remapping(r"^(bert|roberta|transformer)\.", "")
         .with_key_remapping(r"LayerNorm", "layer_norm")
         .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
         .allow_partial(true)
         .validate(false);
-    let result = bert
+    let result = module
         .load_from(&mut store)
         .map_err(|e| anyhow::anyhow!("{}: cannot read tensors: {e}", path.display()))?;
 
@@ -67,19 +100,23 @@ pub fn load_bert(
         };
         bail!("{}: {problem}", path.display());
     }
-    if !result.missing.is_empty() {
-        let names: Vec<String> = result.missing.iter().map(|(n, _)| hf_name(n)).collect();
+    let missing = result.missing.iter().map(|(n, _)| hf_name(n)).collect();
+    Ok((missing, result.unused.clone()))
+}
+
+/// An error for missing tensors, else the warnings for unexpected ones.
+fn checked(path: &Path, missing: Vec<String>, unused: Vec<String>) -> Result<Vec<String>> {
+    if !missing.is_empty() {
         bail!(
             "{}: missing {} tensor(s) the config requires: {}",
             path.display(),
-            names.len(),
-            abbreviate(&names)
+            missing.len(),
+            abbreviate(&missing)
         );
     }
-    let warnings = result
-        .unused
+    Ok(unused
         .iter()
-        .filter(|name| !KNOWN_UNUSED.iter().any(|k| name.contains(k)))
+        .filter(|name| !KNOWN_UNUSED.iter().any(|k| name.contains(k)) && !is_attn_buffer(name))
         .map(|name| {
             format!(
                 "{}: unexpected tensor {} ignored",
@@ -87,8 +124,12 @@ pub fn load_bert(
                 hf_name(name)
             )
         })
-        .collect();
-    Ok((bert, warnings))
+        .collect())
+}
+
+/// GPT-2's causal-mask buffer `h.N.attn.bias` in older checkpoints (not `c_attn.bias`).
+fn is_attn_buffer(name: &str) -> bool {
+    name.ends_with(".attn.bias")
 }
 
 /// Rejects files whose safetensors header does not parse, before burn-store reads them.
@@ -107,12 +148,18 @@ fn check_header(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The HF spelling of a module path (inverse of the remapping in [`load_bert`]).
+/// The HF spelling of a module path (inverse of the remapping in [`load_encoder`]).
 pub fn hf_name(path: &str) -> String {
-    path.replace("self_attn", "self")
-        .replace("layer_norm.gamma", "LayerNorm.weight")
-        .replace("layer_norm.beta", "LayerNorm.bias")
-        .replace("layer_norm", "LayerNorm")
+    let path = path
+        .replace("self_attn", "self")
+        .replace("layer_norm", "LayerNorm");
+    if let Some(stem) = path.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = path.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        path
+    }
 }
 
 fn abbreviate(names: &[String]) -> String {

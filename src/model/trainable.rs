@@ -2,15 +2,14 @@
 //! crate says "trainable tensor" and indexes them by j everywhere).
 //!
 //! Every weight matrix, bias, LayerNorm gain and bias of the encoder is its own trainable
-//! tensor, then the head's weight and bias. Embeddings (and their LayerNorm) are frozen unless
-//! asked otherwise. They are ordered as the module is traversed, which is stable for a given
-//! model config.
+//! tensor, then the head's weight and bias. Embeddings (BERT's and RoBERTa's tables and their
+//! LayerNorm, GPT-2's `wte` and `wpe`) are frozen unless asked otherwise. They are ordered as the
+//! module is traversed, which is stable for a given model config.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
-use super::Classifier;
-use super::load::hf_name;
+use super::{Classifier, is_embedding};
 
 /// Which optimiser group a trainable tensor belongs to (separate learning rates, separate PAC init).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -22,7 +21,7 @@ pub enum Group {
 /// One trainable tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trainable {
-    /// HF-style name, e.g. `bert.encoder.layer.0.attention.self.query.weight` or `out.bias`.
+    /// HF name, e.g. `bert.encoder.layer.0.attention.self.query.weight` or `out.bias`.
     pub name: String,
     /// The shape as Burn stores it (Linear weights are `[in, out]`).
     pub shape: Vec<usize>,
@@ -38,49 +37,74 @@ impl Trainable {
 /// The trainable tensors of `model`; `train_embeddings` unfreezes the embedding tensors.
 pub fn list(model: &Classifier, train_embeddings: bool) -> Vec<Trainable> {
     let mut visitor = ListVisitor {
-        path: Vec::new(),
+        path: ModulePath::default(),
         train_embeddings,
         tensors: Vec::new(),
     };
     model.visit(&mut visitor);
-    visitor.tensors
+    visitor
+        .tensors
+        .into_iter()
+        .map(|(path, shape)| Trainable {
+            name: model.hf_name(&path),
+            shape,
+            group: group_of(&path),
+        })
+        .collect()
 }
 
 fn is_trainable(path: &str, train_embeddings: bool) -> bool {
-    train_embeddings || !path.starts_with("bert.embeddings.")
+    train_embeddings || !is_embedding(path)
 }
 
 fn group_of(path: &str) -> Group {
-    if path.starts_with("bert.") {
+    if path.starts_with("encoder.") {
         Group::Encoder
     } else {
         Group::Head
     }
 }
 
+/// The dotted path of the module being visited, with enum variants left out (as burn-store
+/// names tensors when it skips them).
+#[derive(Default)]
+struct ModulePath(Vec<Option<String>>);
+
+impl ModulePath {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        let variant = container_type.starts_with("Enum:");
+        self.0.push((!variant).then(|| name.to_string()));
+    }
+
+    fn exit(&mut self) {
+        self.0.pop();
+    }
+
+    fn joined(&self) -> String {
+        let parts: Vec<&str> = self.0.iter().flatten().map(String::as_str).collect();
+        parts.join(".")
+    }
+}
+
 struct ListVisitor {
-    path: Vec<String>,
+    path: ModulePath,
     train_embeddings: bool,
-    tensors: Vec<Trainable>,
+    tensors: Vec<(String, Vec<usize>)>,
 }
 
 impl ModuleVisitor for ListVisitor {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
+        let path = self.path.joined();
         if is_trainable(&path, self.train_embeddings) {
-            self.tensors.push(Trainable {
-                name: hf_name(&path),
-                shape: param.val().dims().to_vec(),
-                group: group_of(&path),
-            });
+            self.tensors.push((path, param.val().dims().to_vec()));
         }
     }
 }
@@ -94,7 +118,7 @@ pub fn map(
     f: impl FnMut(usize, Tensor<1>) -> Tensor<1>,
 ) -> Classifier {
     let mut mapper = TrainableMapper {
-        path: Vec::new(),
+        path: ModulePath::default(),
         train_embeddings,
         index: 0,
         f,
@@ -103,23 +127,23 @@ pub fn map(
 }
 
 struct TrainableMapper<F> {
-    path: Vec<String>,
+    path: ModulePath,
     train_embeddings: bool,
     index: usize,
     f: F,
 }
 
 impl<F: FnMut(usize, Tensor<1>) -> Tensor<1>> ModuleMapper for TrainableMapper<F> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if !is_trainable(&self.path.join("."), self.train_embeddings) {
+        if !is_trainable(&self.path.joined(), self.train_embeddings) {
             return param;
         }
         let (id, tensor, mapper): (ParamId, Tensor<D>, _) = param.consume();
@@ -156,7 +180,7 @@ pub fn visit(
         index += 1;
     };
     let mut visitor = ValueVisitor {
-        path: Vec::new(),
+        path: ModulePath::default(),
         train_embeddings,
         grads,
         f: &mut call,
@@ -167,23 +191,23 @@ pub fn visit(
 type TensorCallback<'a> = &'a mut dyn FnMut(Tensor<1>, Option<Tensor<1>>);
 
 struct ValueVisitor<'a> {
-    path: Vec<String>,
+    path: ModulePath,
     train_embeddings: bool,
     grads: Option<&'a Gradients>,
     f: TensorCallback<'a>,
 }
 
 impl ModuleVisitor for ValueVisitor<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if is_trainable(&self.path.join("."), self.train_embeddings) {
+        if is_trainable(&self.path.joined(), self.train_embeddings) {
             let value = param.val();
             let grad = self.grads.and_then(|g| value.grad(g)).map(flat);
             let value = if value.is_autodiff() {

@@ -1,16 +1,17 @@
 //! A finished run read back: its checkpoint as a classifier, its predictions and their scores.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow, bail};
 use burn::tensor::Device;
 
 use super::checkpoint;
 use super::config::{TrainConfig, read_config};
+use super::export::{RUN_FILE, is_export, load_export};
 use crate::data::{Prepared, predict};
 use crate::glue::{Label, Split, Task};
 use crate::metrics::Metric;
-use crate::model::{Bert, BertConfig, Classifier};
+use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::run::Metrics;
 use crate::tokenize::TextTokenizer;
 
@@ -23,24 +24,28 @@ pub struct Trained {
 }
 
 impl Trained {
-    /// Loads `run/checkpoints/<which>` (best or last) onto `device` (a plain device).
+    /// Loads `run/checkpoints/<which>` (best or last) onto `device` (a plain device); `run` may
+    /// also be a folder `pac-wgpu export` wrote (`which` does not apply then).
     pub fn open(run: &Path, which: &str, device: &Device) -> Result<Trained> {
-        if which != "best" && which != "last" {
-            bail!("--checkpoint must be best or last, found {which:?}");
+        if is_export(run) {
+            let (config, model) = load_export(run, device)?;
+            let task = config.validate()?;
+            let tokenizer = TextTokenizer::from_model_dir(run, config.max_length)?;
+            return Ok(Trained {
+                config,
+                task,
+                model,
+                tokenizer,
+            });
         }
         let config = read_config(&run.join("run.json"))?;
         let task = config.validate()?;
-        let dir = checkpoint::existing(&run.join("checkpoints").join(which)).ok_or_else(|| {
-            anyhow!(
-                "{}: no {which} checkpoint (has the run finished an epoch?)",
-                run.join("checkpoints").join(which).display()
-            )
-        })?;
-        let bert_config = BertConfig::from_file(&dir.join("config.json"))?;
-        let bert = Bert::new(&bert_config, 0.0, device);
+        let dir = checkpoint_dir(run, which)?;
+        let model_config = ModelConfig::from_file(&dir.join("config.json"))?;
         let model = Classifier::new(
-            bert,
-            bert_config.hidden_size,
+            Encoder::new(&model_config, 0.0, device),
+            &model_config,
+            config.head,
             task.num_labels(),
             0.0,
             0,
@@ -77,6 +82,26 @@ impl Trained {
         };
         Ok((predictions, metrics))
     }
+}
+
+/// The folder of checkpoint `which` (best or last) of `run`.
+pub(super) fn checkpoint_dir(run: &Path, which: &str) -> Result<PathBuf> {
+    if which != "best" && which != "last" {
+        bail!("--checkpoint must be best or last, found {which:?}");
+    }
+    if !run.join("run.json").is_file() {
+        bail!(
+            "--run {}: expected a run folder (run.json) or an exported folder ({RUN_FILE})",
+            run.display()
+        );
+    }
+    let dir = run.join("checkpoints").join(which);
+    checkpoint::existing(&dir).ok_or_else(|| {
+        anyhow!(
+            "{}: no {which} checkpoint (has the run finished an epoch?)",
+            dir.display()
+        )
+    })
 }
 
 /// GLUE submission format: `index<TAB>prediction`, label names (STS-B: the score).
