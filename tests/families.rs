@@ -454,3 +454,169 @@ fn bad_family_folders_fail_with_one_line_and_write_nothing() {
         ],
     );
 }
+
+/// name → (dtype, shape) of every tensor of a safetensors file.
+fn layout(path: &Path) -> std::collections::BTreeMap<String, (String, Vec<usize>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| (name, (format!("{:?}", view.dtype()), view.shape().to_vec())))
+        .collect()
+}
+
+/// One epoch on the toy SST-2, exported; the export predicts what the run predicts, and its
+/// files have HF's names, shapes and dtypes for each family and head.
+#[test]
+fn export_round_trips_and_has_the_hf_layout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let glue = tmp.path().join("glue");
+    common::tiny::write_toy_sst2(&glue);
+    for family in FAMILIES {
+        let Some((model, _)) = family_dir(family) else {
+            return;
+        };
+        let pretrained = layout(&model.join("model.safetensors"));
+        let prefix = if family == "gpt2" {
+            "transformer"
+        } else {
+            family
+        };
+        for (method, head) in [("pac", "cls"), ("vanilla", "hf")] {
+            let run = tmp.path().join(format!("{family}-{head}"));
+            let flags = ["--method", method, "--head", head, "--epochs", "1"];
+            run_ok(train_cmd(&model, &glue, &run, &flags).args(["--stage1-epochs", "1"]));
+            let out = tmp.path().join(format!("{family}-{head}-export"));
+            let printed = run_ok(
+                binary()
+                    .arg("export")
+                    .arg("--run")
+                    .arg(&run)
+                    .arg("--out")
+                    .arg(&out),
+            );
+            let half = tmp.path().join(format!("{family}-{head}-f16"));
+            run_ok(
+                binary()
+                    .arg("export")
+                    .arg("--run")
+                    .arg(&run)
+                    .arg("--out")
+                    .arg(&half)
+                    .args(["--dtype", "f16"]),
+            );
+
+            // Round trip: the same logits (as probabilities to 6 decimals) from run and export.
+            let predict = |from: &Path, file: &str| {
+                let tsv = tmp.path().join(file);
+                run_ok(
+                    binary()
+                        .args([
+                            "predict",
+                            "--device",
+                            "cpu",
+                            "--split",
+                            "dev",
+                            "--probabilities",
+                        ])
+                        .arg("--run")
+                        .arg(from)
+                        .arg("--out")
+                        .arg(&tsv),
+                );
+                std::fs::read_to_string(tsv).unwrap()
+            };
+            let from_run = predict(&run, &format!("{family}-{head}-run.tsv"));
+            assert_eq!(from_run.lines().count(), 11, "{from_run}");
+            assert_eq!(
+                predict(&out, &format!("{family}-{head}-export.tsv")),
+                from_run,
+                "{family} {head}"
+            );
+            let rounded = predict(&half, &format!("{family}-{head}-f16.tsv"));
+            assert_eq!(rounded.lines().count(), 11);
+
+            // config.json
+            let config = read_json(&out.join("config.json"));
+            let arch = match (family, head) {
+                ("roberta", "hf") => "RobertaForSequenceClassification",
+                ("roberta", _) => "RobertaModel",
+                (_, "hf") => "GPT2ForSequenceClassification",
+                _ => "GPT2Model",
+            };
+            assert_eq!(config["architectures"][0], arch);
+            assert_eq!(config["model_type"], family);
+            assert_eq!(config["num_labels"], 2);
+            assert_eq!(config["id2label"]["1"], "positive");
+            assert_eq!(config["label2id"]["negative"], 0);
+            assert_eq!(config["problem_type"], "single_label_classification");
+            assert!(out.join("tokenizer.json").is_file());
+
+            // Tensors: the encoder as HF names it, in HF's [out, in] layout.
+            let model_file = layout(&out.join("model.safetensors"));
+            let mut want = std::collections::BTreeMap::new();
+            for (name, (_, shape)) in &pretrained {
+                let name = if head == "hf" {
+                    format!("{prefix}.{name}")
+                } else {
+                    name.clone()
+                };
+                want.insert(name, ("F32".to_string(), shape.clone()));
+            }
+            let f32 = |shape: &[usize]| ("F32".to_string(), shape.to_vec());
+            match (family, head) {
+                ("roberta", "hf") => {
+                    want.insert("classifier.dense.weight".into(), f32(&[32, 32]));
+                    want.insert("classifier.dense.bias".into(), f32(&[32]));
+                    want.insert("classifier.out_proj.weight".into(), f32(&[2, 32]));
+                    want.insert("classifier.out_proj.bias".into(), f32(&[2]));
+                }
+                (_, "hf") => {
+                    want.insert("score.weight".into(), f32(&[2, 32]));
+                }
+                _ => {
+                    let head_file = layout(&out.join("head.safetensors"));
+                    assert_eq!(head_file["out.weight"], f32(&[2, 32]));
+                    assert_eq!(head_file["out.bias"], f32(&[2]));
+                    let pooling = read_json(&out.join("head.json"))["pooling"].clone();
+                    assert_eq!(
+                        pooling,
+                        if family == "gpt2" {
+                            "last_real"
+                        } else {
+                            "first"
+                        }
+                    );
+                    assert!(
+                        printed.contains("AutoModel") && printed.contains("out.weight"),
+                        "{printed}"
+                    );
+                }
+            }
+            assert_eq!(model_file, want, "{family} {head}: model.safetensors");
+            let halves = layout(&half.join("model.safetensors"));
+            assert!(
+                halves.values().all(|(dtype, _)| dtype == "F16"),
+                "{halves:?}"
+            );
+
+            // PAC: p of every trainable tensor, shaped like the tensor it belongs to.
+            if method == "pac" {
+                let noise = layout(&out.join("noise.safetensors"));
+                let mut tensors = model_file.clone();
+                tensors.extend(layout(&out.join("head.safetensors")));
+                assert!(noise.contains_key("p.out.weight"), "{noise:?}");
+                for (name, (_, shape)) in &noise {
+                    let tensor = name.strip_prefix("p.").unwrap();
+                    let base = tensor.strip_prefix(&format!("{prefix}.")).unwrap_or(tensor);
+                    let owner = tensors
+                        .get(base)
+                        .unwrap_or_else(|| panic!("{name}: no tensor"));
+                    assert_eq!(&owner.1, shape, "{name}");
+                }
+            } else {
+                assert!(!out.join("noise.safetensors").exists());
+            }
+        }
+    }
+}

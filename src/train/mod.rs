@@ -35,7 +35,7 @@ use checkpoint::LoopState;
 use method::{Stepped, Trainer};
 
 pub use config::{Method, OnNonFinite, Schedule, TrainConfig, lr_scale, read_config};
-pub use trained::{Trained, predictions_tsv};
+pub use trained::{Trained, predictions_tsv, probabilities_tsv};
 
 /// What the loop reports as it goes (the CLI turns these into progress bars or log lines).
 pub enum Event<'a> {

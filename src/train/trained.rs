@@ -8,7 +8,7 @@ use burn::tensor::Device;
 use super::checkpoint;
 use super::config::{TrainConfig, read_config};
 use super::export::{RUN_FILE, is_export, load_export};
-use crate::data::{Prepared, predict};
+use crate::data::{Prepared, label_of, outputs, predict};
 use crate::glue::{Label, Split, Task};
 use crate::metrics::Metric;
 use crate::model::{Classifier, Encoder, ModelConfig};
@@ -61,6 +61,14 @@ impl Trained {
         })
     }
 
+    /// The model's outputs (logits, or the STS-B score) for every example of `split`.
+    pub fn outputs(&self, split: Split, device: &Device) -> Result<Vec<Vec<f32>>> {
+        let dataset = self.config.data_source().load(self.task, split)?;
+        let data = Prepared::new(&dataset, None, &self.tokenizer)?;
+        let pad = self.tokenizer.pad_id();
+        outputs(&self.model, &data, self.config.eval_batch_size, pad, device)
+    }
+
     /// Predictions for every example of `split`, and the task's metrics when it has labels.
     pub fn evaluate(&self, split: Split, device: &Device) -> Result<(Vec<Label>, Option<Metrics>)> {
         let dataset = self.config.data_source().load(self.task, split)?;
@@ -102,6 +110,26 @@ pub(super) fn checkpoint_dir(run: &Path, which: &str) -> Result<PathBuf> {
             dir.display()
         )
     })
+}
+
+/// `predictions_tsv` with a third column: the class probabilities (softmax of the logits),
+/// comma-separated, or the score for STS-B.
+pub fn probabilities_tsv(task: Task, outputs: &[Vec<f32>]) -> String {
+    let labels: Vec<Label> = outputs.iter().map(|row| label_of(task, row)).collect();
+    let mut text = String::from("index\tprediction\tprobabilities\n");
+    for (line, row) in predictions_tsv(task, &labels).lines().skip(1).zip(outputs) {
+        let third = if task.is_regression() {
+            format!("{:.6}", row[0])
+        } else {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f64> = row.iter().map(|v| ((v - max) as f64).exp()).collect();
+            let sum: f64 = exp.iter().sum();
+            let p: Vec<String> = exp.iter().map(|e| format!("{:.6}", e / sum)).collect();
+            p.join(",")
+        };
+        text.push_str(&format!("{line}\t{third}\n"));
+    }
+    text
 }
 
 /// GLUE submission format: `index<TAB>prediction`, label names (STS-B: the score).
