@@ -92,6 +92,26 @@ pub fn save(
     Ok(())
 }
 
+/// The folder of checkpoint `which` (best or last) of `run`.
+pub fn checkpoint_dir(run: &Path, which: &str) -> Result<PathBuf> {
+    if which != "best" && which != "last" {
+        bail!("--checkpoint must be best or last, found {which:?}");
+    }
+    if !run.join("run.json").is_file() {
+        bail!(
+            "--run {}: expected a run folder (run.json) or an exported folder (pac_wgpu_run.json)",
+            run.display()
+        );
+    }
+    let dir = run.join("checkpoints").join(which);
+    existing(&dir).ok_or_else(|| {
+        anyhow!(
+            "{}: no {which} checkpoint (has the run finished an epoch?)",
+            dir.display()
+        )
+    })
+}
+
 /// The checkpoint folder to read: `dir`, or the previous one if a crash interrupted the swap.
 pub fn existing(dir: &Path) -> Option<PathBuf> {
     [dir.to_path_buf(), dir.with_extension("old")]

@@ -99,7 +99,7 @@ pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Expor
     }
     let config = super::read_config(&run.join("run.json"))?;
     let task = config.validate()?;
-    let ckpt = super::trained::checkpoint_dir(run, which)?;
+    let ckpt = checkpoint::checkpoint_dir(run, which)?;
     let model_config = ModelConfig::from_file(&ckpt.join("config.json"))?;
     let tensors = TensorFile::read(&ckpt.join(MODEL_FILE))?;
 

@@ -1,13 +1,13 @@
 //! A finished run read back: its checkpoint as a classifier, its predictions and their scores.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::Result;
 use burn::tensor::Device;
 
 use super::checkpoint;
 use super::config::{TrainConfig, read_config};
-use super::export::{RUN_FILE, is_export, load_export};
+use super::export::{is_export, load_export};
 use crate::data::{Prepared, label_of, outputs, predict};
 use crate::glue::{Label, Split, Task};
 use crate::metrics::Metric;
@@ -40,7 +40,7 @@ impl Trained {
         }
         let config = read_config(&run.join("run.json"))?;
         let task = config.validate()?;
-        let dir = checkpoint_dir(run, which)?;
+        let dir = checkpoint::checkpoint_dir(run, which)?;
         let model_config = ModelConfig::from_file(&dir.join("config.json"))?;
         let model = Classifier::new(
             Encoder::new(&model_config, 0.0, device),
@@ -90,26 +90,6 @@ impl Trained {
         };
         Ok((predictions, metrics))
     }
-}
-
-/// The folder of checkpoint `which` (best or last) of `run`.
-pub(super) fn checkpoint_dir(run: &Path, which: &str) -> Result<PathBuf> {
-    if which != "best" && which != "last" {
-        bail!("--checkpoint must be best or last, found {which:?}");
-    }
-    if !run.join("run.json").is_file() {
-        bail!(
-            "--run {}: expected a run folder (run.json) or an exported folder ({RUN_FILE})",
-            run.display()
-        );
-    }
-    let dir = run.join("checkpoints").join(which);
-    checkpoint::existing(&dir).ok_or_else(|| {
-        anyhow!(
-            "{}: no {which} checkpoint (has the run finished an epoch?)",
-            dir.display()
-        )
-    })
 }
 
 /// `predictions_tsv` with a third column: the class probabilities (softmax of the logits),
