@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use clap::Parser;
 use common::{git_revision, write_report};
 use pac_wgpu::device::{DeviceChoice, select};
-use pac_wgpu::model::{Bert, BertConfig, Pretrained};
+use pac_wgpu::model::{Bert, BertConfig, Encoder, Pretrained};
 use pac_wgpu::tokenize::PaddedBatch;
 use serde_json::json;
 
@@ -48,8 +48,11 @@ fn main() -> Result<()> {
         let (bert, vocab): (Bert, usize) = match name.as_str() {
             "minilm" => {
                 let m = Pretrained::load(&args.minilm, 0.0, device)?;
-                let vocab = m.config.vocab_size;
-                (m.bert, vocab)
+                let vocab = m.config.vocab_size();
+                let Encoder::Bert(bert) = m.encoder else {
+                    bail!("{}: not a BERT model", args.minilm.display());
+                };
+                (bert, vocab)
             }
             "bert-base" => {
                 let c = BertConfig::bert_base();

@@ -43,7 +43,7 @@ use pac_wgpu::data::{Examples, Prepared};
 use pac_wgpu::device::{DeviceChoice, MemoryReading, memory, select};
 use pac_wgpu::glue::Label;
 use pac_wgpu::model::trainable::{self, Trainable};
-use pac_wgpu::model::{Bert, BertConfig, Classifier, Pretrained};
+use pac_wgpu::model::{BertConfig, Classifier, Encoder, HeadKind, ModelConfig, Pretrained};
 use pac_wgpu::optim::{AdamW, AdamWConfig};
 use pac_wgpu::pac::noise::NoiseSource;
 use pac_wgpu::pac::{self, PRIOR_MODELS, PacTuning, bound};
@@ -363,15 +363,15 @@ impl Snapshot {
 }
 
 /// The classifier (2 labels, embeddings frozen, no dropout) and its encoder's configuration.
-fn build_model(name: &str, seed: u64, device: &Device) -> Result<(Classifier, BertConfig)> {
-    let (bert, config) = match name {
+fn build_model(name: &str, seed: u64, device: &Device) -> Result<(Classifier, ModelConfig)> {
+    let (encoder, config) = match name {
         "bert-base" => {
-            let c = BertConfig::bert_base();
-            (Bert::new(&c, 0.0, device), c)
+            let c = ModelConfig::Bert(BertConfig::bert_base());
+            (Encoder::new(&c, 0.0, device), c)
         }
         "small" => {
-            let c = BertConfig::sized(30522, 128, 2, 2, 512);
-            (Bert::new(&c, 0.0, device), c)
+            let c = ModelConfig::Bert(BertConfig::sized(30522, 128, 2, 2, 512));
+            (Encoder::new(&c, 0.0, device), c)
         }
         folder => {
             let path = Path::new(folder);
@@ -381,13 +381,14 @@ fn build_model(name: &str, seed: u64, device: &Device) -> Result<(Classifier, Be
                 );
             }
             let m = Pretrained::load(path, 0.0, device)?;
-            (m.bert, m.config)
+            (m.encoder, m.config)
         }
     };
-    let mut model = Classifier::new(bert, config.hidden_size, 2, 0.0, seed, device);
-    if !TRAIN_EMBEDDINGS {
-        model.bert.embeddings = model.bert.embeddings.no_grad();
-    }
+    let encoder = match TRAIN_EMBEDDINGS {
+        true => encoder,
+        false => encoder.freeze_embeddings(),
+    };
+    let model = Classifier::new(encoder, &config, HeadKind::Cls, 2, 0.0, seed, device);
     Ok((model, config))
 }
 
@@ -564,15 +565,15 @@ fn main() -> Result<()> {
     let device = plain.clone().autodiff();
     let (model, config) = build_model(&args.model, args.seed, &device)?;
     let longest = args.seq.max(args.growth_seq);
-    if longest > config.max_position_embeddings {
+    if longest > config.max_tokens() {
         bail!(
             "sequences of {longest} tokens exceed the model's {} positions",
-            config.max_position_embeddings
+            config.max_tokens()
         );
     }
     let tensors = trainable::list(&model, TRAIN_EMBEDDINGS);
     let trainable: usize = tensors.iter().map(Trainable::numel).sum();
-    let vocab = config.vocab_size;
+    let vocab = config.vocab_size();
     eprintln!(
         "{} on {}: {} trainable tensors, {} trainable parameters",
         args.model,

@@ -101,8 +101,7 @@ pub fn per_example_loss(logits: Tensor<2>, targets: &Targets) -> Tensor<1> {
     }
 }
 
-/// The model's predictions for every example of `split`, in example order. Batches are formed
-/// by length (longest first) to waste little padding.
+/// The model's predictions for every example of `split`, in example order.
 pub fn predict(
     model: &Classifier,
     split: &Prepared,
@@ -111,6 +110,32 @@ pub fn predict(
     pad_id: u32,
     device: &Device,
 ) -> Result<Vec<Label>> {
+    let rows = outputs(model, split, batch_size, pad_id, device)?;
+    Ok(rows.iter().map(|row| label_of(task, row)).collect())
+}
+
+/// The label a row of outputs predicts: the score (STS-B) or the class of the largest logit.
+pub fn label_of(task: Task, row: &[f32]) -> Label {
+    if task.is_regression() {
+        return Label::Score(row[0] as f64);
+    }
+    let best =
+        row.iter().enumerate().fold(
+            (0, f32::NEG_INFINITY),
+            |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
+        );
+    Label::Class(best.0)
+}
+
+/// The model's outputs (logits, or the STS-B score) for every example of `split`, in example
+/// order. Batches are formed by length (longest first) to waste little padding.
+pub fn outputs(
+    model: &Classifier,
+    split: &Prepared,
+    batch_size: usize,
+    pad_id: u32,
+    device: &Device,
+) -> Result<Vec<Vec<f32>>> {
     let lengths: Vec<usize> = split.encoded.iter().map(|e| e.input_ids.len()).collect();
     let order = EvalOrder::by_length(&lengths);
     let mut out = Vec::with_capacity(split.len());
@@ -122,20 +147,7 @@ pub fn predict(
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("cannot read logits: {e:?}"))?;
-        for row in values.chunks(k).take(b) {
-            out.push(if task.is_regression() {
-                Label::Score(row[0] as f64)
-            } else {
-                let best = row
-                    .iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |acc, (i, &v)| if v > acc.1 { (i, v) } else { acc },
-                    );
-                Label::Class(best.0)
-            });
-        }
+        out.extend(values.chunks(k).take(b).map(<[f32]>::to_vec));
     }
     Ok(order.restore(out))
 }

@@ -38,6 +38,11 @@ impl SplitMix64 {
         }
     }
 
+    /// A uniform draw in [0, 1) (53 random bits).
+    pub fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// A standard normal draw (Box-Muller on two 53-bit uniforms).
     pub fn normal(&mut self) -> f64 {
         let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;

@@ -36,6 +36,7 @@ impl TextTokenizer {
         check_positions(dir, max_length)?;
         let json = dir.join("tokenizer.json");
         let mut inner = if json.is_file() {
+            check_bpe_merges(&json)?;
             Tokenizer::from_file(&json).map_err(|e| {
                 anyhow!(
                     "{}: expected a tokenizers JSON file, found {e}",
@@ -54,7 +55,10 @@ impl TextTokenizer {
             }))
             .map_err(|e| anyhow!("{}: cannot set truncation: {e}", dir.display()))?;
         inner.with_padding(None);
-        let pad_id = inner.token_to_id("[PAD]").unwrap_or(0);
+        let pad_id = PAD_TOKENS
+            .iter()
+            .find_map(|t| inner.token_to_id(t))
+            .unwrap_or(0);
         Ok(TextTokenizer { inner, pad_id })
     }
 
@@ -71,10 +75,44 @@ impl TextTokenizer {
         })
     }
 
-    /// The id used for padding (`[PAD]`, else 0).
+    /// The id used for padding: `[PAD]` (BERT), `<pad>` (RoBERTa), GPT-2's end of text
+    /// `<|endoftext|>` (it has no pad token), else 0.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
     }
+}
+
+/// Padding tokens by family, in the order they are looked up.
+const PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<|endoftext|>"];
+
+/// A byte-level BPE tokenizer needs its merges; without them every word falls apart into bytes.
+fn check_bpe_merges(json: &Path) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct File {
+        model: Model,
+    }
+    #[derive(serde::Deserialize)]
+    struct Model {
+        #[serde(rename = "type")]
+        kind: Option<String>,
+        merges: Option<Vec<serde_json::Value>>,
+    }
+    let text = std::fs::read_to_string(json)
+        .map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", json.display()))?;
+    let file: File = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}:{}: expected a tokenizers JSON file with a \"model\", found {e}",
+            json.display(),
+            e.line()
+        )
+    })?;
+    if file.model.kind.as_deref() == Some("BPE") && file.model.merges.is_none_or(|m| m.is_empty()) {
+        return Err(anyhow!(
+            "{}: expected a BPE tokenizer with merges (model.merges), found none",
+            json.display()
+        ));
+    }
+    Ok(())
 }
 
 fn from_vocab(vocab: &Path) -> Result<Tokenizer> {

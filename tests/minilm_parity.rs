@@ -100,7 +100,7 @@ fn cls_matches_hf_one_by_one_and_batched_on_every_device() {
         let model = Pretrained::load(&dir, 0.0, device).unwrap();
         let mut singles = Vec::new();
         for (case, enc) in cases.iter().zip(&encoded) {
-            let cls = cls_vectors(&model.bert, &PaddedBatch::new(&[enc], pad), device)
+            let cls = cls_vectors(&model.encoder, &PaddedBatch::new(&[enc], pad), device)
                 .unwrap()
                 .remove(0);
             let diff = max_abs_diff(&cls, &case.cls);
@@ -122,7 +122,7 @@ fn cls_matches_hf_one_by_one_and_batched_on_every_device() {
             batch.attention_mask.contains(&0.0),
             "the batch should need padding"
         );
-        let batched = cls_vectors(&model.bert, &batch, device).unwrap();
+        let batched = cls_vectors(&model.encoder, &batch, device).unwrap();
         for (single, together) in singles.iter().zip(&batched) {
             let diff = max_abs_diff(single, together);
             assert!(

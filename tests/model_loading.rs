@@ -15,7 +15,7 @@ fn cls_of(dir: &std::path::Path) -> Vec<f32> {
         .encode("the cat sat on the mat .", Some("it was good"))
         .unwrap();
     let model = Pretrained::load(dir, 0.0, &device).unwrap();
-    cls_vectors(&model.bert, &PaddedBatch::new(&[&enc], 0), &device)
+    cls_vectors(&model.encoder, &PaddedBatch::new(&[&enc], 0), &device)
         .unwrap()
         .remove(0)
 }
@@ -145,9 +145,12 @@ fn unknown_architecture_and_bad_config_are_named() {
     write_model(dir.path(), 1, |_| {});
     let config = dir.path().join("config.json");
     let text = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(&config, text.replace("\"bert\"", "\"gpt2\"")).unwrap();
+    std::fs::write(&config, text.replace("\"bert\"", "\"xlnet\"")).unwrap();
     let err = encode_error(dir.path());
-    assert!(err.contains("config.json") && err.contains("gpt2"), "{err}");
+    assert!(
+        err.contains("config.json") && err.contains("xlnet") && err.contains("roberta"),
+        "{err}"
+    );
 
     std::fs::write(
         &config,

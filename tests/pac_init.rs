@@ -11,7 +11,7 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
 use pac_wgpu::model::trainable::{self, Group};
-use pac_wgpu::model::{Classifier, Pretrained};
+use pac_wgpu::model::{Classifier, Head, HeadKind, Pretrained};
 use pac_wgpu::pac::PacTuning;
 use pac_wgpu::pac::bound::KHat;
 
@@ -75,9 +75,9 @@ fn pac_init_follows_the_spec_formulas() {
     for selected in common::test_devices() {
         let device = &selected.device;
         for train_embeddings in [false, true] {
-            let bert = Pretrained::load(&dir, 0.0, device).unwrap().bert;
-            let mut model = Classifier::new(bert, HIDDEN, 2, 0.0, 0, device);
-            model.out = Linear {
+            let p = Pretrained::load(&dir, 0.0, device).unwrap();
+            let mut model = Classifier::new(p.encoder, &p.config, HeadKind::Cls, 2, 0.0, 0, device);
+            model.head = Head::Cls(Linear {
                 weight: Param::from_tensor(Tensor::from_data(
                     TensorData::new(head_w.clone(), [HIDDEN, 2]),
                     device,
@@ -86,7 +86,7 @@ fn pac_init_follows_the_spec_formulas() {
                     TensorData::new(head_b.clone(), [2]),
                     device,
                 ))),
-            };
+            });
             let slots = trainable::list(&model, train_embeddings);
             let k_hat = KHat::new(vec![0.01, 0.1], vec![0.2, 0.3]);
             let state =

@@ -21,7 +21,7 @@ use burn::tensor::{Distribution, Tensor, TensorData};
 use pac_wgpu::data::{Examples, Prepared};
 use pac_wgpu::glue::{DataSource, Split, Task};
 use pac_wgpu::model::trainable;
-use pac_wgpu::model::{Classifier, Pretrained};
+use pac_wgpu::model::{Classifier, Head, HeadKind, Pretrained};
 use pac_wgpu::pac::{PRIOR_MODELS, estimate_k};
 use pac_wgpu::tokenize::TextTokenizer;
 
@@ -63,13 +63,13 @@ fn k_estimation_matches_the_host_computation() {
     let train = Prepared::new(&dataset, None, &tokenizer).unwrap();
     let n = train.len();
     assert_eq!(n, 20);
-    let bert = Pretrained::load(&dir, 0.0, &device).unwrap().bert;
-    let mut model = Classifier::new(bert, common::tiny::HIDDEN, 2, 0.0, 5, &device);
+    let p = Pretrained::load(&dir, 0.0, &device).unwrap();
+    let mut model = Classifier::new(p.encoder, &p.config, HeadKind::Cls, 2, 0.0, 5, &device);
     // A head large enough that the losses spread (the HF init's 0.02 makes every loss ≈ ln 2).
     let head: Vec<f32> = (0..common::tiny::HIDDEN * 2)
         .map(|i| ((i * 37 % 23) as f32 / 23.0 - 0.5) * 2.0)
         .collect();
-    model.out = Linear {
+    model.head = Head::Cls(Linear {
         weight: Param::from_tensor(Tensor::from_data(
             TensorData::new(head, [common::tiny::HIDDEN, 2]),
             &device,
@@ -78,7 +78,7 @@ fn k_estimation_matches_the_host_computation() {
             TensorData::new(vec![0.1f32, -0.1], [2]),
             &device,
         ))),
-    };
+    });
     let (gamma, seed) = (10.0, 77);
 
     let examples = Examples {

@@ -28,14 +28,14 @@ mod common;
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Module, Param};
+use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{golden_dir, read_json, test_devices};
 use pac_wgpu::data::Targets;
 use pac_wgpu::files::TensorFile;
 use pac_wgpu::model::trainable::{self, Trainable};
-use pac_wgpu::model::{Classifier, Pretrained};
+use pac_wgpu::model::{Classifier, Head, HeadKind, Pretrained};
 use pac_wgpu::optim::{AdamW, AdamWConfig};
 use pac_wgpu::pac::PacTuning;
 use pac_wgpu::pac::bound::BoundTerms;
@@ -170,23 +170,21 @@ fn ints(v: &Value) -> Vec<i64> {
 fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
     let device = plain.clone().autodiff();
     let g = &golden.json;
-    let bert = Pretrained::load(&dir.join("tiny-bert"), 0.0, &device)
-        .unwrap()
-        .bert;
-    let mut model = Classifier::new(bert, 32, 2, 0.0, 0, &device);
-    model.bert.embeddings = model.bert.embeddings.no_grad();
+    let p = Pretrained::load(&dir.join("tiny-bert"), 0.0, &device).unwrap();
+    let encoder = p.encoder.freeze_embeddings();
+    let mut model = Classifier::new(encoder, &p.config, HeadKind::Cls, 2, 0.0, 0, &device);
     let (w_shape, w) = &golden.tensors["init.head.weight"];
     let head = Tensor::<2>::from_data(
         TensorData::new(w.clone(), [w_shape[0], w_shape[1]]),
         &device,
     );
-    model.out = Linear {
+    model.head = Head::Cls(Linear {
         weight: Param::from_tensor(head.transpose()),
         bias: Some(Param::from_tensor(Tensor::from_data(
             TensorData::new(golden.tensors["init.head.bias"].1.clone(), [2]),
             &device,
         ))),
-    };
+    });
 
     let slots = trainable::list(&model, false);
     let names: Vec<&str> = slots.iter().map(|s| s.name.as_str()).collect();

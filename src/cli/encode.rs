@@ -1,13 +1,13 @@
 use anyhow::Result;
 use pac_wgpu::device::select;
-use pac_wgpu::model::{Pretrained, cls_vectors, resolve_model};
+use pac_wgpu::model::{Encoder, Pretrained, check_max_length, resolve_model, token_states};
 use pac_wgpu::tokenize::{PaddedBatch, TextTokenizer};
 
 use super::GlobalArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct EncodeArgs {
-    /// A local HF model folder or a hub id.
+    /// A local HF model folder or a hub id (model_type bert, roberta or gpt2).
     #[arg(long, default_value = "bert-base-uncased")]
     model: String,
     /// Truncate the (pair of) sentences to this many tokens, longest first.
@@ -19,7 +19,8 @@ pub struct EncodeArgs {
     /// The second sentence of a pair.
     #[arg(long)]
     text_b: Option<String>,
-    /// Print {"input_ids": [..], "token_type_ids": [..], "cls": [..]}.
+    /// Print {"input_ids", "attention_mask", "token_type_ids", "first", "last"}: the final hidden
+    /// state at the first and at the last token (BERT also "cls", the same as "first").
     #[arg(long)]
     json: bool,
 }
@@ -29,22 +30,35 @@ pub fn run(args: &EncodeArgs, global: &GlobalArgs) -> Result<()> {
     let tokenizer = TextTokenizer::from_model_dir(&folder, args.max_length)?;
     let encoded = tokenizer.encode(&args.text_a, args.text_b.as_deref())?;
     let selected = select(global.device)?;
+    check_max_length(&folder, args.max_length)?;
     let model = Pretrained::load(&folder, 0.0, &selected.device)?;
     let batch = PaddedBatch::new(&[&encoded], tokenizer.pad_id());
-    let cls = cls_vectors(&model.bert, &batch, &selected.device)?.remove(0);
+    let states = token_states(&model.encoder, &batch, &selected.device)?;
+    let (first, last) = (&states.first[0], &states.last[0]);
     if args.json {
-        let value = serde_json::json!({
+        let mut value = serde_json::json!({
+            "model_type": model.config.model_type(),
             "input_ids": encoded.input_ids,
+            "attention_mask": vec![1; encoded.input_ids.len()],
             "token_type_ids": encoded.token_type_ids,
-            "cls": cls,
+            "first": first,
+            "last": last,
         });
+        if matches!(model.encoder, Encoder::Bert(_)) {
+            value["cls"] = serde_json::json!(first);
+        }
         println!("{value}");
     } else {
-        println!("model:          {}", folder.display());
+        println!(
+            "model:          {} ({})",
+            folder.display(),
+            model.config.model_type()
+        );
         println!("device:         {}", selected.name);
         println!("input_ids:      {:?}", encoded.input_ids);
         println!("token_type_ids: {:?}", encoded.token_type_ids);
-        println!("cls ({} values): {:?}", cls.len(), cls);
+        println!("first ({} values): {:?}", first.len(), first);
+        println!("last ({} values): {:?}", last.len(), last);
     }
     Ok(())
 }

@@ -1,16 +1,17 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
+use pac_wgpu::data::label_of;
 use pac_wgpu::device::select;
 use pac_wgpu::files::write_atomic;
 use pac_wgpu::glue::Split;
-use pac_wgpu::train::{Trained, predictions_tsv};
+use pac_wgpu::train::{Trained, predictions_tsv, probabilities_tsv};
 
 use super::GlobalArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
-    /// A run folder written by `pac-wgpu train`.
+    /// A run folder written by `pac-wgpu train`, or a folder `pac-wgpu export` wrote.
     #[arg(long)]
     run: PathBuf,
     /// best or last.
@@ -60,12 +61,15 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
-    /// A run folder written by `pac-wgpu train`.
+    /// A run folder written by `pac-wgpu train`, or a folder `pac-wgpu export` wrote.
     #[arg(long)]
     run: PathBuf,
     /// best or last.
     #[arg(long, default_value = "best")]
     checkpoint: String,
+    /// Add a third column: the class probabilities, comma-separated (STS-B: the score).
+    #[arg(long)]
+    probabilities: bool,
     /// train, dev or test.
     #[arg(long, default_value = "test")]
     split: Split,
@@ -77,7 +81,7 @@ pub struct PredictArgs {
 pub fn predict(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
     let selected = select(global.device)?;
     let trained = Trained::open(&args.run, &args.checkpoint, &selected.device)?;
-    let (predictions, _) = trained.evaluate(args.split, &selected.device)?;
+    let outputs = trained.outputs(args.split, &selected.device)?;
     let out = match &args.out {
         Some(path) => path.clone(),
         None => {
@@ -86,11 +90,13 @@ pub fn predict(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
             dir.join(format!("{}-{}.tsv", trained.task.name(), args.split.name()))
         }
     };
-    write_atomic(&out, predictions_tsv(trained.task, &predictions).as_bytes())?;
-    println!(
-        "wrote {} predictions to {}",
-        predictions.len(),
-        out.display()
-    );
+    let text = if args.probabilities {
+        probabilities_tsv(trained.task, &outputs)
+    } else {
+        let labels: Vec<_> = outputs.iter().map(|r| label_of(trained.task, r)).collect();
+        predictions_tsv(trained.task, &labels)
+    };
+    write_atomic(&out, text.as_bytes())?;
+    println!("wrote {} predictions to {}", outputs.len(), out.display());
     Ok(())
 }

@@ -4,6 +4,7 @@ mod data;
 mod devices;
 mod encode;
 mod eval;
+mod export;
 mod report;
 mod score;
 mod sweep;
@@ -71,6 +72,11 @@ pub(crate) enum Command {
         after_help = "Examples:\n  pac-wgpu eval --run runs/rte-vanilla-42\n  pac-wgpu eval --run runs/rte-vanilla-42 --checkpoint last --json"
     )]
     Eval(eval::EvalArgs),
+    /// Write a run's checkpoint as a Hugging Face folder (config, tokenizer, safetensors).
+    #[command(
+        after_help = "Examples:\n  pac-wgpu export --run runs/rte-pac-42 --out exported/rte\n  pac-wgpu export --run runs/rte-pac-42 --checkpoint last --out exported/rte-f16 --dtype f16"
+    )]
+    Export(export::ExportArgs),
     /// Write a run's predictions in the GLUE submission format.
     #[command(
         after_help = "Examples:\n  pac-wgpu predict --run runs/rte-vanilla-42 --split test --out RTE.tsv"
@@ -100,5 +106,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Sweep(args) => sweep::run(args, &cli.global),
         Command::Report(args) => report::run(args),
         Command::Predict(args) => eval::predict(args, &cli.global),
+        Command::Export(args) => export::run(args),
     }
 }

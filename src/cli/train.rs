@@ -5,6 +5,7 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 use pac_wgpu::glue::Task;
 use pac_wgpu::glue::custom::ProblemType;
+use pac_wgpu::model::HeadKind;
 use pac_wgpu::run::{EpochRecord, Summary};
 use pac_wgpu::train::config::{default_output_dir, default_stage1_epochs};
 use pac_wgpu::train::{
@@ -30,9 +31,14 @@ pub struct TrainArgs {
     /// or lora (low-rank adapters and head). [default: pac]
     #[arg(long)]
     method: Option<Method>,
-    /// A local HF model folder or a hub id. [default: bert-base-uncased]
+    /// A local HF model folder or a hub id (model_type bert, roberta or gpt2).
+    /// [default: bert-base-uncased]
     #[arg(long)]
     model: Option<String>,
+    /// cls (the paper's linear layer on the first token; GPT-2: the last real token) or hf (the
+    /// family's HF *ForSequenceClassification head). [default: cls]
+    #[arg(long)]
+    head: Option<HeadKind>,
     #[command(flatten)]
     data: DataSourceArgs,
     /// Train examples drawn from the train split (0 = all). [default: 100]
@@ -167,6 +173,7 @@ impl TrainArgs {
         set_opt(&mut c.problem_type, self.problem_type);
         set(&mut c.method, self.method);
         set(&mut c.model, self.model.clone());
+        set(&mut c.head, self.head);
         set(&mut c.train_size, self.train_size);
         set(&mut c.seed, self.seed);
         set(&mut c.epochs, self.epochs);

@@ -1,36 +1,37 @@
-//! A BERT encoder with Hugging Face `BertModel` semantics, plus a linear head on \[CLS\].
+//! A BERT encoder with Hugging Face `BertModel` semantics (RoBERTa reuses its layers).
 //!
 //! Field names follow the HF checkpoint names so that `encoder.layer.3.intermediate.dense.weight`
 //! in a `model.safetensors` lands on `encoder.layer[3].intermediate.dense.weight` here. Two
 //! spellings differ because Rust forbids them: HF `LayerNorm` is `layer_norm` and HF
 //! `attention.self` is `attention.self_attn` (see [`super::load`], which maps them).
 
-use burn::module::{Module, Param};
+use burn::module::Module;
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
-
-use crate::rng::SplitMix64;
+use burn::tensor::activation::{softmax, tanh};
+use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
 
-/// Added to attention scores at padded key positions (HF uses the dtype's minimum; any value
+/// Added to attention scores at masked key positions (HF uses the dtype's minimum; any value
 /// that underflows `exp` gives the same probabilities).
-const MASKED_SCORE: f32 = -1e9;
+pub(crate) const MASKED_SCORE: f32 = -1e9;
 
-/// Separates the head-initialisation stream from other uses of the run seed (ASCII "head").
-const HEAD_STREAM: u64 = 0x6865_6164;
+/// `[batch, 1, 1, seq]`: 0 at real tokens and [`MASKED_SCORE`] at padding, from a 0/1 mask.
+pub(crate) fn padding_bias(attention_mask: Tensor<2>) -> Tensor<4> {
+    let [batch, seq] = attention_mask.dims();
+    (attention_mask.neg().add_scalar(1.0) * MASKED_SCORE).reshape([batch, 1, 1, seq])
+}
 
 /// Exact (erf) GELU, written with primitive ops so autodiff differentiates the exact function.
-fn gelu(x: Tensor<3>) -> Tensor<3> {
+pub(crate) fn gelu(x: Tensor<3>) -> Tensor<3> {
     let cdf = (x.clone() / std::f32::consts::SQRT_2).erf().add_scalar(1.0) * 0.5;
     x * cdf
 }
 
-fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+pub(crate) fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
     LinearConfig::new(d_in, d_out)
         .with_initializer(Initializer::Normal {
             mean: 0.0,
@@ -49,7 +50,7 @@ pub struct Embeddings {
 }
 
 impl Embeddings {
-    fn new(c: &BertConfig, dropout: f64, device: &Device) -> Self {
+    pub(crate) fn new(c: &BertConfig, dropout: f64, device: &Device) -> Self {
         let emb = |n| EmbeddingConfig::new(n, c.hidden_size).init(device);
         Embeddings {
             word_embeddings: emb(c.vocab_size),
@@ -65,6 +66,16 @@ impl Embeddings {
     fn forward(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
         let [_, seq] = input_ids.dims();
         let positions = Tensor::<1, Int>::arange(0..seq as i64, &input_ids.device()).unsqueeze();
+        self.forward_at(input_ids, token_type_ids, positions)
+    }
+
+    /// The embeddings with explicit position ids (`[batch or 1, seq]`).
+    pub(crate) fn forward_at(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        positions: Tensor<2, Int>,
+    ) -> Tensor<3> {
         let x = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_type_ids);
@@ -175,28 +186,71 @@ impl Layer {
     }
 }
 
+/// The stack of `num_hidden_layers` layers (HF `BertEncoder`).
 #[derive(Module, Debug)]
 pub struct Encoder {
     pub layer: Vec<Layer>,
 }
 
-/// The encoder: embeddings and `num_hidden_layers` layers (no pooler).
+impl Encoder {
+    pub(crate) fn new(config: &BertConfig, dropout: f64, device: &Device) -> Self {
+        Encoder {
+            layer: (0..config.num_hidden_layers)
+                .map(|_| Layer::new(config, dropout, device))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn forward(&self, mut x: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<3> {
+        let mask_bias = padding_bias(attention_mask);
+        for layer in &self.layer {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        x
+    }
+}
+
+/// Dense + tanh on the \[CLS\] vector (HF `BertPooler`), used by the `--head hf` classifier.
+#[derive(Module, Debug)]
+pub struct Pooler {
+    pub dense: Linear,
+}
+
+impl Pooler {
+    /// A pooler drawn as HF initialises one: N(0, `std`²) weights, zero bias.
+    pub fn new(hidden: usize, std: f64, device: &Device) -> Self {
+        Pooler {
+            dense: LinearConfig::new(hidden, hidden)
+                .with_initializer(Initializer::Normal { mean: 0.0, std })
+                .init(device),
+        }
+    }
+
+    pub fn forward(&self, first: Tensor<2>) -> Tensor<2> {
+        tanh(self.dense.forward(first))
+    }
+}
+
+/// The encoder: embeddings, `num_hidden_layers` layers and, when the checkpoint has one and the
+/// head uses it, the pooler.
 #[derive(Module, Debug)]
 pub struct Bert {
     pub embeddings: Embeddings,
     pub encoder: Encoder,
+    pub pooler: Option<Pooler>,
 }
 
 impl Bert {
-    /// A randomly initialised encoder (weights are normally loaded afterwards).
+    /// A randomly initialised encoder with a pooler (weights are normally loaded afterwards).
     pub fn new(config: &BertConfig, dropout: f64, device: &Device) -> Self {
         Bert {
             embeddings: Embeddings::new(config, dropout, device),
-            encoder: Encoder {
-                layer: (0..config.num_hidden_layers)
-                    .map(|_| Layer::new(config, dropout, device))
-                    .collect(),
-            },
+            encoder: Encoder::new(config, dropout, device),
+            pooler: Some(Pooler::new(
+                config.hidden_size,
+                config.initializer_range,
+                device,
+            )),
         }
     }
 
@@ -207,14 +261,8 @@ impl Bert {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Tensor<2>,
     ) -> Tensor<3> {
-        let [batch, seq] = attention_mask.dims();
-        let mask_bias =
-            (attention_mask.neg().add_scalar(1.0) * MASKED_SCORE).reshape([batch, 1, 1, seq]);
-        let mut x = self.embeddings.forward(input_ids, token_type_ids);
-        for layer in &self.encoder.layer {
-            x = layer.forward(x, mask_bias.clone());
-        }
-        x
+        let x = self.embeddings.forward(input_ids, token_type_ids);
+        self.encoder.forward(x, attention_mask)
     }
 
     /// The \[CLS\] (first token) vector of each sequence, `[batch, hidden]`.
@@ -224,58 +272,6 @@ impl Bert {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Tensor<2>,
     ) -> Tensor<2> {
-        let hidden = self.forward(input_ids, token_type_ids, attention_mask);
-        let [batch, _, width] = hidden.dims();
-        hidden.narrow(1, 0, 1).reshape([batch, width])
-    }
-}
-
-/// Encoder + a linear head `out` on the \[CLS\] vector: sequence classification (or regression
-/// with one output), as PAC-tuning uses it (no pooler).
-#[derive(Module, Debug)]
-pub struct Classifier {
-    pub bert: Bert,
-    pub out: Linear,
-    dropout: Dropout,
-}
-
-impl Classifier {
-    /// A classifier whose head is initialised like HF's: weights N(0, 0.02²) drawn from
-    /// SplitMix64(`seed`) on the host (the same on every device), zero bias.
-    pub fn new(
-        bert: Bert,
-        hidden: usize,
-        num_labels: usize,
-        dropout: f64,
-        seed: u64,
-        device: &Device,
-    ) -> Self {
-        let mut rng = SplitMix64::new(seed ^ HEAD_STREAM);
-        let weights: Vec<f32> = (0..hidden * num_labels)
-            .map(|_| (rng.normal() * 0.02) as f32)
-            .collect();
-        let out = Linear {
-            weight: Param::from_tensor(Tensor::from_data(
-                TensorData::new(weights, [hidden, num_labels]),
-                device,
-            )),
-            bias: Some(Param::from_tensor(Tensor::zeros([num_labels], device))),
-        };
-        Classifier {
-            bert,
-            out,
-            dropout: DropoutConfig::new(dropout).init(),
-        }
-    }
-
-    /// Logits `[batch, num_labels]`.
-    pub fn forward(
-        &self,
-        input_ids: Tensor<2, Int>,
-        token_type_ids: Tensor<2, Int>,
-        attention_mask: Tensor<2>,
-    ) -> Tensor<2> {
-        let cls = self.bert.cls(input_ids, token_type_ids, attention_mask);
-        self.out.forward(self.dropout.forward(cls))
+        super::first_token(self.forward(input_ids, token_type_ids, attention_mask))
     }
 }

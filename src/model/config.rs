@@ -1,11 +1,203 @@
-//! The subset of a Hugging Face `config.json` that defines a BERT-family encoder.
+//! The subset of a Hugging Face `config.json` that defines an encoder: [`ModelConfig`] picks the
+//! family from `model_type` (`bert`, `roberta`, `gpt2`) and holds its hyper-parameters.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-/// Architecture hyper-parameters, named as in HF `BertConfig`.
+/// An encoder's family and hyper-parameters, from `model_type` in config.json.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelConfig {
+    Bert(BertConfig),
+    Roberta(BertConfig),
+    Gpt2(Gpt2Config),
+}
+
+impl ModelConfig {
+    /// Reads `config.json` and validates it for its family; every error names the file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read model config", path.display()))?;
+        #[derive(Deserialize)]
+        struct Family {
+            model_type: Option<String>,
+        }
+        let family: Family = parse(path, &text, "model")?;
+        let config = match family.model_type.as_deref().unwrap_or("bert") {
+            "bert" => ModelConfig::Bert(parse(path, &text, "BERT")?),
+            "roberta" => ModelConfig::Roberta(parse(path, &text, "RoBERTa")?),
+            "gpt2" => ModelConfig::Gpt2(parse(path, &text, "GPT-2")?),
+            other => bail!("{}: {}", path.display(), unsupported(other)),
+        };
+        let checked = match &config {
+            ModelConfig::Bert(c) | ModelConfig::Roberta(c) => c.validate(),
+            ModelConfig::Gpt2(c) => c.validate(),
+        };
+        checked.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// The width of the hidden states.
+    pub fn hidden_size(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) | ModelConfig::Roberta(c) => c.hidden_size,
+            ModelConfig::Gpt2(c) => c.n_embd,
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) | ModelConfig::Roberta(c) => c.vocab_size,
+            ModelConfig::Gpt2(c) => c.vocab_size,
+        }
+    }
+
+    /// The std of HF's normal initialiser for new weights.
+    pub fn initializer_range(&self) -> f64 {
+        match self {
+            ModelConfig::Bert(c) | ModelConfig::Roberta(c) => c.initializer_range,
+            ModelConfig::Gpt2(c) => c.initializer_range,
+        }
+    }
+
+    /// `model_type` as config.json spells it.
+    pub fn model_type(&self) -> &'static str {
+        match self {
+            ModelConfig::Bert(_) => "bert",
+            ModelConfig::Roberta(_) => "roberta",
+            ModelConfig::Gpt2(_) => "gpt2",
+        }
+    }
+
+    /// The longest input the position table holds (RoBERTa's positions start at pad id + 1).
+    pub fn max_tokens(&self) -> usize {
+        match self {
+            ModelConfig::Bert(c) => c.max_position_embeddings,
+            ModelConfig::Roberta(c) => c.max_position_embeddings.saturating_sub(c.pad_token_id + 1),
+            ModelConfig::Gpt2(c) => c.n_positions,
+        }
+    }
+
+    /// Checks that inputs of `max_length` tokens fit the position table of a RoBERTa or GPT-2
+    /// model (BERT folders are not checked: small test models pair 64 positions with short
+    /// inputs under the default --max-length 128).
+    pub fn check_max_length(&self, path: &Path, max_length: usize) -> Result<()> {
+        let positions = match self {
+            ModelConfig::Bert(_) => return Ok(()),
+            ModelConfig::Gpt2(c) => format!("n_positions {}", c.n_positions),
+            ModelConfig::Roberta(c) => format!(
+                "max_position_embeddings {} (positions start at pad_token_id + 1 = {})",
+                c.max_position_embeddings,
+                c.pad_token_id + 1
+            ),
+        };
+        if max_length > self.max_tokens() {
+            bail!(
+                "{}: {positions} allows at most {} tokens, but --max-length is {max_length}",
+                path.display(),
+                self.max_tokens()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str, what: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}: expected a {what} config.json, found invalid JSON or a missing field ({e})",
+            path.display(),
+            e.line()
+        )
+    })
+}
+
+fn unsupported(model_type: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "unsupported architecture: model_type \"{model_type}\" (pac-wgpu implements \"bert\", \"roberta\" and \"gpt2\")"
+    )
+}
+
+/// GPT-2's hyper-parameters, named as in HF `GPT2Config`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+pub struct Gpt2Config {
+    pub vocab_size: usize,
+    pub n_embd: usize,
+    pub n_layer: usize,
+    pub n_head: usize,
+    #[serde(default = "default_gpt2_positions")]
+    pub n_positions: usize,
+    /// The MLP width; HF's `None` means 4 · n_embd.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    #[serde(default = "default_gpt2_eps")]
+    pub layer_norm_epsilon: f64,
+    #[serde(default = "default_gpt2_act")]
+    pub activation_function: String,
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
+    #[serde(default = "default_true")]
+    pub scale_attn_weights: bool,
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    #[serde(default)]
+    pub reorder_and_upcast_attn: bool,
+}
+
+fn default_gpt2_positions() -> usize {
+    1024
+}
+fn default_gpt2_eps() -> f64 {
+    1e-5
+}
+fn default_gpt2_act() -> String {
+    "gelu_new".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Gpt2Config {
+    pub fn inner_size(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.activation_function != "gelu_new" {
+            bail!(
+                "unsupported activation_function \"{}\": expected \"gelu_new\" (GPT-2's tanh GELU)",
+                self.activation_function
+            );
+        }
+        if !self.scale_attn_weights || self.scale_attn_by_inverse_layer_idx {
+            bail!(
+                "unsupported attention scaling: expected scale_attn_weights true and scale_attn_by_inverse_layer_idx false"
+            );
+        }
+        for (name, value) in [
+            ("vocab_size", self.vocab_size),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+            ("n_positions", self.n_positions),
+        ] {
+            if value == 0 {
+                bail!("{name} must be at least 1, found 0");
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            bail!(
+                "n_embd {} is not divisible by n_head {}",
+                self.n_embd,
+                self.n_head
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Architecture hyper-parameters, named as in HF `BertConfig` (RoBERTa's config is the same).
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 pub struct BertConfig {
     #[serde(default = "default_model_type")]
@@ -27,6 +219,8 @@ pub struct BertConfig {
     pub position_embedding_type: String,
     #[serde(default)]
     pub pad_token_id: usize,
+    #[serde(default = "default_init_range")]
+    pub initializer_range: f64,
 }
 
 fn default_model_type() -> String {
@@ -47,32 +241,15 @@ fn default_act() -> String {
 fn default_position_type() -> String {
     "absolute".into()
 }
+fn default_init_range() -> f64 {
+    0.02
+}
 
 impl BertConfig {
-    /// Reads and validates `config.json`; every error names the file.
-    pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read model config", path.display()))?;
-        let config: BertConfig = serde_json::from_str(&text).map_err(|e| {
-            anyhow::anyhow!(
-                "{}:{}: expected a BERT config.json, found invalid JSON or a missing field ({e})",
-                path.display(),
-                e.line()
-            )
-        })?;
-        config
-            .validate()
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        Ok(config)
-    }
-
     /// Checks that the model is an architecture pac-wgpu implements, with sane sizes.
     pub fn validate(&self) -> Result<()> {
-        if self.model_type != "bert" {
-            bail!(
-                "unsupported architecture: model_type \"{}\" (pac-wgpu implements BERT-family encoders, model_type \"bert\")",
-                self.model_type
-            );
+        if self.model_type != "bert" && self.model_type != "roberta" {
+            return Err(unsupported(&self.model_type));
         }
         if self.hidden_act != "gelu" {
             bail!(
@@ -136,6 +313,7 @@ impl BertConfig {
             hidden_act: default_act(),
             position_embedding_type: default_position_type(),
             pad_token_id: 0,
+            initializer_range: default_init_range(),
         }
     }
 }

@@ -1,45 +1,78 @@
-//! Loads HF `model.safetensors` weights into [`Bert`] through burn-store.
+//! Loads HF `model.safetensors` weights into an [`Encoder`] through burn-store.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
+use burn::module::Module;
 use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
 use burn::tensor::Device;
 
-use super::bert::Bert;
-use super::config::BertConfig;
+use super::config::ModelConfig;
+use super::{Bert, Encoder, Gpt2, Roberta};
 
-/// Checkpoint tensors that the encoder does not use and that need no warning: the pooler (PAC-tuning
-/// classifies from [CLS] directly), pre-training and task heads, and the position-id buffer.
-const KNOWN_UNUSED: [&str; 5] = [
+/// Checkpoint tensors that the encoder does not use and that need no warning: the pooler (the
+/// `cls` head reads the first token directly), pre-training and task heads, and buffers.
+const KNOWN_UNUSED: [&str; 8] = [
     "pooler.",
     "cls.",
     "classifier.",
     "qa_outputs.",
     "position_ids",
+    "lm_head.",
+    "score.",
+    "masked_bias",
 ];
 
-/// Reads `model.safetensors` into a freshly built encoder.
+/// Reads `model.safetensors` into a freshly built encoder of `config`'s family.
 ///
-/// Accepts both `BertModel` names (`encoder.layer.0...`) and task-model names (`bert.encoder...`).
-/// A missing or mis-shaped tensor is an error naming the tensor; extra tensors other than
-/// `KNOWN_UNUSED` are returned as warnings.
-pub fn load_bert(
+/// Accepts both base-model names (`encoder.layer.0...`, `h.0...`) and task-model names
+/// (`bert.`, `roberta.`, `transformer.` prefixes). A missing or mis-shaped tensor is an error
+/// naming the tensor (BERT's pooler may be missing); extra tensors other than `KNOWN_UNUSED` are
+/// returned as warnings.
+pub fn load_encoder(
     path: &Path,
-    config: &BertConfig,
+    config: &ModelConfig,
     dropout: f64,
     device: &Device,
-) -> Result<(Bert, Vec<String>)> {
+) -> Result<(Encoder, Vec<String>)> {
     check_header(path, config)?;
-    let mut bert = Bert::new(config, dropout, device);
+    Ok(match config {
+        ModelConfig::Bert(c) => {
+            let mut bert = Bert::new(c, dropout, device);
+            let (missing, unused) = apply(path, &mut bert)?;
+            let has_pooler = !missing.iter().any(|n| n.starts_with("pooler."));
+            if !has_pooler {
+                bert.pooler = None;
+            }
+            let missing = missing.into_iter().filter(|n| !n.starts_with("pooler."));
+            (
+                Encoder::Bert(bert),
+                checked(path, missing.collect(), unused)?,
+            )
+        }
+        ModelConfig::Roberta(c) => {
+            let mut roberta = Roberta::new(c, dropout, device);
+            let (missing, unused) = apply(path, &mut roberta)?;
+            (Encoder::Roberta(roberta), checked(path, missing, unused)?)
+        }
+        ModelConfig::Gpt2(c) => {
+            let mut gpt2 = Gpt2::new(c, dropout, device);
+            let (missing, unused) = apply(path, &mut gpt2)?;
+            (Encoder::Gpt2(gpt2), checked(path, missing, unused)?)
+        }
+    })
+}
+
+/// Loads what `path` holds into `module`; returns the HF names it lacked and those it left over.
+fn apply<M: Module>(path: &Path, module: &mut M) -> Result<(Vec<String>, Vec<String>)> {
     let mut store = SafetensorsStore::from_file(path)
         .with_from_adapter(PyTorchToBurnAdapter)
-        .with_key_remapping(r"^bert\.", "")
+        .with_key_remapping(r"^(bert|roberta|transformer)\.", "")
         .with_key_remapping(r"LayerNorm", "layer_norm")
         .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
         .allow_partial(true)
         .validate(false);
-    let result = bert
+    let result = module
         .load_from(&mut store)
         .map_err(|e| anyhow::anyhow!("{}: cannot read tensors: {e}", path.display()))?;
 
@@ -67,19 +100,23 @@ pub fn load_bert(
         };
         bail!("{}: {problem}", path.display());
     }
-    if !result.missing.is_empty() {
-        let names: Vec<String> = result.missing.iter().map(|(n, _)| hf_name(n)).collect();
+    let missing = result.missing.iter().map(|(n, _)| hf_name(n)).collect();
+    Ok((missing, result.unused.clone()))
+}
+
+/// An error for missing tensors, else the warnings for unexpected ones.
+fn checked(path: &Path, missing: Vec<String>, unused: Vec<String>) -> Result<Vec<String>> {
+    if !missing.is_empty() {
         bail!(
             "{}: missing {} tensor(s) the config requires: {}",
             path.display(),
-            names.len(),
-            abbreviate(&names)
+            missing.len(),
+            abbreviate(&missing)
         );
     }
-    let warnings = result
-        .unused
+    Ok(unused
         .iter()
-        .filter(|name| !KNOWN_UNUSED.iter().any(|k| name.contains(k)))
+        .filter(|name| !KNOWN_UNUSED.iter().any(|k| name.contains(k)) && !is_attn_buffer(name))
         .map(|name| {
             format!(
                 "{}: unexpected tensor {} ignored",
@@ -87,13 +124,17 @@ pub fn load_bert(
                 hf_name(name)
             )
         })
-        .collect();
-    Ok((bert, warnings))
+        .collect())
+}
+
+/// GPT-2's causal-mask buffer `h.N.attn.bias` in older checkpoints (not `c_attn.bias`).
+fn is_attn_buffer(name: &str) -> bool {
+    name.ends_with(".attn.bias")
 }
 
 /// Rejects files whose safetensors header does not parse or whose sizes are not the config's,
 /// before burn-store reads them.
-fn check_header(path: &Path, config: &BertConfig) -> Result<()> {
+fn check_header(path: &Path, config: &ModelConfig) -> Result<()> {
     let file = std::fs::File::open(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot open model weights: {e}", path.display()))?;
     // Safety: the file is only read, and not modified while mapped by this process.
@@ -107,23 +148,37 @@ fn check_header(path: &Path, config: &BertConfig) -> Result<()> {
         ),
     };
     // The config's sizes must be the weights' before anything of that size is built.
-    let sizes = [
-        (
-            "embeddings.word_embeddings.weight",
-            [config.vocab_size, config.hidden_size],
-            "vocab_size × hidden_size",
-        ),
-        (
-            "encoder.layer.0.intermediate.dense.weight",
-            [config.intermediate_size, config.hidden_size],
-            "intermediate_size × hidden_size",
-        ),
-    ];
+    let sizes = match config {
+        ModelConfig::Bert(c) | ModelConfig::Roberta(c) => vec![
+            (
+                "embeddings.word_embeddings.weight",
+                [c.vocab_size, c.hidden_size],
+                "vocab_size × hidden_size",
+            ),
+            (
+                "encoder.layer.0.intermediate.dense.weight",
+                [c.intermediate_size, c.hidden_size],
+                "intermediate_size × hidden_size",
+            ),
+        ],
+        ModelConfig::Gpt2(c) => vec![(
+            "wte.weight",
+            [c.vocab_size, c.n_embd],
+            "vocab_size × n_embd",
+        )],
+    };
+    let unprefixed = |n: &str| {
+        ["bert.", "roberta.", "transformer."]
+            .iter()
+            .find_map(|p| n.strip_prefix(p))
+            .unwrap_or(n)
+            .to_string()
+    };
     for (name, expected, what) in sizes {
         let info = header
             .tensors()
             .into_iter()
-            .find(|(n, _)| n == name || n.strip_prefix("bert.") == Some(name));
+            .find(|(n, _)| unprefixed(n) == name);
         if let Some((_, info)) = info
             && info.shape != expected
         {
@@ -138,12 +193,18 @@ fn check_header(path: &Path, config: &BertConfig) -> Result<()> {
     Ok(())
 }
 
-/// The HF spelling of a module path (inverse of the remapping in [`load_bert`]).
+/// The HF spelling of a module path (inverse of the remapping in [`load_encoder`]).
 pub fn hf_name(path: &str) -> String {
-    path.replace("self_attn", "self")
-        .replace("layer_norm.gamma", "LayerNorm.weight")
-        .replace("layer_norm.beta", "LayerNorm.bias")
-        .replace("layer_norm", "LayerNorm")
+    let path = path
+        .replace("self_attn", "self")
+        .replace("layer_norm", "LayerNorm");
+    if let Some(stem) = path.strip_suffix(".gamma") {
+        format!("{stem}.weight")
+    } else if let Some(stem) = path.strip_suffix(".beta") {
+        format!("{stem}.bias")
+    } else {
+        path
+    }
 }
 
 fn abbreviate(names: &[String]) -> String {

@@ -1,58 +1,195 @@
-//! The BERT-family model: configuration, modules, weight loading and model resolution.
+//! The pretrained encoders (BERT, RoBERTa, GPT-2, chosen by `model_type`), the classifier heads
+//! on top of them, weight loading and model resolution.
 
 pub mod bert;
+pub mod classifier;
 pub mod config;
+pub mod gpt2;
 pub mod hub;
 pub mod load;
+pub mod roberta;
 pub mod trainable;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use burn::tensor::Device;
+use burn::module::Module;
+use burn::tensor::{Device, Int, Tensor};
 
-pub use bert::{Bert, Classifier};
-pub use config::BertConfig;
+pub use bert::Bert;
+pub use classifier::{Classifier, Head, HeadKind};
+pub use config::{BertConfig, Gpt2Config, ModelConfig};
+pub use gpt2::Gpt2;
 pub use hub::resolve_model;
+pub use roberta::Roberta;
+
+/// A pretrained encoder of one of the families; its variant's module holds the HF names that
+/// follow the family's prefix (`bert.`, `roberta.`, `transformer.`).
+#[derive(Module, Debug)]
+pub enum Encoder {
+    Bert(Bert),
+    Roberta(Roberta),
+    Gpt2(Gpt2),
+}
+
+impl Encoder {
+    /// A randomly initialised encoder of `config`'s family (weights are normally loaded after).
+    pub fn new(config: &ModelConfig, dropout: f64, device: &Device) -> Self {
+        match config {
+            ModelConfig::Bert(c) => Encoder::Bert(Bert::new(c, dropout, device)),
+            ModelConfig::Roberta(c) => Encoder::Roberta(Roberta::new(c, dropout, device)),
+            ModelConfig::Gpt2(c) => Encoder::Gpt2(Gpt2::new(c, dropout, device)),
+        }
+    }
+
+    /// Last hidden states `[batch, seq, hidden]`. `attention_mask` is 1 for tokens, 0 for padding;
+    /// token types matter to BERT only.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2>,
+    ) -> Tensor<3> {
+        match self {
+            Encoder::Bert(m) => m.forward(input_ids, token_type_ids, attention_mask),
+            Encoder::Roberta(m) => m.forward(input_ids, attention_mask),
+            Encoder::Gpt2(m) => m.forward(input_ids, attention_mask),
+        }
+    }
+
+    /// The prefix of the encoder's tensors in an HF task model.
+    pub fn hf_prefix(&self) -> &'static str {
+        match self {
+            Encoder::Bert(_) => "bert",
+            Encoder::Roberta(_) => "roberta",
+            Encoder::Gpt2(_) => "transformer",
+        }
+    }
+
+    /// The encoder with its embedding tables (and BERT's embedding LayerNorm) frozen.
+    pub fn freeze_embeddings(self) -> Self {
+        match self {
+            Encoder::Bert(mut m) => {
+                m.embeddings = m.embeddings.no_grad();
+                Encoder::Bert(m)
+            }
+            Encoder::Roberta(mut m) => {
+                m.embeddings = m.embeddings.no_grad();
+                Encoder::Roberta(m)
+            }
+            Encoder::Gpt2(mut m) => {
+                m.wte = m.wte.no_grad();
+                m.wpe = m.wpe.no_grad();
+                Encoder::Gpt2(m)
+            }
+        }
+    }
+
+    /// The vector the paper's head reads: the first token's (BERT's \[CLS\], RoBERTa's `<s>`), or
+    /// for GPT-2, which reads left to right, the last real token's.
+    pub fn summary(&self, hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
+        match self {
+            Encoder::Gpt2(_) => last_real_token(hidden, attention_mask),
+            _ => first_token(hidden),
+        }
+    }
+}
+
+/// Whether a module path (enum variants left out) names an embedding table.
+pub(crate) fn is_embedding(path: &str) -> bool {
+    ["encoder.embeddings.", "encoder.wte.", "encoder.wpe."]
+        .iter()
+        .any(|p| path.starts_with(p))
+}
+
+/// The hidden state at position 0 of each row, `[batch, hidden]`.
+pub fn first_token(hidden: Tensor<3>) -> Tensor<2> {
+    let [batch, _, width] = hidden.dims();
+    hidden.narrow(1, 0, 1).reshape([batch, width])
+}
+
+/// The hidden state at each row's last real token (inputs padded on the right), `[batch, hidden]`.
+pub fn last_real_token(hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
+    let [batch, seq, width] = hidden.dims();
+    let last = attention_mask
+        .sum_dim(1)
+        .sub_scalar(1.0)
+        .expand([batch, seq]);
+    let positions = Tensor::<1, Int>::arange(0..seq as i64, &hidden.device())
+        .float()
+        .unsqueeze::<2>()
+        .expand([batch, seq]);
+    let pick = positions.equal(last).float().unsqueeze_dim::<3>(2);
+    (hidden * pick).sum_dim(1).reshape([batch, width])
+}
 
 /// A pretrained encoder loaded from a local HF folder.
 pub struct Pretrained {
     pub folder: PathBuf,
-    pub config: BertConfig,
-    pub bert: Bert,
+    pub config: ModelConfig,
+    pub encoder: Encoder,
 }
 
 impl Pretrained {
     /// Loads `folder/config.json` and `folder/model.safetensors` onto `device`; extra tensors in
     /// the checkpoint are reported on stderr.
     pub fn load(folder: &Path, dropout: f64, device: &Device) -> Result<Self> {
-        let config = BertConfig::from_file(&folder.join("config.json"))?;
-        let (bert, warnings) =
-            load::load_bert(&folder.join("model.safetensors"), &config, dropout, device)?;
+        let config = ModelConfig::from_file(&folder.join("config.json"))?;
+        let (encoder, warnings) =
+            load::load_encoder(&folder.join("model.safetensors"), &config, dropout, device)?;
         for warning in warnings {
             eprintln!("warning: {warning}");
         }
         Ok(Pretrained {
             folder: folder.to_path_buf(),
             config,
-            bert,
+            encoder,
         })
     }
 }
 
-/// The \[CLS\] vector of every row of `batch`, read back to the host.
+/// Checks, before any weight is read, that inputs of `max_length` tokens fit the position table
+/// of the model in `folder`.
+pub fn check_max_length(folder: &Path, max_length: usize) -> Result<()> {
+    let path = folder.join("config.json");
+    ModelConfig::from_file(&path)?.check_max_length(&path, max_length)
+}
+
+/// The final hidden states at the first and at the last real token of every row of a batch.
+pub struct TokenStates {
+    pub first: Vec<Vec<f32>>,
+    pub last: Vec<Vec<f32>>,
+}
+
+/// [`TokenStates`] of `batch`, read back to the host.
+pub fn token_states(
+    encoder: &Encoder,
+    batch: &crate::tokenize::PaddedBatch,
+    device: &Device,
+) -> Result<TokenStates> {
+    let (ids, types, mask) = batch.to_tensors(device);
+    let hidden = encoder.forward(ids, types, mask.clone());
+    Ok(TokenStates {
+        first: rows(first_token(hidden.clone()))?,
+        last: rows(last_real_token(hidden, mask))?,
+    })
+}
+
+/// The \[CLS\] (first token) vector of every row of `batch`, read back to the host.
 pub fn cls_vectors(
-    bert: &Bert,
+    encoder: &Encoder,
     batch: &crate::tokenize::PaddedBatch,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
     let (ids, types, mask) = batch.to_tensors(device);
-    let cls = bert.cls(ids, types, mask);
-    let [rows, width] = cls.dims();
-    let flat = cls
+    rows(first_token(encoder.forward(ids, types, mask)))
+}
+
+fn rows(t: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+    let [_, width] = t.dims();
+    let flat = t
         .into_data()
         .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read the [CLS] vectors back: {e:?}"))?;
-    debug_assert_eq!(flat.len(), rows * width);
+        .map_err(|e| anyhow::anyhow!("cannot read hidden states back: {e:?}"))?;
     Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
 }

@@ -2,15 +2,16 @@
 //! crate says "trainable tensor" and indexes them by j everywhere).
 //!
 //! Every weight matrix, bias, LayerNorm gain and bias of the encoder is its own trainable
-//! tensor, then the head's weight and bias. Embeddings (and their LayerNorm) are frozen unless
-//! asked otherwise; a [`Scope`] narrows the encoder's part further (BitFit, LoRA). They are
-//! ordered as the module is traversed, which is stable for a given model config.
+//! tensor, then the head's weight and bias. Embeddings (BERT's and RoBERTa's tables and their
+//! LayerNorm, GPT-2's `wte` and `wpe`) are frozen unless asked otherwise; a [`Scope`] narrows the
+//! encoder's part further (BitFit, LoRA). They are ordered as the module is traversed, which is
+//! stable for a given model config.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
-use super::Classifier;
 use super::load::hf_name;
+use super::{Classifier, is_embedding};
 
 /// Which optimiser group a trainable tensor belongs to (separate learning rates, separate PAC init).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -22,7 +23,7 @@ pub enum Group {
 /// One trainable tensor.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trainable {
-    /// HF-style name, e.g. `bert.encoder.layer.0.attention.self.query.weight` or `out.bias`.
+    /// HF name, e.g. `bert.encoder.layer.0.attention.self.query.weight` or `out.bias`.
     pub name: String,
     /// The shape as Burn stores it (Linear weights are `[in, out]`).
     pub shape: Vec<usize>,
@@ -68,10 +69,10 @@ impl From<bool> for Scope {
 impl Scope {
     /// Whether the parameter at module path `path` trains.
     fn trains(self, path: &str) -> bool {
-        if !path.starts_with("bert.") {
+        if !path.starts_with("encoder.") {
             return true;
         }
-        if path.starts_with("bert.embeddings.") && !self.embeddings {
+        if is_embedding(path) && !self.embeddings {
             return false;
         }
         let adapter = path.contains(".lora.");
@@ -86,39 +87,47 @@ impl Scope {
 /// The trainable tensors of `model` in `scope`.
 pub fn list(model: &Classifier, scope: impl Into<Scope>) -> Vec<Trainable> {
     let mut visitor = ListVisitor {
-        path: Vec::new(),
+        path: ModulePath::default(),
         scope: scope.into(),
         tensors: Vec::new(),
     };
     model.visit(&mut visitor);
-    visitor.tensors
+    visitor
+        .tensors
+        .into_iter()
+        .map(|(path, shape)| Trainable {
+            name: model.hf_name(&path),
+            shape,
+            group: group_of(&path),
+        })
+        .collect()
 }
 
 /// `model` with gradients off for every tensor outside `scope`, so that backward passes skip
 /// them.
 pub fn freeze_outside(model: Classifier, scope: Scope) -> Classifier {
     model.map(&mut FreezeMapper {
-        path: Vec::new(),
+        path: ModulePath::default(),
         scope,
     })
 }
 
 struct FreezeMapper {
-    path: Vec<String>,
+    path: ModulePath,
     scope: Scope,
 }
 
 impl ModuleMapper for FreezeMapper {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if self.scope.trains(&self.path.join(".")) {
+        if self.scope.trains(&self.path.joined()) {
             param
         } else {
             param.set_require_grad(false)
@@ -127,36 +136,53 @@ impl ModuleMapper for FreezeMapper {
 }
 
 fn group_of(path: &str) -> Group {
-    if path.starts_with("bert.") {
+    if path.starts_with("encoder.") {
         Group::Encoder
     } else {
         Group::Head
     }
 }
 
+/// The dotted path of the module being visited, with enum variants left out (as burn-store
+/// names tensors when it skips them).
+#[derive(Default)]
+struct ModulePath(Vec<Option<String>>);
+
+impl ModulePath {
+    fn enter(&mut self, name: &str, container_type: &str) {
+        let variant = container_type.starts_with("Enum:");
+        self.0.push((!variant).then(|| name.to_string()));
+    }
+
+    fn exit(&mut self) {
+        self.0.pop();
+    }
+
+    fn joined(&self) -> String {
+        let parts: Vec<&str> = self.0.iter().flatten().map(String::as_str).collect();
+        parts.join(".")
+    }
+}
+
 struct ListVisitor {
-    path: Vec<String>,
+    path: ModulePath,
     scope: Scope,
-    tensors: Vec<Trainable>,
+    tensors: Vec<(String, Vec<usize>)>,
 }
 
 impl ModuleVisitor for ListVisitor {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let path = self.path.join(".");
+        let path = self.path.joined();
         if self.scope.trains(&path) {
-            self.tensors.push(Trainable {
-                name: hf_name(&path),
-                shape: param.val().dims().to_vec(),
-                group: group_of(&path),
-            });
+            self.tensors.push((path, param.val().dims().to_vec()));
         }
     }
 }
@@ -170,7 +196,7 @@ pub fn map(
     f: impl FnMut(usize, Tensor<1>) -> Tensor<1>,
 ) -> Classifier {
     let mut mapper = TrainableMapper {
-        path: Vec::new(),
+        path: ModulePath::default(),
         scope: scope.into(),
         index: 0,
         f,
@@ -179,23 +205,23 @@ pub fn map(
 }
 
 struct TrainableMapper<F> {
-    path: Vec<String>,
+    path: ModulePath,
     scope: Scope,
     index: usize,
     f: F,
 }
 
 impl<F: FnMut(usize, Tensor<1>) -> Tensor<1>> ModuleMapper for TrainableMapper<F> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        if !self.scope.trains(&self.path.join(".")) {
+        if !self.scope.trains(&self.path.joined()) {
             return param;
         }
         let (id, tensor, mapper): (ParamId, Tensor<D>, _) = param.consume();
@@ -232,7 +258,7 @@ pub fn visit(
         index += 1;
     };
     let mut visitor = ValueVisitor {
-        path: Vec::new(),
+        path: ModulePath::default(),
         scope: scope.into(),
         grads,
         f: &mut call,
@@ -243,23 +269,23 @@ pub fn visit(
 type TensorCallback<'a> = &'a mut dyn FnMut(Tensor<1>, Option<Tensor<1>>);
 
 struct ValueVisitor<'a> {
-    path: Vec<String>,
+    path: ModulePath,
     scope: Scope,
     grads: Option<&'a Gradients>,
     f: TensorCallback<'a>,
 }
 
 impl ModuleVisitor for ValueVisitor<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
+        self.path.exit();
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if self.scope.trains(&self.path.join(".")) {
+        if self.scope.trains(&self.path.joined()) {
             let value = param.val();
             let grad = self.grads.and_then(|g| value.grad(g)).map(flat);
             let value = if value.is_autodiff() {

@@ -67,13 +67,7 @@ pub fn save(
     }
     std::fs::create_dir_all(&partial)
         .with_context(|| format!("{}: cannot create checkpoint folder", partial.display()))?;
-    let mut store = SafetensorsStore::from_file(partial.join(MODEL))
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .with_key_remapping(r"layer_norm", "LayerNorm")
-        .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.");
-    model
-        .save_into(&mut store)
-        .map_err(|e| anyhow!("{}: cannot write model: {e}", partial.display()))?;
+    save_model(&partial.join(MODEL), model)?;
     for file in extra_files {
         if let Some(name) = file.file_name() {
             std::fs::copy(file, partial.join(name))
@@ -102,6 +96,26 @@ pub fn save(
     Ok(())
 }
 
+/// The folder of checkpoint `which` (best or last) of `run`.
+pub fn checkpoint_dir(run: &Path, which: &str) -> Result<PathBuf> {
+    if which != "best" && which != "last" {
+        bail!("--checkpoint must be best or last, found {which:?}");
+    }
+    if !run.join("run.json").is_file() {
+        bail!(
+            "--run {}: expected a run folder (run.json) or an exported folder (pac_wgpu_run.json)",
+            run.display()
+        );
+    }
+    let dir = run.join("checkpoints").join(which);
+    existing(&dir).ok_or_else(|| {
+        anyhow!(
+            "{}: no {which} checkpoint (has the run finished an epoch?)",
+            dir.display()
+        )
+    })
+}
+
 /// The checkpoint folder to read: `dir`, or the previous one if a crash interrupted the swap.
 pub fn existing(dir: &Path) -> Option<PathBuf> {
     [dir.to_path_buf(), dir.with_extension("old")]
@@ -121,11 +135,45 @@ pub fn load_state(dir: &Path) -> Result<LoopState> {
     })
 }
 
+/// Writes `model` as a safetensors file with HF names (`Classifier::hf_name`).
+pub fn save_model(path: &Path, model: &Classifier) -> Result<()> {
+    let mut store = SafetensorsStore::from_file(path)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .skip_enum_variants(true)
+        .with_key_remapping(r"^encoder\.", format!("{}.", model.encoder.hf_prefix()))
+        .with_key_remapping(r"^head\.", format!("{}.", model.head.hf_prefix()))
+        .with_key_remapping(r"layer_norm", "LayerNorm")
+        .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.");
+    model
+        .save_into(&mut store)
+        .map_err(|e| anyhow!("{}: cannot write model: {e}", path.display()))
+}
+
 /// Loads the weights of a checkpoint into `model` (built from the same config).
-pub fn load_model(dir: &Path, mut model: Classifier) -> Result<Classifier> {
-    let path = dir.join(MODEL);
-    let mut store = SafetensorsStore::from_file(&path)
+pub fn load_model(dir: &Path, model: Classifier) -> Result<Classifier> {
+    load_model_file(&dir.join(MODEL), model)
+}
+
+/// Loads a safetensors file written by [`save_model`] into `model`.
+pub fn load_model_file(path: &Path, model: Classifier) -> Result<Classifier> {
+    load_model_from(SafetensorsStore::from_file(path), path, model)
+}
+
+/// Loads safetensors bytes in [`save_model`]'s layout into `model`; `path` names them in errors.
+pub fn load_model_bytes(bytes: Vec<u8>, path: &Path, model: Classifier) -> Result<Classifier> {
+    load_model_from(SafetensorsStore::from_bytes(Some(bytes)), path, model)
+}
+
+fn load_model_from(
+    store: SafetensorsStore,
+    path: &Path,
+    mut model: Classifier,
+) -> Result<Classifier> {
+    let mut store = store
         .with_from_adapter(PyTorchToBurnAdapter)
+        .skip_enum_variants(true)
+        .with_key_remapping(r"^(bert|roberta|transformer)\.", "encoder.")
+        .with_key_remapping(r"^(out|classifier|score)\.", "head.")
         .with_key_remapping(r"LayerNorm", "layer_norm")
         .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
         .allow_partial(true)

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::DeviceChoice;
 use crate::glue::custom::{self, ProblemType};
 use crate::glue::{Columns, DataSource, Task};
+use crate::model::HeadKind;
 
 /// How to fine-tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +97,9 @@ pub struct TrainConfig {
     pub task: String,
     pub method: Method,
     pub model: String,
+    /// The classification head (run.json files without it are `cls` runs).
+    #[serde(default)]
+    pub head: HeadKind,
     pub data_dir: Option<PathBuf>,
     pub train_file: Option<PathBuf>,
     pub dev_file: Option<PathBuf>,
@@ -153,6 +157,7 @@ impl TrainConfig {
             task: task.to_string(),
             method,
             model: "bert-base-uncased".into(),
+            head: HeadKind::Cls,
             data_dir: None,
             train_file: None,
             dev_file: None,

@@ -56,7 +56,7 @@ pub fn with_adapters(mut model: Classifier, config: &TrainConfig) -> Result<Clas
     let group = ParamGroup::from_regex(format!(r"(^|\.)({targets})\.weight$"))
         .map_err(|e| anyhow!("--lora-targets {:?}: {e:?}", config.lora_targets))?;
     let lora = Lora::new(config.lora_rank, config.lora_alpha).set_param_group(group);
-    model.bert = model.bert.apply_lora(lora);
+    model.encoder = model.encoder.apply_lora(lora);
     Ok(model)
 }
 

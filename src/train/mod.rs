@@ -5,6 +5,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod export;
 pub mod interrupt;
 pub mod method;
 pub mod trained;
@@ -22,7 +23,7 @@ use crate::files::{as_written, write_atomic, write_json};
 use crate::glue::sample::{epoch_order, few_shot};
 use crate::glue::{Label, Split, Task};
 use crate::model::trainable::{self, Trainable};
-use crate::model::{Classifier, Pretrained, resolve_model};
+use crate::model::{Classifier, Pretrained, check_max_length, resolve_model};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::pac::noise::NoiseSource;
 use crate::pac::{self, PacTuning, Stage};
@@ -34,7 +35,7 @@ use checkpoint::LoopState;
 use method::{Stepped, Trainer};
 
 pub use config::{Method, OnNonFinite, Schedule, TrainConfig, lr_scale, read_config};
-pub use trained::{Trained, predictions_tsv};
+pub use trained::{Trained, predictions_tsv, probabilities_tsv};
 
 /// What the loop reports as it goes (the CLI turns these into progress bars or log lines).
 pub enum Event<'a> {
@@ -173,6 +174,7 @@ fn prepare(
     let device = plain.clone().autodiff();
 
     let folder = resolve_model(&config.model)?;
+    check_max_length(&folder, config.max_length)?;
     let tokenizer = TextTokenizer::from_model_dir(&folder, config.max_length)?;
     let source = config.data_source();
     let train_set = source.load(task, Split::Train)?;
@@ -187,10 +189,14 @@ fn prepare(
     let dev = Prepared::new(&source.load(task, Split::Dev)?, None, &tokenizer)?;
 
     let pretrained = Pretrained::load(&folder, config.dropout, &device)?;
-    let hidden = pretrained.config.hidden_size;
+    let encoder = match config.train_embeddings {
+        true => pretrained.encoder,
+        false => pretrained.encoder.freeze_embeddings(),
+    };
     let model = Classifier::new(
-        pretrained.bert,
-        hidden,
+        encoder,
+        &pretrained.config,
+        config.head,
         task.num_labels(),
         config.dropout,
         config.seed,

@@ -2,16 +2,17 @@
 
 use std::path::Path;
 
-use anyhow::{Result, anyhow, bail};
+use anyhow::Result;
 use burn::module::Module;
 use burn::tensor::Device;
 
 use super::checkpoint;
 use super::config::{TrainConfig, read_config};
-use crate::data::{Prepared, predict};
+use super::export::{is_export, load_export};
+use crate::data::{Prepared, label_of, outputs, predict};
 use crate::glue::{Label, Split, Task};
 use crate::metrics::Metric;
-use crate::model::{Bert, BertConfig, Classifier};
+use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::run::Metrics;
 use crate::tokenize::TextTokenizer;
 
@@ -24,24 +25,28 @@ pub struct Trained {
 }
 
 impl Trained {
-    /// Loads `run/checkpoints/<which>` (best or last) onto `device` (a plain device).
+    /// Loads `run/checkpoints/<which>` (best or last) onto `device` (a plain device); `run` may
+    /// also be a folder `pac-wgpu export` wrote (`which` does not apply then).
     pub fn open(run: &Path, which: &str, device: &Device) -> Result<Trained> {
-        if which != "best" && which != "last" {
-            bail!("--checkpoint must be best or last, found {which:?}");
+        if is_export(run) {
+            let (config, model) = load_export(run, device)?;
+            let task = config.validate()?;
+            let tokenizer = TextTokenizer::from_model_dir(run, config.max_length)?;
+            return Ok(Trained {
+                config,
+                task,
+                model,
+                tokenizer,
+            });
         }
         let config = read_config(&run.join("run.json"))?;
         let task = config.validate()?;
-        let dir = checkpoint::existing(&run.join("checkpoints").join(which)).ok_or_else(|| {
-            anyhow!(
-                "{}: no {which} checkpoint (has the run finished an epoch?)",
-                run.join("checkpoints").join(which).display()
-            )
-        })?;
-        let bert_config = BertConfig::from_file(&dir.join("config.json"))?;
-        let bert = Bert::new(&bert_config, 0.0, device);
+        let dir = checkpoint::checkpoint_dir(run, which)?;
+        let model_config = ModelConfig::from_file(&dir.join("config.json"))?;
         let model = Classifier::new(
-            bert,
-            bert_config.hidden_size,
+            Encoder::new(&model_config, 0.0, device),
+            &model_config,
+            config.head,
             task.num_labels(),
             0.0,
             0,
@@ -60,6 +65,14 @@ impl Trained {
             model,
             tokenizer,
         })
+    }
+
+    /// The model's outputs (logits, or the STS-B score) for every example of `split`.
+    pub fn outputs(&self, split: Split, device: &Device) -> Result<Vec<Vec<f32>>> {
+        let dataset = self.config.data_source().load(self.task, split)?;
+        let data = Prepared::new(&dataset, None, &self.tokenizer)?;
+        let pad = self.tokenizer.pad_id();
+        outputs(&self.model, &data, self.config.eval_batch_size, pad, device)
     }
 
     /// Predictions for every example of `split`, and the task's metrics when it has labels.
@@ -83,6 +96,26 @@ impl Trained {
         };
         Ok((predictions, metrics))
     }
+}
+
+/// `predictions_tsv` with a third column: the class probabilities (softmax of the logits),
+/// comma-separated, or the score for STS-B.
+pub fn probabilities_tsv(task: Task, outputs: &[Vec<f32>]) -> String {
+    let labels: Vec<Label> = outputs.iter().map(|row| label_of(task, row)).collect();
+    let mut text = String::from("index\tprediction\tprobabilities\n");
+    for (line, row) in predictions_tsv(task, &labels).lines().skip(1).zip(outputs) {
+        let third = if task.is_regression() {
+            format!("{:.6}", row[0])
+        } else {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f64> = row.iter().map(|v| ((v - max) as f64).exp()).collect();
+            let sum: f64 = exp.iter().sum();
+            let p: Vec<String> = exp.iter().map(|e| format!("{:.6}", e / sum)).collect();
+            p.join(",")
+        };
+        text.push_str(&format!("{line}\t{third}\n"));
+    }
+    text
 }
 
 /// GLUE submission format: `index<TAB>prediction`, label names (STS-B: the score).

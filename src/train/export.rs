@@ -1,0 +1,452 @@
+//! `pac-wgpu export`: a run's checkpoint as a Hugging Face folder, and reading such a folder back.
+//!
+//! `--head hf` runs become a `*ForSequenceClassification` folder that
+//! `AutoModelForSequenceClassification` loads. `--head cls` runs (no HF class has that head)
+//! become the encoder, which `AutoModel` loads, plus `head.safetensors` (`out.weight`
+//! `[num_labels, hidden]`, `out.bias`) and `head.json` naming the token the head reads. PAC runs
+//! also carry the learned noise: `noise.safetensors` holds p (log σ) per trainable tensor in HF
+//! layout and b (the log prior std per tensor) in its metadata.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::{Device, Tensor, bf16, f16};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use super::checkpoint;
+use super::config::{Method, TrainConfig};
+use crate::files::TensorFile;
+use crate::glue::Task;
+use crate::model::trainable;
+use crate::model::{Classifier, Encoder, HeadKind, ModelConfig};
+
+/// The run's settings inside an exported folder, so `predict` and `eval` can use it.
+pub const RUN_FILE: &str = "pac_wgpu_run.json";
+const HEAD_JSON: &str = "head.json";
+const HEAD_FILE: &str = "head.safetensors";
+const NOISE_FILE: &str = "noise.safetensors";
+const MODEL_FILE: &str = "model.safetensors";
+
+/// The float type of the exported tensors (values rounded to nearest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    F32,
+    F16,
+    Bf16,
+}
+
+impl FromStr for Dtype {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(Dtype::F32),
+            "f16" => Ok(Dtype::F16),
+            "bf16" => Ok(Dtype::Bf16),
+            _ => Err(format!("expected f32, f16 or bf16, found {s:?}")),
+        }
+    }
+}
+
+impl Dtype {
+    fn safetensors(self) -> safetensors::Dtype {
+        match self {
+            Dtype::F32 => safetensors::Dtype::F32,
+            Dtype::F16 => safetensors::Dtype::F16,
+            Dtype::Bf16 => safetensors::Dtype::BF16,
+        }
+    }
+
+    fn bytes(self, values: &[f32]) -> Vec<u8> {
+        match self {
+            Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            Dtype::F16 => values
+                .iter()
+                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            Dtype::Bf16 => values
+                .iter()
+                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+        }
+    }
+}
+
+/// `head.json` of a `--head cls` export.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ClsHead {
+    /// `first` (BERT, RoBERTa: position 0) or `last_real` (GPT-2: each row's last real token).
+    pub pooling: String,
+    pub num_labels: usize,
+    pub problem_type: String,
+}
+
+/// What [`export`] wrote.
+pub struct Exported {
+    pub folder: PathBuf,
+    pub head: HeadKind,
+    /// The Python lines that rebuild the logits of a `--head cls` export.
+    pub python: Option<String>,
+}
+
+/// Writes checkpoint `which` of `run` as an HF folder `out` (which must not exist yet); the
+/// folder appears whole or not at all.
+pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Exported> {
+    if out.exists() {
+        bail!("--out {}: already exists; pass a new folder", out.display());
+    }
+    let config = super::read_config(&run.join("run.json"))?;
+    let task = config.validate()?;
+    let ckpt = checkpoint::checkpoint_dir(run, which)?;
+    let model_config = ModelConfig::from_file(&ckpt.join("config.json"))?;
+    let tensors = TensorFile::read(&ckpt.join(MODEL_FILE))?;
+
+    let name = out
+        .file_name()
+        .ok_or_else(|| anyhow!("--out {}: expected a folder name", out.display()))?;
+    let partial = out.with_file_name(format!(".{}.partial", name.to_string_lossy()));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial)?;
+    }
+    std::fs::create_dir_all(&partial)
+        .with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
+    let written = write_folder(
+        &partial,
+        &ckpt,
+        &config,
+        task,
+        &model_config,
+        &tensors,
+        dtype,
+    );
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&partial);
+        return Err(e);
+    }
+    std::fs::rename(&partial, out)
+        .with_context(|| format!("--out {}: cannot move the export in place", out.display()))?;
+    let python = (config.head == HeadKind::Cls).then(|| cls_python(out, &model_config, task));
+    Ok(Exported {
+        folder: out.to_path_buf(),
+        head: config.head,
+        python,
+    })
+}
+
+fn write_folder(
+    dir: &Path,
+    ckpt: &Path,
+    config: &TrainConfig,
+    task: Task,
+    model_config: &ModelConfig,
+    tensors: &TensorFile,
+    dtype: Dtype,
+) -> Result<()> {
+    let prefix = encoder_prefix(model_config);
+    let names = sorted_names(tensors);
+    match config.head {
+        HeadKind::Hf => write_safetensors(&dir.join(MODEL_FILE), tensors, &names, dtype, None)?,
+        HeadKind::Cls => {
+            let (head, encoder): (Vec<String>, Vec<String>) =
+                names.into_iter().partition(|n| n.starts_with("out."));
+            let base: Vec<(String, String)> = encoder
+                .into_iter()
+                .map(|n| (n.trim_start_matches(&format!("{prefix}.")).to_string(), n))
+                .collect();
+            write_with(&dir.join(MODEL_FILE), tensors, &base, dtype, None)?;
+            write_safetensors(&dir.join(HEAD_FILE), tensors, &head, dtype, None)?;
+            let head_json = ClsHead {
+                pooling: pooling(model_config).into(),
+                num_labels: task.num_labels(),
+                problem_type: problem_type(task).into(),
+            };
+            std::fs::write(
+                dir.join(HEAD_JSON),
+                serde_json::to_string_pretty(&head_json)?,
+            )?;
+        }
+    }
+    let hf_config = hf_config(&ckpt.join("config.json"), config.head, model_config, task)?;
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_string_pretty(&hf_config)?,
+    )?;
+    for file in ["tokenizer.json", "vocab.txt"] {
+        if ckpt.join(file).is_file() {
+            std::fs::copy(ckpt.join(file), dir.join(file))?;
+        }
+    }
+    std::fs::write(dir.join(RUN_FILE), serde_json::to_string_pretty(config)?)?;
+    if config.method == Method::Pac {
+        write_noise(dir, ckpt, config, model_config, task, dtype)?;
+    }
+    Ok(())
+}
+
+fn encoder_prefix(config: &ModelConfig) -> &'static str {
+    match config {
+        ModelConfig::Bert(_) => "bert",
+        ModelConfig::Roberta(_) => "roberta",
+        ModelConfig::Gpt2(_) => "transformer",
+    }
+}
+
+fn pooling(config: &ModelConfig) -> &'static str {
+    match config {
+        ModelConfig::Gpt2(_) => "last_real",
+        _ => "first",
+    }
+}
+
+fn problem_type(task: Task) -> &'static str {
+    if task.is_regression() {
+        "regression"
+    } else {
+        "single_label_classification"
+    }
+}
+
+fn sorted_names(tensors: &TensorFile) -> Vec<String> {
+    let mut names: Vec<String> = tensors.tensors.keys().cloned().collect();
+    names.sort();
+    names
+}
+
+/// The checkpoint's config.json with the architecture, label map and problem type set.
+fn hf_config(path: &Path, head: HeadKind, model: &ModelConfig, task: Task) -> Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut config: serde_json::Map<String, Value> = serde_json::from_str(&text)
+        .map_err(|e| anyhow!("{}: expected a JSON object ({e})", path.display()))?;
+    let architecture = match (head, model) {
+        (HeadKind::Hf, ModelConfig::Bert(_)) => "BertForSequenceClassification",
+        (HeadKind::Hf, ModelConfig::Roberta(_)) => "RobertaForSequenceClassification",
+        (HeadKind::Hf, ModelConfig::Gpt2(_)) => "GPT2ForSequenceClassification",
+        (HeadKind::Cls, ModelConfig::Bert(_)) => "BertModel",
+        (HeadKind::Cls, ModelConfig::Roberta(_)) => "RobertaModel",
+        (HeadKind::Cls, ModelConfig::Gpt2(_)) => "GPT2Model",
+    };
+    let labels: Vec<String> = match task.label_names() {
+        [] => vec!["LABEL_0".to_string()],
+        names => names.iter().map(|n| n.to_string()).collect(),
+    };
+    let id2label: BTreeMap<String, String> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i.to_string(), l.clone()))
+        .collect();
+    let label2id: BTreeMap<String, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.clone(), i))
+        .collect();
+    config.insert("architectures".into(), json!([architecture]));
+    config.insert("model_type".into(), json!(model.model_type()));
+    config.insert("num_labels".into(), json!(task.num_labels()));
+    config.insert("id2label".into(), json!(id2label));
+    config.insert("label2id".into(), json!(label2id));
+    config.insert("problem_type".into(), json!(problem_type(task)));
+    if let ModelConfig::Gpt2(_) = model {
+        // GPT-2 has no pad token; its end-of-text token pads, and the HF head needs to know it.
+        let eos = config.get("eos_token_id").cloned().unwrap_or(json!(50256));
+        config.insert("pad_token_id".into(), eos);
+    }
+    Ok(Value::Object(config))
+}
+
+fn write_safetensors(
+    path: &Path,
+    tensors: &TensorFile,
+    names: &[String],
+    dtype: Dtype,
+    meta: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let pairs: Vec<(String, String)> = names.iter().map(|n| (n.clone(), n.clone())).collect();
+    write_with(path, tensors, &pairs, dtype, meta)
+}
+
+/// Writes tensors `(new name, name in tensors)` in `dtype`.
+fn write_with(
+    path: &Path,
+    tensors: &TensorFile,
+    pairs: &[(String, String)],
+    dtype: Dtype,
+    meta: Option<HashMap<String, String>>,
+) -> Result<()> {
+    let data: Vec<RawTensor> = pairs
+        .iter()
+        .map(|(new, old)| {
+            (
+                new.clone(),
+                tensors.shapes[old].clone(),
+                dtype.bytes(&tensors.tensors[old]),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view =
+                safetensors::tensor::TensorView::new(dtype.safetensors(), shape.clone(), bytes)
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<_>>()?;
+    let mut meta = meta.unwrap_or_default();
+    meta.insert("format".into(), "pt".into());
+    let bytes = safetensors::serialize(views, Some(meta))
+        .map_err(|e| anyhow!("{}: cannot serialise: {e}", path.display()))?;
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// `noise.safetensors`: p of every trainable tensor in HF layout and names (`p.<name>`), and b
+/// per tensor (as JSON in the metadata), from checkpoint `last` (σ is fixed after stage 1).
+fn write_noise(
+    dir: &Path,
+    ckpt: &Path,
+    config: &TrainConfig,
+    model_config: &ModelConfig,
+    task: Task,
+    dtype: Dtype,
+) -> Result<()> {
+    let last = ckpt.with_file_name("last");
+    let pac = TensorFile::read(&last.join("pac.safetensors"))?;
+    let device = Device::flex();
+    let model = Classifier::new(
+        Encoder::new(model_config, 0.0, &device),
+        model_config,
+        config.head,
+        task.num_labels(),
+        0.0,
+        0,
+        &device,
+    );
+    let list = trainable::list(&model, config.train_embeddings);
+    let p: Vec<Tensor<1>> = list
+        .iter()
+        .map(|t| {
+            pac.tensor(&format!("p.{}", t.name), t.numel(), &device)?
+                .ok_or_else(|| anyhow!("{}: no p.{}", pac.path.display(), t.name))
+        })
+        .collect::<Result<_>>()?;
+    // The model's own writer puts p into HF layout (Linear weights transposed) under HF names.
+    let as_model = trainable::map(model, config.train_embeddings, |j, _| p[j].clone());
+    let scratch = dir.join(".noise-scratch.safetensors");
+    checkpoint::save_model(&scratch, &as_model)?;
+    let written = TensorFile::read(&scratch)?;
+    std::fs::remove_file(&scratch)?;
+    let pairs: Vec<(String, String)> = list
+        .iter()
+        .map(|t| (format!("p.{}", t.name), t.name.clone()))
+        .collect();
+    let b = bits_to_floats(&pac, "b")?;
+    let b_named: BTreeMap<&str, f64> = list.iter().map(|t| t.name.as_str()).zip(b).collect();
+    let meta = HashMap::from([("b".to_string(), serde_json::to_string(&b_named)?)]);
+    write_with(&dir.join(NOISE_FILE), &written, &pairs, dtype, Some(meta))
+}
+
+fn bits_to_floats(file: &TensorFile, key: &str) -> Result<Vec<f64>> {
+    let text = file.meta.get(key).map(String::as_str).unwrap_or("");
+    let bits: Vec<u64> = serde_json::from_str(text)
+        .map_err(|e| anyhow!("{}: metadata {key}: {e}", file.path.display()))?;
+    Ok(bits.into_iter().map(f64::from_bits).collect())
+}
+
+/// The Python that rebuilds a `--head cls` export's logits.
+fn cls_python(folder: &Path, config: &ModelConfig, task: Task) -> String {
+    let dir = folder.display();
+    let pick = match pooling(config) {
+        "last_real" => "h[torch.arange(len(h)), x.attention_mask.sum(1) - 1]",
+        _ => "h[:, 0]",
+    };
+    let text = match task.label_names() {
+        [] => "\"A man is playing a guitar.\", \"A man plays guitar.\"",
+        _ => "\"The cat sat.\", \"A cat was sitting.\"",
+    };
+    format!(
+        "import torch, transformers, safetensors.torch as st\n\
+         tok = transformers.AutoTokenizer.from_pretrained(\"{dir}\"); enc = transformers.AutoModel.from_pretrained(\"{dir}\")\n\
+         head = st.load_file(\"{dir}/{HEAD_FILE}\")\n\
+         x = tok({text}, return_tensors=\"pt\"); h = enc(**x).last_hidden_state\n\
+         logits = {pick} @ head[\"out.weight\"].T + head[\"out.bias\"]"
+    )
+}
+
+/// Whether `dir` is a folder [`export`] wrote.
+pub fn is_export(dir: &Path) -> bool {
+    dir.join(RUN_FILE).is_file() && dir.join(MODEL_FILE).is_file()
+}
+
+/// Reads an exported folder back into a classifier on `device` (any dtype, rounded values).
+pub fn load_export(dir: &Path, device: &Device) -> Result<(TrainConfig, Classifier)> {
+    let config = super::read_config(&dir.join(RUN_FILE))?;
+    let task = config.validate()?;
+    let model_config = ModelConfig::from_file(&dir.join("config.json"))?;
+    let model = Classifier::new(
+        Encoder::new(&model_config, 0.0, device),
+        &model_config,
+        config.head,
+        task.num_labels(),
+        0.0,
+        0,
+        device,
+    );
+    let prefix = encoder_prefix(&model_config);
+    let mut tensors = read_as_f32(&dir.join(MODEL_FILE))?;
+    if config.head == HeadKind::Cls {
+        for t in &mut tensors {
+            t.0 = format!("{prefix}.{}", t.0);
+        }
+        tensors.extend(read_as_f32(&dir.join(HEAD_FILE))?);
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                    .map_err(|e| anyhow!("{name}: {e}"))?;
+            Ok((name.clone(), view))
+        })
+        .collect::<Result<_>>()?;
+    let bytes = safetensors::serialize(views, None)?;
+    let model = checkpoint::load_model_bytes(bytes, &dir.join(MODEL_FILE), model)?;
+    Ok((config, model))
+}
+
+/// A tensor as `(name, shape, little-endian f32 bytes)`.
+type RawTensor = (String, Vec<usize>, Vec<u8>);
+
+/// Every tensor of a safetensors file as f32.
+fn read_as_f32(path: &Path) -> Result<Vec<RawTensor>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let file = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| anyhow!("{}: corrupt safetensors file ({e})", path.display()))?;
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                safetensors::Dtype::F32 => data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                safetensors::Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                safetensors::Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                other => bail!(
+                    "{}: tensor {name} has dtype {other:?}, expected F32, F16 or BF16",
+                    path.display()
+                ),
+            };
+            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            Ok((name, view.shape().to_vec(), bytes))
+        })
+        .collect()
+}
