@@ -75,7 +75,18 @@ fn resume(out: &Path) -> Command {
     cmd
 }
 
-/// Starts `cmd` and waits until it has finished at least one epoch.
+/// The state of the last checkpoint: `checkpoints/last`, or `last.old` when a kill landed
+/// while the two were being swapped (as `--resume` reads it).
+fn last_state(run: &Path) -> serde_json::Value {
+    let last = run.join("checkpoints/last/state.json");
+    match last.is_file() {
+        true => read_json(&last),
+        false => read_json(&run.join("checkpoints/last.old/state.json")),
+    }
+}
+
+/// Starts `cmd` and waits until it has finished and saved at least one epoch (history is
+/// written before the checkpoint, so the checkpoint is what shows an epoch saved).
 fn start_and_wait_for_an_epoch(cmd: &mut Command, out: &Path) -> Child {
     let mut child = cmd
         .stdout(Stdio::null())
@@ -83,7 +94,7 @@ fn start_and_wait_for_an_epoch(cmd: &mut Command, out: &Path) -> Child {
         .spawn()
         .unwrap();
     let start = Instant::now();
-    while !std::fs::read_to_string(out.join("history.jsonl")).is_ok_and(|h| !h.is_empty()) {
+    while !out.join("checkpoints/last/state.json").is_file() {
         if let Some(status) = child.try_wait().unwrap() {
             panic!("the run ended ({status}) before its first epoch");
         }
@@ -168,7 +179,7 @@ fn ctrl_c_finishes_the_step_saves_and_resumes_to_the_same_result() {
     assert!(stderr.contains("interrupted at epoch"), "{stderr}");
     assert!(stderr.contains("--resume"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
-    let state = read_json(&cut.join("checkpoints/last/state.json"));
+    let state = last_state(&cut);
     let steps = state["step"].as_u64().unwrap();
     assert!(steps < 400, "the run was not interrupted: {state}");
 
@@ -245,7 +256,7 @@ fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result
     std::thread::sleep(delay);
     child.kill().unwrap();
     child.wait().unwrap();
-    let state = read_json(&cut.join("checkpoints/last/state.json"));
+    let state = last_state(&cut);
     eprintln!("killed {delay:?} after the first epoch (seed {seed}), at {state}");
 
     let resumed = resume(&cut).output().unwrap();
