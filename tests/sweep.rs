@@ -354,3 +354,55 @@ fn bad_sweep_flags_are_one_line_errors_and_write_nothing() {
         );
     }
 }
+
+/// `--devices` spreads runs: with two devices two runs start at once, one on each. The second
+/// device here is an index no machine has, so its run fails, recorded with the device it had,
+/// while the first finishes on the CPU.
+#[test]
+fn devices_spread_runs_one_per_device() {
+    let s = Setup::new();
+    let out = s.tmp.path().join("spread");
+    let result = binary()
+        .args([
+            "sweep",
+            "--devices",
+            "cpu,99",
+            "--tasks",
+            "sst2",
+            "--methods",
+            "vanilla",
+        ])
+        .args(["--seeds", "1-2", "--out"])
+        .arg(&out)
+        .args([
+            "--",
+            "--train-size",
+            "0",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "5",
+            "--model",
+        ])
+        .arg(&s.model)
+        .arg("--data-dir")
+        .arg(s.tmp.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(stderr.contains("2 at a time"), "{stderr}");
+    let status = read_json(&out.join("status.json"));
+    let runs: BTreeMap<String, (String, String)> = status["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let field = |k: &str| r[k].as_str().unwrap_or_default().to_string();
+            (field("device"), (field("outcome"), field("error")))
+        })
+        .collect();
+    assert_eq!(runs.len(), 2, "{status}");
+    assert_eq!(runs["cpu"].0, "finished", "{status}");
+    assert_eq!(runs["99"].0, "failed", "{status}");
+    assert!(runs["99"].1.contains("--device 99"), "{status}");
+}

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow, bail};
 use clap::Parser;
+use pac_wgpu::device::DeviceChoice;
 use pac_wgpu::glue::Task;
 use pac_wgpu::run::Summary;
 use pac_wgpu::sweep::emit::Emit;
@@ -37,9 +38,13 @@ pub struct SweepArgs {
     /// The sweep folder: plan.json, status.json, logs/ and runs/<task>-<method>-<seed>/.
     #[arg(long)]
     out: PathBuf,
-    /// Runs at a time, each a child process. [default: 1]
-    #[arg(long, default_value_t = 1)]
-    jobs: usize,
+    /// Devices to spread the runs over, comma-separated (e.g. 0,1 for two GPUs); each run
+    /// starts on the one running the fewest. [default: the global --device]
+    #[arg(long, value_delimiter = ',', value_name = "D")]
+    devices: Vec<DeviceChoice>,
+    /// Runs at a time, each a child process. [default: one per device]
+    #[arg(long)]
+    jobs: Option<usize>,
     /// Write the plan as a Slurm job array (slurm: <out>/sweep.slurm) or one command per line
     /// (list: <out>/commands.txt) instead of running it.
     #[arg(long)]
@@ -53,17 +58,18 @@ pub struct SweepArgs {
 }
 
 pub fn run(args: &SweepArgs, global: &GlobalArgs) -> Result<()> {
+    let devices: Vec<String> = match args.devices.is_empty() {
+        true => vec![global.device.to_string()],
+        false => args.devices.iter().map(ToString::to_string).collect(),
+    };
     let options = Options {
         exe: std::env::current_exe()
             .map_err(|e| anyhow!("cannot find the pac-wgpu binary to run: {e}"))?,
-        jobs: args.jobs,
-        extra: vec![
-            "--device".into(),
-            global.device.to_string(),
-            "--quiet".into(),
-        ],
+        jobs: args.jobs.unwrap_or(devices.len()),
+        devices,
+        extra: vec!["--quiet".into()],
     };
-    if args.jobs == 0 {
+    if options.jobs == 0 {
         bail!("--jobs must be at least 1, found 0");
     }
     let out = absolute(&args.out)?;
@@ -87,7 +93,8 @@ pub fn run(args: &SweepArgs, global: &GlobalArgs) -> Result<()> {
         let path = out.join(emit.file_name());
         // Slurm opens the array tasks' output files there before they start.
         std::fs::create_dir_all(out.join("logs"))?;
-        let text = emit.text(&plan, &out, &options.exe, &options.extra[..2]);
+        let device = ["--device".to_string(), options.devices[0].clone()];
+        let text = emit.text(&plan, &out, &options.exe, &device);
         pac_wgpu::files::write_atomic(&path, text.as_bytes())?;
         println!(
             "{} runs planned in {}",
@@ -115,9 +122,9 @@ fn sweep(plan: &Plan, out: &std::path::Path, options: &Options) -> Result<()> {
         options.jobs
     );
     let mut on_event = |event: Event| match event {
-        Event::Started { run, how } => {
+        Event::Started { run, how, device } => {
             let how = how.map_or(String::new(), |h| format!(" ({h})"));
-            eprintln!("start  {}{how}", run.name);
+            eprintln!("start  {} on --device {device}{how}", run.name);
         }
         Event::Ended {
             run,

@@ -39,6 +39,9 @@ pub struct RunStatus {
     pub seconds: Option<f64>,
     /// The run's stdout and stderr.
     pub log: PathBuf,
+    /// The `--device` it last ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,7 +59,10 @@ pub struct Options {
     pub exe: PathBuf,
     /// Runs at a time.
     pub jobs: usize,
-    /// Flags added to every run's (the global `--device`, `--quiet`).
+    /// The `--device` values to spread runs over: each run starts on the one running the
+    /// fewest runs (the first on ties).
+    pub devices: Vec<String>,
+    /// Flags added to every run's (`--quiet`).
     pub extra: Vec<String>,
 }
 
@@ -66,6 +72,7 @@ pub enum Event<'a> {
     Started {
         run: &'a PlannedRun,
         how: Option<&'static str>,
+        device: &'a str,
     },
     /// A run ended; `done` runs of `total` have ended (finished or failed) so far, and the rest
     /// should take about `eta` seconds.
@@ -80,6 +87,7 @@ pub enum Event<'a> {
 
 struct Active {
     index: usize,
+    device: usize,
     child: Child,
     started: Instant,
     log_offset: u64,
@@ -112,10 +120,17 @@ pub fn run(
                 break;
             };
             let run = &plan.runs[index];
-            let (child, how, log_offset) = spawn(run, &status.runs[index].log, options)?;
-            on_event(Event::Started { run, how });
+            let device = least_busy(&active, options.devices.len());
+            let name = &options.devices[device];
+            let (child, how, log_offset) = spawn(run, &status.runs[index].log, options, name)?;
+            on_event(Event::Started {
+                run,
+                how,
+                device: name,
+            });
             active.push(Active {
                 index,
+                device,
                 child,
                 started: Instant::now(),
                 log_offset,
@@ -138,6 +153,7 @@ pub fn run(
             let entry = &mut status.runs[a.index];
             let run = &plan.runs[a.index];
             *entry = ended(run, entry.log.clone(), exit, seconds, a.log_offset);
+            entry.device = Some(options.devices[a.device].clone());
             if matches!(entry.outcome, Outcome::Finished | Outcome::Failed) {
                 durations.push(seconds);
             }
@@ -176,7 +192,7 @@ pub fn run_one(plan: &Plan, index: usize, options: &Options) -> Result<i32> {
         );
         return Ok(0);
     }
-    let status = command(run, state, options)
+    let status = command(run, state, options, &options.devices[0])
         .status()
         .with_context(|| format!("cannot start {}", options.exe.display()))?;
     Ok(status.code().unwrap_or(1))
@@ -198,13 +214,22 @@ fn initial_status(run: &PlannedRun, logs: &Path) -> RunStatus {
         error: None,
         seconds: None,
         log: logs.join(format!("{}.log", run.name)),
+        device: None,
     }
 }
 
-/// `pac-wgpu <plan args> [--resume | --overwrite] <extra>` for a run in `state`.
-fn command(run: &PlannedRun, state: RunState, options: &Options) -> Command {
+/// The device (index into `devices` of `count`) running the fewest of `active`.
+fn least_busy(active: &[Active], count: usize) -> usize {
+    (0..count)
+        .min_by_key(|&d| active.iter().filter(|a| a.device == d).count())
+        .unwrap_or(0)
+}
+
+/// `pac-wgpu --device D <plan args> [--resume | --overwrite] <extra>` for a run in `state`.
+fn command(run: &PlannedRun, state: RunState, options: &Options, device: &str) -> Command {
     let mut cmd = Command::new(&options.exe);
-    cmd.args(&run.args)
+    cmd.args(["--device", device])
+        .args(&run.args)
         .args(state.continue_flag())
         .args(&options.extra);
     cmd
@@ -216,6 +241,7 @@ fn spawn(
     run: &PlannedRun,
     log: &Path,
     options: &Options,
+    device: &str,
 ) -> Result<(Child, Option<&'static str>, u64)> {
     let file = File::options()
         .create(true)
@@ -224,7 +250,7 @@ fn spawn(
         .with_context(|| format!("{}: cannot open the run's log", log.display()))?;
     let offset = file.metadata()?.len();
     let state = RunState::of(&run.output_dir);
-    let mut cmd = command(run, state, options);
+    let mut cmd = command(run, state, options, device);
     cmd.stdin(Stdio::null())
         .stdout(file.try_clone()?)
         .stderr(file);
@@ -263,6 +289,7 @@ fn ended(run: &PlannedRun, log: PathBuf, exit: ExitStatus, seconds: f64, offset:
         error,
         seconds: Some(seconds),
         log,
+        device: None,
     }
 }
 
