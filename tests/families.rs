@@ -343,13 +343,13 @@ fn pac_and_vanilla_train_on_each_family_and_resume_exactly() {
                 history,
                 "{family} {method}: resumed history"
             );
-            let weights = |run: &Path| tensors(&run.join("checkpoints/last/model.safetensors"));
+            let weights = |run: &Path| common::last_weights(run);
             assert!(
                 weights(&cut) == weights(&full),
                 "{family} {method}: resumed weights differ"
             );
             // The last block trained (checkpoint names carry the family's prefix).
-            let block = |t: Vec<(String, Vec<u8>)>| {
+            let block = |t: std::collections::BTreeMap<String, Vec<u8>>| {
                 t.into_iter()
                     .find(|(n, _)| {
                         n.ends_with("1.mlp.c_fc.weight")
@@ -359,24 +359,12 @@ fn pac_and_vanilla_train_on_each_family_and_resume_exactly() {
                     .unwrap()
             };
             assert!(
-                block(weights(&full)) != block(tensors(&model.join("model.safetensors"))),
+                block(weights(&full))
+                    != block(common::tensor_bytes(&model.join("model.safetensors"))),
                 "{family} {method}: training left the last block unchanged"
             );
         }
     }
-}
-
-/// Every tensor of a safetensors file, by name (the header's metadata order varies).
-fn tensors(path: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<u8>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| (name, view.data().to_vec()))
-        .collect();
-    tensors.sort();
-    tensors
 }
 
 /// Runs `train` expecting one `error:` line that contains every `needle`, and no output folder.

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{binary, history_without_timings, lavapipe_index, read_json, run_ok};
+use common::{binary, history_without_timings, last_weights, lavapipe_index, read_json, run_ok};
 
 /// A tiny model and the toy SST-2 under a temporary folder.
 struct Setup {
@@ -131,19 +131,6 @@ fn assert_flat(history: &[serde_json::Value], key: &str, from: usize, to: usize)
     );
 }
 
-/// The last checkpoint's tensors by name (the file's header order may differ between runs).
-fn weights(run: &Path) -> Vec<(String, Vec<u8>)> {
-    let bytes = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<u8>)> = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| (name, view.data().to_vec()))
-        .collect();
-    tensors.sort();
-    tensors
-}
-
 /// What must match between an interrupted-then-resumed run and an uninterrupted one.
 fn assert_same_run(resumed: &Path, full: &Path) {
     assert_eq!(
@@ -157,7 +144,10 @@ fn assert_same_run(resumed: &Path, full: &Path) {
     for key in ["best", "final", "bound", "epochs_run"] {
         assert_eq!(a[key], b[key], "summary {key}");
     }
-    assert!(weights(resumed) == weights(full), "final weights differ");
+    assert!(
+        last_weights(resumed) == last_weights(full),
+        "final weights differ"
+    );
 }
 
 #[test]
@@ -352,7 +342,7 @@ fn a_thousand_pac_steps_keep_memory_flat_and_repeat_exactly() {
 
     run_ok(&mut long(&b));
     assert_eq!(history_without_timings(&a), history_without_timings(&b));
-    assert!(weights(&a) == weights(&b), "final weights differ");
+    assert!(last_weights(&a) == last_weights(&b), "final weights differ");
 }
 
 /// The same on lavapipe for 100 steps: host memory and the device allocator stay flat. (Kernel
@@ -395,7 +385,7 @@ fn a_full_disk_ends_the_run_cleanly_and_keeps_the_checkpoint_before() {
             .args(["--method", "vanilla", "--epochs", "1", "--batch-size", "10"])
             .arg("--train-embeddings"),
     );
-    let before = weights(&out);
+    let before = last_weights(&out);
     // The optimiser's moments (m and v of every trainable tensor) are the largest file.
     let moments_bytes = std::fs::metadata(out.join("checkpoints/last/optimizer.safetensors"))
         .unwrap()
@@ -443,7 +433,7 @@ fn a_full_disk_ends_the_run_cleanly_and_keeps_the_checkpoint_before() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert!(
-        weights(&out) == before,
+        last_weights(&out) == before,
         "the checkpoint before the full disk changed"
     );
     let state = read_json(&out.join("checkpoints/last/state.json"));

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{binary, history_without_timings, read_json};
+use common::{binary, history_without_timings, last_weights, read_json};
 
 const TASKS: [&str; 2] = ["sst2", "cola"];
 const METHODS: [&str; 3] = ["pac", "vanilla", "bitfit"];
@@ -89,16 +89,6 @@ impl Setup {
             .arg(self.tmp.path());
         cmd
     }
-}
-
-/// The last checkpoint's tensors by name (raw bytes; the file's header order may vary).
-fn weights(run: &Path) -> BTreeMap<String, Vec<u8>> {
-    let bytes = std::fs::read(run.join("checkpoints/last/model.safetensors")).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    file.tensors()
-        .into_iter()
-        .map(|(name, view)| (name, view.data().to_vec()))
-        .collect()
 }
 
 fn run_name(task: &str, method: &str, seed: u64) -> String {
@@ -243,7 +233,7 @@ fn a_sweep_fails_runs_apart_resumes_after_ctrl_c_and_reports_mean_and_std() {
     assert!(syntax.success(), "bash -n {}", script.display());
     let run0 = out.join("runs").join(run_name("sst2", "pac", 1));
     let history = history_without_timings(&run0);
-    let saved = weights(&run0);
+    let saved = last_weights(&run0);
     std::fs::remove_dir_all(&run0).unwrap();
     let by_slurm = Command::new("bash")
         .arg(&script)
@@ -257,7 +247,7 @@ fn a_sweep_fails_runs_apart_resumes_after_ctrl_c_and_reports_mean_and_std() {
     );
     assert_eq!(history_without_timings(&run0), history);
     assert!(
-        weights(&run0) == saved,
+        last_weights(&run0) == saved,
         "the Slurm command trained other weights"
     );
 

@@ -860,17 +860,22 @@ fn linear_bounds(values: impl Iterator<Item = f64>) -> Range<f64> {
 /// A log y range from the decade below the smallest positive finite value to the decade above
 /// the largest, so that at least two decades are labelled.
 fn decade_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-    if !lo.is_finite() {
+    let Some((lo, hi)) = positive_range(values) else {
         return (1e-3, 1.0);
-    }
+    };
     let lo = 10f64.powf((lo.log10() + 1e-9).floor());
     let hi = 10f64.powf((hi.log10() - 1e-9).ceil()).max(lo * 10.0);
     (lo, hi)
+}
+
+/// The smallest and largest positive finite values, if any.
+fn positive_range(values: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
+    values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold(None, |range, v| match range {
+            None => Some((v, v)),
+            Some((lo, hi)) => Some((f64::min(lo, v), f64::max(hi, v))),
+        })
 }
 
 /// Every power of ten in `lo..=hi`.
@@ -882,14 +887,9 @@ fn decades(lo: f64, hi: f64) -> Vec<f64> {
 
 /// A log y range covering the positive finite `values`, a bit wider on both ends.
 fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
-    let (lo, hi) = values
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
-            (lo.min(v), hi.max(v))
-        });
-    if !lo.is_finite() {
+    let Some((lo, hi)) = positive_range(values) else {
         return (1e-3, 1.0);
-    }
+    };
     if hi / lo < 4.0 {
         let mid = (lo * hi).sqrt();
         return (mid / 3.0, mid * 3.0);

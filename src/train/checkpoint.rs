@@ -10,9 +10,11 @@ use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, Sa
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+use super::config::TrainConfig;
 use crate::files::{TensorFile, write_tensors};
-use crate::model::Classifier;
+use crate::glue::Task;
 use crate::model::trainable::Trainable;
+use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::optim::AdamW;
 use crate::pac::bound::BoundTerms;
 use crate::run::BoundSummary;
@@ -223,4 +225,25 @@ pub fn load_moments(
         adam.v[j] = file.tensor(&format!("v.{}", t.name), t.numel(), device)?;
     }
     Ok(())
+}
+
+/// The classifier `config` and `task` describe, built from `folder/config.json` with fresh
+/// weights (dropout off) for a checkpoint or an export to be loaded into; and that config.
+pub(super) fn untrained(
+    config: &TrainConfig,
+    task: Task,
+    folder: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, Classifier)> {
+    let model_config = ModelConfig::from_file(&folder.join("config.json"))?;
+    let model = Classifier::new(
+        Encoder::new(&model_config, 0.0, device),
+        &model_config,
+        config.head,
+        task.num_labels(),
+        0.0,
+        0,
+        device,
+    );
+    Ok((model_config, model))
 }

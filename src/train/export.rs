@@ -383,16 +383,7 @@ pub fn is_export(dir: &Path) -> bool {
 pub fn load_export(dir: &Path, device: &Device) -> Result<(TrainConfig, Classifier)> {
     let config = super::read_config(&dir.join(RUN_FILE))?;
     let task = config.validate()?;
-    let model_config = ModelConfig::from_file(&dir.join("config.json"))?;
-    let model = Classifier::new(
-        Encoder::new(&model_config, 0.0, device),
-        &model_config,
-        config.head,
-        task.num_labels(),
-        0.0,
-        0,
-        device,
-    );
+    let (model_config, model) = checkpoint::untrained(&config, task, dir, device)?;
     let prefix = encoder_prefix(&model_config);
     let mut tensors = read_as_f32(&dir.join(MODEL_FILE))?;
     if config.head == HeadKind::Cls {

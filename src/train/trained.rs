@@ -12,7 +12,7 @@ use super::export::{is_export, load_export};
 use crate::data::{Prepared, label_of, outputs, predict};
 use crate::glue::{Label, Split, Task};
 use crate::metrics::Metric;
-use crate::model::{Classifier, Encoder, ModelConfig};
+use crate::model::Classifier;
 use crate::run::Metrics;
 use crate::tokenize::TextTokenizer;
 
@@ -42,16 +42,7 @@ impl Trained {
         let config = read_config(&run.join("run.json"))?;
         let task = config.validate()?;
         let dir = checkpoint::checkpoint_dir(run, which)?;
-        let model_config = ModelConfig::from_file(&dir.join("config.json"))?;
-        let model = Classifier::new(
-            Encoder::new(&model_config, 0.0, device),
-            &model_config,
-            config.head,
-            task.num_labels(),
-            0.0,
-            0,
-            device,
-        );
+        let (_, model) = checkpoint::untrained(&config, task, &dir, device)?;
         // `last` of a LoRA run holds the adapters unmerged; they are merged once loaded.
         let model = match which {
             "last" => super::method::with_adapters(model, &config)?,

@@ -145,3 +145,18 @@ pub fn history_without_timings(run: &Path) -> Vec<serde_json::Value> {
         })
         .collect()
 }
+
+/// Every tensor of a safetensors file as raw bytes, by name (the header's order may vary).
+pub fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect()
+}
+
+/// The tensors of a run's last checkpoint, by name.
+pub fn last_weights(run: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    tensor_bytes(&run.join("checkpoints/last/model.safetensors"))
+}
