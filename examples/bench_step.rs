@@ -49,6 +49,7 @@ use pac_wgpu::pac::noise::NoiseSource;
 use pac_wgpu::pac::{self, PRIOR_MODELS, PacTuning, bound};
 use pac_wgpu::step::{self, Batch, Lrs, Part, StepContext};
 use pac_wgpu::tokenize::Encoded;
+use pollster::block_on;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -226,13 +227,19 @@ impl Bench {
         let (batch, tau) = (&self.batch, &|_| key.clone());
         let pac = self.pac.as_mut().context("no PAC state");
         let (model, outcome) = match method {
-            Method::Vanilla => step::plain(model, &mut ctx, batch)?,
-            Method::Pgd => pac::perturbed_step(model, &self.pgd_p, &mut ctx, batch, tau)?,
+            Method::Vanilla => block_on(step::plain(model, &mut ctx, batch))?,
+            Method::Pgd => block_on(pac::perturbed_step(
+                model,
+                &self.pgd_p,
+                &mut ctx,
+                batch,
+                tau,
+            ))?,
             Method::Stage1 => {
-                let (model, outcome) = pac?.stage1_step(model, &mut ctx, batch, tau)?;
+                let (model, outcome) = block_on(pac?.stage1_step(model, &mut ctx, batch, tau))?;
                 (model, outcome.map(|r| r.step))
             }
-            Method::Stage2 => pac?.stage2_step(model, &mut ctx, batch, tau)?,
+            Method::Stage2 => block_on(pac?.stage2_step(model, &mut ctx, batch, tau))?,
         };
         sync(&self.plain)?;
         self.model = Some(model);
@@ -594,7 +601,7 @@ fn main() -> Result<()> {
         pad: 0,
         batch_size: args.k_batch,
     };
-    let (k_hat, _) = pac::estimate_k(
+    let (k_hat, _) = block_on(pac::estimate_k(
         &model.valid(),
         TRAIN_EMBEDDINGS,
         &k_examples,
@@ -602,7 +609,7 @@ fn main() -> Result<()> {
         args.seed,
         &plain,
         &mut |_, _| {},
-    )?;
+    ))?;
     let k_ms = k_start.elapsed().as_secs_f64() * 1000.0;
     let k_forwards =
         bound::PRIOR_GRID_POINTS * PRIOR_MODELS * args.k_examples.div_ceil(args.k_batch);
@@ -631,7 +638,7 @@ fn main() -> Result<()> {
     }
     let without_pac = Snapshot::take(&plain)?;
     let model = bench.model.as_ref().context("the model is lost")?;
-    bench.pac = Some(PacTuning::init(
+    bench.pac = Some(block_on(PacTuning::init(
         model,
         &bench.trainable,
         TRAIN_EMBEDDINGS,
@@ -639,7 +646,7 @@ fn main() -> Result<()> {
         GAMMA,
         k_hat,
         usize::MAX,
-    ));
+    ))?);
     for _ in 0..args.warmup {
         bench.step(Method::Stage1)?;
         bench.step(Method::Stage2)?;

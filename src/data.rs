@@ -102,7 +102,7 @@ pub fn per_example_loss(logits: Tensor<2>, targets: &Targets) -> Tensor<1> {
 }
 
 /// The model's predictions for every example of `split`, in example order.
-pub fn predict(
+pub async fn predict(
     model: &Classifier,
     split: &Prepared,
     task: Task,
@@ -110,7 +110,7 @@ pub fn predict(
     pad_id: u32,
     device: &Device,
 ) -> Result<Vec<Label>> {
-    let rows = outputs(model, split, batch_size, pad_id, device)?;
+    let rows = outputs(model, split, batch_size, pad_id, device).await?;
     Ok(rows.iter().map(|row| label_of(task, row)).collect())
 }
 
@@ -129,7 +129,7 @@ pub fn label_of(task: Task, row: &[f32]) -> Label {
 
 /// The model's outputs (logits, or the STS-B score) for every example of `split`, in example
 /// order. Batches are formed by length (longest first) to waste little padding.
-pub fn outputs(
+pub async fn outputs(
     model: &Classifier,
     split: &Prepared,
     batch_size: usize,
@@ -143,10 +143,7 @@ pub fn outputs(
         let (ids, types, mask) = split.batch(rows, pad_id).to_tensors(device);
         let logits = model.forward(ids, types, mask);
         let [b, k] = logits.dims();
-        let values = logits
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("cannot read logits: {e:?}"))?;
+        let values = crate::device::read_f32(logits, "logits").await?;
         out.extend(values.chunks(k).take(b).map(<[f32]>::to_vec));
     }
     Ok(order.restore(out))

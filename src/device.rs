@@ -1,11 +1,12 @@
-//! Choosing where tensors live: a wgpu adapter (Vulkan, Metal, DX12, GL) or Burn's CPU backend.
+//! Choosing where tensors live: a wgpu adapter (Vulkan, Metal, DX12, GL) or Burn's CPU backend;
+//! reading tensors back without blocking (the only way a browser's GPU allows).
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
 use anyhow::{Result, bail};
-use burn::tensor::{Device, DeviceKind};
+use burn::tensor::{Device, DeviceKind, Tensor};
 use serde::Serialize;
 
 /// What `--device` asks for.
@@ -232,4 +233,22 @@ pub fn memory(device: &Device) -> MemoryReading {
         device_bytes_in_use: pool.as_ref().map(|p| p.bytes_in_use),
         device_bytes_reserved: pool.as_ref().map(|p| p.bytes_reserved),
     }
+}
+
+/// The values of `t`, read back without blocking; `what` names them in errors.
+pub async fn read_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
+    t.into_data_async()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read {what} back: {e:?}"))?
+        .try_into_vec::<f32>()
+        .map_err(|e| anyhow::anyhow!("cannot read {what} back: {e:?}"))
+}
+
+/// A one-element tensor's value, read back without blocking.
+pub async fn read_scalar(t: Tensor<1>) -> Result<f64> {
+    let value = t
+        .into_scalar_async::<f32>()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read a scalar back: {e:?}"))?;
+    Ok(value as f64)
 }

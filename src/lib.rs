@@ -20,21 +20,27 @@
 //!
 //! Beside them: [`glue`] reads GLUE and users' data; [`run`] holds a run folder's typed records
 //! (history.jsonl's [`run::EpochRecord`], summary.json's [`run::Summary`]); [`report`] draws them.
+//!
+//! The default feature `native` adds what a browser cannot run (the hub, sweeps, plots, the
+//! command line, threads); without it the library builds for wasm32 (see web/).
 
 pub mod data;
 pub mod device;
 pub mod files;
 pub mod glue;
+#[cfg(feature = "native")]
 pub mod hub;
 pub mod metrics;
 pub mod model;
 pub mod optim;
 pub mod pac;
 pub mod reduce;
+#[cfg(feature = "native")]
 pub mod report;
 pub mod rng;
 pub mod run;
 pub mod step;
+#[cfg(feature = "native")]
 pub mod sweep;
 pub mod tokenize;
 pub mod train;

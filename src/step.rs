@@ -1,6 +1,9 @@
 //! The parts of an optimiser step that every method shares: the loss and gradients over the
 //! micro-batches of one batch, the non-finite guard, clipping and AdamW on θ. The methods
 //! compose them: [`plain`] here, the perturbed and PAC steps in [`crate::pac`].
+//!
+//! Steps are async: every read-back awaits the device (a browser's GPU has no blocking reads);
+//! the native loop drives them with `pollster::block_on`.
 
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
@@ -152,28 +155,28 @@ impl Part {
 }
 
 /// Vanilla fine-tuning: loss and gradients, the guard, AdamW.
-pub fn plain(
+pub async fn plain(
     model: Classifier,
-    ctx: &mut StepContext,
+    ctx: &mut StepContext<'_>,
     batch: &Batch,
 ) -> Result<(Classifier, Outcome)> {
     (ctx.lap)(Part::Inject);
-    let (loss1, grads) = forward_backward(&model, ctx, batch)?;
+    let (loss1, grads) = forward_backward(&model, ctx, batch).await?;
     (ctx.lap)(Part::ForwardBackward);
     (ctx.lap)(Part::Restore);
-    if let Some(bad) = check(loss1, &grads, ctx.trainable)? {
+    if let Some(bad) = check(loss1, &grads, ctx.trainable).await? {
         return Ok((model, Outcome::NonFinite(bad)));
     }
     (ctx.lap)(Part::Check);
-    let (model, report) = update(model, ctx, loss1, grads);
+    let (model, report) = update(model, ctx, loss1, grads).await?;
     Ok((model, Outcome::Done(report)))
 }
 
 /// loss1, the batch's mean loss at the model's current weights, and its gradient for each
 /// trainable tensor (flattened), summed over the micro-batches.
-pub fn forward_backward(
+pub async fn forward_backward(
     model: &Classifier,
-    ctx: &StepContext,
+    ctx: &StepContext<'_>,
     batch: &Batch,
 ) -> Result<(f64, Grads)> {
     let mut grads: Grads = vec![None; ctx.trainable.len()];
@@ -184,7 +187,7 @@ pub fn forward_backward(
         // Summed over the micro-batch and divided by the whole batch: the micro-batch
         // gradients add up to the gradient of the batch mean.
         let loss = per_example_loss(logits, targets).sum() / batch.len as f32;
-        loss1 += loss.clone().into_scalar::<f32>() as f64;
+        loss1 += crate::device::read_scalar(loss.clone()).await?;
         let g = loss.backward();
         trainable::visit(model, ctx.scope, Some(&g), |j, _, grad| {
             if let Some(grad) = grad {
@@ -199,7 +202,7 @@ pub fn forward_backward(
 }
 
 /// The first non-finite term among loss1 and the gradients, if any.
-pub fn check(
+pub async fn check(
     loss1: f64,
     grads: &[Option<Tensor<1>>],
     trainable: &[Trainable],
@@ -207,19 +210,20 @@ pub fn check(
     if !loss1.is_finite() {
         return Ok(Some(NonFinite::new("loss1", loss1)));
     }
-    Ok(first_non_finite(grads)?
+    Ok(first_non_finite(grads)
+        .await?
         .map(|(j, value)| NonFinite::new(&format!("the gradient of {}", trainable[j].name), value)))
 }
 
 /// Clips the gradients (`--max-grad-norm`) and takes AdamW's step on θ with them.
-pub fn update(
+pub async fn update(
     model: Classifier,
-    ctx: &mut StepContext,
+    ctx: &mut StepContext<'_>,
     loss1: f64,
     mut grads: Grads,
-) -> (Classifier, Report) {
+) -> Result<(Classifier, Report)> {
     if let Some(max_norm) = ctx.lrs.max_grad_norm {
-        clip(&mut grads, max_norm);
+        clip(&mut grads, max_norm).await?;
     }
     let report = Report {
         loss1,
@@ -238,12 +242,12 @@ pub fn update(
         }
     });
     (ctx.lap)(Part::AdamW);
-    (model, report)
+    Ok((model, report))
 }
 
 /// The first tensor whose gradient holds a NaN or an infinity (its sum then is not finite), read
 /// back with one transfer for all tensors.
-fn first_non_finite(grads: &[Option<Tensor<1>>]) -> Result<Option<(usize, f64)>> {
+async fn first_non_finite(grads: &[Option<Tensor<1>>]) -> Result<Option<(usize, f64)>> {
     let (index, sums): (Vec<usize>, Vec<Tensor<1>>) = grads
         .iter()
         .enumerate()
@@ -252,10 +256,7 @@ fn first_non_finite(grads: &[Option<Tensor<1>>]) -> Result<Option<(usize, f64)>>
     if sums.is_empty() {
         return Ok(None);
     }
-    let values = Tensor::cat(sums, 0)
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read the gradient sums: {e:?}"))?;
+    let values = crate::device::read_f32(Tensor::cat(sums, 0), "the gradient sums").await?;
     Ok(index
         .into_iter()
         .zip(values)
@@ -264,20 +265,23 @@ fn first_non_finite(grads: &[Option<Tensor<1>>]) -> Result<Option<(usize, f64)>>
 }
 
 /// Scales the gradients so that their global L2 norm is at most `max_norm`.
-fn clip(grads: &mut [Option<Tensor<1>>], max_norm: f64) {
+async fn clip(grads: &mut [Option<Tensor<1>>], max_norm: f64) -> Result<()> {
     let squares: Vec<Tensor<1>> = grads
         .iter()
         .flatten()
         .map(|g| crate::reduce::sum(g.clone() * g.clone()))
         .collect();
     if squares.is_empty() {
-        return;
+        return Ok(());
     }
-    let norm = (Tensor::cat(squares, 0).sum().into_scalar::<f32>() as f64).sqrt();
+    let norm = crate::device::read_scalar(Tensor::cat(squares, 0).sum())
+        .await?
+        .sqrt();
     let factor = max_norm / (norm + 1e-6);
     if factor < 1.0 {
         for g in grads.iter_mut().flatten() {
             *g = g.clone() * factor;
         }
     }
+    Ok(())
 }

@@ -18,6 +18,12 @@ pub struct Encoded {
     pub token_type_ids: Vec<u32>,
 }
 
+/// A model folder's tokenizer file, read: `tokenizer.json` or BERT's `vocab.txt`.
+pub enum TokenizerFile {
+    Json(Vec<u8>),
+    Vocab(Vec<u8>),
+}
+
 /// A model's tokenizer, truncating to `max_length` tokens like HF's `truncation=True`.
 pub struct TextTokenizer {
     inner: Tokenizer,
@@ -28,23 +34,54 @@ impl TextTokenizer {
     /// Loads `tokenizer.json` from a model folder, or builds a BERT WordPiece tokenizer from
     /// `vocab.txt` (lower-casing, as in uncased BERT) when there is no tokenizer.json.
     pub fn from_model_dir(dir: &Path, max_length: usize) -> Result<Self> {
+        let json = dir.join("tokenizer.json");
+        let vocab = dir.join("vocab.txt");
+        let read = |path: &Path| {
+            std::fs::read(path)
+                .map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", path.display()))
+        };
+        let file = if json.is_file() {
+            TokenizerFile::Json(read(&json)?)
+        } else if vocab.is_file() {
+            TokenizerFile::Vocab(read(&vocab)?)
+        } else {
+            return Err(anyhow!(
+                "{}: model folder has neither tokenizer.json nor vocab.txt",
+                dir.display()
+            ));
+        };
+        let config = std::fs::read_to_string(dir.join("config.json")).ok();
+        Self::from_bytes(dir, file, config.as_deref(), max_length)
+    }
+
+    /// A tokenizer from a model folder's files given as bytes (the browser has no files):
+    /// `config` is config.json's text, if any; `dir` names the folder in errors.
+    pub fn from_bytes(
+        dir: &Path,
+        file: TokenizerFile,
+        config: Option<&str>,
+        max_length: usize,
+    ) -> Result<Self> {
         if max_length < 3 {
             return Err(anyhow!(
                 "--max-length must be at least 3 ([CLS] x [SEP]), found {max_length}"
             ));
         }
-        check_positions(dir, max_length)?;
-        let json = dir.join("tokenizer.json");
-        let mut inner = if json.is_file() {
-            check_bpe_merges(&json)?;
-            Tokenizer::from_file(&json).map_err(|e| {
-                anyhow!(
-                    "{}: expected a tokenizers JSON file, found {e}",
-                    json.display()
-                )
-            })?
-        } else {
-            from_vocab(&dir.join("vocab.txt"))?
+        if let Some(config) = config {
+            check_positions(&dir.join("config.json"), config, max_length)?;
+        }
+        let mut inner = match file {
+            TokenizerFile::Json(bytes) => {
+                let json = dir.join("tokenizer.json");
+                check_bpe_merges(&json, &bytes)?;
+                Tokenizer::from_bytes(&bytes).map_err(|e| {
+                    anyhow!(
+                        "{}: expected a tokenizers JSON file, found {e}",
+                        json.display()
+                    )
+                })?
+            }
+            TokenizerFile::Vocab(bytes) => from_vocab(&dir.join("vocab.txt"), &bytes)?,
         };
         inner
             .with_truncation(Some(TruncationParams {
@@ -86,7 +123,7 @@ impl TextTokenizer {
 const PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<|endoftext|>"];
 
 /// A byte-level BPE tokenizer needs its merges; without them every word falls apart into bytes.
-fn check_bpe_merges(json: &Path) -> Result<()> {
+fn check_bpe_merges(json: &Path, bytes: &[u8]) -> Result<()> {
     #[derive(serde::Deserialize)]
     struct File {
         model: Model,
@@ -97,9 +134,7 @@ fn check_bpe_merges(json: &Path) -> Result<()> {
         kind: Option<String>,
         merges: Option<Vec<serde_json::Value>>,
     }
-    let text = std::fs::read_to_string(json)
-        .map_err(|e| anyhow!("{}: cannot read tokenizer: {e}", json.display()))?;
-    let file: File = serde_json::from_str(&text).map_err(|e| {
+    let file: File = serde_json::from_slice(bytes).map_err(|e| {
         anyhow!(
             "{}:{}: expected a tokenizers JSON file with a \"model\", found {e}",
             json.display(),
@@ -115,15 +150,9 @@ fn check_bpe_merges(json: &Path) -> Result<()> {
     Ok(())
 }
 
-fn from_vocab(vocab: &Path) -> Result<Tokenizer> {
-    if !vocab.is_file() {
-        return Err(anyhow!(
-            "{}: model folder has neither tokenizer.json nor vocab.txt",
-            vocab.parent().unwrap_or(vocab).display()
-        ));
-    }
-    let model = WordPiece::from_file(&vocab.to_string_lossy())
-        .build()
+fn from_vocab(vocab: &Path, bytes: &[u8]) -> Result<Tokenizer> {
+    let model = WordPiece::read_bytes(bytes)
+        .and_then(|words| WordPiece::builder().vocab(words).build())
         .map_err(|e| {
             anyhow!(
                 "{}: expected a WordPiece vocabulary, found {e}",
@@ -196,17 +225,13 @@ impl PaddedBatch {
 }
 
 /// Fails when `max_length` tokens would run past the model's learned positions
-/// (`max_position_embeddings` in the folder's config.json).
-fn check_positions(dir: &Path, max_length: usize) -> Result<()> {
+/// (`max_position_embeddings` in `config`, the text of config.json at `path`).
+fn check_positions(path: &Path, config: &str, max_length: usize) -> Result<()> {
     #[derive(serde::Deserialize)]
     struct Positions {
         max_position_embeddings: Option<usize>,
     }
-    let path = dir.join("config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(());
-    };
-    let limit = serde_json::from_str::<Positions>(&text)
+    let limit = serde_json::from_str::<Positions>(config)
         .ok()
         .and_then(|p| p.max_position_embeddings);
     match limit {

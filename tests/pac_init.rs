@@ -89,8 +89,9 @@ fn pac_init_follows_the_spec_formulas() {
             });
             let slots = trainable::list(&model, train_embeddings);
             let k_hat = KHat::new(vec![0.01, 0.1], vec![0.2, 0.3]);
-            let state =
+            let init =
                 PacTuning::init(&model, &slots, train_embeddings, 20, 10.0, k_hat.clone(), 1);
+            let state = pollster::block_on(init).unwrap();
 
             // The spec on the host: the encoder's trainable scalars are every tensor of the
             // file except the embeddings (unless they train); the head is head_w and head_b.

@@ -86,7 +86,7 @@ fn k_estimation_matches_the_host_computation() {
         pad: tokenizer.pad_id(),
         batch_size: 7, // batches of 7, 7, 6: padded and ragged, unlike the host's
     };
-    let (k_hat, estimate) = estimate_k(
+    let (k_hat, estimate) = pollster::block_on(estimate_k(
         &model,
         false,
         &examples,
@@ -94,7 +94,7 @@ fn k_estimation_matches_the_host_computation() {
         seed,
         &device,
         &mut |_, _| {},
-    )
+    ))
     .unwrap();
 
     // Step 1: s_k = exp(linspace(−6, −2, 8)), computed here: −6 + 4k/7.

@@ -307,7 +307,8 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             lap: &mut |_| {},
         };
         let report = if stage1 {
-            let (updated, outcome) = pac.stage1_step(model, &mut ctx, &batch, &tau).unwrap();
+            let (updated, outcome) =
+                pollster::block_on(pac.stage1_step(model, &mut ctx, &batch, &tau)).unwrap();
             model = updated;
             let r = outcome.done().unwrap();
             Reported {
@@ -317,7 +318,8 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                 grad_p: r.grad_p,
             }
         } else {
-            let (updated, outcome) = pac.stage2_step(model, &mut ctx, &batch, &tau).unwrap();
+            let (updated, outcome) =
+                pollster::block_on(pac.stage2_step(model, &mut ctx, &batch, &tau)).unwrap();
             model = updated;
             let r = outcome.done().unwrap();
             Reported {

@@ -5,7 +5,9 @@
 
 pub mod custom;
 mod error;
+#[cfg(feature = "native")]
 pub mod hub;
+#[cfg(feature = "native")]
 pub mod parquet;
 pub mod read;
 pub mod sample;
@@ -512,7 +514,7 @@ impl DataSource {
         } else if let Some(dir) = &self.glue_dir {
             read::read_glue(dir, task, split)?
         } else {
-            hub::load_split(task, split)?
+            from_hub(task, split)?
         };
         Ok(Dataset {
             task,
@@ -521,6 +523,19 @@ impl DataSource {
             examples,
         })
     }
+}
+
+#[cfg(feature = "native")]
+fn from_hub(task: Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
+    hub::load_split(task, split)
+}
+
+#[cfg(not(feature = "native"))]
+fn from_hub(task: Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
+    anyhow::bail!(
+        "{task} {}: no data folder given, and this build cannot reach the hub",
+        split.name()
+    )
 }
 
 /// Reads a user's data file: parquet by its extension, else TSV, CSV or JSON Lines
@@ -534,7 +549,15 @@ pub fn read_user_file(
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     if parquet {
-        parquet::read_parquet(path, columns, task, true)
+        #[cfg(feature = "native")]
+        return parquet::read_parquet(path, columns, task, true);
+        #[cfg(not(feature = "native"))]
+        return Err(DataError::new(
+            path,
+            None,
+            "a .tsv, .csv or .jsonl file",
+            "a parquet file (this build reads no parquet)",
+        ));
     } else {
         read::read_text_file(path, columns, task)
     }

@@ -39,6 +39,11 @@ struct Layout {
 fn read_text(path: &Path) -> Result<String, DataError> {
     let bytes = std::fs::read(path)
         .map_err(|e| DataError::new(path, None, "a readable file", io_found(&e)))?;
+    decode_text(path, bytes)
+}
+
+/// A file's bytes as UTF-8 text without its byte-order mark; `path` names it in errors.
+fn decode_text(path: &Path, bytes: Vec<u8>) -> Result<String, DataError> {
     let mut text = String::from_utf8(bytes).map_err(|e| {
         let bytes = e.as_bytes();
         let at = e.utf8_error().valid_up_to();
@@ -156,7 +161,25 @@ pub fn read_glue_file(
     format: &FileFormat,
     task: Task,
 ) -> Result<Vec<Example>, DataError> {
-    let text = read_text(path)?;
+    parse_glue_file(path, read_text(path)?, format, task)
+}
+
+/// [`read_glue_file`] on the file's bytes (the browser has no files); `path` names them.
+pub fn read_glue_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    format: &FileFormat,
+    task: Task,
+) -> Result<Vec<Example>, DataError> {
+    parse_glue_file(path, decode_text(path, bytes)?, format, task)
+}
+
+fn parse_glue_file(
+    path: &Path,
+    text: String,
+    format: &FileFormat,
+    task: Task,
+) -> Result<Vec<Example>, DataError> {
     let layout = Layout {
         columns: format.columns,
         text_a: format.text_a,
@@ -198,6 +221,27 @@ pub fn read_text_file(
     columns: &Columns,
     task: Task,
 ) -> Result<Vec<Example>, DataError> {
+    parse_text_file(path, None, columns, task)
+}
+
+/// [`read_text_file`] on the file's bytes (the browser has no files); `path` names them, and
+/// its extension gives the format.
+pub fn read_text_bytes(
+    path: &Path,
+    bytes: Vec<u8>,
+    columns: &Columns,
+    task: Task,
+) -> Result<Vec<Example>, DataError> {
+    parse_text_file(path, Some(bytes), columns, task)
+}
+
+/// A user's text file from `bytes`, else read from `path`.
+fn parse_text_file(
+    path: &Path,
+    bytes: Option<Vec<u8>>,
+    columns: &Columns,
+    task: Task,
+) -> Result<Vec<Example>, DataError> {
     let extension = path
         .extension()
         .and_then(|e| e.to_str())
@@ -215,7 +259,10 @@ pub fn read_text_file(
             found,
         ));
     }
-    let text = read_text(path)?;
+    let text = match bytes {
+        Some(bytes) => decode_text(path, bytes)?,
+        None => read_text(path)?,
+    };
     let examples = match extension.as_str() {
         "tsv" => {
             let rows = numbered_lines(&text).map(|(line, row)| (line, row.split('\t').collect()));

@@ -19,15 +19,20 @@ impl ModelConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read model config", path.display()))?;
+        Self::from_text(path, &text)
+    }
+
+    /// [`ModelConfig::from_file`] on config.json's text; `path` names it in errors.
+    pub fn from_text(path: &Path, text: &str) -> Result<Self> {
         #[derive(Deserialize)]
         struct Family {
             model_type: Option<String>,
         }
-        let family: Family = parse(path, &text, "model")?;
+        let family: Family = parse(path, text, "model")?;
         let config = match family.model_type.as_deref().unwrap_or("bert") {
-            "bert" => ModelConfig::Bert(parse(path, &text, "BERT")?),
-            "roberta" => ModelConfig::Roberta(parse(path, &text, "RoBERTa")?),
-            "gpt2" => ModelConfig::Gpt2(parse(path, &text, "GPT-2")?),
+            "bert" => ModelConfig::Bert(parse(path, text, "BERT")?),
+            "roberta" => ModelConfig::Roberta(parse(path, text, "RoBERTa")?),
+            "gpt2" => ModelConfig::Gpt2(parse(path, text, "GPT-2")?),
             other => bail!("{}: {}", path.display(), unsupported(other)),
         };
         let checked = match &config {

@@ -35,11 +35,58 @@ pub fn load_encoder(
     dropout: f64,
     device: &Device,
 ) -> Result<(Encoder, Vec<String>)> {
-    check_header(path, config)?;
+    check_header(path, &read_weights(path)?, config)?;
+    build(
+        SafetensorsStore::from_file(path),
+        path,
+        config,
+        dropout,
+        device,
+    )
+}
+
+/// The bytes of a weights file, mapped rather than read where the platform can.
+#[cfg(feature = "native")]
+fn read_weights(path: &Path) -> Result<memmap2::Mmap> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot open model weights: {e}", path.display()))?;
+    // Safety: the file is only read, and not modified while mapped by this process.
+    unsafe { memmap2::Mmap::map(&file) }
+        .map_err(|e| anyhow::anyhow!("{}: cannot read model weights: {e}", path.display()))
+}
+
+#[cfg(not(feature = "native"))]
+fn read_weights(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read model weights: {e}", path.display()))
+}
+
+/// [`load_encoder`] on a safetensors file's bytes (the browser has no files); `name` names
+/// them in errors.
+pub fn load_encoder_bytes(
+    bytes: Vec<u8>,
+    name: &Path,
+    config: &ModelConfig,
+    dropout: f64,
+    device: &Device,
+) -> Result<(Encoder, Vec<String>)> {
+    check_header(name, &bytes, config)?;
+    let store = SafetensorsStore::from_bytes(Some(bytes));
+    build(store, name, config, dropout, device)
+}
+
+/// A fresh encoder of `config`'s family with the weights `store` holds.
+fn build(
+    store: SafetensorsStore,
+    path: &Path,
+    config: &ModelConfig,
+    dropout: f64,
+    device: &Device,
+) -> Result<(Encoder, Vec<String>)> {
     Ok(match config {
         ModelConfig::Bert(c) => {
             let mut bert = Bert::new(c, dropout, device);
-            let (missing, unused) = apply(path, &mut bert)?;
+            let (missing, unused) = apply(store, path, &mut bert)?;
             let has_pooler = !missing.iter().any(|n| n.starts_with("pooler."));
             if !has_pooler {
                 bert.pooler = None;
@@ -52,20 +99,25 @@ pub fn load_encoder(
         }
         ModelConfig::Roberta(c) => {
             let mut roberta = Roberta::new(c, dropout, device);
-            let (missing, unused) = apply(path, &mut roberta)?;
+            let (missing, unused) = apply(store, path, &mut roberta)?;
             (Encoder::Roberta(roberta), checked(path, missing, unused)?)
         }
         ModelConfig::Gpt2(c) => {
             let mut gpt2 = Gpt2::new(c, dropout, device);
-            let (missing, unused) = apply(path, &mut gpt2)?;
+            let (missing, unused) = apply(store, path, &mut gpt2)?;
             (Encoder::Gpt2(gpt2), checked(path, missing, unused)?)
         }
     })
 }
 
-/// Loads what `path` holds into `module`; returns the HF names it lacked and those it left over.
-fn apply<M: Module>(path: &Path, module: &mut M) -> Result<(Vec<String>, Vec<String>)> {
-    let mut store = SafetensorsStore::from_file(path)
+/// Loads what `store` holds into `module`; returns the HF names it lacked and those it left
+/// over. `path` names the weights in errors.
+fn apply<M: Module>(
+    store: SafetensorsStore,
+    path: &Path,
+    module: &mut M,
+) -> Result<(Vec<String>, Vec<String>)> {
+    let mut store = store
         .with_from_adapter(PyTorchToBurnAdapter)
         .with_key_remapping(r"^(bert|roberta|transformer)\.", "")
         .with_key_remapping(r"LayerNorm", "layer_norm")
@@ -134,13 +186,8 @@ fn is_attn_buffer(name: &str) -> bool {
 
 /// Rejects files whose safetensors header does not parse or whose sizes are not the config's,
 /// before burn-store reads them.
-fn check_header(path: &Path, config: &ModelConfig) -> Result<()> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot open model weights: {e}", path.display()))?;
-    // Safety: the file is only read, and not modified while mapped by this process.
-    let bytes = unsafe { memmap2::Mmap::map(&file) }
-        .map_err(|e| anyhow::anyhow!("{}: cannot read model weights: {e}", path.display()))?;
-    let header = match safetensors::SafeTensors::read_metadata(&bytes) {
+fn check_header(path: &Path, bytes: &[u8], config: &ModelConfig) -> Result<()> {
+    let header = match safetensors::SafeTensors::read_metadata(bytes) {
         Ok((_, header)) => header,
         Err(e) => bail!(
             "{}: expected a safetensors file, found a corrupt header ({e})",

@@ -5,6 +5,7 @@ pub mod bert;
 pub mod classifier;
 pub mod config;
 pub mod gpt2;
+#[cfg(feature = "native")]
 pub mod hub;
 pub mod load;
 pub mod roberta;
@@ -13,14 +14,25 @@ pub mod trainable;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use burn::module::Module;
-use burn::tensor::{Device, Int, Tensor};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 pub use bert::Bert;
 pub use classifier::{Classifier, Head, HeadKind};
 pub use config::{BertConfig, Gpt2Config, ModelConfig};
 pub use gpt2::Gpt2;
+#[cfg(feature = "native")]
 pub use hub::resolve_model;
+
+/// Without the hub (the browser build), `--model` must name a local folder.
+#[cfg(not(feature = "native"))]
+pub fn resolve_model(spec: &str) -> Result<PathBuf> {
+    anyhow::ensure!(
+        Path::new(spec).is_dir(),
+        "--model {spec}: no such folder (this build cannot reach the hub)"
+    );
+    Ok(PathBuf::from(spec))
+}
 pub use roberta::Roberta;
 
 /// A pretrained encoder of one of the families; its variant's module holds the HF names that
@@ -121,6 +133,43 @@ pub fn last_real_token(hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2
         .expand([batch, seq]);
     let pick = positions.equal(last).float().unsqueeze_dim::<3>(2);
     (hidden * pick).sum_dim(1).reshape([batch, width])
+}
+
+/// `model` with every float tensor copied to `host` (the CPU device) through reads that await the
+/// device: Burn's store reads synchronously, which a browser's GPU cannot.
+pub async fn to_host(model: Classifier, host: &Device) -> Result<Classifier> {
+    struct Collect(Vec<Tensor<1>>);
+    impl ModuleVisitor for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let value = param.val();
+            let n = value.shape().num_elements();
+            self.0.push(value.reshape([n]));
+        }
+    }
+    struct Put<'a> {
+        values: std::vec::IntoIter<Vec<f32>>,
+        host: &'a Device,
+    }
+    impl ModuleMapper for Put<'_> {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let values = self.values.next().expect("one value list per float tensor");
+            param.map(|t| {
+                let dims = t.dims();
+                let n = values.len();
+                Tensor::<1>::from_data(TensorData::new(values, [n]), self.host).reshape(dims)
+            })
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    model.visit(&mut collect);
+    let mut values = Vec::with_capacity(collect.0.len());
+    for t in collect.0 {
+        values.push(crate::device::read_f32(t, "the model's weights").await?);
+    }
+    Ok(model.map(&mut Put {
+        values: values.into_iter(),
+        host,
+    }))
 }
 
 /// A pretrained encoder loaded from a local HF folder.

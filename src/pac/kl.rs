@@ -250,11 +250,11 @@ pub(super) fn finish_cpu(partials: FlexTensor) -> FlexTensor {
 }
 
 /// The [L, 3] result of [`sums`] read back (one small transfer per step).
-pub fn read_sums(sums: Tensor<2>, trainable: &[Trainable]) -> anyhow::Result<Vec<TensorSums>> {
-    let values = sums
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read the KL sums: {e:?}"))?;
+pub async fn read_sums(
+    sums: Tensor<2>,
+    trainable: &[Trainable],
+) -> anyhow::Result<Vec<TensorSums>> {
+    let values = crate::device::read_f32(sums, "the KL sums").await?;
     let numels: Vec<usize> = trainable.iter().map(Trainable::numel).collect();
     Ok(TensorSums::from_rows(&values, &numels))
 }

@@ -31,7 +31,7 @@ pub mod kl;
 pub mod noise;
 pub mod noise_adam;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use crate::data::{Examples, per_example_loss};
@@ -99,10 +99,10 @@ pub struct Stage1Report {
 /// the grid, the per-example losses of [`PRIOR_MODELS`] models θ0 + s_k·N(0, I) on every training
 /// example (forward only). `model` must be on a plain (non-autodiff) device; the draws are seeded
 /// by `seed`; `progress(done, total)` hears each prior model.
-pub fn estimate_k(
+pub async fn estimate_k(
     model: &Classifier,
     train_embeddings: bool,
-    train: &Examples,
+    train: &Examples<'_>,
     gamma_range: (f64, f64),
     seed: u64,
     device: &Device,
@@ -119,7 +119,7 @@ pub fn estimate_k(
                 let [n] = theta0.dims();
                 theta0 + Tensor::random([n], Distribution::Normal(0.0, 1.0), device) * s
             });
-            per_model.push(example_losses(&prior, train, device)?);
+            per_model.push(example_losses(&prior, train, device).await?);
             progress(k * PRIOR_MODELS + r + 1, total);
         }
         losses.push(per_model);
@@ -130,16 +130,18 @@ pub fn estimate_k(
 }
 
 /// The loss of every example of `train` under `model`, in example order.
-fn example_losses(model: &Classifier, train: &Examples, device: &Device) -> Result<Vec<f64>> {
+async fn example_losses(
+    model: &Classifier,
+    train: &Examples<'_>,
+    device: &Device,
+) -> Result<Vec<f64>> {
     let rows: Vec<usize> = (0..train.data.len()).collect();
     let mut losses = Vec::with_capacity(rows.len());
     for chunk in rows.chunks(train.batch_size.max(1)) {
         let (ids, types, mask) = train.data.batch(chunk, train.pad).to_tensors(device);
         let logits = model.forward(ids, types, mask);
-        let values = per_example_loss(logits, &train.data.targets(chunk, device))
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow!("cannot read losses: {e:?}"))?;
+        let losses_t = per_example_loss(logits, &train.data.targets(chunk, device));
+        let values = crate::device::read_f32(losses_t, "losses").await?;
         losses.extend(values.into_iter().map(f64::from));
     }
     Ok(losses)
@@ -149,7 +151,7 @@ impl PacTuning {
     /// Spec, "Initialisation": θ0 = the current weights; p = 2 ln(mean |θ0|) over the encoder's
     /// scalars and ln(mean |ω0|) over the head's ([`bound::init_log_std`]); b_j = the p of its
     /// group ([`bound::initial_b`]), so the posterior starts at the prior.
-    pub fn init(
+    pub async fn init(
         model: &Classifier,
         trainable: &[Trainable],
         train_embeddings: bool,
@@ -157,7 +159,7 @@ impl PacTuning {
         gamma: f64,
         k_hat: KHat,
         stage1_epochs: usize,
-    ) -> PacTuning {
+    ) -> Result<PacTuning> {
         let mut theta0 = Vec::with_capacity(trainable.len());
         trainable::visit(model, train_embeddings, None, |_, value, _| {
             theta0.push(value)
@@ -165,7 +167,7 @@ impl PacTuning {
         let (mut abs_sum, mut count) = ([0.0f64; 2], [0usize; 2]);
         for (t, value) in trainable.iter().zip(&theta0) {
             let g = (t.group == Group::Head) as usize;
-            abs_sum[g] += reduce::sum(value.clone().abs()).into_scalar::<f32>() as f64;
+            abs_sum[g] += crate::device::read_scalar(reduce::sum(value.clone().abs())).await?;
             count[g] += t.numel();
         }
         let log_std = bound::init_log_std(
@@ -180,7 +182,7 @@ impl PacTuning {
             .zip(&b)
             .map(|(t, &b_j)| Tensor::full([t.numel()], b_j, &device))
             .collect();
-        PacTuning {
+        Ok(PacTuning {
             theta0,
             p,
             b,
@@ -190,7 +192,7 @@ impl PacTuning {
             adam: NoiseAdam::new(&groups),
             stage1_epochs,
             keep_grad_p: false,
-        }
+        })
     }
 
     /// The stage of 0-based `epoch`.
@@ -213,12 +215,12 @@ impl PacTuning {
     /// 5. Adam on b, then AdamW on θ.
     ///
     /// A non-finite loss, bound term or gradient is found before anything is updated.
-    pub fn stage1_step(
+    pub async fn stage1_step(
         &mut self,
         model: Classifier,
-        ctx: &mut StepContext,
+        ctx: &mut StepContext<'_>,
         batch: &Batch,
-        tau: Tau,
+        tau: Tau<'_>,
     ) -> Result<(Classifier, Outcome<Stage1Report>)> {
         let scope = ctx.scope;
         let mut clean = Vec::with_capacity(self.p.len());
@@ -228,13 +230,13 @@ impl PacTuning {
         let model = trainable::map(model, scope, |j, _| noisy[j].clone());
         (ctx.lap)(Part::Inject);
 
-        let (model, gradients) = noisy_gradients(model, &clean, ctx, batch)?;
+        let (model, gradients) = noisy_gradients(model, &clean, ctx, batch).await?;
         let (loss1, mut grads) = match gradients {
             Outcome::Done(gradients) => gradients,
             Outcome::NonFinite(bad) => return Ok((model, Outcome::NonFinite(bad))),
         };
 
-        let sums = kl::read_sums(sums, ctx.trainable)?;
+        let sums = kl::read_sums(sums, ctx.trainable).await?;
         let terms = bound::bound_terms(&sums, &self.b, self.n, self.gamma_range, &self.k_hat);
         for (term, value) in [("loss2", terms.loss2), ("KL", terms.kl), ("K̂", terms.k)] {
             if !value.is_finite() {
@@ -274,7 +276,7 @@ impl PacTuning {
         }
         (ctx.lap)(Part::NoiseAdamB);
 
-        let (model, report) = step::update(model, ctx, loss1, grads);
+        let (model, report) = step::update(model, ctx, loss1, grads).await?;
         let report = Stage1Report {
             step: report,
             bound: terms,
@@ -284,28 +286,25 @@ impl PacTuning {
     }
 
     /// Spec, "Stage 2": perturbed gradient descent with the learned p, frozen.
-    pub fn stage2_step(
+    pub async fn stage2_step(
         &self,
         model: Classifier,
-        ctx: &mut StepContext,
+        ctx: &mut StepContext<'_>,
         batch: &Batch,
-        tau: Tau,
+        tau: Tau<'_>,
     ) -> Result<(Classifier, Outcome)> {
-        perturbed_step(model, &self.p, ctx, batch, tau)
+        perturbed_step(model, &self.p, ctx, batch, tau).await
     }
 
     /// Mean σ = exp(p) over the encoder's and the head's scalars, and per tensor.
     /// The sums are read back in one transfer.
-    pub fn sigma_means(&self, trainable: &[Trainable]) -> Result<(f64, f64, Vec<f64>)> {
+    pub async fn sigma_means(&self, trainable: &[Trainable]) -> Result<(f64, f64, Vec<f64>)> {
         let sums: Vec<Tensor<1>> = self
             .p
             .iter()
             .map(|p| reduce::sum(p.clone().exp()))
             .collect();
-        let totals = Tensor::cat(sums, 0)
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow!("cannot read the σ sums: {e:?}"))?;
+        let totals = crate::device::read_f32(Tensor::cat(sums, 0), "the σ sums").await?;
         let mut per_tensor = Vec::with_capacity(trainable.len());
         let (mut sum, mut count) = ([0.0f64; 2], [0usize; 2]);
         for (t, total) in trainable.iter().zip(totals) {
@@ -342,12 +341,12 @@ pub fn isotropic_p(trainable: &[Trainable], std: f64, device: &Device) -> Vec<Te
 ///
 /// The clean θ is kept and put back rather than the noise subtracted: subtraction would leave
 /// rounding residue in θ − θ0.
-pub fn perturbed_step(
+pub async fn perturbed_step(
     model: Classifier,
     p: &[Tensor<1>],
-    ctx: &mut StepContext,
+    ctx: &mut StepContext<'_>,
     batch: &Batch,
-    tau: Tau,
+    tau: Tau<'_>,
 ) -> Result<(Classifier, Outcome)> {
     let scope = ctx.scope;
     let mut clean = Vec::with_capacity(p.len());
@@ -356,10 +355,10 @@ pub fn perturbed_step(
         noise::inject(theta, &p[j], j as u32, &tau(j))
     });
     (ctx.lap)(Part::Inject);
-    let (model, gradients) = noisy_gradients(model, &clean, ctx, batch)?;
+    let (model, gradients) = noisy_gradients(model, &clean, ctx, batch).await?;
     match gradients {
         Outcome::Done((loss1, grads)) => {
-            let (model, report) = step::update(model, ctx, loss1, grads);
+            let (model, report) = step::update(model, ctx, loss1, grads).await?;
             Ok((model, Outcome::Done(report)))
         }
         Outcome::NonFinite(bad) => Ok((model, Outcome::NonFinite(bad))),
@@ -368,17 +367,17 @@ pub fn perturbed_step(
 
 /// loss1 and its gradients at the noisy weights the model holds, then the `clean` θ put back;
 /// a non-finite loss or gradient instead, found before anything is updated.
-fn noisy_gradients(
+async fn noisy_gradients(
     model: Classifier,
     clean: &[Tensor<1>],
-    ctx: &mut StepContext,
+    ctx: &mut StepContext<'_>,
     batch: &Batch,
 ) -> Result<(Classifier, Outcome<(f64, Grads)>)> {
-    let (loss1, grads) = step::forward_backward(&model, ctx, batch)?;
+    let (loss1, grads) = step::forward_backward(&model, ctx, batch).await?;
     (ctx.lap)(Part::ForwardBackward);
     let model = trainable::map(model, ctx.scope, |j, _| clean[j].clone());
     (ctx.lap)(Part::Restore);
-    if let Some(bad) = step::check(loss1, &grads, ctx.trainable)? {
+    if let Some(bad) = step::check(loss1, &grads, ctx.trainable).await? {
         return Ok((model, Outcome::NonFinite(bad)));
     }
     (ctx.lap)(Part::Check);

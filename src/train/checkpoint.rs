@@ -139,16 +139,33 @@ pub fn load_state(dir: &Path) -> Result<LoopState> {
 
 /// Writes `model` as a safetensors file with HF names (`Classifier::hf_name`).
 pub fn save_model(path: &Path, model: &Classifier) -> Result<()> {
-    let mut store = SafetensorsStore::from_file(path)
+    let mut store = hf_layout(SafetensorsStore::from_file(path), model);
+    model
+        .save_into(&mut store)
+        .map_err(|e| anyhow!("{}: cannot write model: {e}", path.display()))
+}
+
+/// [`save_model`]'s file as bytes. Burn's store reads tensors synchronously, so in a browser
+/// `model` must live on the CPU device (see [`crate::model::to_host`]).
+pub fn model_bytes(model: &Classifier) -> Result<Vec<u8>> {
+    let mut store = hf_layout(SafetensorsStore::from_bytes(None), model);
+    model
+        .save_into(&mut store)
+        .map_err(|e| anyhow!("cannot write model: {e}"))?;
+    store
+        .get_bytes()
+        .map_err(|e| anyhow!("cannot write model: {e}"))
+}
+
+/// `store` set to write `model` with HF names.
+fn hf_layout(store: SafetensorsStore, model: &Classifier) -> SafetensorsStore {
+    store
         .with_to_adapter(BurnToPyTorchAdapter)
         .skip_enum_variants(true)
         .with_key_remapping(r"^encoder\.", format!("{}.", model.encoder.hf_prefix()))
         .with_key_remapping(r"^head\.", format!("{}.", model.head.hf_prefix()))
         .with_key_remapping(r"layer_norm", "LayerNorm")
-        .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.");
-    model
-        .save_into(&mut store)
-        .map_err(|e| anyhow!("{}: cannot write model: {e}", path.display()))
+        .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
 }
 
 /// Loads the weights of a checkpoint into `model` (built from the same config).

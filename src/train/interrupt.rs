@@ -5,13 +5,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
-
 static STOP: LazyLock<Arc<AtomicBool>> = LazyLock::new(|| Arc::new(AtomicBool::new(false)));
 
 /// Makes Ctrl-C and SIGTERM ask the training loop to stop (the CLI calls this; a library user
 /// who does not is interrupted the usual way).
+#[cfg(feature = "native")]
 pub fn install() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
     for signal in [SIGINT, SIGTERM] {
         // Registered first, so it sees the flag as it was before this signal set it.
         signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&STOP))?;

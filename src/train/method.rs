@@ -95,13 +95,13 @@ impl Trainer {
     }
 
     /// One optimiser step of the method at 0-based `epoch`.
-    pub fn step(
+    pub async fn step(
         &mut self,
         epoch: usize,
         model: Classifier,
-        ctx: &mut StepContext,
+        ctx: &mut StepContext<'_>,
         batch: &Batch,
-        tau: Tau,
+        tau: Tau<'_>,
     ) -> Result<(Classifier, Outcome<Stepped>)> {
         let plain = |(model, outcome): (Classifier, Outcome)| {
             let stepped = |r: step::Report| Stepped {
@@ -111,13 +111,13 @@ impl Trainer {
             (model, outcome.map(stepped))
         };
         Ok(match self {
-            Trainer::Vanilla => plain(step::plain(model, ctx, batch)?),
-            Trainer::Pgd { p } => plain(pac::perturbed_step(model, p, ctx, batch, tau)?),
+            Trainer::Vanilla => plain(step::plain(model, ctx, batch).await?),
+            Trainer::Pgd { p } => plain(pac::perturbed_step(model, p, ctx, batch, tau).await?),
             Trainer::Pac(pac) if pac.stage(epoch) == Stage::Two => {
-                plain(pac.stage2_step(model, ctx, batch, tau)?)
+                plain(pac.stage2_step(model, ctx, batch, tau).await?)
             }
             Trainer::Pac(pac) => {
-                let (model, outcome) = pac.stage1_step(model, ctx, batch, tau)?;
+                let (model, outcome) = pac.stage1_step(model, ctx, batch, tau).await?;
                 let stepped = |r: pac::Stage1Report| Stepped {
                     loss1: r.step.loss1,
                     bound: Some(r.bound),
@@ -129,7 +129,7 @@ impl Trainer {
 
     /// PAC: the stage and the noise in an epoch's record; returns σ per tensor (for the report
     /// at the end of stage 1).
-    pub fn record_noise(
+    pub async fn record_noise(
         &self,
         record: &mut EpochRecord,
         epoch: usize,
@@ -142,7 +142,7 @@ impl Trainer {
             Stage::One => 1,
             Stage::Two => 2,
         });
-        let (sigma_encoder, sigma_head, per_tensor) = pac.sigma_means(trainable)?;
+        let (sigma_encoder, sigma_head, per_tensor) = pac.sigma_means(trainable).await?;
         record.sigma_encoder = Some(sigma_encoder);
         record.sigma_head = Some(sigma_head);
         record.prior_std = Some(pac.prior_std_mean());

@@ -70,7 +70,7 @@ pub enum Event<'a> {
 
 /// Separates the dropout generator's seeds from the other streams of the same seed (ASCII
 /// "dropout").
-const DROPOUT_STREAM: u64 = 0x64_726f_706f_7574;
+pub const DROPOUT_STREAM: u64 = 0x64_726f_706f_7574;
 
 /// Everything about a run that stays fixed while it trains.
 struct Job<'a> {
@@ -295,7 +295,7 @@ fn start_method(
                 batch_size: config.eval_batch_size,
             };
             let gamma = gamma(job);
-            let (k_hat, _) = pac::estimate_k(
+            let (k_hat, _) = pollster::block_on(pac::estimate_k(
                 &model.valid(),
                 config.train_embeddings,
                 &examples,
@@ -303,9 +303,9 @@ fn start_method(
                 config.seed,
                 &job.plain,
                 &mut |done, total| on_event(Event::KEstimation { done, total }),
-            )?;
+            ))?;
             state.k_seconds = Some(k_start.elapsed().as_secs_f64());
-            Trainer::Pac(Box::new(PacTuning::init(
+            Trainer::Pac(Box::new(pollster::block_on(PacTuning::init(
                 model,
                 &job.trainable,
                 config.train_embeddings,
@@ -313,7 +313,7 @@ fn start_method(
                 gamma,
                 k_hat,
                 config.stage1_epochs,
-            )))
+            ))?))
         }
     })
 }
@@ -413,9 +413,11 @@ fn take_step(job: &Job, p: &mut Progress, rows: &[usize]) -> Result<Outcome<Step
     job.plain
         .seed(mix64(config.seed ^ DROPOUT_STREAM) ^ p.state.step);
     let model = p.model.clone();
-    let (model, outcome) = p
-        .method
-        .step(p.state.epoch, model, &mut ctx, &batch, &|_| key.clone())?;
+    let (model, outcome) =
+        pollster::block_on(
+            p.method
+                .step(p.state.epoch, model, &mut ctx, &batch, &|_| key.clone()),
+        )?;
     p.model = model;
     p.state.step += 1;
     Ok(outcome)
@@ -498,7 +500,7 @@ fn epoch_record(
         device_bytes_reserved: memory.device_bytes_reserved,
         ..EpochRecord::default()
     };
-    let sigma = p.method.record_noise(&mut record, epoch, &job.trainable)?;
+    let sigma = pollster::block_on(p.method.record_noise(&mut record, epoch, &job.trainable))?;
     if let Some(t) = &bound {
         record.loss2 = Some(t.loss2);
         record.kl = Some(t.kl);
@@ -529,14 +531,14 @@ fn epoch_record(
 fn evaluate(job: &Job, p: &mut Progress, record: &mut EpochRecord) -> Result<Vec<Label>> {
     let config = job.config;
     let started = Instant::now();
-    let predictions = predict(
+    let predictions = pollster::block_on(predict(
         &p.model.valid(),
         &job.dev,
         job.task,
         config.eval_batch_size,
         job.pad,
         &job.plain,
-    )?;
+    ))?;
     let metrics = job.task.score(&job.dev.labels, &predictions)?;
     let main = metrics
         .iter()
@@ -564,6 +566,7 @@ fn evaluate(job: &Job, p: &mut Progress, record: &mut EpochRecord) -> Result<Vec
 /// loses nothing.
 fn save_epoch(job: &Job, p: &Progress, predictions: Option<Vec<Label>>) -> Result<()> {
     job.dir.write_history(&p.history)?;
+    #[cfg(feature = "native")]
     crate::report::plots::write_history_plots(&job.dir.path, &p.history)?;
     if let Some(predictions) = predictions {
         // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
@@ -600,7 +603,9 @@ fn write_sigma_per_tensor(job: &Job, per_tensor: Vec<f64>) -> Result<()> {
         .collect();
     write_json(&job.dir.file("sigma_per_layer.json"), &tensors)?;
     std::fs::create_dir_all(job.dir.file("plots"))?;
-    crate::report::plots::write_sigma_plot(&job.dir.file("plots/sigma_per_layer.png"), &tensors)
+    #[cfg(feature = "native")]
+    crate::report::plots::write_sigma_plot(&job.dir.file("plots/sigma_per_layer.png"), &tensors)?;
+    Ok(())
 }
 
 /// The checkpoint a `--resume` continues from, after checking the run there is this run.

@@ -63,21 +63,22 @@ impl Trained {
         let dataset = self.config.data_source().load(self.task, split)?;
         let data = Prepared::new(&dataset, None, &self.tokenizer)?;
         let pad = self.tokenizer.pad_id();
-        outputs(&self.model, &data, self.config.eval_batch_size, pad, device)
+        let batch_size = self.config.eval_batch_size;
+        pollster::block_on(outputs(&self.model, &data, batch_size, pad, device))
     }
 
     /// Predictions for every example of `split`, and the task's metrics when it has labels.
     pub fn evaluate(&self, split: Split, device: &Device) -> Result<(Vec<Label>, Option<Metrics>)> {
         let dataset = self.config.data_source().load(self.task, split)?;
         let data = Prepared::new(&dataset, None, &self.tokenizer)?;
-        let predictions = predict(
+        let predictions = pollster::block_on(predict(
             &self.model,
             &data,
             self.task,
             self.config.eval_batch_size,
             self.tokenizer.pad_id(),
             device,
-        )?;
+        ))?;
         let metrics = if data.labels.iter().all(|l| *l != Label::None) {
             Some(metrics_by_name(
                 &self.task.score(&data.labels, &predictions)?,

@@ -1,0 +1,487 @@
+//! One training run from bytes, as `pac-wgpu train` runs it: the same config, data sampling,
+//! steps, records and run-folder files, with no file system and every read-back awaited.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow, bail};
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::Serialize;
+
+use pac_wgpu::data::{Examples, Prepared, predict};
+use pac_wgpu::files::as_written;
+use pac_wgpu::glue::read::{read_glue_bytes, read_text_bytes};
+use pac_wgpu::glue::sample::{epoch_order, few_shot};
+use pac_wgpu::glue::{Dataset, Label, Split, Task};
+use pac_wgpu::model::load::load_encoder_bytes;
+use pac_wgpu::model::trainable::{self, Trainable};
+use pac_wgpu::model::{Classifier, ModelConfig, to_host};
+use pac_wgpu::optim::{AdamW, AdamWConfig};
+use pac_wgpu::pac::noise::NoiseSource;
+use pac_wgpu::pac::{self, PacTuning, Stage};
+use pac_wgpu::rng::mix64;
+use pac_wgpu::run::{BoundSummary, EpochRecord, EvalPoint, Summary};
+use pac_wgpu::step::{Batch, Lrs, Outcome, StepContext};
+use pac_wgpu::tokenize::{TextTokenizer, TokenizerFile};
+use pac_wgpu::train::checkpoint::{LoopState, model_bytes};
+use pac_wgpu::train::method::{self, Trainer};
+use pac_wgpu::train::{
+    DROPOUT_STREAM, Method, TrainConfig, lr_scale, predictions_tsv, trained::metrics_by_name,
+};
+
+/// A file picked or fetched by the page: its name and bytes.
+pub struct NamedFile {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+/// What a run needs: the model folder's files, the data and the options (`pac-wgpu train`'s
+/// flags as run.json spells them, over the paper's defaults).
+pub struct Inputs {
+    /// The model folder's name, recorded as run.json's `model`.
+    pub model_name: String,
+    pub config_json: String,
+    pub weights: Vec<u8>,
+    /// tokenizer.json or vocab.txt.
+    pub tokenizer: NamedFile,
+    pub train: NamedFile,
+    pub dev: NamedFile,
+    pub options: serde_json::Value,
+}
+
+/// What the run reports as it goes, sent to the page as JSON.
+#[derive(Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Event<'a> {
+    Start {
+        device: &'a str,
+        /// The dev metric that picks the best epoch.
+        metric: &'a str,
+        train_examples: usize,
+        dev_examples: usize,
+        epochs: usize,
+        steps_per_epoch: usize,
+    },
+    KEstimation {
+        done: usize,
+        total: usize,
+    },
+    Step {
+        epoch: usize,
+        step: u64,
+        loss1: f64,
+        kl: Option<f64>,
+    },
+    Epoch {
+        record: &'a EpochRecord,
+    },
+}
+
+/// The files of a run folder, by path inside it.
+pub type RunFiles = Vec<(String, Vec<u8>)>;
+
+/// The run as `pac-wgpu train` would write it, ready for `pac-wgpu eval --run`.
+pub async fn run(
+    inputs: Inputs,
+    device: Device,
+    device_name: &str,
+    clock: &dyn Fn() -> f64,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<RunFiles> {
+    let started = clock();
+    let (mut config, train_is_glue) = config_of(&inputs)?;
+    let task = config.validate()?;
+    let tokenizer = tokenizer_of(&inputs, config.max_length)?;
+    let train_set = dataset(&inputs.train, task, Split::Train, &config, train_is_glue)?;
+    let dev_set = dataset(&inputs.dev, task, Split::Dev, &config, train_is_glue)?;
+    let rows = few_shot(train_set.examples.len(), config.train_size, config.seed);
+    let train = Prepared::new(&train_set, Some(&rows), &tokenizer)?;
+    let dev = Prepared::new(&dev_set, None, &tokenizer)?;
+    let pad = tokenizer.pad_id();
+
+    let plain = device;
+    let device = plain.clone().autodiff();
+    let model_config = ModelConfig::from_text(Path::new("config.json"), &inputs.config_json)?;
+    let (encoder, _) = load_encoder_bytes(
+        inputs.weights,
+        Path::new("model.safetensors"),
+        &model_config,
+        config.dropout,
+        &device,
+    )?;
+    let encoder = match config.train_embeddings {
+        true => encoder,
+        false => encoder.freeze_embeddings(),
+    };
+    let model = Classifier::new(
+        encoder,
+        &model_config,
+        config.head,
+        task.num_labels(),
+        config.dropout,
+        config.seed,
+        &device,
+    );
+    let mut model = method::prepare_model(model, &config, &device)?;
+    let trainable = trainable::list(&model, method::scope(&config));
+    config.trainable_parameters = Some(trainable.iter().map(Trainable::numel).sum());
+    let adam_config = AdamWConfig {
+        weight_decay: config.weight_decay,
+        ..AdamWConfig::default()
+    };
+    let mut adam = AdamW::new(adam_config, trainable.len());
+    let steps_per_epoch = train.len().div_ceil(config.batch_size);
+    on_event(Event::Start {
+        device: device_name,
+        metric: task.main_metric().name(),
+        train_examples: train.len(),
+        dev_examples: dev.len(),
+        epochs: config.epochs,
+        steps_per_epoch,
+    });
+
+    let mut state = LoopState::default();
+    let k_start = clock();
+    let gamma = config.gamma.unwrap_or(task.default_gamma());
+    let mut trainer = match config.method {
+        Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
+        Method::Pgd => Trainer::pgd(&trainable, config.noise_std.unwrap_or(0.0), &plain),
+        Method::Pac => {
+            let examples = Examples {
+                data: &train,
+                pad,
+                batch_size: config.eval_batch_size,
+            };
+            let (k_hat, _) = pac::estimate_k(
+                &model.valid(),
+                config.train_embeddings,
+                &examples,
+                (gamma, gamma),
+                config.seed,
+                &plain,
+                &mut |done, total| on_event(Event::KEstimation { done, total }),
+            )
+            .await?;
+            state.k_seconds = Some(clock() - k_start);
+            let pac = PacTuning::init(
+                &model,
+                &trainable,
+                config.train_embeddings,
+                train.len(),
+                gamma,
+                k_hat,
+                config.stage1_epochs,
+            )
+            .await?;
+            Trainer::Pac(Box::new(pac))
+        }
+    };
+
+    let mut history: Vec<EpochRecord> = Vec::new();
+    let mut best: Option<(Vec<u8>, String, LoopState)> = None;
+    let total_steps = (steps_per_epoch * config.epochs) as u64;
+    while state.epoch < config.epochs {
+        let epoch = state.epoch;
+        let epoch_start = clock();
+        let scale = lr_scale(&config, state.step, total_steps);
+        let (mut losses, mut bound) = (Vec::new(), None);
+        for rows in epoch_order(train.len(), config.seed, epoch as u64).chunks(config.batch_size) {
+            let scale = lr_scale(&config, state.step, total_steps);
+            let batch = Batch {
+                micro: rows
+                    .chunks(rows.len().div_ceil(config.grad_accum))
+                    .map(|r| (train.batch(r, pad), train.targets(r, &device)))
+                    .collect(),
+                len: rows.len(),
+            };
+            let mut ctx = StepContext {
+                trainable: &trainable,
+                scope: method::scope(&config),
+                adam: &mut adam,
+                lrs: Lrs {
+                    encoder: config.lr_encoder * scale,
+                    head: config.lr_head * scale,
+                    max_grad_norm: config.max_grad_norm,
+                },
+                device: &device,
+                lap: &mut |_| {},
+            };
+            let key = NoiseSource::Philox {
+                seed: config.seed as u32,
+                step: state.step as u32,
+            };
+            plain.seed(mix64(config.seed ^ DROPOUT_STREAM) ^ state.step);
+            let (stepped_model, outcome) = trainer
+                .step(epoch, model, &mut ctx, &batch, &|_| key.clone())
+                .await?;
+            model = stepped_model;
+            state.step += 1;
+            let stepped = match outcome {
+                Outcome::Done(stepped) => stepped,
+                Outcome::NonFinite(bad) => bail!(
+                    "epoch {} step {}: {bad}; lower the learning rates",
+                    epoch + 1,
+                    state.step
+                ),
+            };
+            let loss = as_written(&stepped.loss1)?;
+            losses.push(loss);
+            if let Some(terms) = stepped.bound {
+                bound = Some(as_written(&terms)?);
+            }
+            on_event(Event::Step {
+                epoch,
+                step: state.step,
+                loss1: loss,
+                kl: bound.as_ref().map(|t| t.kl),
+            });
+        }
+        let train_seconds = clock() - epoch_start;
+
+        let loss1 = losses.iter().sum::<f64>() / losses.len() as f64;
+        let mut record = EpochRecord {
+            epoch: epoch + 1,
+            step: state.step,
+            train_loss: loss1,
+            lr_encoder: config.lr_encoder * scale,
+            lr_head: config.lr_head * scale,
+            epoch_seconds: train_seconds,
+            examples_per_s: train.len() as f64 / train_seconds,
+            ..EpochRecord::default()
+        };
+        trainer.record_noise(&mut record, epoch, &trainable).await?;
+        if let Some(t) = &bound {
+            record.loss2 = Some(t.loss2);
+            record.kl = Some(t.kl);
+            record.k_hat = Some(t.k);
+            record.gamma = Some(t.gamma);
+            record.bound = Some(loss1 + t.loss2);
+            if trainer.stage(epoch) == Some(Stage::One) && epoch + 1 == config.stage1_epochs {
+                state.bound = Some(BoundSummary {
+                    epoch: epoch + 1,
+                    j: loss1 + t.loss2,
+                    loss1,
+                    loss2: t.loss2,
+                    kl: t.kl,
+                    k_hat: t.k,
+                    gamma: t.gamma,
+                    c: t.c,
+                });
+            }
+        }
+        state.epoch += 1;
+        let due =
+            state.epoch.is_multiple_of(config.eval_every_epochs) || state.epoch == config.epochs;
+        if due {
+            let eval_start = clock();
+            let valid = model.valid();
+            let predictions =
+                predict(&valid, &dev, task, config.eval_batch_size, pad, &plain).await?;
+            let metrics = task.score(&dev.labels, &predictions)?;
+            let main = metrics
+                .iter()
+                .find(|(m, _)| *m == task.main_metric())
+                .map_or(f64::NAN, |(_, v)| *v);
+            record.dev = Some(metrics_by_name(&metrics));
+            record.eval_seconds = Some(clock() - eval_start);
+            if state.best.is_none_or(|(_, b)| main > b || b.is_nan()) {
+                state.best = Some((state.epoch, main));
+                state.stale_evals = 0;
+                state.wall_seconds = clock() - started;
+                let host = to_host(valid.materialize(), &Device::flex()).await?;
+                let tsv = predictions_tsv(task, &predictions);
+                best = Some((model_bytes(&host)?, tsv, as_written(&state)?));
+            } else {
+                state.stale_evals += 1;
+            }
+        }
+        let record = as_written(&record)?;
+        on_event(Event::Epoch { record: &record });
+        history.push(record);
+        if config
+            .early_stopping
+            .is_some_and(|patience| state.stale_evals >= patience)
+        {
+            break;
+        }
+    }
+
+    let summary = summary(
+        &config,
+        task,
+        &history,
+        &state,
+        (train.len(), dev.len()),
+        &trainable,
+        clock() - started,
+        device_name,
+    );
+    let mut files: RunFiles = vec![
+        ("run.json".into(), json(&config)?),
+        ("history.jsonl".into(), jsonl(&history)?),
+        ("summary.json".into(), json(&summary)?),
+    ];
+    if let Some((weights, predictions, best_state)) = best {
+        let dir = "checkpoints/best";
+        files.extend([
+            (format!("{dir}/model.safetensors"), weights),
+            (
+                format!("{dir}/config.json"),
+                inputs.config_json.clone().into_bytes(),
+            ),
+            (
+                format!("{dir}/{}", inputs.tokenizer.name),
+                inputs.tokenizer.bytes,
+            ),
+            (format!("{dir}/state.json"), json(&best_state)?),
+            (
+                format!("{dir}/dev_predictions.tsv"),
+                predictions.into_bytes(),
+            ),
+        ]);
+    }
+    Ok(files)
+}
+
+/// The run's config: the paper's for the task, with the page's options over it; and whether
+/// the data files are GLUE's own TSV files (else users' files read by column name).
+fn config_of(inputs: &Inputs) -> Result<(TrainConfig, bool)> {
+    let task = inputs.options["task"]
+        .as_str()
+        .ok_or_else(|| anyhow!("options: expected \"task\", a GLUE task name"))?;
+    if task.eq_ignore_ascii_case("custom") {
+        bail!("options: --task custom is not available in the browser; use a GLUE task");
+    }
+    let mut merged = serde_json::to_value(TrainConfig::paper(task))?;
+    let serde_json::Value::Object(options) = &inputs.options else {
+        bail!("options: expected a JSON object");
+    };
+    let by_columns = options.contains_key("columns");
+    for (key, value) in options {
+        if merged.get(key).is_none() {
+            bail!("options: unknown option {key:?} (options are run.json's keys)");
+        }
+        merged[key] = value.clone();
+    }
+    let mut config: TrainConfig =
+        serde_json::from_value(merged).map_err(|e| anyhow!("options: {e}"))?;
+    if !options.contains_key("stage1_epochs") {
+        config.stage1_epochs = pac_wgpu::train::config::default_stage1_epochs(config.epochs);
+    }
+    let glue = !by_columns
+        && [&inputs.train, &inputs.dev]
+            .iter()
+            .all(|f| f.name.ends_with(".tsv"));
+    config.model = inputs.model_name.clone();
+    config.data_dir = None;
+    (config.train_file, config.dev_file) = match glue {
+        true => (None, None),
+        false => (
+            Some(PathBuf::from(&inputs.train.name)),
+            Some(PathBuf::from(&inputs.dev.name)),
+        ),
+    };
+    config.output_dir = PathBuf::from("run");
+    config.device = "auto".into();
+    Ok((config, glue))
+}
+
+fn tokenizer_of(inputs: &Inputs, max_length: usize) -> Result<TextTokenizer> {
+    let bytes = inputs.tokenizer.bytes.clone();
+    let file = match inputs.tokenizer.name.as_str() {
+        "tokenizer.json" => TokenizerFile::Json(bytes),
+        "vocab.txt" => TokenizerFile::Vocab(bytes),
+        other => bail!("{other}: expected tokenizer.json or vocab.txt"),
+    };
+    let dir = Path::new(&inputs.model_name);
+    TextTokenizer::from_bytes(dir, file, Some(&inputs.config_json), max_length)
+}
+
+/// One split from the page's file: a GLUE TSV file of `task`, or a user's TSV/CSV/JSONL read by
+/// the config's column names.
+fn dataset(
+    file: &NamedFile,
+    task: Task,
+    split: Split,
+    config: &TrainConfig,
+    glue: bool,
+) -> Result<Dataset> {
+    let path = PathBuf::from(&file.name);
+    let examples = if glue {
+        let format = task
+            .files(split)
+            .into_iter()
+            .next()
+            .ok_or_else(|| anyhow!("{task} has no {} split", split.name()))?;
+        read_glue_bytes(&path, file.bytes.clone(), &format, task)?
+    } else {
+        read_text_bytes(&path, file.bytes.clone(), &config.columns, task)?
+    };
+    if examples.iter().any(|e| e.label == Label::None) {
+        bail!("{}: every row needs a label", file.name);
+    }
+    Ok(Dataset {
+        task,
+        split,
+        source: path,
+        examples,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary(
+    config: &TrainConfig,
+    task: Task,
+    history: &[EpochRecord],
+    state: &LoopState,
+    (train_size, dev_size): (usize, usize),
+    trainable: &[Trainable],
+    wall_seconds: f64,
+    device: &str,
+) -> Summary {
+    let at = |epoch: usize| EvalPoint {
+        epoch,
+        metrics: history
+            .iter()
+            .find(|r| r.epoch == epoch)
+            .and_then(|r| r.dev.clone())
+            .unwrap_or_default(),
+    };
+    let last_eval = history
+        .iter()
+        .rev()
+        .find(|r| r.dev.is_some())
+        .map_or(0, |r| r.epoch);
+    Summary {
+        task: task.name().to_string(),
+        method: config.method.name().to_string(),
+        model: config.model.clone(),
+        seed: config.seed,
+        train_size,
+        dev_size,
+        metric: task.main_metric().name().to_string(),
+        best: state.best.map(|(e, _)| at(e)),
+        last: at(last_eval),
+        epochs_run: state.epoch,
+        trainable_parameters: trainable.iter().map(Trainable::numel).sum(),
+        bound: state.bound.clone(),
+        k_estimation_seconds: state.k_seconds,
+        wall_seconds,
+        device: device.to_string(),
+    }
+}
+
+fn json(value: &impl Serialize) -> Result<Vec<u8>> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    Ok(text.into_bytes())
+}
+
+fn jsonl(records: &[EpochRecord]) -> Result<Vec<u8>> {
+    let mut text = String::new();
+    for r in records {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    Ok(text.into_bytes())
+}
