@@ -53,6 +53,9 @@ const SLOTS: u32 = 256u;
 @group(0) @binding(7) var<storage, read_write> step_buffer: StepBlock;
 
 var<workgroup> acc: array<vec3<f32>, 256>;
+// The op, read by one lane and shared: a value loaded from a read_write buffer is not uniform
+// to WGSL's uniformity analysis (Tint, in browsers, refuses barriers that depend on it).
+var<workgroup> shared_op: u32;
 
 // Σ acc[0..256] once every lane has stored its value; call from uniform control flow.
 fn workgroup_sum(lane: u32) -> vec3<f32> {
@@ -127,7 +130,10 @@ fn main(
 ) {
     // Read once (every binding is read_write, so a store might alias the parameters).
     let params = params_buffer;
-    switch params.op {
+    if lane == 0u {
+        shared_op = params.op;
+    }
+    switch workgroupUniformLoad(&shared_op) {
         case OP_PARTIALS: {
             let step = step_buffer.step;
             let bj = step_buffer.b[params.j];

@@ -87,7 +87,9 @@ pub(super) enum Io {
 }
 
 /// The binding of `t` used as `io`, or of `spare` marked unused where the launch has no such
-/// tensor (every binding of a shader must be filled).
+/// tensor (every binding of a shader must be filled). `spare` must not be bound elsewhere in
+/// the launch: WebGPU refuses a buffer in two writable bindings, and every binding of our
+/// shaders is read_write (see [`spare`]).
 pub(super) fn bind<'a>(
     t: Option<&'a CubeTensor>,
     io: Io,
@@ -97,6 +99,11 @@ pub(super) fn bind<'a>(
         Some(t) => (&t.handle, io),
         None => (&spare.handle, Io::Unused),
     }
+}
+
+/// A one-element buffer on `like`'s device to fill unused bindings with.
+pub(super) fn spare(like: &CubeTensor) -> CubeTensor {
+    empty(like, Shape::new([1]), DType::F32)
 }
 
 /// Launches `kernel` on `on`'s device with `buffers` at bindings 0.. and each block of `params`

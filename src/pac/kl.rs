@@ -23,7 +23,7 @@ use super::backend::{PacBackend, Tau};
 use super::bound::TensorSums;
 use super::kernel::{
     Io, LANES, WORKGROUP, bind, block, dense, empty, expm1_block, flex_tensor, launch, par_sum,
-    step_block, values, wgsl_kernel,
+    spare, step_block, values, wgsl_kernel,
 };
 use super::noise::{self, NoiseSource, tau_params};
 use crate::model::trainable::Trainable;
@@ -143,17 +143,18 @@ pub(super) fn partials_wgsl(
         0,
         0,
     ];
+    let unused = [spare(&theta), spare(&theta)];
     launch(
         &theta,
         KlKernel,
         CubeCount::Static(groups as u32, 1, 1),
         &[
-            bind(out.as_ref(), Io::Write, &theta),
+            bind(out.as_ref(), Io::Write, &unused[0]),
             (&theta.handle, Io::Read),
             (&theta0.handle, Io::Read),
             (&p.handle, Io::Read),
             (&partials.handle, Io::Write),
-            bind(given.as_ref(), Io::Read, &theta),
+            bind(given.as_ref(), Io::Read, &unused[1]),
         ],
         &[&tensor, &step_block(&[seed, step], b)],
     );
@@ -165,17 +166,18 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
     let tensors = partials.shape().num_elements() / (3 * SLOTS);
     assert!(tensors <= 65_535, "at most 65 535 tensors");
     let out = empty(&partials, Shape::new([tensors, 3]), DType::F32);
+    let unused = [(); 4].map(|_| spare(&partials));
     launch(
         &partials,
         KlKernel,
         CubeCount::Static(tensors as u32, 1, 1),
         &[
             (&out.handle, Io::Write),
-            (&partials.handle, Io::Unused),
-            (&partials.handle, Io::Unused),
-            (&partials.handle, Io::Unused),
+            (&unused[0].handle, Io::Unused),
+            (&unused[1].handle, Io::Unused),
+            (&unused[2].handle, Io::Unused),
             (&partials.handle, Io::Read),
-            (&partials.handle, Io::Unused),
+            (&unused[3].handle, Io::Unused),
         ],
         // The step block's shape with one (unread) b_j: the shader's layout needs one.
         &[&[OP_FINISH, 0, 0, 0, 0, 0, 0, 0], &[0, 0, 0]],

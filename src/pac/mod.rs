@@ -161,8 +161,10 @@ impl PacTuning {
         stage1_epochs: usize,
     ) -> Result<PacTuning> {
         let mut theta0 = Vec::with_capacity(trainable.len());
+        // θ0 in buffers of its own (× 1 is exact): WebGPU refuses θ and θ0 in one buffer when a
+        // kernel binds both.
         trainable::visit(model, train_embeddings, None, |_, value, _| {
-            theta0.push(value)
+            theta0.push(value * 1.0)
         });
         let (mut abs_sum, mut count) = ([0.0f64; 2], [0usize; 2]);
         for (t, value) in trainable.iter().zip(&theta0) {

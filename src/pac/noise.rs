@@ -25,8 +25,8 @@ use burn::tensor::{DType, Device, Shape, Tensor};
 
 use super::backend::{PacBackend, Tau};
 use super::kernel::{
-    Io, LANES, bind, block, dense, empty, exp_f32, flex_tensor, launch, par_map, quad_grid, values,
-    wgsl_kernel,
+    Io, LANES, bind, block, dense, empty, exp_f32, flex_tensor, launch, par_map, quad_grid, spare,
+    values, wgsl_kernel,
 };
 
 /// Where the τ of an operation comes from.
@@ -266,12 +266,12 @@ fn launch_noise(
 ) {
     let n = out.shape().num_elements();
     let (seed, step, given) = tau_params(tau, n);
-    let read = |t| bind(t, Io::Read, out);
+    let unused = [spare(out), spare(out), spare(out)];
     let buffers = [
         (&out.handle, Io::Write),
-        read(inputs.map(|(theta, _)| theta)),
-        read(inputs.map(|(_, p)| p)),
-        read(given.as_ref()),
+        bind(inputs.map(|(theta, _)| theta), Io::Read, &unused[0]),
+        bind(inputs.map(|(_, p)| p), Io::Read, &unused[1]),
+        bind(given.as_ref(), Io::Read, &unused[2]),
     ];
     let tensor = [
         op,

@@ -28,7 +28,7 @@ use burn::tensor::{DType, Shape, Tensor};
 use super::backend::{AdamScalars, Inputs, PacBackend, Tau};
 use super::kernel::{
     Io, LANES, bind, block, dense, empty, exp_f32, expm1_block, flex_tensor, launch, par_map,
-    quad_grid, step_block, values, wgsl_kernel, writable,
+    quad_grid, spare, step_block, values, wgsl_kernel, writable,
 };
 use super::noise::{CpuTau, NoiseSource, tau_params};
 use crate::model::trainable::Group;
@@ -310,11 +310,12 @@ pub(super) fn step_wgsl(
         (None, false) => None,
     };
     let mv_io = if first { Io::Write } else { Io::ReadWrite };
+    let unused = spare(&p);
     let buffers = [
         (&p.handle, Io::ReadWrite),
         (&mv.handle, mv_io),
         (&g.handle, Io::ReadWrite),
-        bind(aux.as_ref(), aux_io, &p),
+        bind(aux.as_ref(), aux_io, &unused),
         (&theta.handle, Io::Read),
         (&theta0.handle, Io::Read),
     ];
