@@ -118,6 +118,12 @@ fn pac_tuning_in_headless_chromium_matches_the_native_cpu_device() {
         "browser: the run took {:.0} s",
         browser_start.elapsed().as_secs_f64()
     );
+    // WebGPU validation errors and wasm panics reach the console, not the results.
+    let refused: Vec<&&str> = console
+        .iter()
+        .filter(|l| l.contains("panicked at") || l.contains("is invalid") || l.contains("aliasing"))
+        .collect();
+    assert!(refused.is_empty(), "WebGPU refused work: {refused:#?}");
     let posted = std::mem::take(&mut *results.lock().unwrap());
     for (run, p) in &posted {
         assert!(
