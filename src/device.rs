@@ -148,6 +148,11 @@ pub struct SelectedDevice {
     pub name: String,
 }
 
+/// Whether `device` is Burn's CPU backend (flex), with or without autodiff.
+pub fn is_cpu(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
+}
+
 /// Resolves `--device` to a Burn device, checking first that the adapter exists so that a
 /// machine without one gets an error that says what to do, not a panic inside wgpu.
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {

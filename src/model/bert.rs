@@ -10,10 +10,11 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::activation::{softmax, tanh};
+use burn::tensor::activation::{self, softmax, tanh};
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
+use crate::device;
 
 /// Added to attention scores at masked key positions (HF uses the dtype's minimum; any value
 /// that underflows `exp` gives the same probabilities).
@@ -25,8 +26,13 @@ pub(crate) fn padding_bias(attention_mask: Tensor<2>) -> Tensor<4> {
     (attention_mask.neg().add_scalar(1.0) * MASKED_SCORE).reshape([batch, 1, 1, seq])
 }
 
-/// Exact (erf) GELU, written with primitive ops so autodiff differentiates the exact function.
-pub(crate) fn gelu(x: Tensor<3>) -> Tensor<3> {
+/// Exact (erf) GELU. On the CPU device Burn's own op is exact both ways and one pass each;
+/// on wgpu its backward is the tanh approximation's, so there it is written from primitive ops
+/// and autodiff differentiates the exact function.
+pub fn gelu(x: Tensor<3>) -> Tensor<3> {
+    if device::is_cpu(&x.device()) {
+        return activation::gelu(x);
+    }
     let cdf = (x.clone() / std::f32::consts::SQRT_2).erf().add_scalar(1.0) * 0.5;
     x * cdf
 }
