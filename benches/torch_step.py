@@ -48,6 +48,8 @@ def main():
     args = parser.parse_args()
     if not args.model and not args.sizes:
         parser.error("give --model DIR or --sizes V,H,L,A,I,P")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     encoder, head, config = build(args)

@@ -553,6 +553,7 @@ fn mib(bytes: Option<u64>) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    pac_wgpu::device::keep_freed_memory();
     for (flag, value) in [
         ("--batch", args.batch),
         ("--seq", args.seq),
