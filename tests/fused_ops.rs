@@ -24,7 +24,7 @@ fn value_and_grad(
         .sum()
         .backward();
     let g = x.grad(&grads).expect("x's gradient");
-    let read = |t: Tensor<3>| t.into_data().to_vec::<f32>().unwrap();
+    let read = |t: Tensor<3>| t.into_data().try_to_vec::<f32>().unwrap();
     (read(y.inner()), read(g))
 }
 
