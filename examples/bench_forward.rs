@@ -41,6 +41,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    pac_wgpu::device::keep_freed_memory();
     let selected = select(args.device)?;
     let device = &selected.device;
     let mut rows = Vec::new();

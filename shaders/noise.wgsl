@@ -11,7 +11,7 @@ struct Params {
     n: u32,        // elements
     j: u32,        // trainable tensor: Philox counter word 1
     given: u32,    // 1: τ = given[i] instead of Philox
-    pad0: u32,
+    scale: u32,    // OP_PRIOR's s, as f32 bits
     pad3: u32,
     pad1: u32,
     pad2: u32,
@@ -24,6 +24,7 @@ struct Step {
 
 const OP_DRAW: u32 = 0u;    // out = τ
 const OP_INJECT: u32 = 1u;  // out = θ + exp(p)·τ
+const OP_PRIOR: u32 = 2u;   // out = θ + s·z, z the unclipped normal draws behind τ
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read_write> theta: array<f32>;
@@ -56,6 +57,14 @@ fn main(
     let step = step_buffer;
     let q = (group.y * groups.x + group.x) * 256u + lane;
     if 4u * q >= params.n {
+        return;
+    }
+    if params.op == OP_PRIOR {
+        let z = normal_quad(q, params.j, step.seed, step.count);
+        let s = bitcast<f32>(params.scale);
+        for (var k = 0u; k < 4u && 4u * q + k < params.n; k++) {
+            out[4u * q + k] = theta[4u * q + k] + s * z[k];
+        }
         return;
     }
     let t = tau(q, params, step);

@@ -5,7 +5,7 @@
 //   (x0, x1, x2, x3) = Philox4x32-10(counter = (q, j, 0, 0), key = (seed, step))
 //   r = sqrt(−2 ln u1) with u1 = ((x0 >> 8) + 1) · 2⁻²⁴ ∈ (0, 1],  a = (x1 >> 8) · 2⁻²⁴ turns
 //   τ_4q = r cos 2πa,  τ_4q+1 = r sin 2πa;  likewise x2, x3 for τ_4q+2, τ_4q+3;
-//   every τ clamped to [−2, 2].
+//   every τ clamped to [−2, 2] (`normal_quad`: the same draws unclamped).
 // Both Box–Muller outputs of both pairs: one Philox call per four τ.
 // ln and cos are Cephes' f32 polynomials (logf, sinf, cosf) after an exact range reduction, not
 // the WGSL built-ins, which WGSL and Vulkan let be far off (cos to 2⁻¹¹, log to 2⁻²¹ absolute
@@ -96,15 +96,19 @@ fn cos_poly(z: f32) -> f32 {
     return y - 0.5 * z + 1.0;
 }
 
-// (r cos 2πa, r sin 2πa) clamped, from one word pair; sin 2πa = cos 2π(a + ¾).
+// (r cos 2πa, r sin 2πa) from one word pair; sin 2πa = cos 2π(a + ¾).
 fn box_muller(x: u32, y: u32) -> vec2<f32> {
     let r = sqrt(-2.0 * ln_unit(f32((x >> 8u) + 1u) * TWO_POW_MINUS_24));
     let n = y >> 8u;
-    let pair = vec2<f32>(r * cos_turn(n), r * cos_turn((n + 0xC00000u) & 0xFFFFFFu));
-    return clamp(pair, vec2<f32>(-2.0), vec2<f32>(2.0));
+    return vec2<f32>(r * cos_turn(n), r * cos_turn((n + 0xC00000u) & 0xFFFFFFu));
+}
+
+// The four normal draws of quad q before clipping (K(λ)'s prior models use them so).
+fn normal_quad(q: u32, j: u32, seed: u32, step: u32) -> vec4<f32> {
+    let w = philox(vec4<u32>(q, j, 0u, 0u), vec2<u32>(seed, step));
+    return vec4<f32>(box_muller(w.x, w.y), box_muller(w.z, w.w));
 }
 
 fn tau_quad(q: u32, j: u32, seed: u32, step: u32) -> vec4<f32> {
-    let w = philox(vec4<u32>(q, j, 0u, 0u), vec2<u32>(seed, step));
-    return vec4<f32>(box_muller(w.x, w.y), box_muller(w.z, w.w));
+    return clamp(normal_quad(q, j, seed, step), vec4<f32>(-2.0), vec4<f32>(2.0));
 }

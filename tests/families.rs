@@ -125,6 +125,26 @@ fn hidden_states_match_hf_one_by_one_and_padded() {
                 );
             }
         }
+        // The vector the heads read, the last layer computing only that position, against HF.
+        let (ids, types, mask) = golden_batch.to_tensors(device);
+        let summary = model.encoder.summary(ids, types, mask);
+        let [rows, width] = summary.dims();
+        let summary = summary.into_data().try_to_vec::<f32>().unwrap();
+        let key = if family == "gpt2" {
+            "last_real"
+        } else {
+            "first"
+        };
+        let want = padded[key].as_array().unwrap();
+        assert_eq!(rows, want.len(), "{family}: one summary per row");
+        for (row, w) in want.iter().enumerate() {
+            let diff = max_abs_diff(&summary[row * width..(row + 1) * width], &floats(w));
+            println!("{family}: summary of padded row {row} max diff {diff:.2e}");
+            assert!(
+                diff <= TOLERANCE,
+                "{family}: summary of padded row {row} differs from HF by {diff}"
+            );
+        }
         // Our own padded batch equals the cases one by one: padding leaks nowhere.
         let batched = token_states(&model.encoder, &ours, device).unwrap();
         for (row, enc) in refs.iter().enumerate() {

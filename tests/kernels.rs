@@ -8,7 +8,7 @@ use pac_wgpu::model::trainable::Group;
 use pac_wgpu::pac::AdamScalars;
 use pac_wgpu::pac::noise::{self, NoiseSource};
 use pac_wgpu::pac::noise_adam::{NoiseAdam, StepInputs, Stepped};
-use pac_wgpu::pac::{GRID_WIDTH, exp_f32, expm1_f32, kl};
+use pac_wgpu::pac::{GRID_WIDTH, PRIOR_STEPS, exp_f32, expm1_f32, kl};
 
 /// The awkward sizes: one element, just under and over a workgroup, just over the 256 slots
 /// of a reduction, and over a million.
@@ -645,6 +645,11 @@ fn host_philox(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// a = (y >> 8)·2⁻²⁴, r = sqrt(−2 ln u1): element 4q is r·cos 2πa of (x0, x1), 4q + 1 its
 /// r·sin 2πa, 4q + 2 and 4q + 3 the same of (x2, x3); each clipped to [−2, 2].
 fn host_tau(seed: u32, step: u32, j: u32, i: u32) -> f64 {
+    host_normal(seed, step, j, i).clamp(-2.0, 2.0)
+}
+
+/// [`host_tau`] before clipping.
+fn host_normal(seed: u32, step: u32, j: u32, i: u32) -> f64 {
     let words = host_philox([i / 4, j, 0, 0], [seed, step]);
     let pair = (i % 4 / 2) as usize;
     let (x, y) = (words[2 * pair], words[2 * pair + 1]);
@@ -652,12 +657,48 @@ fn host_tau(seed: u32, step: u32, j: u32, i: u32) -> f64 {
     let a = f64::from(y >> 8) / 16_777_216.0;
     let r = (-2.0 * u1.ln()).sqrt();
     let angle = std::f64::consts::TAU * a;
-    let value = if i.is_multiple_of(2) {
+    if i.is_multiple_of(2) {
         r * angle.cos()
     } else {
         r * angle.sin()
-    };
-    value.clamp(-2.0, 2.0)
+    }
+}
+
+#[test]
+fn prior_models_match_the_reference() {
+    // K(λ)'s prior models θ0 + s·z, z the generator's normal draws before clipping: over a
+    // million draws, about 45 000 lie beyond ±2 and must come out unclipped.
+    let (seed, step, j, scale) = (31, PRIOR_STEPS + 5, 3, 0.0473f32);
+    let mut inputs = Inputs(0x9e37_79b9);
+    for n in SIZES {
+        let theta = inputs.signed(n, 0.01, 0.1);
+        let z: Vec<f64> = (0..n as u32)
+            .map(|i| host_normal(seed, step, j, i))
+            .collect();
+        for (name, device) in devices() {
+            let got = read(noise::prior(tensor(&theta, &device), scale, seed, step, j));
+            let eps = f64::from(f32::EPSILON);
+            let (mut worst, mut beyond) = (0.0f64, 0);
+            for i in 0..n {
+                let want = f64::from(theta[i]) + f64::from(scale) * z[i];
+                // z's f32 evaluation to a few 1e-7 of r ≤ 5.8, then the product and the sum.
+                let tol =
+                    f64::from(scale) * 3.0 * f64::from(TAU_TOLERANCE) + 2.0 * eps * want.abs();
+                worst = worst.max((f64::from(got[i]) - want).abs() / tol);
+                beyond += usize::from(z[i].abs() > 2.0);
+            }
+            eprintln!(
+                "prior on {name}, n = {n}: worst error {worst:.3} of the tolerance, {beyond} draws beyond ±2"
+            );
+            assert!(
+                worst <= 1.0,
+                "prior on {name}, n = {n}: {worst} × the tolerance"
+            );
+            if n == SIZES[4] {
+                assert!(beyond > 40_000, "only {beyond} draws beyond ±2");
+            }
+        }
+    }
 }
 
 /// How far the f32 θ' may be from the f64 reference: τ's f32 evaluation (ln to 1.4 ulp, cos

@@ -2,27 +2,25 @@
 //! another way on the host (../shared/docs/pac-tuning.md, "K(λ)"), on the tiny random BERT and
 //! the toy SST-2.
 //!
-//! The prior models are random, so the host needs the same ones: it replays the device's seeded
-//! normal stream in the spec's order (grid point k, prior model r, trainable tensor j in slot
-//! order) and reads each draw back. Everything after the draw is independent of the library's
+//! The prior models are random, so the host needs the same ones: it regenerates each draw from
+//! its Philox key (seed, PRIOR_STEPS + prior model number) and counter (element / 4, tensor j)
+//! with the generator's host twin, unclipped. Everything after the draw is independent of the library's
 //! loop: each prior model θ0 + s_k·z is built on the host in f64 and loaded as plain data, each
 //! example's cross-entropy is computed from a forward pass of that example alone (no padding)
 //! with an f64 log-sum-exp, and K_k is checked against the closed form of the search (below)
 //! rather than against `bound::estimate_k`.
-//!
-//! This file holds one test: the device RNG is process-wide, and another test drawing from it
-//! at the same time would shift the stream.
 
 mod common;
 
 use burn::module::Param;
 use burn::nn::Linear;
-use burn::tensor::{Distribution, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use pac_wgpu::data::{Examples, Prepared};
 use pac_wgpu::glue::{DataSource, Split, Task};
 use pac_wgpu::model::trainable;
 use pac_wgpu::model::{Classifier, Head, HeadKind, Pretrained};
-use pac_wgpu::pac::{PRIOR_MODELS, estimate_k};
+use pac_wgpu::pac::noise::normal_quad;
+use pac_wgpu::pac::{PRIOR_MODELS, PRIOR_STEPS, estimate_k};
 use pac_wgpu::tokenize::TextTokenizer;
 
 fn host(t: Tensor<1>) -> Vec<f32> {
@@ -106,28 +104,27 @@ fn k_estimation_matches_the_host_computation() {
         assert!((got - want).abs() <= 1e-15 * want, "grid {got} vs {want}");
     }
 
-    // Step 2 on the host: replay the seeded stream, build each prior model, one example at a
-    // time.
-    device.seed(seed);
+    // Step 2 on the host: regenerate each prior model's draws, build it, one example at a time.
     let slots = trainable::list(&model, false);
     let mut theta0 = Vec::new();
     trainable::visit(&model, false, None, |_, v, _| theta0.push(host(v)));
     let mut host_losses: Vec<Vec<Vec<f64>>> = Vec::new();
-    for &s in &grid {
+    for (k, &s) in grid.iter().enumerate() {
         let mut per_model = Vec::new();
-        for _ in 0..PRIOR_MODELS {
+        for r in 0..PRIOR_MODELS {
+            let step = PRIOR_STEPS + (k * PRIOR_MODELS + r) as u32;
             let prior_values: Vec<Vec<f32>> = slots
                 .iter()
                 .zip(&theta0)
-                .map(|(slot, t0)| {
-                    let z = host(Tensor::random(
-                        [slot.numel()],
-                        Distribution::Normal(0.0, 1.0),
-                        &device,
-                    ));
+                .enumerate()
+                .map(|(j, (slot, t0))| {
+                    assert_eq!(slot.numel(), t0.len());
                     t0.iter()
-                        .zip(z)
-                        .map(|(&a, z)| (f64::from(a) + s * f64::from(z)) as f32)
+                        .enumerate()
+                        .map(|(i, &a)| {
+                            let z = normal_quad(seed as u32, step, j as u32, i as u32 / 4)[i % 4];
+                            (f64::from(a) + s * f64::from(z)) as f32
+                        })
                         .collect()
                 })
                 .collect();

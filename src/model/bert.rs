@@ -10,10 +10,11 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::activation::{softmax, tanh};
+use burn::tensor::activation::{self, softmax, tanh};
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
+use crate::device;
 
 /// Added to attention scores at masked key positions (HF uses the dtype's minimum; any value
 /// that underflows `exp` gives the same probabilities).
@@ -25,8 +26,13 @@ pub(crate) fn padding_bias(attention_mask: Tensor<2>) -> Tensor<4> {
     (attention_mask.neg().add_scalar(1.0) * MASKED_SCORE).reshape([batch, 1, 1, seq])
 }
 
-/// Exact (erf) GELU, written with primitive ops so autodiff differentiates the exact function.
-pub(crate) fn gelu(x: Tensor<3>) -> Tensor<3> {
+/// Exact (erf) GELU. On the CPU device Burn's own op is exact both ways and one pass each;
+/// on wgpu its backward is the tanh approximation's, so there it is written from primitive ops
+/// and autodiff differentiates the exact function.
+pub fn gelu(x: Tensor<3>) -> Tensor<3> {
+    if device::is_cpu(&x.device()) {
+        return activation::gelu(x);
+    }
     let cdf = (x.clone() / std::f32::consts::SQRT_2).erf().add_scalar(1.0) * 0.5;
     x * cdf
 }
@@ -94,15 +100,18 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
-    /// `mask_bias`: `[batch, 1, 1, seq]`, 0 for real tokens and [`MASKED_SCORE`] for padding.
-    fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let [batch, seq, hidden] = x.dims();
+    /// What the positions of `queries` (`[batch, q, hidden]`) read from all positions of `x`
+    /// (`[batch, seq, hidden]`). `mask_bias`: `[batch, 1, 1, seq]`, 0 for real tokens and
+    /// [`MASKED_SCORE`] for padding.
+    fn forward(&self, queries: Tensor<3>, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let [batch, q_len, hidden] = queries.dims();
         let head_dim = hidden / self.heads;
         let split = |t: Tensor<3>| {
-            t.reshape([batch, seq, self.heads, head_dim])
+            let [_, len, _] = t.dims();
+            t.reshape([batch, len, self.heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let q = split(self.query.forward(x.clone()));
+        let q = split(self.query.forward(queries));
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
         let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f32).sqrt() + mask_bias;
@@ -110,7 +119,7 @@ impl SelfAttention {
         probs
             .matmul(v)
             .swap_dims(1, 2)
-            .reshape([batch, seq, hidden])
+            .reshape([batch, q_len, hidden])
     }
 }
 
@@ -179,8 +188,17 @@ impl Layer {
     }
 
     fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
-        let attn = self.attention.self_attn.forward(x.clone(), mask_bias);
-        let x = self.attention.output.forward(attn, x);
+        self.forward_at(x.clone(), x, mask_bias)
+    }
+
+    /// The layer's output at the positions of `queries` only (a prefix of `x`'s): every later
+    /// step is per position.
+    fn forward_at(&self, queries: Tensor<3>, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        let attn = self
+            .attention
+            .self_attn
+            .forward(queries.clone(), x, mask_bias);
+        let x = self.attention.output.forward(attn, queries);
         let h = gelu(self.intermediate.dense.forward(x.clone()));
         self.output.forward(h, x)
     }
@@ -207,6 +225,20 @@ impl Encoder {
             x = layer.forward(x, mask_bias.clone());
         }
         x
+    }
+
+    /// The last hidden state at position 0 only, `[batch, hidden]`: the last layer computes
+    /// nothing else (the other positions' queries, attention outputs and feed-forward), which
+    /// a head reading the first token never uses.
+    pub(crate) fn forward_first(&self, mut x: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
+        let mask_bias = padding_bias(attention_mask);
+        let Some((last, rest)) = self.layer.split_last() else {
+            return super::first_token(x);
+        };
+        for layer in rest {
+            x = layer.forward(x, mask_bias.clone());
+        }
+        super::first_token(last.forward_at(x.clone().narrow(1, 0, 1), x, mask_bias))
     }
 }
 
@@ -265,13 +297,15 @@ impl Bert {
         self.encoder.forward(x, attention_mask)
     }
 
-    /// The \[CLS\] (first token) vector of each sequence, `[batch, hidden]`.
+    /// The \[CLS\] (first token) vector of each sequence, `[batch, hidden]`: the last hidden
+    /// state at position 0, computed alone in the last layer.
     pub fn cls(
         &self,
         input_ids: Tensor<2, Int>,
         token_type_ids: Tensor<2, Int>,
         attention_mask: Tensor<2>,
     ) -> Tensor<2> {
-        super::first_token(self.forward(input_ids, token_type_ids, attention_mask))
+        let x = self.embeddings.forward(input_ids, token_type_ids);
+        self.encoder.forward_first(x, attention_mask)
     }
 }

@@ -12,10 +12,10 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
+use super::Encoder;
 use super::bert::Pooler;
 use super::config::ModelConfig;
 use super::roberta::ClassificationHead;
-use super::{Encoder, first_token, last_real_token};
 use crate::rng::SplitMix64;
 
 /// Separates the head-initialisation stream from other uses of the run seed (ASCII "head").
@@ -155,24 +155,22 @@ impl Classifier {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Tensor<2>,
     ) -> Tensor<2> {
-        let hidden = self
+        // Every head reads one vector per sequence (GPT-2's score head too: HF's pooled logits).
+        let summary = self
             .encoder
-            .forward(input_ids, token_type_ids, attention_mask.clone());
+            .summary(input_ids, token_type_ids, attention_mask);
         match (&self.head, &self.encoder) {
-            (Head::Cls(out), encoder) => {
-                let summary = encoder.summary(hidden, attention_mask);
-                out.forward(self.dropout.forward(summary))
-            }
+            (Head::Cls(out), _) => out.forward(self.dropout.forward(summary)),
             (Head::Bert(classifier), Encoder::Bert(bert)) => {
                 let pooler = bert
                     .pooler
                     .as_ref()
                     .expect("Classifier::new gives BERT's hf head a pooler");
-                let pooled = pooler.forward(first_token(hidden));
+                let pooled = pooler.forward(summary);
                 classifier.forward(self.dropout.forward(pooled))
             }
-            (Head::Roberta(head), _) => head.forward(first_token(hidden)),
-            (Head::Gpt2(score), _) => score.forward(last_real_token(hidden, attention_mask)),
+            (Head::Roberta(head), _) => head.forward(summary),
+            (Head::Gpt2(score), _) => score.forward(summary),
             (Head::Bert(_), _) => unreachable!("Classifier::new pairs BERT's hf head with BERT"),
         }
     }

@@ -97,12 +97,21 @@ impl Encoder {
         }
     }
 
-    /// The vector the paper's head reads: the first token's (BERT's \[CLS\], RoBERTa's `<s>`), or
-    /// for GPT-2, which reads left to right, the last real token's.
-    pub fn summary(&self, hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
+    /// The vector the heads read: the first token's (BERT's \[CLS\], RoBERTa's `<s>`, its last
+    /// layer computing that position alone), or for GPT-2, which reads left to right, the last
+    /// real token's.
+    pub fn summary(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2>,
+    ) -> Tensor<2> {
         match self {
-            Encoder::Gpt2(_) => last_real_token(hidden, attention_mask),
-            _ => first_token(hidden),
+            Encoder::Bert(m) => m.cls(input_ids, token_type_ids, attention_mask),
+            Encoder::Roberta(m) => m.first(input_ids, attention_mask),
+            Encoder::Gpt2(m) => {
+                last_real_token(m.forward(input_ids, attention_mask.clone()), attention_mask)
+            }
         }
     }
 }

@@ -32,12 +32,23 @@ impl Roberta {
 
     /// Last hidden states `[batch, seq, hidden]`. `attention_mask` is 1 for tokens, 0 for padding.
     pub fn forward(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<3> {
+        self.encoder.forward(self.embed(input_ids), attention_mask)
+    }
+
+    /// The `<s>` (first token) vector of each sequence, `[batch, hidden]`, computed alone in the
+    /// last layer.
+    pub fn first(&self, input_ids: Tensor<2, Int>, attention_mask: Tensor<2>) -> Tensor<2> {
+        self.encoder
+            .forward_first(self.embed(input_ids), attention_mask)
+    }
+
+    /// The embeddings, positions counted over real tokens from `padding_idx + 1` (HF's rule).
+    fn embed(&self, input_ids: Tensor<2, Int>) -> Tensor<3> {
         let pad = self.padding_idx as i64;
         let not_pad = input_ids.clone().not_equal_elem(pad).int();
         let positions = not_pad.clone().cumsum(1) * not_pad + pad;
         let types = input_ids.zeros_like();
-        let x = self.embeddings.forward_at(input_ids, types, positions);
-        self.encoder.forward(x, attention_mask)
+        self.embeddings.forward_at(input_ids, types, positions)
     }
 }
 

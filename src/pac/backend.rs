@@ -77,6 +77,15 @@ pub trait PacBackend: Backend {
         Option<FloatTensor<Self>>,
     );
 
+    /// θ + `scale`·z for tensor `j`, z the unclipped normal draws behind τ at (seed, step).
+    fn pac_prior(
+        theta: FloatTensor<Self>,
+        scale: f32,
+        seed: u32,
+        step: u32,
+        j: u32,
+    ) -> FloatTensor<Self>;
+
     /// τ of shape `shape` for tensor `j`, on the device of `on`.
     fn pac_draw(
         on: FloatTensor<Self>,

@@ -38,6 +38,10 @@ impl PacBackend for Cube {
         noise_adam::step_wgsl(tensors, tau, j, &b, scalars, write_grad)
     }
 
+    fn pac_prior(theta: CubeTensor, scale: f32, seed: u32, step: u32, j: u32) -> CubeTensor {
+        noise::prior_wgsl(theta, scale, seed, step, j)
+    }
+
     fn pac_draw(on: CubeTensor, shape: Shape, seed: u32, step: u32, j: u32) -> CubeTensor {
         noise::draw_wgsl(on, shape, seed, step, j)
     }
@@ -87,6 +91,10 @@ impl PacBackend for Flex {
             moments,
         };
         noise_adam::step_cpu(tensors, tau, j, &b, scalars, write_grad)
+    }
+
+    fn pac_prior(theta: FlexTensor, scale: f32, seed: u32, step: u32, j: u32) -> FlexTensor {
+        noise::prior_cpu(theta, scale, seed, step, j)
     }
 
     fn pac_draw(_on: FlexTensor, shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {

@@ -32,9 +32,10 @@ pub mod noise;
 pub mod noise_adam;
 
 use anyhow::Result;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Tensor};
 
 use crate::data::{Examples, per_example_loss};
+use crate::glue::sample::EvalOrder;
 use crate::model::Classifier;
 use crate::model::trainable::{self, Group, Trainable};
 use crate::reduce;
@@ -95,10 +96,15 @@ pub struct Stage1Report {
     pub grad_p: Vec<Tensor<1>>,
 }
 
+/// The Philox steps of K(λ)'s draws start here, above any training step's, so that no prior
+/// model shares its noise with a training step of the same seed.
+pub const PRIOR_STEPS: u32 = 1 << 31;
+
 /// Spec, "K(λ)", steps 1–2, then [`bound::estimate_k`] for steps 3–6: for every prior std s_k of
 /// the grid, the per-example losses of [`PRIOR_MODELS`] models θ0 + s_k·N(0, I) on every training
-/// example (forward only). `model` must be on a plain (non-autodiff) device; the draws are seeded
-/// by `seed`; `progress(done, total)` hears each prior model.
+/// example (forward only). `model` must be on a plain (non-autodiff) device. Each prior model is
+/// drawn on the device in one pass per tensor ([`noise::prior`], keyed by `seed` and the model's
+/// number); `progress(done, total)` hears each prior model.
 pub async fn estimate_k(
     model: &Classifier,
     train_embeddings: bool,
@@ -108,16 +114,15 @@ pub async fn estimate_k(
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(KHat, KEstimate)> {
-    device.seed(seed);
     let grid = bound::prior_std_grid();
     let total = grid.len() * PRIOR_MODELS;
     let mut losses = Vec::with_capacity(grid.len());
     for (k, &s) in grid.iter().enumerate() {
         let mut per_model = Vec::with_capacity(PRIOR_MODELS);
         for r in 0..PRIOR_MODELS {
-            let prior = trainable::map(model.clone(), train_embeddings, |_, theta0| {
-                let [n] = theta0.dims();
-                theta0 + Tensor::random([n], Distribution::Normal(0.0, 1.0), device) * s
+            let step = PRIOR_STEPS + (k * PRIOR_MODELS + r) as u32;
+            let prior = trainable::map(model.clone(), train_embeddings, |j, theta0| {
+                noise::prior(theta0, s as f32, seed as u32, step, j as u32)
             });
             per_model.push(example_losses(&prior, train, device).await?);
             progress(k * PRIOR_MODELS + r + 1, total);
@@ -129,22 +134,29 @@ pub async fn estimate_k(
     Ok((k_hat, estimate))
 }
 
-/// The loss of every example of `train` under `model`, in example order.
+/// The loss of every example of `train` under `model`, in example order. Batches are formed by
+/// length, so that each pads little.
 async fn example_losses(
     model: &Classifier,
     train: &Examples<'_>,
     device: &Device,
 ) -> Result<Vec<f64>> {
-    let rows: Vec<usize> = (0..train.data.len()).collect();
-    let mut losses = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(train.batch_size.max(1)) {
+    let lengths: Vec<usize> = train
+        .data
+        .encoded
+        .iter()
+        .map(|e| e.input_ids.len())
+        .collect();
+    let order = EvalOrder::by_length(&lengths);
+    let mut losses = Vec::with_capacity(lengths.len());
+    for chunk in order.order().chunks(train.batch_size.max(1)) {
         let (ids, types, mask) = train.data.batch(chunk, train.pad).to_tensors(device);
         let logits = model.forward(ids, types, mask);
         let losses_t = per_example_loss(logits, &train.data.targets(chunk, device));
         let values = crate::device::read_f32(losses_t, "losses").await?;
         losses.extend(values.into_iter().map(f64::from));
     }
-    Ok(losses)
+    Ok(order.restore(losses))
 }
 
 impl PacTuning {

@@ -67,6 +67,18 @@ pub fn inject<const D: usize>(
     ))
 }
 
+/// θ + s·z for trainable tensor `j`, z ~ N(0, I) unclipped: the draws behind τ at (`seed`,
+/// `step`) before clipping. K(λ)'s prior models, drawn and applied in one pass on the device.
+pub fn prior(theta: Tensor<1>, scale: f32, seed: u32, step: u32, j: u32) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as PacBackend>::pac_prior(
+        theta.inner().into_dispatch(),
+        scale,
+        seed,
+        step,
+        j,
+    ))
+}
+
 /// τ itself for trainable tensor `j`, of shape `shape`.
 pub fn draw<const D: usize>(
     shape: [usize; D],
@@ -112,6 +124,11 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// τ of the quad `q` (elements 4q .. 4q + 3) of trainable tensor `j` at (`seed`, `step`): the
 /// reference the WGSL kernels are tested against, operation for operation.
 pub fn tau_quad(seed: u32, step: u32, j: u32, q: u32) -> [f32; 4] {
+    normal_quad(seed, step, j, q).map(|z| z.clamp(-2.0, 2.0))
+}
+
+/// The four normal draws of quad `q` before clipping (shaders/philox.wgsl's `normal_quad`).
+pub fn normal_quad(seed: u32, step: u32, j: u32, q: u32) -> [f32; 4] {
     let [x0, x1, x2, x3] = philox4x32_10([q, j, 0, 0], [seed, step]);
     let ([a, b], [c, d]) = (box_muller(x0, x1), box_muller(x2, x3));
     [a, b, c, d]
@@ -122,14 +139,14 @@ pub fn tau(seed: u32, step: u32, j: u32, i: u32) -> f32 {
     tau_quad(seed, step, j, i / 4)[(i % 4) as usize]
 }
 
-/// Both Box–Muller outputs of one word pair, clamped: r·cos 2πa and r·sin 2πa with
+/// Both Box–Muller outputs of one word pair: r·cos 2πa and r·sin 2πa with
 /// r = sqrt(−2 ln u1), u1 = ((x >> 8) + 1)·2⁻²⁴, a = (y >> 8)·2⁻²⁴.
 #[inline(always)]
 fn box_muller(x: u32, y: u32) -> [f32; 2] {
     const TWO_POW_MINUS_24: f32 = 1.0 / 16_777_216.0;
     let r = (-2.0 * ln_unit(((x >> 8) + 1) as f32 * TWO_POW_MINUS_24)).sqrt();
     let [cos, sin] = cos_sin_turn(y >> 8);
-    [(r * cos).clamp(-2.0, 2.0), (r * sin).clamp(-2.0, 2.0)]
+    [r * cos, r * sin]
 }
 
 /// Philox calls the CPU kernels interleave: independent rounds let the CPU overlap their
@@ -139,6 +156,11 @@ const QUADS: usize = LANES / 4;
 /// [`tau`] of elements `i0..i0 + LANES` (`i0` a multiple of 4), call for call the operations of
 /// [`tau_quad`] (so the same bits): the CPU kernels' generator.
 pub fn tau_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
+    normal_lanes(seed, step, j, i0).map(|z| z.clamp(-2.0, 2.0))
+}
+
+/// [`normal_quad`]'s draws of elements `i0..i0 + LANES`, the same bits.
+pub fn normal_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
     const M0: u32 = 0xD251_1F53;
     const M1: u32 = 0xCD9E_8D57;
     const W0: u32 = 0x9E37_79B9;
@@ -243,6 +265,7 @@ wgsl_kernel!(NoiseKernel, "philox.wgsl", "noise.wgsl");
 /// The `op` codes of shaders/noise.wgsl.
 const OP_DRAW: u32 = 0;
 const OP_INJECT: u32 = 1;
+const OP_PRIOR: u32 = 2;
 
 /// τ's parameters for a shader: (seed, step, given τ laid out densely, if any), checked
 /// against the `n` elements it must cover.
@@ -260,17 +283,18 @@ pub(super) fn tau_params(tau: Tau<Cube>, n: usize) -> (u32, u32, Option<CubeTens
 fn launch_noise(
     op: u32,
     out: &CubeTensor,
-    inputs: Option<(&CubeTensor, &CubeTensor)>,
+    inputs: (Option<&CubeTensor>, Option<&CubeTensor>),
     tau: Tau<Cube>,
     j: u32,
+    scale: f32,
 ) {
     let n = out.shape().num_elements();
     let (seed, step, given) = tau_params(tau, n);
     let unused = [spare(out), spare(out), spare(out)];
     let buffers = [
         (&out.handle, Io::Write),
-        bind(inputs.map(|(theta, _)| theta), Io::Read, &unused[0]),
-        bind(inputs.map(|(_, p)| p), Io::Read, &unused[1]),
+        bind(inputs.0, Io::Read, &unused[0]),
+        bind(inputs.1, Io::Read, &unused[1]),
         bind(given.as_ref(), Io::Read, &unused[2]),
     ];
     let tensor = [
@@ -278,7 +302,7 @@ fn launch_noise(
         u32::try_from(n).expect("tensor too large"),
         j,
         u32::from(given.is_some()),
-        0,
+        scale.to_bits(),
         0,
         0,
         0,
@@ -296,14 +320,35 @@ pub(super) fn inject_wgsl(theta: CubeTensor, p: CubeTensor, tau: Tau<Cube>, j: u
     let (theta, p) = (dense(theta), dense(p));
     assert_eq!(theta.shape(), p.shape(), "θ and p must have the same shape");
     let out = empty(&theta, theta.shape(), DType::F32);
-    launch_noise(OP_INJECT, &out, Some((&theta, &p)), tau, j);
+    launch_noise(OP_INJECT, &out, (Some(&theta), Some(&p)), tau, j, 0.0);
+    out
+}
+
+pub(super) fn prior_wgsl(
+    theta: CubeTensor,
+    scale: f32,
+    seed: u32,
+    step: u32,
+    j: u32,
+) -> CubeTensor {
+    let theta = dense(theta);
+    let out = empty(&theta, theta.shape(), DType::F32);
+    let philox = Tau::Philox { seed, step };
+    launch_noise(OP_PRIOR, &out, (Some(&theta), None), philox, j, scale);
     out
 }
 
 /// τ for every element of `shape`.
 pub(super) fn draw_wgsl(on: CubeTensor, shape: Shape, seed: u32, step: u32, j: u32) -> CubeTensor {
     let out = empty(&on, shape, DType::F32);
-    launch_noise(OP_DRAW, &out, None, Tau::Philox { seed, step }, j);
+    launch_noise(
+        OP_DRAW,
+        &out,
+        (None, None),
+        Tau::Philox { seed, step },
+        j,
+        0.0,
+    );
     out
 }
 
@@ -348,6 +393,15 @@ pub(super) fn inject_cpu(theta: FlexTensor, p: FlexTensor, tau: Tau<Flex>, j: u3
     let [out] = par_map(n, |i0| {
         let (t, theta, p) = (tau.block(i0), block(&theta_v, i0), block(&p_v, i0));
         [std::array::from_fn(|l| theta[l] + exp_f32(p[l]) * t[l])]
+    });
+    flex_tensor(out, theta.shape())
+}
+
+pub(super) fn prior_cpu(theta: FlexTensor, scale: f32, seed: u32, step: u32, j: u32) -> FlexTensor {
+    let theta_v = values(&theta);
+    let [out] = par_map(theta_v.len(), |i0| {
+        let (z, theta) = (normal_lanes(seed, step, j, i0 as u32), block(&theta_v, i0));
+        [std::array::from_fn(|l| theta[l] + scale * z[l])]
     });
     flex_tensor(out, theta.shape())
 }

@@ -71,10 +71,20 @@ pub fn lavapipe() -> Option<SelectedDevice> {
     }
 }
 
-/// The CPU device, plus lavapipe when present.
+/// The CPU device, plus lavapipe when present, plus the adapter `$PAC_WGPU_TEST_DEVICE` names
+/// (an index from `pac-wgpu devices`: how scripts/gpu-bench.sh tests a real GPU).
 pub fn test_devices() -> Vec<SelectedDevice> {
     let mut devices = vec![select(DeviceChoice::Cpu).expect("cpu device")];
     devices.extend(lavapipe());
+    if let Ok(index) = std::env::var("PAC_WGPU_TEST_DEVICE") {
+        let choice = index
+            .parse()
+            .unwrap_or_else(|e| panic!("PAC_WGPU_TEST_DEVICE={index:?}: {e}"));
+        let extra = select(choice).unwrap_or_else(|e| panic!("PAC_WGPU_TEST_DEVICE: {e}"));
+        if devices.iter().all(|d| d.name != extra.name) {
+            devices.push(extra);
+        }
+    }
     devices
 }
 

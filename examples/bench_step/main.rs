@@ -26,7 +26,9 @@
 //! `--k-examples` and `--growth-steps/--growth-batch/--growth-seq` shrink the one-off parts,
 //! and the JSON records them.
 
+#[path = "../common/mod.rs"]
 mod common;
+mod torch;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
@@ -51,6 +53,7 @@ use pac_wgpu::step::{self, Batch, Lrs, Part, StepContext};
 use pac_wgpu::tokenize::Encoded;
 use pollster::block_on;
 use serde_json::json;
+use torch::{TorchAnchor, cpu_threads};
 
 #[derive(Parser)]
 struct Args {
@@ -88,6 +91,13 @@ struct Args {
     /// Seed of the inputs, the head, the K estimation and the PAC noise.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also time PyTorch's vanilla step of the same model and shape (benches/torch_step.py),
+    /// interleaved with ours; skipped, and said so, when torch or transformers is missing.
+    #[arg(long)]
+    torch_anchor: bool,
+    /// The Python that runs the PyTorch anchor.
+    #[arg(long, default_value = "python3")]
+    python: String,
     /// Also write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -482,12 +492,13 @@ impl Timings {
     /// The spread of those per-round ratios: on a noisy machine a target can be missed or met
     /// by noise alone, and p25–p75 shows how far.
     fn ratio_spread(&self, method: Method) -> Spread {
+        self.over_vanilla(&self.times[method as usize])
+    }
+
+    /// The spread of `times` over the same round's vanilla step.
+    fn over_vanilla(&self, times: &[f64]) -> Spread {
         let vanilla = &self.times[Method::Vanilla as usize];
-        let paired: Vec<f64> = self.times[method as usize]
-            .iter()
-            .zip(vanilla)
-            .map(|(t, v)| t / v)
-            .collect();
+        let paired: Vec<f64> = times.iter().zip(vanilla).map(|(t, v)| t / v).collect();
         spread(&paired)
     }
 
@@ -549,6 +560,7 @@ fn mib(bytes: Option<u64>) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    pac_wgpu::device::keep_freed_memory();
     for (flag, value) in [
         ("--batch", args.batch),
         ("--seq", args.seq),
@@ -657,19 +669,41 @@ fn main() -> Result<()> {
     let (after, _) = with_pac.live();
     let pac_bytes_per_param = (after as f64 - before as f64) / trainable as f64;
 
-    // Timed: the four methods and the breakdown, in an order that rotates every round and runs
-    // backwards every other round, so that no method always follows the same one (a step can
-    // leave the allocator and caches in a state the next one pays for).
+    let mut anchor = match args.torch_anchor {
+        true => {
+            eprintln!("starting the PyTorch anchor…");
+            let started = TorchAnchor::start(
+                &args.python,
+                &args.model,
+                &config,
+                args.batch,
+                args.seq,
+                args.warmup,
+            )?;
+            if let Err(why) = &started {
+                eprintln!("PyTorch anchor skipped: {why}");
+            }
+            started
+        }
+        false => Err("not asked for (--torch-anchor)".to_string()),
+    };
+
+    // Timed: the four methods, the breakdown and the PyTorch anchor, in an order that rotates
+    // every round and runs backwards every other round, so that no method always follows the
+    // same one (a step can leave the allocator and caches in a state the next one pays for).
     let timed_start = Instant::now();
     let mut times: [Vec<f64>; Method::ALL.len()] = Default::default();
     let mut parts: Vec<[f64; Part::ALL.len()]> = Vec::new();
-    let jobs = Method::ALL.len() + 1;
+    let mut torch_times = Vec::new();
+    let jobs = Method::ALL.len() + 2;
     for round in 0..args.steps {
         for k in 0..jobs {
             let k = if round % 2 == 0 { k } else { jobs - 1 - k };
-            match (round + k) % jobs {
-                m if m < Method::ALL.len() => times[m].push(bench.step(Method::ALL[m])?),
-                _ => parts.push(bench.stage1_parts()?),
+            match ((round + k) % jobs, anchor.as_mut()) {
+                (m, _) if m < Method::ALL.len() => times[m].push(bench.step(Method::ALL[m])?),
+                (m, _) if m == Method::ALL.len() => parts.push(bench.stage1_parts()?),
+                (_, Ok(torch)) => torch_times.push(torch.step()?),
+                (_, Err(_)) => {}
             }
         }
         eprintln!("timed round {}/{}", round + 1, args.steps);
@@ -738,6 +772,19 @@ fn main() -> Result<()> {
             r.p75
         );
     }
+    let torch = match &anchor {
+        Ok(torch) if !torch_times.is_empty() => {
+            let (s, r) = (spread(&torch_times), t.over_vanilla(&torch_times));
+            println!(
+                "{:<22} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>9.3} {:>7.3}–{:<7.3}",
+                "pytorch vanilla", s.median, s.min, s.p25, s.p75, s.max, r.median, r.p25, r.p75
+            );
+            json!({"about": torch.about, "torch_vanilla_ms": s.median, "ms_spread": s,
+                   "torch_over_vanilla": r.median, "torch_over_vanilla_p25_p75": [r.p25, r.p75]})
+        }
+        Ok(_) => json!({"skipped": "no timed steps"}),
+        Err(why) => json!({"skipped": why}),
+    };
     println!("(×vanilla: the median over rounds of the step over that round's vanilla step)");
     println!("\nPAC stage-1 step taken apart (device synchronised around each part), median ms:");
     for (q, v) in Part::ALL.iter().zip(&part_ms) {
@@ -807,6 +854,11 @@ fn main() -> Result<()> {
             5.0,
         ),
         ("device_growth_le_5pct", growth_value, 0.05),
+        (
+            "vanilla_le_1.0x_pytorch",
+            torch["torch_over_vanilla"].as_f64().map(|r| 1.0 / r),
+            1.0,
+        ),
     ];
     println!("\ntargets:");
     for (name, value, limit) in targets {
@@ -852,7 +904,10 @@ fn main() -> Result<()> {
             "total_of_parts": parts_total,
             "unsynchronised_step": ms["pac_stage1"],
         },
+        "threads": cpu_threads(),
+        "anchors": torch,
         "ratios": {
+            "torch_over_vanilla": torch["torch_over_vanilla"],
             "stage1_over_vanilla": ratio(Method::Stage1),
             "stage2_over_vanilla": ratio(Method::Stage2),
             "pgd_over_vanilla": ratio(Method::Pgd),

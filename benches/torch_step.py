@@ -1,0 +1,81 @@
+"""The PyTorch anchor of `bench_step --torch-anchor`: one vanilla training step of the same model at
+the same shape and thread count, timed in PyTorch on the CPU.
+
+The step is the one pac-wgpu's vanilla step takes: transformers' BertModel (dropout 0, embeddings
+frozen) + a linear head on the [CLS] hidden state, cross-entropy over 2 labels, backward, AdamW
+(lr 5e-5 for the encoder, 1e-2 for the head, weight decay 0.01). Inputs are random token ids of
+exactly SEQ tokens with a full attention mask, as bench_step's.
+
+usage: python3 benches/torch_step.py --threads N --batch B --seq S (--model DIR | --sizes V,H,L,A,I,P)
+
+It prints `ready` after the warm-up steps, then times one step for every line read on stdin and
+answers with its milliseconds, so that bench_step can interleave it with its own steps.
+"""
+import argparse
+import sys
+import time
+
+import torch
+import transformers
+
+
+def build(args):
+    if args.model:
+        config = transformers.BertConfig.from_pretrained(args.model)
+    else:
+        vocab, hidden, layers, heads, inter, pos = (int(v) for v in args.sizes.split(","))
+        config = transformers.BertConfig(
+            vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers,
+            num_attention_heads=heads, intermediate_size=inter, max_position_embeddings=pos)
+    config.hidden_dropout_prob = 0.0
+    config.attention_probs_dropout_prob = 0.0
+    encoder = (transformers.BertModel.from_pretrained(args.model, config=config, add_pooling_layer=False)
+               if args.model else transformers.BertModel(config, add_pooling_layer=False))
+    encoder.embeddings.requires_grad_(False)
+    head = torch.nn.Linear(config.hidden_size, 2)
+    return encoder.train(), head, config
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--batch", type=int, required=True)
+    parser.add_argument("--seq", type=int, required=True)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--model")
+    parser.add_argument("--sizes")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    if not args.model and not args.sizes:
+        parser.error("give --model DIR or --sizes V,H,L,A,I,P")
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    encoder, head, config = build(args)
+    low = min(1000, config.vocab_size // 2)
+    ids = torch.randint(low, config.vocab_size, (args.batch, args.seq))
+    mask = torch.ones_like(ids)
+    labels = torch.randint(0, 2, (args.batch,))
+    trainable = [p for p in encoder.parameters() if p.requires_grad]
+    adam = torch.optim.AdamW([{"params": trainable, "lr": 5e-5},
+                              {"params": head.parameters(), "lr": 1e-2}], weight_decay=0.01)
+
+    def step():
+        start = time.perf_counter()
+        hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        loss = torch.nn.functional.cross_entropy(head(hidden[:, 0]), labels)
+        loss.backward()
+        adam.step()
+        adam.zero_grad(set_to_none=True)
+        return (time.perf_counter() - start) * 1000.0
+
+    for _ in range(args.warmup):
+        step()
+    print(f"ready torch {torch.__version__} threads {torch.get_num_threads()}", flush=True)
+    for _ in sys.stdin:
+        print(f"{step():.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
