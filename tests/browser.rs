@@ -134,15 +134,30 @@ fn pac_tuning_in_headless_chromium_matches_the_native_cpu_device() {
     }
 
     // (a) The first step against the native CPU device: the epoch-1 record (one step per
-    // epoch) holds loss1 and KL at that step and σ after it. K(λ)'s prior draws come from each
-    // backend's own generator, so K̂, loss2 and the prior stds are not compared.
+    // epoch) holds K̂ (the prior models are the same Philox draws on both devices), loss1, KL
+    // and loss2 at that step, and σ and the prior std after it.
     let web = write_run(&posted["pac"], &tmp.path().join("web-run"));
     let native = tmp.path().join("native-run");
     native_train(&model, &glue, &native, &epochs);
     let history = read_history(&web);
     let native_history = read_history(&native);
     assert_eq!(history.len(), 3);
-    for key in ["train_loss", "kl", "sigma_encoder", "sigma_head"] {
+    let summary = read_json(&web.join("summary.json"));
+    eprintln!(
+        "browser: K(λ) {:.0} s, epochs {:?} s",
+        summary["k_estimation_seconds"].as_f64().unwrap_or(f64::NAN),
+        column(&history, "epoch_seconds")
+    );
+    let keys = [
+        "k_hat",
+        "train_loss",
+        "kl",
+        "loss2",
+        "sigma_encoder",
+        "sigma_head",
+        "prior_std",
+    ];
+    for key in keys {
         let (w, n) = (history[0][key].as_f64(), native_history[0][key].as_f64());
         let (w, n) = (w.expect(key), n.expect(key));
         assert!(
@@ -151,7 +166,6 @@ fn pac_tuning_in_headless_chromium_matches_the_native_cpu_device() {
         );
     }
     // θ of the best epoch, where both runs pick the same one.
-    let summary = read_json(&web.join("summary.json"));
     let native_summary = read_json(&native.join("summary.json"));
     if summary["best"]["epoch"] == native_summary["best"]["epoch"] {
         let theta =
@@ -511,6 +525,12 @@ fn read_history(run: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// Per-epoch values of `key`, rounded to 0.1.
+fn column(history: &[Value], key: &str) -> Vec<f64> {
+    let value = |r: &Value| (r[key].as_f64().unwrap_or(f64::NAN) * 10.0).round() / 10.0;
+    history.iter().map(value).collect()
 }
 
 fn floats(bytes: &[u8]) -> Vec<f32> {

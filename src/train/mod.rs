@@ -8,6 +8,7 @@ pub mod config;
 pub mod export;
 pub mod interrupt;
 pub mod method;
+pub mod session;
 pub mod trained;
 
 use std::path::PathBuf;
@@ -15,26 +16,24 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
-use burn::tensor::Device;
 
-use crate::data::{Examples, Prepared, predict};
+use crate::data::Prepared;
 use crate::device::select;
 use crate::files::{as_written, write_atomic, write_json};
-use crate::glue::sample::{epoch_order, few_shot};
+use crate::glue::sample::few_shot;
 use crate::glue::{Label, Split, Task};
 use crate::model::trainable::{self, Trainable};
 use crate::model::{Classifier, Pretrained, check_max_length, resolve_model};
-use crate::optim::{AdamW, AdamWConfig};
-use crate::pac::noise::NoiseSource;
-use crate::pac::{self, PacTuning, Stage};
-use crate::rng::mix64;
-use crate::run::{BoundSummary, EpochRecord, EvalPoint, RunDir, Summary};
-use crate::step::{Batch, Lrs, NonFinite, Outcome, StepContext};
+use crate::optim::AdamW;
+use crate::pac::PacTuning;
+use crate::run::{EpochRecord, RunDir, Summary};
+use crate::step::{NonFinite, Outcome};
 use crate::tokenize::TextTokenizer;
 use checkpoint::LoopState;
-use method::{Stepped, Trainer};
+use method::Trainer;
 
 pub use config::{Method, OnNonFinite, Schedule, TrainConfig, lr_scale, read_config};
+pub use session::{DROPOUT_STREAM, Session};
 pub use trained::{Trained, predictions_tsv, probabilities_tsv};
 
 /// What the loop reports as it goes (the CLI turns these into progress bars or log lines).
@@ -68,22 +67,10 @@ pub enum Event<'a> {
     Note(&'a str),
 }
 
-/// Separates the dropout generator's seeds from the other streams of the same seed (ASCII
-/// "dropout").
-pub const DROPOUT_STREAM: u64 = 0x64_726f_706f_7574;
-
 /// Everything about a run that stays fixed while it trains.
 struct Job<'a> {
-    config: &'a TrainConfig,
-    task: Task,
+    run: Session<'a>,
     device_name: String,
-    /// The plain device, and its autodiff twin that training runs on.
-    plain: Device,
-    device: Device,
-    pad: u32,
-    train: Prepared,
-    dev: Prepared,
-    trainable: Vec<Trainable>,
     /// Model-folder files copied into every checkpoint (config, tokenizer).
     extra_files: Vec<PathBuf>,
     dir: RunDir,
@@ -117,7 +104,7 @@ pub fn train(
     let mut progress = match &resume_from {
         Some(last) => resumed(&mut job, model, last)?,
         None => Progress {
-            adam: new_adamw(config, &job.trainable),
+            adam: job.run.new_adamw(),
             model,
             method: Trainer::Vanilla,
             state: LoopState::default(),
@@ -129,34 +116,42 @@ pub fn train(
             "took over the run lock left by process {holder}, which is no longer running"
         )));
     }
+    let run = &job.run;
     let written = TrainConfig {
-        trainable_parameters: Some(job.trainable.iter().map(Trainable::numel).sum()),
+        trainable_parameters: Some(run.trainable.iter().map(Trainable::numel).sum()),
         ..config.clone()
     };
     write_json(&job.dir.file("run.json"), &written)?;
     on_event(Event::Start {
         device: &job.device_name,
-        train_examples: job.train.len(),
-        dev_examples: job.dev.len(),
+        train_examples: run.train.len(),
+        dev_examples: run.dev.len(),
         first_epoch: progress.state.epoch,
         epochs: config.epochs,
-        steps_per_epoch: job.train.len().div_ceil(config.batch_size),
+        steps_per_epoch: run.steps_per_epoch(),
     });
     if resume_from.is_none() {
-        progress.method = start_method(&job, &progress.model, &mut progress.state, on_event)?;
+        let k_start = Instant::now();
+        let on_k = &mut |done, total| on_event(Event::KEstimation { done, total });
+        progress.method = pollster::block_on(run.start_method(&progress.model, on_k))?;
+        if config.method == Method::Pac {
+            progress.state.k_seconds = Some(k_start.elapsed().as_secs_f64());
+        }
     }
     while progress.state.epoch < config.epochs {
         let train_seconds = run_epoch(&job, &mut progress, on_event)?;
         let record = finish_epoch(&job, &mut progress, train_seconds)?;
         on_event(Event::Epoch(&record));
-        if config
-            .early_stopping
-            .is_some_and(|patience| progress.state.stale_evals >= patience)
-        {
+        if run.stop_early(&progress.state) {
             break;
         }
     }
-    let summary = summary(&job, &progress);
+    let summary = run.summary(
+        &progress.history,
+        &progress.state,
+        wall_seconds(&job),
+        &job.device_name,
+    );
     write_json(&job.dir.file("summary.json"), &summary)?;
     Ok(summary)
 }
@@ -209,15 +204,17 @@ fn prepare(
         .filter(|p| p.is_file())
         .collect();
     let job = Job {
-        config,
-        task,
+        run: Session {
+            config,
+            task,
+            plain,
+            device,
+            pad: tokenizer.pad_id(),
+            train,
+            dev,
+            trainable: trainable::list(&model, method::scope(config)),
+        },
         device_name: selected.name,
-        plain,
-        device,
-        pad: tokenizer.pad_id(),
-        train,
-        dev,
-        trainable: trainable::list(&model, method::scope(config)),
         extra_files,
         dir: RunDir::open(&config.output_dir, resume, overwrite)?,
         started,
@@ -226,31 +223,24 @@ fn prepare(
     Ok((job, model))
 }
 
-fn new_adamw(config: &TrainConfig, trainable: &[Trainable]) -> AdamW {
-    let adam_config = AdamWConfig {
-        weight_decay: config.weight_decay,
-        ..AdamWConfig::default()
-    };
-    AdamW::new(adam_config, trainable.len())
-}
-
 /// The run's progress as checkpoint `last` and history.jsonl left it.
 fn resumed(job: &mut Job, model: Classifier, last: &std::path::Path) -> Result<Progress> {
-    let config = job.config;
+    let run = &job.run;
+    let config = run.config;
     let model = checkpoint::load_model(last, model)?;
-    let mut adam = new_adamw(config, &job.trainable);
-    checkpoint::load_moments(last, &mut adam, &job.trainable, &job.plain)?;
+    let mut adam = run.new_adamw();
+    checkpoint::load_moments(last, &mut adam, &run.trainable, &run.plain)?;
     let state = checkpoint::load_state(last)?;
     let method = match config.method {
         Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
-        Method::Pgd => Trainer::pgd(&job.trainable, noise_std(config)?, &job.plain),
+        Method::Pgd => Trainer::pgd(&run.trainable, run.noise_std()?, &run.plain),
         Method::Pac => Trainer::Pac(Box::new(PacTuning::load(
             last,
-            &job.trainable,
-            job.train.len(),
-            gamma(job),
+            &run.trainable,
+            run.train.len(),
+            run.gamma(),
             config.stage1_epochs,
-            &job.plain,
+            &run.plain,
         )?)),
     };
     let mut history = job.dir.read_history()?;
@@ -266,78 +256,22 @@ fn resumed(job: &mut Job, model: Classifier, last: &std::path::Path) -> Result<P
     })
 }
 
-fn gamma(job: &Job) -> f64 {
-    job.config.gamma.unwrap_or(job.task.default_gamma())
-}
-
-fn noise_std(config: &TrainConfig) -> Result<f64> {
-    config
-        .noise_std
-        .ok_or_else(|| anyhow!("--method pgd needs --noise-std S with S > 0"))
-}
-
-/// A new run's method: PAC estimates K(λ) and initialises p and b here.
-fn start_method(
-    job: &Job,
-    model: &Classifier,
-    state: &mut LoopState,
-    on_event: &mut dyn FnMut(Event),
-) -> Result<Trainer> {
-    let config = job.config;
-    Ok(match config.method {
-        Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
-        Method::Pgd => Trainer::pgd(&job.trainable, noise_std(config)?, &job.plain),
-        Method::Pac => {
-            let k_start = Instant::now();
-            let examples = Examples {
-                data: &job.train,
-                pad: job.pad,
-                batch_size: config.eval_batch_size,
-            };
-            let gamma = gamma(job);
-            let (k_hat, _) = pollster::block_on(pac::estimate_k(
-                &model.valid(),
-                config.train_embeddings,
-                &examples,
-                (gamma, gamma),
-                config.seed,
-                &job.plain,
-                &mut |done, total| on_event(Event::KEstimation { done, total }),
-            ))?;
-            state.k_seconds = Some(k_start.elapsed().as_secs_f64());
-            Trainer::Pac(Box::new(pollster::block_on(PacTuning::init(
-                model,
-                &job.trainable,
-                config.train_embeddings,
-                job.train.len(),
-                gamma,
-                k_hat,
-                config.stage1_epochs,
-            ))?))
-        }
-    })
-}
-
 /// The steps of the current epoch not taken yet, and the seconds they took. Ctrl-C between two
 /// steps writes checkpoint `last` and ends the run with [`interrupt::Interrupted`].
 fn run_epoch(job: &Job, p: &mut Progress, on_event: &mut dyn FnMut(Event)) -> Result<f64> {
     let started = Instant::now();
-    let config = job.config;
+    let run = &job.run;
+    let config = run.config;
     let epoch = p.state.epoch;
-    let n = job.train.len();
-    let first_step = (epoch * n.div_ceil(config.batch_size)) as u64;
-    let done = p.state.step.saturating_sub(first_step) as usize;
-    let order = epoch_order(n, config.seed, epoch as u64);
-    for (i, rows) in order.chunks(config.batch_size).enumerate().skip(done) {
-        let stepped = take_step(job, p, rows)
+    for (i, rows) in run.remaining_batches(&p.state) {
+        let model = p.model.clone();
+        let step = run.step(&mut p.method, model, &mut p.adam, &mut p.state, &rows);
+        let (model, stepped) = pollster::block_on(step)
             .map_err(|e| anyhow!("epoch {} step {}: {e}", epoch + 1, i + 1))?;
+        p.model = model;
         match stepped {
             Outcome::Done(stepped) => {
-                let loss = as_written(&stepped.loss1)?;
-                p.state.epoch_losses.push(loss);
-                if let Some(terms) = stepped.bound {
-                    p.state.epoch_bound = Some(as_written(&terms)?);
-                }
+                let loss = run.keep(&mut p.state, stepped)?;
                 on_event(Event::Step {
                     epoch,
                     step_in_epoch: i,
@@ -375,54 +309,6 @@ fn run_epoch(job: &Job, p: &mut Progress, on_event: &mut dyn FnMut(Event)) -> Re
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// One optimiser step on the examples `rows`, at the learning rates of the current step.
-fn take_step(job: &Job, p: &mut Progress, rows: &[usize]) -> Result<Outcome<Stepped>> {
-    let config = job.config;
-    let total_steps = (job.train.len().div_ceil(config.batch_size) * config.epochs) as u64;
-    let scale = lr_scale(config, p.state.step, total_steps);
-    let batch = Batch {
-        micro: rows
-            .chunks(rows.len().div_ceil(config.grad_accum))
-            .map(|r| {
-                (
-                    job.train.batch(r, job.pad),
-                    job.train.targets(r, &job.device),
-                )
-            })
-            .collect(),
-        len: rows.len(),
-    };
-    let mut ctx = StepContext {
-        trainable: &job.trainable,
-        scope: method::scope(config),
-        adam: &mut p.adam,
-        lrs: Lrs {
-            encoder: config.lr_encoder * scale,
-            head: config.lr_head * scale,
-            max_grad_norm: config.max_grad_norm,
-        },
-        device: &job.device,
-        lap: &mut |_| {},
-    };
-    let key = NoiseSource::Philox {
-        seed: config.seed as u32,
-        step: p.state.step as u32,
-    };
-    // Dropout's masks come from Burn's generator: seeded from (seed, step) before every step,
-    // a run draws the same masks again, resumed or not.
-    job.plain
-        .seed(mix64(config.seed ^ DROPOUT_STREAM) ^ p.state.step);
-    let model = p.model.clone();
-    let (model, outcome) =
-        pollster::block_on(
-            p.method
-                .step(p.state.epoch, model, &mut ctx, &batch, &|_| key.clone()),
-        )?;
-    p.model = model;
-    p.state.step += 1;
-    Ok(outcome)
-}
-
 /// The last checkpoint a stopped run leaves, for its error message.
 fn last_good(job: &Job) -> String {
     match checkpoint::existing(&job.dir.checkpoint("last")) {
@@ -442,13 +328,15 @@ fn wall_seconds(job: &Job) -> f64 {
 /// After an epoch's steps: its record, the evaluation when due, the checkpoints, history and
 /// plots.
 fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<EpochRecord> {
-    let config = job.config;
-    let (mut record, sigma_at_stage1_end) = epoch_record(job, p, train_seconds)?;
-    p.state.epoch += 1;
-    let due =
-        p.state.epoch.is_multiple_of(config.eval_every_epochs) || p.state.epoch == config.epochs;
-    let predictions = if due {
-        Some(evaluate(job, p, &mut record)?)
+    let run = &job.run;
+    let finished = run.finish_epoch(&p.method, &mut p.state, train_seconds);
+    let (mut record, sigma_at_stage1_end) = pollster::block_on(finished)?;
+    let predictions = if run.eval_due(&p.state) {
+        let started = Instant::now();
+        let evaluated = run.evaluate(&p.model, &mut p.state, &mut record);
+        let predictions = pollster::block_on(evaluated)?;
+        record.eval_seconds = Some(started.elapsed().as_secs_f64());
+        Some(predictions)
     } else {
         None
     };
@@ -470,96 +358,6 @@ fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<Epoch
     Ok(record)
 }
 
-/// The record of the epoch whose steps just ended (before its evaluation), and, when it ends
-/// PAC's stage 1, σ per trainable tensor.
-fn epoch_record(
-    job: &Job,
-    p: &mut Progress,
-    train_seconds: f64,
-) -> Result<(EpochRecord, Option<Vec<f64>>)> {
-    let config = job.config;
-    let epoch = p.state.epoch;
-    let n = job.train.len();
-    let steps_per_epoch = n.div_ceil(config.batch_size);
-    let first_step = (epoch * steps_per_epoch) as u64;
-    let scale = lr_scale(config, first_step, (steps_per_epoch * config.epochs) as u64);
-    let losses = std::mem::take(&mut p.state.epoch_losses);
-    let bound = p.state.epoch_bound.take();
-    let skipped = std::mem::take(&mut p.state.epoch_skipped);
-    let loss1 = losses.iter().sum::<f64>() / losses.len() as f64;
-    let memory = crate::device::memory(&job.plain);
-    let mut record = EpochRecord {
-        epoch: epoch + 1,
-        step: p.state.step,
-        train_loss: loss1,
-        lr_encoder: config.lr_encoder * scale,
-        lr_head: config.lr_head * scale,
-        skipped_steps: (config.on_nonfinite == OnNonFinite::Skip).then_some(skipped),
-        rss_bytes: memory.rss_bytes,
-        device_bytes_in_use: memory.device_bytes_in_use,
-        device_bytes_reserved: memory.device_bytes_reserved,
-        ..EpochRecord::default()
-    };
-    let sigma = pollster::block_on(p.method.record_noise(&mut record, epoch, &job.trainable))?;
-    if let Some(t) = &bound {
-        record.loss2 = Some(t.loss2);
-        record.kl = Some(t.kl);
-        record.k_hat = Some(t.k);
-        record.gamma = Some(t.gamma);
-        record.bound = Some(loss1 + t.loss2);
-    }
-    let stage1_end = p.method.stage(epoch) == Some(Stage::One) && epoch + 1 == config.stage1_epochs;
-    if stage1_end {
-        p.state.bound = bound.map(|t| BoundSummary {
-            epoch: epoch + 1,
-            j: loss1 + t.loss2,
-            loss1,
-            loss2: t.loss2,
-            kl: t.kl,
-            k_hat: t.k,
-            gamma: t.gamma,
-            c: t.c,
-        });
-    }
-    record.epoch_seconds = train_seconds;
-    record.examples_per_s = n as f64 / train_seconds;
-    Ok((record, sigma.filter(|_| stage1_end)))
-}
-
-/// Scores the model on dev into `record`, and updates the best epoch and the early-stopping
-/// count.
-fn evaluate(job: &Job, p: &mut Progress, record: &mut EpochRecord) -> Result<Vec<Label>> {
-    let config = job.config;
-    let started = Instant::now();
-    let predictions = pollster::block_on(predict(
-        &p.model.valid(),
-        &job.dev,
-        job.task,
-        config.eval_batch_size,
-        job.pad,
-        &job.plain,
-    ))?;
-    let metrics = job.task.score(&job.dev.labels, &predictions)?;
-    let main = metrics
-        .iter()
-        .find(|(m, _)| *m == job.task.main_metric())
-        .map(|(_, v)| *v)
-        .unwrap_or(f64::NAN);
-    record.dev = Some(trained::metrics_by_name(&metrics));
-    record.eval_seconds = Some(started.elapsed().as_secs_f64());
-    let state = &mut p.state;
-    if state
-        .best
-        .is_none_or(|(_, best)| main > best || best.is_nan())
-    {
-        state.best = Some((state.epoch, main));
-        state.stale_evals = 0;
-    } else {
-        state.stale_evals += 1;
-    }
-    Ok(predictions)
-}
-
 /// Checkpoint `last`: model, optimiser, loop state and the method's state.
 /// History and plots, then the best checkpoint (with `predictions` when this epoch improved),
 /// then the last. A resume drops history past its checkpoint, so a write that fails midway
@@ -571,7 +369,7 @@ fn save_epoch(job: &Job, p: &Progress, predictions: Option<Vec<Label>>) -> Resul
     if let Some(predictions) = predictions {
         // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
         let best = job.dir.checkpoint("best");
-        let tsv = predictions_tsv(job.task, &predictions);
+        let tsv = predictions_tsv(job.run.task, &predictions);
         let merged = p.model.clone().materialize();
         checkpoint::save(&best, &merged, &job.extra_files, None, &p.state, |dir| {
             write_atomic(&dir.join("dev_predictions.tsv"), tsv.as_bytes())
@@ -582,20 +380,21 @@ fn save_epoch(job: &Job, p: &Progress, predictions: Option<Vec<Label>>) -> Resul
 
 fn save_last(job: &Job, p: &Progress) -> Result<()> {
     let last = job.dir.checkpoint("last");
-    let optimizer = Some((&p.adam, job.trainable.as_slice()));
+    let optimizer = Some((&p.adam, job.run.trainable.as_slice()));
     checkpoint::save(
         &last,
         &p.model,
         &job.extra_files,
         optimizer,
         &p.state,
-        |dir| p.method.save(dir, &job.trainable),
+        |dir| p.method.save(dir, &job.run.trainable),
     )
 }
 
 /// PAC, at the end of stage 1: σ per trainable tensor as a table and a plot.
 fn write_sigma_per_tensor(job: &Job, per_tensor: Vec<f64>) -> Result<()> {
     let tensors: Vec<(String, f64)> = job
+        .run
         .trainable
         .iter()
         .map(|t| t.name.clone())
@@ -640,40 +439,4 @@ fn resume_point(config: &TrainConfig) -> Result<PathBuf> {
             dir.display()
         )
     })
-}
-
-fn summary(job: &Job, p: &Progress) -> Summary {
-    let at = |epoch: usize| EvalPoint {
-        epoch,
-        metrics: p
-            .history
-            .iter()
-            .find(|r| r.epoch == epoch)
-            .and_then(|r| r.dev.clone())
-            .unwrap_or_default(),
-    };
-    let last_eval = p
-        .history
-        .iter()
-        .rev()
-        .find(|r| r.dev.is_some())
-        .map_or(0, |r| r.epoch);
-    let config = job.config;
-    Summary {
-        task: job.task.name().to_string(),
-        method: config.method.name().to_string(),
-        model: config.model.clone(),
-        seed: config.seed,
-        train_size: job.train.len(),
-        dev_size: job.dev.len(),
-        metric: job.task.main_metric().name().to_string(),
-        best: p.state.best.map(|(e, _)| at(e)),
-        last: at(last_eval),
-        epochs_run: p.state.epoch,
-        trainable_parameters: job.trainable.iter().map(Trainable::numel).sum(),
-        bound: p.state.bound.clone(),
-        k_estimation_seconds: p.state.k_seconds,
-        wall_seconds: wall_seconds(job),
-        device: job.device_name.clone(),
-    }
 }

@@ -8,26 +8,20 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use pac_wgpu::data::{Examples, Prepared, predict};
+use pac_wgpu::data::Prepared;
 use pac_wgpu::files::as_written;
 use pac_wgpu::glue::read::{read_glue_bytes, read_text_bytes};
-use pac_wgpu::glue::sample::{epoch_order, few_shot};
+use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{Dataset, Label, Split, Task};
 use pac_wgpu::model::load::load_encoder_bytes;
 use pac_wgpu::model::trainable::{self, Trainable};
 use pac_wgpu::model::{Classifier, ModelConfig, to_host};
-use pac_wgpu::optim::{AdamW, AdamWConfig};
-use pac_wgpu::pac::noise::NoiseSource;
-use pac_wgpu::pac::{self, PacTuning, Stage};
-use pac_wgpu::rng::mix64;
-use pac_wgpu::run::{BoundSummary, EpochRecord, EvalPoint, Summary};
-use pac_wgpu::step::{Batch, Lrs, Outcome, StepContext};
+use pac_wgpu::run::EpochRecord;
+use pac_wgpu::step::Outcome;
 use pac_wgpu::tokenize::{TextTokenizer, TokenizerFile};
 use pac_wgpu::train::checkpoint::{LoopState, model_bytes};
-use pac_wgpu::train::method::{self, Trainer};
-use pac_wgpu::train::{
-    DROPOUT_STREAM, Method, TrainConfig, lr_scale, predictions_tsv, trained::metrics_by_name,
-};
+use pac_wgpu::train::method;
+use pac_wgpu::train::{Method, Session, TrainConfig, predictions_tsv};
 
 /// A file picked or fetched by the page: its name and bytes.
 pub struct NamedFile {
@@ -97,7 +91,6 @@ pub async fn run(
     let rows = few_shot(train_set.examples.len(), config.train_size, config.seed);
     let train = Prepared::new(&train_set, Some(&rows), &tokenizer)?;
     let dev = Prepared::new(&dev_set, None, &tokenizer)?;
-    let pad = tokenizer.pad_id();
 
     let plain = device;
     let device = plain.clone().autodiff();
@@ -125,199 +118,84 @@ pub async fn run(
     let mut model = method::prepare_model(model, &config, &device)?;
     let trainable = trainable::list(&model, method::scope(&config));
     config.trainable_parameters = Some(trainable.iter().map(Trainable::numel).sum());
-    let adam_config = AdamWConfig {
-        weight_decay: config.weight_decay,
-        ..AdamWConfig::default()
+    let config = &config;
+    let run = Session {
+        config,
+        task,
+        plain,
+        device,
+        pad: tokenizer.pad_id(),
+        train,
+        dev,
+        trainable,
     };
-    let mut adam = AdamW::new(adam_config, trainable.len());
-    let steps_per_epoch = train.len().div_ceil(config.batch_size);
     on_event(Event::Start {
         device: device_name,
         metric: task.main_metric().name(),
-        train_examples: train.len(),
-        dev_examples: dev.len(),
+        train_examples: run.train.len(),
+        dev_examples: run.dev.len(),
         epochs: config.epochs,
-        steps_per_epoch,
+        steps_per_epoch: run.steps_per_epoch(),
     });
 
     let mut state = LoopState::default();
+    let mut adam = run.new_adamw();
     let k_start = clock();
-    let gamma = config.gamma.unwrap_or(task.default_gamma());
-    let mut trainer = match config.method {
-        Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
-        Method::Pgd => Trainer::pgd(&trainable, config.noise_std.unwrap_or(0.0), &plain),
-        Method::Pac => {
-            let examples = Examples {
-                data: &train,
-                pad,
-                batch_size: config.eval_batch_size,
-            };
-            let (k_hat, _) = pac::estimate_k(
-                &model.valid(),
-                config.train_embeddings,
-                &examples,
-                (gamma, gamma),
-                config.seed,
-                &plain,
-                &mut |done, total| on_event(Event::KEstimation { done, total }),
-            )
-            .await?;
-            state.k_seconds = Some(clock() - k_start);
-            let pac = PacTuning::init(
-                &model,
-                &trainable,
-                config.train_embeddings,
-                train.len(),
-                gamma,
-                k_hat,
-                config.stage1_epochs,
-            )
-            .await?;
-            Trainer::Pac(Box::new(pac))
-        }
-    };
+    let on_k = &mut |done, total| on_event(Event::KEstimation { done, total });
+    let mut method = run.start_method(&model, on_k).await?;
+    if config.method == Method::Pac {
+        state.k_seconds = Some(clock() - k_start);
+    }
 
     let mut history: Vec<EpochRecord> = Vec::new();
     let mut best: Option<(Vec<u8>, String, LoopState)> = None;
-    let total_steps = (steps_per_epoch * config.epochs) as u64;
     while state.epoch < config.epochs {
         let epoch = state.epoch;
         let epoch_start = clock();
-        let scale = lr_scale(&config, state.step, total_steps);
-        let (mut losses, mut bound) = (Vec::new(), None);
-        for rows in epoch_order(train.len(), config.seed, epoch as u64).chunks(config.batch_size) {
-            let scale = lr_scale(&config, state.step, total_steps);
-            let batch = Batch {
-                micro: rows
-                    .chunks(rows.len().div_ceil(config.grad_accum))
-                    .map(|r| (train.batch(r, pad), train.targets(r, &device)))
-                    .collect(),
-                len: rows.len(),
-            };
-            let mut ctx = StepContext {
-                trainable: &trainable,
-                scope: method::scope(&config),
-                adam: &mut adam,
-                lrs: Lrs {
-                    encoder: config.lr_encoder * scale,
-                    head: config.lr_head * scale,
-                    max_grad_norm: config.max_grad_norm,
-                },
-                device: &device,
-                lap: &mut |_| {},
-            };
-            let key = NoiseSource::Philox {
-                seed: config.seed as u32,
-                step: state.step as u32,
-            };
-            plain.seed(mix64(config.seed ^ DROPOUT_STREAM) ^ state.step);
-            let (stepped_model, outcome) = trainer
-                .step(epoch, model, &mut ctx, &batch, &|_| key.clone())
-                .await?;
+        for (_, rows) in run.remaining_batches(&state) {
+            let stepped = run.step(&mut method, model, &mut adam, &mut state, &rows);
+            let (stepped_model, outcome) = stepped.await?;
             model = stepped_model;
-            state.step += 1;
-            let stepped = match outcome {
-                Outcome::Done(stepped) => stepped,
-                Outcome::NonFinite(bad) => bail!(
-                    "epoch {} step {}: {bad}; lower the learning rates",
+            let Outcome::Done(stepped) = outcome else {
+                bail!(
+                    "epoch {} step {}: a term was not finite; lower the learning rates",
                     epoch + 1,
                     state.step
-                ),
+                );
             };
-            let loss = as_written(&stepped.loss1)?;
-            losses.push(loss);
-            if let Some(terms) = stepped.bound {
-                bound = Some(as_written(&terms)?);
-            }
+            let kl = stepped.bound.as_ref().map(|t| t.kl);
+            let loss1 = run.keep(&mut state, stepped)?;
             on_event(Event::Step {
                 epoch,
                 step: state.step,
-                loss1: loss,
-                kl: bound.as_ref().map(|t| t.kl),
+                loss1,
+                kl,
             });
         }
-        let train_seconds = clock() - epoch_start;
-
-        let loss1 = losses.iter().sum::<f64>() / losses.len() as f64;
-        let mut record = EpochRecord {
-            epoch: epoch + 1,
-            step: state.step,
-            train_loss: loss1,
-            lr_encoder: config.lr_encoder * scale,
-            lr_head: config.lr_head * scale,
-            epoch_seconds: train_seconds,
-            examples_per_s: train.len() as f64 / train_seconds,
-            ..EpochRecord::default()
-        };
-        trainer.record_noise(&mut record, epoch, &trainable).await?;
-        if let Some(t) = &bound {
-            record.loss2 = Some(t.loss2);
-            record.kl = Some(t.kl);
-            record.k_hat = Some(t.k);
-            record.gamma = Some(t.gamma);
-            record.bound = Some(loss1 + t.loss2);
-            if trainer.stage(epoch) == Some(Stage::One) && epoch + 1 == config.stage1_epochs {
-                state.bound = Some(BoundSummary {
-                    epoch: epoch + 1,
-                    j: loss1 + t.loss2,
-                    loss1,
-                    loss2: t.loss2,
-                    kl: t.kl,
-                    k_hat: t.k,
-                    gamma: t.gamma,
-                    c: t.c,
-                });
-            }
-        }
-        state.epoch += 1;
-        let due =
-            state.epoch.is_multiple_of(config.eval_every_epochs) || state.epoch == config.epochs;
-        if due {
+        let finished = run.finish_epoch(&method, &mut state, clock() - epoch_start);
+        let (mut record, _) = finished.await?;
+        if run.eval_due(&state) {
             let eval_start = clock();
-            let valid = model.valid();
-            let predictions =
-                predict(&valid, &dev, task, config.eval_batch_size, pad, &plain).await?;
-            let metrics = task.score(&dev.labels, &predictions)?;
-            let main = metrics
-                .iter()
-                .find(|(m, _)| *m == task.main_metric())
-                .map_or(f64::NAN, |(_, v)| *v);
-            record.dev = Some(metrics_by_name(&metrics));
+            let predictions = run.evaluate(&model, &mut state, &mut record).await?;
             record.eval_seconds = Some(clock() - eval_start);
-            if state.best.is_none_or(|(_, b)| main > b || b.is_nan()) {
-                state.best = Some((state.epoch, main));
-                state.stale_evals = 0;
+            if state.stale_evals == 0 {
                 state.wall_seconds = clock() - started;
-                let host = to_host(valid.materialize(), &Device::flex()).await?;
+                let host = to_host(model.valid().materialize(), &Device::flex()).await?;
                 let tsv = predictions_tsv(task, &predictions);
                 best = Some((model_bytes(&host)?, tsv, as_written(&state)?));
-            } else {
-                state.stale_evals += 1;
             }
         }
         let record = as_written(&record)?;
         on_event(Event::Epoch { record: &record });
         history.push(record);
-        if config
-            .early_stopping
-            .is_some_and(|patience| state.stale_evals >= patience)
-        {
+        if run.stop_early(&state) {
             break;
         }
     }
 
-    let summary = summary(
-        &config,
-        task,
-        &history,
-        &state,
-        (train.len(), dev.len()),
-        &trainable,
-        clock() - started,
-        device_name,
-    );
+    let summary = run.summary(&history, &state, clock() - started, device_name);
     let mut files: RunFiles = vec![
-        ("run.json".into(), json(&config)?),
+        ("run.json".into(), json(config)?),
         ("history.jsonl".into(), jsonl(&history)?),
         ("summary.json".into(), json(&summary)?),
     ];
@@ -426,49 +304,6 @@ fn dataset(
         source: path,
         examples,
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn summary(
-    config: &TrainConfig,
-    task: Task,
-    history: &[EpochRecord],
-    state: &LoopState,
-    (train_size, dev_size): (usize, usize),
-    trainable: &[Trainable],
-    wall_seconds: f64,
-    device: &str,
-) -> Summary {
-    let at = |epoch: usize| EvalPoint {
-        epoch,
-        metrics: history
-            .iter()
-            .find(|r| r.epoch == epoch)
-            .and_then(|r| r.dev.clone())
-            .unwrap_or_default(),
-    };
-    let last_eval = history
-        .iter()
-        .rev()
-        .find(|r| r.dev.is_some())
-        .map_or(0, |r| r.epoch);
-    Summary {
-        task: task.name().to_string(),
-        method: config.method.name().to_string(),
-        model: config.model.clone(),
-        seed: config.seed,
-        train_size,
-        dev_size,
-        metric: task.main_metric().name().to_string(),
-        best: state.best.map(|(e, _)| at(e)),
-        last: at(last_eval),
-        epochs_run: state.epoch,
-        trainable_parameters: trainable.iter().map(Trainable::numel).sum(),
-        bound: state.bound.clone(),
-        k_estimation_seconds: state.k_seconds,
-        wall_seconds,
-        device: device.to_string(),
-    }
 }
 
 fn json(value: &impl Serialize) -> Result<Vec<u8>> {
