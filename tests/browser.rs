@@ -5,7 +5,8 @@
 //!
 //! Needs chromium, wasm-bindgen (the version in web/Cargo.lock) and the wasm32-unknown-unknown
 //! target; without them it is skipped, or fails under CI=true. The wasm build goes to
-//! `<target dir>/wasm`, so CI's cached target dir keeps it.
+//! `<target dir>/wasm`, so CI's cached target dir keeps it. `PAC_WGPU_KEEP_SCREENSHOT=FILE`
+//! keeps the page's screenshot (docs/browser.png is one).
 
 mod common;
 
@@ -235,6 +236,9 @@ fn pac_tuning_in_headless_chromium_matches_the_native_cpu_device() {
         curve_pixels > 300,
         "only {curve_pixels} pixels of the curve colour in the screenshot"
     );
+    if let Some(keep) = std::env::var_os("PAC_WGPU_KEEP_SCREENSHOT") {
+        std::fs::copy(&shot, keep).unwrap();
+    }
     eprintln!(
         "browser test: {:.0} s in all",
         started.elapsed().as_secs_f64()

@@ -6,8 +6,14 @@ mod common;
 use std::path::Path;
 
 use common::{
-    binary, glue_dir, history_without_timings, lavapipe_index, minilm_dir, read_json, run_ok,
+    binary, glue_dir, history_without_timings, lavapipe_index, minilm_dir, mrpc_with_short_dev,
+    read_json, run_ok,
 };
+
+/// MRPC dev examples each MiniLM run evaluates on (of 408), and the tokens kept of each pair
+/// (most pairs have fewer).
+const DEV_ROWS: usize = 96;
+const MAX_LENGTH: &str = "64";
 
 fn train_cmd(
     method: &str,
@@ -34,6 +40,7 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
+    let glue = mrpc_with_short_dev(&glue, &tmp.path().join("glue"), DEV_ROWS);
     let full = tmp.path().join("full");
     let args = [
         "--task",
@@ -44,6 +51,8 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
         "16",
         "--seed",
         "7",
+        "--max-length",
+        MAX_LENGTH,
     ];
 
     run_ok(
@@ -261,7 +270,17 @@ fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let args = ["--task", "mrpc", "--train-size", "32", "--batch-size", "32"];
+    let glue = mrpc_with_short_dev(&glue, &tmp.path().join("glue"), DEV_ROWS);
+    let args = [
+        "--task",
+        "mrpc",
+        "--train-size",
+        "32",
+        "--batch-size",
+        "32",
+        "--max-length",
+        MAX_LENGTH,
+    ];
     let stage = ["--stage1-epochs", "3", "--eval-every-epochs", "3"];
 
     let full = tmp.path().join("full");

@@ -22,7 +22,6 @@ use crate::device::select;
 use crate::files::{as_written, write_atomic, write_json};
 use crate::glue::sample::few_shot;
 use crate::glue::{Label, Split, Task};
-use crate::model::trainable::{self, Trainable};
 use crate::model::{Classifier, Pretrained, check_max_length, resolve_model};
 use crate::optim::AdamW;
 use crate::pac::PacTuning;
@@ -117,11 +116,7 @@ pub fn train(
         )));
     }
     let run = &job.run;
-    let written = TrainConfig {
-        trainable_parameters: Some(run.trainable.iter().map(Trainable::numel).sum()),
-        ..config.clone()
-    };
-    write_json(&job.dir.file("run.json"), &written)?;
+    write_json(&job.dir.file("run.json"), &run.written_config())?;
     on_event(Event::Start {
         device: &job.device_name,
         train_examples: run.train.len(),
@@ -166,7 +161,6 @@ fn prepare(
     let started = Instant::now();
     let selected = select(config.device.parse().map_err(|e: String| anyhow!(e))?)?;
     let plain = selected.device.clone();
-    let device = plain.clone().autodiff();
 
     let folder = resolve_model(&config.model)?;
     check_max_length(&folder, config.max_length)?;
@@ -183,37 +177,23 @@ fn prepare(
     let train = Prepared::new(&train_set, Some(&rows), &tokenizer)?;
     let dev = Prepared::new(&source.load(task, Split::Dev)?, None, &tokenizer)?;
 
-    let pretrained = Pretrained::load(&folder, config.dropout, &device)?;
-    let encoder = match config.train_embeddings {
-        true => pretrained.encoder,
-        false => pretrained.encoder.freeze_embeddings(),
-    };
-    let model = Classifier::new(
-        encoder,
+    let pretrained = Pretrained::load(&folder, config.dropout, &plain.clone().autodiff())?;
+    let data = (train, dev, tokenizer.pad_id());
+    let (run, model) = Session::new(
+        config,
+        task,
+        plain,
+        data,
+        pretrained.encoder,
         &pretrained.config,
-        config.head,
-        task.num_labels(),
-        config.dropout,
-        config.seed,
-        &device,
-    );
-    let model = method::prepare_model(model, config, &device)?;
+    )?;
     let extra_files = ["config.json", "tokenizer.json", "vocab.txt"]
         .iter()
         .map(|f| folder.join(f))
         .filter(|p| p.is_file())
         .collect();
     let job = Job {
-        run: Session {
-            config,
-            task,
-            plain,
-            device,
-            pad: tokenizer.pad_id(),
-            train,
-            dev,
-            trainable: trainable::list(&model, method::scope(config)),
-        },
+        run,
         device_name: selected.name,
         extra_files,
         dir: RunDir::open(&config.output_dir, resume, overwrite)?,

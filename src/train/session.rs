@@ -11,8 +11,8 @@ use crate::data::{Examples, Prepared, predict};
 use crate::files::as_written;
 use crate::glue::sample::epoch_order;
 use crate::glue::{Label, Task};
-use crate::model::Classifier;
-use crate::model::trainable::Trainable;
+use crate::model::trainable::{self, Trainable};
+use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::pac::noise::NoiseSource;
 use crate::pac::{self, PacTuning, Stage};
@@ -42,7 +42,53 @@ pub struct Session<'a> {
     pub trainable: Vec<Trainable>,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    /// The run's parts around the classifier it trains, built over `encoder` (loaded on
+    /// `plain.autodiff()`) with the method's adapters.
+    pub fn new(
+        config: &'a TrainConfig,
+        task: Task,
+        plain: Device,
+        (train, dev, pad): (Prepared, Prepared, u32),
+        encoder: Encoder,
+        model_config: &ModelConfig,
+    ) -> Result<(Self, Classifier)> {
+        let device = plain.clone().autodiff();
+        let encoder = match config.train_embeddings {
+            true => encoder,
+            false => encoder.freeze_embeddings(),
+        };
+        let model = Classifier::new(
+            encoder,
+            model_config,
+            config.head,
+            task.num_labels(),
+            config.dropout,
+            config.seed,
+            &device,
+        );
+        let model = method::prepare_model(model, config, &device)?;
+        let session = Session {
+            config,
+            task,
+            plain,
+            device,
+            pad,
+            train,
+            dev,
+            trainable: trainable::list(&model, method::scope(config)),
+        };
+        Ok((session, model))
+    }
+
+    /// The config as run.json records it: with the number of trainable parameters.
+    pub fn written_config(&self) -> TrainConfig {
+        TrainConfig {
+            trainable_parameters: Some(self.trainable.iter().map(Trainable::numel).sum()),
+            ..self.config.clone()
+        }
+    }
+
     pub fn steps_per_epoch(&self) -> usize {
         self.train.len().div_ceil(self.config.batch_size)
     }

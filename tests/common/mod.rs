@@ -119,6 +119,18 @@ pub fn glue_dir() -> Option<PathBuf> {
     }
 }
 
+/// A GLUE folder at `into` with MRPC's train split and the first `rows` examples of its dev
+/// split, so that each evaluation of the real model stays short.
+pub fn mrpc_with_short_dev(glue: &Path, into: &Path, rows: usize) -> PathBuf {
+    let mrpc = into.join("MRPC");
+    std::fs::create_dir_all(&mrpc).unwrap();
+    std::fs::copy(glue.join("MRPC/train.tsv"), mrpc.join("train.tsv")).unwrap();
+    let dev = std::fs::read_to_string(glue.join("MRPC/dev.tsv")).unwrap();
+    let kept: Vec<&str> = dev.lines().take(rows + 1).collect();
+    std::fs::write(mrpc.join("dev.tsv"), kept.join("\n") + "\n").unwrap();
+    into.to_path_buf()
+}
+
 /// The `--device` index of the first software wgpu adapter (lavapipe).
 pub fn lavapipe_index() -> Option<usize> {
     lavapipe()?;

@@ -14,13 +14,11 @@ use pac_wgpu::glue::read::{read_glue_bytes, read_text_bytes};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{Dataset, Label, Split, Task};
 use pac_wgpu::model::load::load_encoder_bytes;
-use pac_wgpu::model::trainable::{self, Trainable};
-use pac_wgpu::model::{Classifier, ModelConfig, to_host};
+use pac_wgpu::model::{ModelConfig, to_host};
 use pac_wgpu::run::EpochRecord;
 use pac_wgpu::step::Outcome;
 use pac_wgpu::tokenize::{TextTokenizer, TokenizerFile};
 use pac_wgpu::train::checkpoint::{LoopState, model_bytes};
-use pac_wgpu::train::method;
 use pac_wgpu::train::{Method, Session, TrainConfig, predictions_tsv};
 
 /// A file picked or fetched by the page: its name and bytes.
@@ -83,7 +81,7 @@ pub async fn run(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<RunFiles> {
     let started = clock();
-    let (mut config, train_is_glue) = config_of(&inputs)?;
+    let (config, train_is_glue) = config_of(&inputs)?;
     let task = config.validate()?;
     let tokenizer = tokenizer_of(&inputs, config.max_length)?;
     let train_set = dataset(&inputs.train, task, Split::Train, &config, train_is_glue)?;
@@ -102,33 +100,15 @@ pub async fn run(
         config.dropout,
         &device,
     )?;
-    let encoder = match config.train_embeddings {
-        true => encoder,
-        false => encoder.freeze_embeddings(),
-    };
-    let model = Classifier::new(
-        encoder,
-        &model_config,
-        config.head,
-        task.num_labels(),
-        config.dropout,
-        config.seed,
-        &device,
-    );
-    let mut model = method::prepare_model(model, &config, &device)?;
-    let trainable = trainable::list(&model, method::scope(&config));
-    config.trainable_parameters = Some(trainable.iter().map(Trainable::numel).sum());
     let config = &config;
-    let run = Session {
+    let (run, mut model) = Session::new(
         config,
         task,
         plain,
-        device,
-        pad: tokenizer.pad_id(),
-        train,
-        dev,
-        trainable,
-    };
+        (train, dev, tokenizer.pad_id()),
+        encoder,
+        &model_config,
+    )?;
     on_event(Event::Start {
         device: device_name,
         metric: task.main_metric().name(),
@@ -195,7 +175,7 @@ pub async fn run(
 
     let summary = run.summary(&history, &state, clock() - started, device_name);
     let mut files: RunFiles = vec![
-        ("run.json".into(), json(config)?),
+        ("run.json".into(), json(&run.written_config())?),
         ("history.jsonl".into(), jsonl(&history)?),
         ("summary.json".into(), json(&summary)?),
     ];
