@@ -6,7 +6,7 @@
 //! Needs chromium, wasm-bindgen (the version in web/Cargo.lock) and the wasm32-unknown-unknown
 //! target; without them it is skipped, or fails under CI=true. The wasm build goes to
 //! `<target dir>/wasm`, so CI's cached target dir keeps it. `PAC_WGPU_KEEP_SCREENSHOT=FILE`
-//! keeps the page's screenshot (docs/browser.png is one).
+//! keeps the page's screenshot.
 
 mod common;
 

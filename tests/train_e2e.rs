@@ -3,17 +3,28 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use common::{
     binary, glue_dir, history_without_timings, lavapipe_index, minilm_dir, mrpc_with_short_dev,
     read_json, run_ok,
 };
 
-/// MRPC dev examples each MiniLM run evaluates on (of 408), and the tokens kept of each pair
-/// (most pairs have fewer).
+/// The MiniLM runs' data: MRPC pairs cut to 64 tokens (most pairs have fewer).
+const MRPC_ARGS: [&str; 4] = ["--task", "mrpc", "--max-length", "64"];
+
+/// MRPC dev examples each MiniLM run evaluates on (of 408).
 const DEV_ROWS: usize = 96;
-const MAX_LENGTH: &str = "64";
+
+/// MiniLM, and a GLUE folder in `tmp` with MRPC's train split and the first [`DEV_ROWS`] dev
+/// pairs.
+fn minilm_and_short_mrpc(tmp: &Path) -> Option<(PathBuf, PathBuf)> {
+    let (model, glue) = (minilm_dir()?, glue_dir()?);
+    Some((
+        model,
+        mrpc_with_short_dev(&glue, &tmp.join("glue"), DEV_ROWS),
+    ))
+}
 
 fn train_cmd(
     method: &str,
@@ -36,28 +47,20 @@ fn train_cmd(
 
 #[test]
 fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
-    let (Some(model), Some(glue)) = (minilm_dir(), glue_dir()) else {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((model, glue)) = minilm_and_short_mrpc(tmp.path()) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let glue = mrpc_with_short_dev(&glue, &tmp.path().join("glue"), DEV_ROWS);
     let full = tmp.path().join("full");
     let args = [
-        "--task",
-        "mrpc",
-        "--train-size",
-        "32",
-        "--batch-size",
-        "16",
-        "--seed",
-        "7",
-        "--max-length",
-        MAX_LENGTH,
-    ];
+        MRPC_ARGS.as_slice(),
+        &["--train-size", "32", "--batch-size", "16", "--seed", "7"],
+    ]
+    .concat();
 
     run_ok(
         train_cmd("vanilla", &model, &glue, &full, "cpu")
-            .args(args)
+            .args(&args)
             .args(["--epochs", "3"]),
     );
 
@@ -107,12 +110,12 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
     let resumed = tmp.path().join("resumed");
     run_ok(
         train_cmd("vanilla", &model, &glue, &resumed, "cpu")
-            .args(args)
+            .args(&args)
             .args(["--epochs", "1"]),
     );
     run_ok(
         train_cmd("vanilla", &model, &glue, &resumed, "cpu")
-            .args(args)
+            .args(&args)
             .args(["--epochs", "3", "--resume"]),
     );
     assert_eq!(history_without_timings(&resumed), history);
@@ -122,7 +125,7 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
 
     // A second run into the same folder is refused without --resume/--overwrite.
     let out = train_cmd("vanilla", &model, &glue, &full, "cpu")
-        .args(args)
+        .args(&args)
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -266,27 +269,21 @@ fn check_pac_run(out: &Path, stage1: usize, epochs: usize, layers: usize) {
 
 #[test]
 fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
-    let (Some(model), Some(glue)) = (minilm_dir(), glue_dir()) else {
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((model, glue)) = minilm_and_short_mrpc(tmp.path()) else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let glue = mrpc_with_short_dev(&glue, &tmp.path().join("glue"), DEV_ROWS);
     let args = [
-        "--task",
-        "mrpc",
-        "--train-size",
-        "32",
-        "--batch-size",
-        "32",
-        "--max-length",
-        MAX_LENGTH,
-    ];
+        MRPC_ARGS.as_slice(),
+        &["--train-size", "16", "--batch-size", "16"],
+    ]
+    .concat();
     let stage = ["--stage1-epochs", "3", "--eval-every-epochs", "3"];
 
     let full = tmp.path().join("full");
     run_ok(
         train_cmd("pac", &model, &glue, &full, "cpu")
-            .args(args)
+            .args(&args)
             .args(stage)
             .args(["--epochs", "5"]),
     );
@@ -299,14 +296,14 @@ fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
     let resumed = tmp.path().join("resumed");
     run_ok(
         train_cmd("pac", &model, &glue, &resumed, "cpu")
-            .args(args)
+            .args(&args)
             .args(stage)
             .args(["--epochs", "3"]),
     );
     let b_after_stage1 = prior_log_stds(&resumed.join("checkpoints/last"));
     run_ok(
         train_cmd("pac", &model, &glue, &resumed, "cpu")
-            .args(args)
+            .args(&args)
             .args(stage)
             .args(["--epochs", "5", "--resume"]),
     );

@@ -139,6 +139,7 @@ async function startFromPage() {
         epochs: Number($("epochs").value),
         train_size: Number($("train-size").value),
         seed: Number($("seed").value),
+        max_length: Number($("max-length").value),
       },
     };
     runFiles = (await run(inputs)).files;

@@ -92,7 +92,9 @@ pub async fn run(
 
     let plain = device;
     let device = plain.clone().autodiff();
-    let model_config = ModelConfig::from_text(Path::new("config.json"), &inputs.config_json)?;
+    let config_path = Path::new("config.json");
+    let model_config = ModelConfig::from_text(config_path, &inputs.config_json)?;
+    model_config.check_max_length(config_path, config.max_length)?;
     let (encoder, _) = load_encoder_bytes(
         inputs.weights,
         Path::new("model.safetensors"),
