@@ -14,7 +14,7 @@ use pac_wgpu::glue::read::{read_glue_bytes, read_text_bytes};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{Dataset, Label, Split, Task};
 use pac_wgpu::model::load::load_encoder_bytes;
-use pac_wgpu::model::{ModelConfig, to_host};
+use pac_wgpu::model::{Classifier, ModelConfig, to_host};
 use pac_wgpu::run::EpochRecord;
 use pac_wgpu::step::Outcome;
 use pac_wgpu::tokenize::{TextTokenizer, TokenizerFile};
@@ -103,7 +103,7 @@ pub async fn run(
         &device,
     )?;
     let config = &config;
-    let (run, mut model) = Session::new(
+    let (run, model) = Session::new(
         config,
         task,
         plain,
@@ -120,18 +120,72 @@ pub async fn run(
         steps_per_epoch: run.steps_per_epoch(),
     });
 
+    let trained = train_epochs(&run, model, (clock, started), on_event).await?;
+    let summary = run.summary(
+        &trained.history,
+        &trained.state,
+        clock() - started,
+        device_name,
+    );
+    let mut files: RunFiles = vec![
+        ("run.json".into(), json(&run.written_config())?),
+        ("history.jsonl".into(), jsonl(&trained.history)?),
+        ("summary.json".into(), json(&summary)?),
+    ];
+    if let Some(best) = trained.best {
+        let dir = "checkpoints/best";
+        files.extend([
+            (format!("{dir}/model.safetensors"), best.weights),
+            (
+                format!("{dir}/config.json"),
+                inputs.config_json.into_bytes(),
+            ),
+            (
+                format!("{dir}/{}", inputs.tokenizer.name),
+                inputs.tokenizer.bytes,
+            ),
+            (format!("{dir}/state.json"), json(&best.state)?),
+            (
+                format!("{dir}/dev_predictions.tsv"),
+                best.predictions.into_bytes(),
+            ),
+        ]);
+    }
+    Ok(files)
+}
+
+/// What a finished run leaves: its records, its loop state and the best epoch's checkpoint.
+struct Trained {
+    history: Vec<EpochRecord>,
+    state: LoopState,
+    best: Option<Best>,
+}
+
+/// Checkpoint `best`, in bytes.
+struct Best {
+    weights: Vec<u8>,
+    predictions: String,
+    state: LoopState,
+}
+
+/// K(λ) and PAC's init (or the other methods' start), then the epochs, as `pac-wgpu train`'s
+/// loop runs them. `started`: the clock's reading when the run began.
+async fn train_epochs(
+    run: &Session<'_>,
+    mut model: Classifier,
+    (clock, started): (&dyn Fn() -> f64, f64),
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Trained> {
     let mut state = LoopState::default();
     let mut adam = run.new_adamw();
     let k_start = clock();
     let on_k = &mut |done, total| on_event(Event::KEstimation { done, total });
     let mut method = run.start_method(&model, on_k).await?;
-    if config.method == Method::Pac {
+    if run.config.method == Method::Pac {
         state.k_seconds = Some(clock() - k_start);
     }
-
-    let mut history: Vec<EpochRecord> = Vec::new();
-    let mut best: Option<(Vec<u8>, String, LoopState)> = None;
-    while state.epoch < config.epochs {
+    let (mut history, mut best) = (Vec::new(), None);
+    while state.epoch < run.config.epochs {
         let epoch = state.epoch;
         let epoch_start = clock();
         for (_, rows) in run.remaining_batches(&state) {
@@ -147,9 +201,10 @@ pub async fn run(
             };
             let kl = stepped.bound.as_ref().map(|t| t.kl);
             let loss1 = run.keep(&mut state, stepped)?;
+            let step = state.step;
             on_event(Event::Step {
                 epoch,
-                step: state.step,
+                step,
                 loss1,
                 kl,
             });
@@ -163,8 +218,11 @@ pub async fn run(
             if state.stale_evals == 0 {
                 state.wall_seconds = clock() - started;
                 let host = to_host(model.valid().materialize(), &Device::flex()).await?;
-                let tsv = predictions_tsv(task, &predictions);
-                best = Some((model_bytes(&host)?, tsv, as_written(&state)?));
+                best = Some(Best {
+                    weights: model_bytes(&host)?,
+                    predictions: predictions_tsv(run.task, &predictions),
+                    state: as_written(&state)?,
+                });
             }
         }
         let record = as_written(&record)?;
@@ -174,33 +232,11 @@ pub async fn run(
             break;
         }
     }
-
-    let summary = run.summary(&history, &state, clock() - started, device_name);
-    let mut files: RunFiles = vec![
-        ("run.json".into(), json(&run.written_config())?),
-        ("history.jsonl".into(), jsonl(&history)?),
-        ("summary.json".into(), json(&summary)?),
-    ];
-    if let Some((weights, predictions, best_state)) = best {
-        let dir = "checkpoints/best";
-        files.extend([
-            (format!("{dir}/model.safetensors"), weights),
-            (
-                format!("{dir}/config.json"),
-                inputs.config_json.clone().into_bytes(),
-            ),
-            (
-                format!("{dir}/{}", inputs.tokenizer.name),
-                inputs.tokenizer.bytes,
-            ),
-            (format!("{dir}/state.json"), json(&best_state)?),
-            (
-                format!("{dir}/dev_predictions.tsv"),
-                predictions.into_bytes(),
-            ),
-        ]);
-    }
-    Ok(files)
+    Ok(Trained {
+        history,
+        state,
+        best,
+    })
 }
 
 /// The run's config: the paper's for the task, with the page's options over it; and whether
