@@ -245,9 +245,6 @@ pub fn cls_vectors(
 
 fn rows(t: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     let [_, width] = t.dims();
-    let flat = t
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| anyhow::anyhow!("cannot read hidden states back: {e:?}"))?;
+    let flat = pollster::block_on(crate::device::read_f32(t, "hidden states"))?;
     Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
 }
