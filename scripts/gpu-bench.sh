@@ -60,7 +60,7 @@ if [ "$tiny" = 1 ]; then
     bench_sizes=(--batch 2 --seq 16 --steps 2 --warmup 1 --k-examples 2 --k-batch 2 --growth-steps 0)
     big_model=small
     train_args=(--train-size 8 --max-length 32 --batch-size 8 --epochs 2 --stage1-epochs 1
-        --eval-every-epochs 2)
+        --eval-every-epochs 2 --prior-models 1)
 else
     bench_sizes=(--batch 32 --seq 128)
     big_model=bert-base

@@ -56,6 +56,8 @@ fn shared_options() -> Vec<(&'static str, Value)> {
         ("eval_every_epochs", json!(1)),
         ("lr_head", json!(0.01)),
         ("lr_encoder", json!(0.001)),
+        // K(λ) from 2 prior models per std, not 10: SwiftShader runs each forward in software.
+        ("prior_models", json!(2)),
     ]
 }
 

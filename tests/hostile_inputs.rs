@@ -472,6 +472,11 @@ fn hostile_inputs_fail_cleanly_with_one_line_and_leave_the_output_folder_alone()
             vec!["--method", "pac", "--gamma", "-2"],
             "--gamma",
         ),
+        (
+            "no prior models",
+            vec!["--method", "pac", "--prior-models", "0"],
+            "--prior-models",
+        ),
         ("unknown task", vec!["--task", "glue9"], "glue9"),
         ("unknown device index", vec!["--device", "7"], "--device 7"),
         (

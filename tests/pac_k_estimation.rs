@@ -20,7 +20,7 @@ use pac_wgpu::glue::{DataSource, Split, Task};
 use pac_wgpu::model::trainable;
 use pac_wgpu::model::{Classifier, Head, HeadKind, Pretrained};
 use pac_wgpu::pac::noise::normal_quad;
-use pac_wgpu::pac::{PRIOR_MODELS, PRIOR_STEPS, estimate_k};
+use pac_wgpu::pac::{PRIOR_STEPS, PriorDraws, estimate_k};
 use pac_wgpu::tokenize::TextTokenizer;
 
 fn host(t: Tensor<1>) -> Vec<f32> {
@@ -77,7 +77,8 @@ fn k_estimation_matches_the_host_computation() {
             &device,
         ))),
     });
-    let (gamma, seed) = (10.0, 77);
+    // Three prior models per std, not the default ten: the count reaches the draws' numbering.
+    let (gamma, seed, models) = (10.0, 77, 3);
 
     let examples = Examples {
         data: &train,
@@ -89,7 +90,7 @@ fn k_estimation_matches_the_host_computation() {
         false,
         &examples,
         (gamma, gamma),
-        seed,
+        PriorDraws { models, seed },
         &device,
         &mut |_, _| {},
     ))
@@ -111,8 +112,8 @@ fn k_estimation_matches_the_host_computation() {
     let mut host_losses: Vec<Vec<Vec<f64>>> = Vec::new();
     for (k, &s) in grid.iter().enumerate() {
         let mut per_model = Vec::new();
-        for r in 0..PRIOR_MODELS {
-            let step = PRIOR_STEPS + (k * PRIOR_MODELS + r) as u32;
+        for r in 0..models {
+            let step = PRIOR_STEPS + (k * models + r) as u32;
             let prior_values: Vec<Vec<f32>> = slots
                 .iter()
                 .zip(&theta0)

@@ -140,6 +140,7 @@ async function startFromPage() {
         train_size: Number($("train-size").value),
         seed: Number($("seed").value),
         max_length: Number($("max-length").value),
+        prior_models: Number($("prior-models").value),
       },
     };
     runFiles = (await run(inputs)).files;

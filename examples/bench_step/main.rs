@@ -48,7 +48,7 @@ use pac_wgpu::model::trainable::{self, Trainable};
 use pac_wgpu::model::{BertConfig, Classifier, Encoder, HeadKind, ModelConfig, Pretrained};
 use pac_wgpu::optim::{AdamW, AdamWConfig};
 use pac_wgpu::pac::noise::NoiseSource;
-use pac_wgpu::pac::{self, PRIOR_MODELS, PacTuning, bound};
+use pac_wgpu::pac::{self, PRIOR_MODELS, PacTuning, PriorDraws, bound};
 use pac_wgpu::step::{self, Batch, Lrs, Part, StepContext};
 use pac_wgpu::tokenize::Encoded;
 use pollster::block_on;
@@ -618,7 +618,10 @@ fn main() -> Result<()> {
         TRAIN_EMBEDDINGS,
         &k_examples,
         (GAMMA, GAMMA),
-        args.seed,
+        PriorDraws {
+            models: PRIOR_MODELS,
+            seed: args.seed,
+        },
         &plain,
         &mut |_, _| {},
     ))?;

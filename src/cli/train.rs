@@ -87,6 +87,10 @@ pub struct TrainArgs {
     /// PAC-tuning: the bound's temperature γ. [default: the task's, 10 or 5]
     #[arg(long)]
     gamma: Option<f64>,
+    /// PAC-tuning: prior models drawn per prior std to estimate K(λ) before training (8 stds, so
+    /// 8 × N forwards of the train set); fewer is faster and noisier. [default: 10]
+    #[arg(long, value_name = "N")]
+    prior_models: Option<usize>,
     /// PGD: the fixed noise std.
     #[arg(long)]
     noise_std: Option<f64>,
@@ -194,6 +198,7 @@ impl TrainArgs {
         set(&mut c.lora_rank, self.lora_rank);
         set(&mut c.lora_alpha, self.lora_alpha);
         set(&mut c.lora_targets, self.lora_targets.clone());
+        set(&mut c.prior_models, self.prior_models);
         set(&mut c.dropout, self.dropout);
         set(&mut c.eval_every_epochs, self.eval_every_epochs);
         set(&mut c.on_nonfinite, self.on_nonfinite);

@@ -47,8 +47,16 @@ use noise_adam::{NoiseAdam, StepInputs};
 pub use backend::AdamScalars;
 pub use kernel::{GRID_WIDTH, exp_f32, expm1_f32};
 
-/// Prior models drawn per prior std in the K(λ) estimation (R in the spec).
+/// Prior models drawn per prior std in the K(λ) estimation (R in the spec): the paper's 10.
 pub const PRIOR_MODELS: usize = 10;
+
+/// How K(λ)'s prior models are drawn: `models` per prior std (R in the spec), from the Philox
+/// stream keyed by `seed`.
+#[derive(Debug, Clone, Copy)]
+pub struct PriorDraws {
+    pub models: usize,
+    pub seed: u64,
+}
 
 /// Where τ comes from for trainable tensor j: the counter-based generator keyed by (seed, step)
 /// in training, recorded values in parity tests.
@@ -101,31 +109,31 @@ pub struct Stage1Report {
 pub const PRIOR_STEPS: u32 = 1 << 31;
 
 /// Spec, "K(λ)", steps 1–2, then [`bound::estimate_k`] for steps 3–6: for every prior std s_k of
-/// the grid, the per-example losses of [`PRIOR_MODELS`] models θ0 + s_k·N(0, I) on every training
+/// the grid, the per-example losses of `draws.models` models θ0 + s_k·N(0, I) on every training
 /// example (forward only). `model` must be on a plain (non-autodiff) device. Each prior model is
-/// drawn on the device in one pass per tensor ([`noise::prior`], keyed by `seed` and the model's
-/// number); `progress(done, total)` hears each prior model.
+/// drawn on the device in one pass per tensor ([`noise::prior`], keyed by `draws.seed` and the
+/// model's number); `progress(done, total)` hears each prior model.
 pub async fn estimate_k(
     model: &Classifier,
     train_embeddings: bool,
     train: &Examples<'_>,
     gamma_range: (f64, f64),
-    seed: u64,
+    draws: PriorDraws,
     device: &Device,
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<(KHat, KEstimate)> {
-    let grid = bound::prior_std_grid();
-    let total = grid.len() * PRIOR_MODELS;
+    let (grid, models) = (bound::prior_std_grid(), draws.models);
+    let total = grid.len() * models;
     let mut losses = Vec::with_capacity(grid.len());
     for (k, &s) in grid.iter().enumerate() {
-        let mut per_model = Vec::with_capacity(PRIOR_MODELS);
-        for r in 0..PRIOR_MODELS {
-            let step = PRIOR_STEPS + (k * PRIOR_MODELS + r) as u32;
+        let mut per_model = Vec::with_capacity(models);
+        for r in 0..models {
+            let step = PRIOR_STEPS + (k * models + r) as u32;
             let prior = trainable::map(model.clone(), train_embeddings, |j, theta0| {
-                noise::prior(theta0, s as f32, seed as u32, step, j as u32)
+                noise::prior(theta0, s as f32, draws.seed as u32, step, j as u32)
             });
             per_model.push(example_losses(&prior, train, device).await?);
-            progress(k * PRIOR_MODELS + r + 1, total);
+            progress(k * models + r + 1, total);
         }
         losses.push(per_model);
     }

@@ -125,6 +125,9 @@ pub struct TrainConfig {
     pub schedule: Schedule,
     pub max_grad_norm: Option<f64>,
     pub gamma: Option<f64>,
+    /// PAC-tuning: prior models per prior std in the K(λ) estimate (R in the spec).
+    #[serde(default = "default_prior_models")]
+    pub prior_models: usize,
     pub noise_std: Option<f64>,
     /// LoRA: the adapters' rank r, their scale numerator α (the update is α/r·A·B) and the
     /// Linear layers they adapt (comma-separated field names: query, key, value, dense).
@@ -179,6 +182,7 @@ impl TrainConfig {
             schedule: Schedule::Constant,
             max_grad_norm: None,
             gamma: None,
+            prior_models: default_prior_models(),
             noise_std: None,
             lora_rank: default_lora_rank(),
             lora_alpha: default_lora_alpha(),
@@ -299,6 +303,12 @@ impl TrainConfig {
         {
             bail!("--max-grad-norm must be > 0, found {n}");
         }
+        if !(1..=MAX_PRIOR_MODELS).contains(&self.prior_models) {
+            bail!(
+                "--prior-models must be 1 to {MAX_PRIOR_MODELS}, found {}",
+                self.prior_models
+            );
+        }
         if self.method == Method::Pgd && self.noise_std.is_none_or(|s| !(s.is_finite() && s > 0.0))
         {
             bail!("--method pgd needs --noise-std S with S > 0");
@@ -380,6 +390,14 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
 
 /// The encoder's Linear layers LoRA can adapt, by field name (`dense` is every dense layer).
 pub const LORA_TARGETS: [&str; 4] = ["query", "key", "value", "dense"];
+
+fn default_prior_models() -> usize {
+    crate::pac::PRIOR_MODELS
+}
+
+/// The most prior models per prior std: their Philox steps stay below 2³² (see
+/// [`crate::pac::PRIOR_STEPS`]).
+const MAX_PRIOR_MODELS: usize = 1 << 20;
 
 fn default_lora_rank() -> usize {
     8

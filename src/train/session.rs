@@ -15,7 +15,7 @@ use crate::model::trainable::{self, Trainable};
 use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::pac::noise::NoiseSource;
-use crate::pac::{self, PacTuning, Stage};
+use crate::pac::{self, PacTuning, PriorDraws, Stage};
 use crate::rng::mix64;
 use crate::run::{BoundSummary, EpochRecord, EvalPoint, Summary};
 use crate::step::{Batch, Lrs, Outcome, StepContext};
@@ -139,7 +139,10 @@ impl<'a> Session<'a> {
                     config.train_embeddings,
                     &examples,
                     (gamma, gamma),
-                    config.seed,
+                    PriorDraws {
+                        models: config.prior_models,
+                        seed: config.seed,
+                    },
                     &self.plain,
                     on_k,
                 )

@@ -148,6 +148,30 @@ pub fn run_ok(cmd: &mut std::process::Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// history.jsonl of `run`, timings and memory included.
+pub fn history(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("history.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// `key` of the history after epoch `to` within 5 % of its value after epoch `from`.
+pub fn assert_flat(history: &[serde_json::Value], key: &str, from: usize, to: usize) {
+    let at = |epoch: usize| history[epoch - 1][key].as_f64().unwrap();
+    let growth = at(to) / at(from) - 1.0;
+    eprintln!(
+        "{key}: {} after epoch {from}, {} after epoch {to} ({growth:+.3})",
+        at(from),
+        at(to)
+    );
+    assert!(
+        growth.abs() < 0.05,
+        "{key} grew by {growth:+.3} from epoch {from} to {to}"
+    );
+}
+
 /// history.jsonl without the timing and memory fields, which legitimately differ between runs.
 pub fn history_without_timings(run: &Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(run.join("history.jsonl"))
