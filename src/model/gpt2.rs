@@ -38,8 +38,14 @@ impl Conv1D {
         }
     }
 
+    /// Every token of `x` as one `[batch·len, d_in]` product: a weight broadcast over the batch
+    /// would make autodiff build one weight gradient per sequence and then add them up.
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        x.matmul(self.weight.val().unsqueeze()) + self.bias.val().unsqueeze()
+        let [batch, len, d_in] = x.dims();
+        let y =
+            x.reshape([batch * len, d_in]).matmul(self.weight.val()) + self.bias.val().unsqueeze();
+        let [_, d_out] = y.dims();
+        y.reshape([batch, len, d_out])
     }
 }
 
