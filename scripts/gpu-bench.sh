@@ -82,10 +82,12 @@ work, device, big, out = sys.argv[1:5]
 load = lambda name: json.load(open(os.path.join(work, name)))
 adapter = next(a for a in load("devices.json")["adapters"] if str(a["index"]) == device)
 parity = open(os.path.join(work, "parity.log"), encoding="utf-8", errors="replace").read()
+# The tests name a device "<adapter> (<backend>, <type>)".
+tested = f"{adapter['name']} ({adapter['backend']}, {adapter['type']})"
 diffs = [float(d) for name, d in re.findall(r"^(.*): max \|cls - hf\| = (\S+) for", parity, re.M)
-         if name == adapter["name"]]
+         if name == tested]
 if not diffs:
-    sys.exit(f"error: the parity test did not run on {adapter['name']}")
+    sys.exit(f"error: the parity test did not run on {tested}")
 summary = load("mrpc/summary.json")
 history = [json.loads(line) for line in open(os.path.join(work, "mrpc/history.jsonl"))]
 report = {
