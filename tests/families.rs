@@ -100,8 +100,12 @@ fn hidden_states_match_hf_one_by_one_and_padded() {
         let model = Pretrained::load(&dir, 0.0, device).unwrap();
         let cases = golden["cases"].as_array().unwrap();
         for (case, enc) in cases.iter().zip(&encoded) {
-            let states =
-                token_states(&model.encoder, &PaddedBatch::new(&[enc], pad), device).unwrap();
+            let states = pollster::block_on(token_states(
+                &model.encoder,
+                &PaddedBatch::new(&[enc], pad),
+                device,
+            ))
+            .unwrap();
             for (key, got) in [("first", &states.first[0]), ("last", &states.last[0])] {
                 let diff = max_abs_diff(got, &floats(&case[key]));
                 println!("{family}: {key} max diff {diff:.2e}");
@@ -114,7 +118,8 @@ fn hidden_states_match_hf_one_by_one_and_padded() {
         }
         // HF's padded batch through the model: each row's first and last real token.
         let padded = &golden["padded_batch"];
-        let states = token_states(&model.encoder, &golden_batch, device).unwrap();
+        let states =
+            pollster::block_on(token_states(&model.encoder, &golden_batch, device)).unwrap();
         for (key, got) in [("first", &states.first), ("last_real", &states.last)] {
             let want = padded[key].as_array().unwrap();
             for (row, (g, w)) in got.iter().zip(want).enumerate() {
@@ -146,10 +151,14 @@ fn hidden_states_match_hf_one_by_one_and_padded() {
             );
         }
         // Our own padded batch equals the cases one by one: padding leaks nowhere.
-        let batched = token_states(&model.encoder, &ours, device).unwrap();
+        let batched = pollster::block_on(token_states(&model.encoder, &ours, device)).unwrap();
         for (row, enc) in refs.iter().enumerate() {
-            let single =
-                token_states(&model.encoder, &PaddedBatch::new(&[enc], pad), device).unwrap();
+            let single = pollster::block_on(token_states(
+                &model.encoder,
+                &PaddedBatch::new(&[enc], pad),
+                device,
+            ))
+            .unwrap();
             for (b, s) in [
                 (&batched.first, &single.first),
                 (&batched.last, &single.last),
@@ -188,7 +197,7 @@ fn lavapipe_matches_the_cpu_device() {
         let batch = PaddedBatch::new(&short.iter().collect::<Vec<_>>(), pad);
         let on = |device: &burn::tensor::Device| {
             let model = Pretrained::load(&dir, 0.0, device).unwrap();
-            token_states(&model.encoder, &batch, device).unwrap()
+            pollster::block_on(token_states(&model.encoder, &batch, device)).unwrap()
         };
         let cpu = on(&test_devices()[0].device.clone());
         let gpu = on(&lavapipe.device);

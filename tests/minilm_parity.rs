@@ -109,7 +109,7 @@ fn cls_matches_hf_in_a_padded_batch_on_every_device_and_alone_on_the_cpu() {
     for selected in test_devices() {
         let device = &selected.device;
         let model = Pretrained::load(&dir, 0.0, device).unwrap();
-        let batched = cls_vectors(&model.encoder, &batch, device).unwrap();
+        let batched = pollster::block_on(cls_vectors(&model.encoder, &batch, device)).unwrap();
         for (case, cls) in cases.iter().zip(&batched) {
             let diff = max_abs_diff(cls, &case.cls);
             println!(
@@ -127,9 +127,13 @@ fn cls_matches_hf_in_a_padded_batch_on_every_device_and_alone_on_the_cpu() {
             continue;
         }
         for (enc, together) in encoded.iter().zip(&batched) {
-            let alone = cls_vectors(&model.encoder, &PaddedBatch::new(&[enc], pad), device)
-                .unwrap()
-                .remove(0);
+            let alone = pollster::block_on(cls_vectors(
+                &model.encoder,
+                &PaddedBatch::new(&[enc], pad),
+                device,
+            ))
+            .unwrap()
+            .remove(0);
             let diff = max_abs_diff(&alone, together);
             assert!(
                 diff <= 1e-5,

@@ -15,9 +15,13 @@ fn cls_of(dir: &std::path::Path) -> Vec<f32> {
         .encode("the cat sat on the mat .", Some("it was good"))
         .unwrap();
     let model = Pretrained::load(dir, 0.0, &device).unwrap();
-    cls_vectors(&model.encoder, &PaddedBatch::new(&[&enc], 0), &device)
-        .unwrap()
-        .remove(0)
+    pollster::block_on(cls_vectors(
+        &model.encoder,
+        &PaddedBatch::new(&[&enc], 0),
+        &device,
+    ))
+    .unwrap()
+    .remove(0)
 }
 
 #[test]

@@ -33,7 +33,7 @@ pub fn run(args: &EncodeArgs, global: &GlobalArgs) -> Result<()> {
     check_max_length(&folder, args.max_length)?;
     let model = Pretrained::load(&folder, 0.0, &selected.device)?;
     let batch = PaddedBatch::new(&[&encoded], tokenizer.pad_id());
-    let states = token_states(&model.encoder, &batch, &selected.device)?;
+    let states = pollster::block_on(token_states(&model.encoder, &batch, &selected.device))?;
     let (first, last) = (&states.first[0], &states.last[0]);
     if args.json {
         let mut value = serde_json::json!({

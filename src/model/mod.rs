@@ -220,7 +220,7 @@ pub struct TokenStates {
 }
 
 /// [`TokenStates`] of `batch`, read back to the host.
-pub fn token_states(
+pub async fn token_states(
     encoder: &Encoder,
     batch: &crate::tokenize::PaddedBatch,
     device: &Device,
@@ -228,23 +228,23 @@ pub fn token_states(
     let (ids, types, mask) = batch.to_tensors(device);
     let hidden = encoder.forward(ids, types, mask.clone());
     Ok(TokenStates {
-        first: rows(first_token(hidden.clone()))?,
-        last: rows(last_real_token(hidden, mask))?,
+        first: rows(first_token(hidden.clone())).await?,
+        last: rows(last_real_token(hidden, mask)).await?,
     })
 }
 
 /// The \[CLS\] (first token) vector of every row of `batch`, read back to the host.
-pub fn cls_vectors(
+pub async fn cls_vectors(
     encoder: &Encoder,
     batch: &crate::tokenize::PaddedBatch,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
     let (ids, types, mask) = batch.to_tensors(device);
-    rows(first_token(encoder.forward(ids, types, mask)))
+    rows(first_token(encoder.forward(ids, types, mask))).await
 }
 
-fn rows(t: Tensor<2>) -> Result<Vec<Vec<f32>>> {
+async fn rows(t: Tensor<2>) -> Result<Vec<Vec<f32>>> {
     let [_, width] = t.dims();
-    let flat = pollster::block_on(crate::device::read_f32(t, "hidden states"))?;
+    let flat = crate::device::read_f32(t, "hidden states").await?;
     Ok(flat.chunks(width).map(<[f32]>::to_vec).collect())
 }
