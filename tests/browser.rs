@@ -142,8 +142,8 @@ fn pac_tuning_in_headless_chromium_matches_the_native_cpu_device() {
     let web = write_run(&posted["pac"], &tmp.path().join("web-run"));
     let native = tmp.path().join("native-run");
     native_train(&model, &glue, &native, &epochs);
-    let history = read_history(&web);
-    let native_history = read_history(&native);
+    let history = common::history(&web);
+    let native_history = common::history(&native);
     assert_eq!(history.len(), 3);
     let summary = read_json(&web.join("summary.json"));
     eprintln!(
@@ -523,14 +523,6 @@ fn native_train(model: &Path, glue: &Path, out: &Path, extra: &[(&str, Value)]) 
         cmd.arg(format!("--{}", key.replace('_', "-"))).arg(value);
     }
     run_ok(&mut cmd);
-}
-
-fn read_history(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("history.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 /// Per-epoch values of `key`, rounded to 0.1.

@@ -174,22 +174,17 @@ pub fn assert_flat(history: &[serde_json::Value], key: &str, from: usize, to: us
 
 /// history.jsonl without the timing and memory fields, which legitimately differ between runs.
 pub fn history_without_timings(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("history.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-            let obj = v.as_object_mut().unwrap();
-            obj.retain(|k, _| {
-                !k.ends_with("_seconds")
-                    && !k.ends_with("_per_s")
-                    && !k.ends_with("_bytes")
-                    && !k.ends_with("_in_use")
-                    && !k.ends_with("_reserved")
-            });
-            v
-        })
-        .collect()
+    let mut records = history(run);
+    for record in &mut records {
+        record.as_object_mut().unwrap().retain(|k, _| {
+            !k.ends_with("_seconds")
+                && !k.ends_with("_per_s")
+                && !k.ends_with("_bytes")
+                && !k.ends_with("_in_use")
+                && !k.ends_with("_reserved")
+        });
+    }
+    records
 }
 
 /// Every tensor of a safetensors file as raw bytes, by name (the header's order may vary).
