@@ -8,8 +8,10 @@
 //!
 //! Modules depend one way, from helpers up to the command line:
 //! - helpers: [`rng`] (the host generator), [`reduce`], [`files`] (atomic writes, tensor
-//!   files), [`device`], [`tokenize`], [`metrics`], [`hub`] (downloads into the HF cache);
-//! - [`model`], the Hugging Face BERT as Burn modules and its trainable tensors;
+//!   files), [`device`], `kernel` (what the WGSL kernels and their CPU twins share),
+//!   [`tokenize`], [`metrics`], [`hub`] (downloads into the HF cache);
+//! - [`model`], the Hugging Face BERT as Burn modules, its fused GELU and softmax, and its
+//!   trainable tensors;
 //!   [`data`], tokenized splits, losses and predictions; [`optim`], AdamW;
 //!   [`step`], the parts of an optimiser step every method shares;
 //! - [`pac`], PAC-tuning;
@@ -30,6 +32,7 @@ pub mod files;
 pub mod glue;
 #[cfg(feature = "native")]
 pub mod hub;
+mod kernel;
 pub mod metrics;
 pub mod model;
 pub mod optim;

@@ -8,11 +8,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Layer of each top-level module: a module may use modules of its own layer or below.
-const LAYERS: [(&str, u8); 20] = [
+const LAYERS: [(&str, u8); 21] = [
     ("rng", 0),
     ("reduce", 0),
     ("files", 0),
     ("device", 0),
+    ("kernel", 0),
     ("metrics", 0),
     ("tokenize", 0),
     ("hub", 0),

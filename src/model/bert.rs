@@ -10,11 +10,12 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
     Linear, LinearConfig,
 };
-use burn::tensor::activation::{self, softmax, tanh};
+use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
-use crate::device;
+use super::gelu::gelu;
+use super::softmax::softmax;
 
 /// Added to attention scores at masked key positions (HF uses the dtype's minimum; any value
 /// that underflows `exp` gives the same probabilities).
@@ -24,17 +25,6 @@ pub(crate) const MASKED_SCORE: f32 = -1e9;
 pub(crate) fn padding_bias(attention_mask: Tensor<2>) -> Tensor<4> {
     let [batch, seq] = attention_mask.dims();
     (attention_mask.neg().add_scalar(1.0) * MASKED_SCORE).reshape([batch, 1, 1, seq])
-}
-
-/// Exact (erf) GELU. On the CPU device Burn's own op is exact both ways and one pass each;
-/// on wgpu its backward is the tanh approximation's, so there it is written from primitive ops
-/// and autodiff differentiates the exact function.
-pub fn gelu(x: Tensor<3>) -> Tensor<3> {
-    if device::is_cpu(&x.device()) {
-        return activation::gelu(x);
-    }
-    let cdf = (x.clone() / std::f32::consts::SQRT_2).erf().add_scalar(1.0) * 0.5;
-    x * cdf
 }
 
 pub(crate) fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
@@ -115,7 +105,7 @@ impl SelfAttention {
         let k = split(self.key.forward(x.clone()));
         let v = split(self.value.forward(x));
         let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f32).sqrt() + mask_bias;
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let probs = self.dropout.forward(softmax(scores));
         probs
             .matmul(v)
             .swap_dims(1, 2)

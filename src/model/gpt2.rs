@@ -6,11 +6,11 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::bert::{MASKED_SCORE, padding_bias};
 use super::config::Gpt2Config;
+use super::softmax::softmax;
 
 /// GPT-2's tanh approximation of GELU (HF `gelu_new`).
 fn gelu_new(x: Tensor<3>) -> Tensor<3> {
@@ -73,7 +73,7 @@ impl Attention {
         };
         let (q, k, v) = (split(0), split(1), split(2));
         let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f32).sqrt() + bias;
-        let probs = self.attn_dropout.forward(softmax(scores, 3));
+        let probs = self.attn_dropout.forward(softmax(scores));
         let merged = probs
             .matmul(v)
             .swap_dims(1, 2)

@@ -4,11 +4,13 @@
 pub mod bert;
 pub mod classifier;
 pub mod config;
+pub mod gelu;
 pub mod gpt2;
 #[cfg(feature = "native")]
 pub mod hub;
 pub mod load;
 pub mod roberta;
+pub mod softmax;
 pub mod trainable;
 
 use std::path::{Path, PathBuf};

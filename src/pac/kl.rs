@@ -21,11 +21,11 @@ use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{PacBackend, Tau};
 use super::bound::TensorSums;
-use super::kernel::{
+use super::noise::{self, NoiseSource, tau_params};
+use crate::kernel::{
     Io, LANES, WORKGROUP, bind, block, dense, empty, expm1_block, flex_tensor, launch, par_sum,
     spare, step_block, values, wgsl_kernel,
 };
-use super::noise::{self, NoiseSource, tau_params};
 use crate::model::trainable::Trainable;
 
 /// Row j of the first result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each

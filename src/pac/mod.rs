@@ -26,7 +26,6 @@ mod backend;
 mod backend_impls;
 pub mod bound;
 mod checkpoint;
-mod kernel;
 pub mod kl;
 pub mod noise;
 pub mod noise_adam;
@@ -44,8 +43,8 @@ use bound::{BoundTerms, KEstimate, KHat};
 use noise::NoiseSource;
 use noise_adam::{NoiseAdam, StepInputs};
 
+pub use crate::kernel::{GRID_WIDTH, exp_f32, expm1_f32};
 pub use backend::AdamScalars;
-pub use kernel::{GRID_WIDTH, exp_f32, expm1_f32};
 
 /// Prior models drawn per prior std in the K(λ) estimation (R in the spec): the paper's 10.
 pub const PRIOR_MODELS: usize = 10;

@@ -24,7 +24,7 @@ use burn::backend::{Cube, Flex, TensorMetadata};
 use burn::tensor::{DType, Device, Shape, Tensor};
 
 use super::backend::{PacBackend, Tau};
-use super::kernel::{
+use crate::kernel::{
     Io, LANES, bind, block, dense, empty, exp_f32, flex_tensor, launch, par_map, quad_grid, spare,
     values, wgsl_kernel,
 };

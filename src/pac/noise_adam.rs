@@ -26,11 +26,11 @@ use burn::backend::{Cube, Dispatch, Flex, TensorMetadata};
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{AdamScalars, Inputs, PacBackend, Tau};
-use super::kernel::{
+use super::noise::{CpuTau, NoiseSource, tau_params};
+use crate::kernel::{
     Io, LANES, bind, block, dense, empty, exp_f32, expm1_block, flex_tensor, launch, par_map,
     quad_grid, spare, step_block, values, wgsl_kernel, writable,
 };
-use super::noise::{CpuTau, NoiseSource, tau_params};
 use crate::model::trainable::Group;
 
 /// The noise-Adam's hyper-parameters (defaults: the authors' values).

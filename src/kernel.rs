@@ -1,6 +1,7 @@
-//! What every PAC kernel file shares: on wgpu devices the WGSL kernel macro, dense tensors, the
-//! launch grid, buffer bindings and the parameter blocks kept on the device; on the CPU device
-//! block-wise lanes, branch-free exponentials and the threads that run them.
+//! What every kernel file (the PAC kernels, the model's GELU and softmax) shares: on wgpu
+//! devices the WGSL kernel macro, dense tensors, the launch grid, buffer bindings and the
+//! parameter blocks kept on the device; on the CPU device block-wise lanes, branch-free
+//! exponentials and the threads that run them.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -16,7 +17,7 @@ use burn::tensor::{DType, Shape, TensorData};
 // ---- wgpu side -------------------------------------------------------------------------------
 
 /// Threads per workgroup in every shader under shaders/.
-pub(super) const WORKGROUP: u32 = 256;
+pub(crate) const WORKGROUP: u32 = 256;
 
 /// `wgsl_kernel!(Name, "a.wgsl", "b.wgsl")`: the cubecl kernel whose source is those files of
 /// shaders/, one after the other (how a shader gets shaders/philox.wgsl: WGSL has no includes).
@@ -41,16 +42,16 @@ macro_rules! wgsl_kernel {
         }
     };
 }
-pub(super) use wgsl_kernel;
+pub(crate) use wgsl_kernel;
 
 /// The f32 tensor laid out as one dense row-major array, as the shaders index it.
-pub(super) fn dense(t: CubeTensor) -> CubeTensor {
-    assert_eq!(t.dtype, DType::F32, "PAC kernels take f32 tensors");
+pub(crate) fn dense(t: CubeTensor) -> CubeTensor {
+    assert_eq!(t.dtype, DType::F32, "the kernels take f32 tensors");
     into_contiguous(t)
 }
 
 /// A fresh dense tensor of `shape` on `like`'s device.
-pub(super) fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
+pub(crate) fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
     let handle = like.client.empty(shape.num_elements() * dtype.size());
     CubeTensor::new_contiguous(
         like.client.clone(),
@@ -67,10 +68,13 @@ pub(super) fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor
 pub const GRID_WIDTH: u32 = 16_384;
 
 /// One thread per quad of elements 4q .. 4q + 3 (τ comes four to a Philox call, and a thread
-/// with four elements costs lavapipe far less than four threads): ⌈n / 1024⌉ workgroups of 256,
-/// in rows of [`GRID_WIDTH`].
-pub(super) fn quad_grid(n: usize) -> CubeCount {
-    let threads = n.div_ceil(4);
+/// with four elements costs lavapipe far less than four threads): see [`thread_grid`].
+pub(crate) fn quad_grid(n: usize) -> CubeCount {
+    thread_grid(n.div_ceil(4))
+}
+
+/// ⌈threads / 256⌉ workgroups of 256, in rows of [`GRID_WIDTH`].
+pub(crate) fn thread_grid(threads: usize) -> CubeCount {
     let groups = u32::try_from(threads.div_ceil(WORKGROUP as usize)).expect("tensor too large");
     let x = groups.clamp(1, GRID_WIDTH);
     CubeCount::Static(x, groups.div_ceil(x), 1)
@@ -78,7 +82,7 @@ pub(super) fn quad_grid(n: usize) -> CubeCount {
 
 /// How a kernel uses a bound buffer; `Unused` fills a binding the current op does not touch.
 #[derive(Clone, Copy)]
-pub(super) enum Io {
+pub(crate) enum Io {
     Read,
     Write,
     /// Read, then written in place.
@@ -90,7 +94,7 @@ pub(super) enum Io {
 /// tensor (every binding of a shader must be filled). `spare` must not be bound elsewhere in
 /// the launch: WebGPU refuses a buffer in two writable bindings, and every binding of our
 /// shaders is read_write (see [`spare`]).
-pub(super) fn bind<'a>(
+pub(crate) fn bind<'a>(
     t: Option<&'a CubeTensor>,
     io: Io,
     spare: &'a CubeTensor,
@@ -102,7 +106,7 @@ pub(super) fn bind<'a>(
 }
 
 /// A one-element buffer on `like`'s device to fill unused bindings with.
-pub(super) fn spare(like: &CubeTensor) -> CubeTensor {
+pub(crate) fn spare(like: &CubeTensor) -> CubeTensor {
     empty(like, Shape::new([1]), DType::F32)
 }
 
@@ -110,7 +114,7 @@ pub(super) fn spare(like: &CubeTensor) -> CubeTensor {
 /// in a small storage buffer after them. Not a uniform: lavapipe folds uniform values that steer
 /// branches into the shader and compiles it again for every launch (≈5 ms and ≈400 KB of host
 /// memory that is never given back); tests/interruption.rs watches memory over 1 000 steps.
-pub(super) fn launch<K: KernelSource>(
+pub(crate) fn launch<K: KernelSource>(
     on: &CubeTensor,
     kernel: K,
     grid: CubeCount,
@@ -140,7 +144,7 @@ pub(super) fn launch<K: KernelSource>(
 /// A step's parameter block: its `head` words, then every b_j (the shaders' `StepBlock`: b
 /// rides with the words every tensor of a step shares, so it costs no binding and no upload of
 /// its own).
-pub(super) fn step_block(head: &[u32], b: &[f32]) -> Vec<u32> {
+pub(crate) fn step_block(head: &[u32], b: &[f32]) -> Vec<u32> {
     head.iter()
         .copied()
         .chain(b.iter().map(|b_j| b_j.to_bits()))
@@ -149,7 +153,7 @@ pub(super) fn step_block(head: &[u32], b: &[f32]) -> Vec<u32> {
 
 /// `t` dense, in a buffer a kernel may overwrite: its own where no other tensor holds it
 /// (`can_mut`; launches already queued on it run first), else a copy (one more launch).
-pub(super) fn writable(t: CubeTensor) -> CubeTensor {
+pub(crate) fn writable(t: CubeTensor) -> CubeTensor {
     let t = dense(t);
     if t.can_mut() { t } else { t.copy() }
 }
@@ -202,8 +206,8 @@ fn uploaded(on: &CubeTensor, words: &[u32]) -> Handle {
 // ---- CPU side --------------------------------------------------------------------------------
 
 /// The f32 values of `t` in row-major order, borrowed when already dense.
-pub(super) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
-    assert_eq!(t.dtype(), DType::F32, "PAC kernels take f32 tensors");
+pub(crate) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
+    assert_eq!(t.dtype(), DType::F32, "the kernels take f32 tensors");
     match t.as_slice::<f32>() {
         Some(slice) => Cow::Borrowed(slice),
         None => Cow::Owned(
@@ -215,7 +219,7 @@ pub(super) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
     }
 }
 
-pub(super) fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
+pub(crate) fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
@@ -225,18 +229,18 @@ const CPU_CHUNK: usize = 1 << 16;
 /// Elements a CPU kernel computes together (a multiple of 4: τ comes in quads): independent
 /// lanes let the CPU overlap their dependency chains (Philox's multiplies above all) and the
 /// compiler vectorise them.
-pub(super) const LANES: usize = 32;
+pub(crate) const LANES: usize = 32;
 
 /// The element of lane `l` of the block at `i0`, clamped to the last of `n` (lanes past the end
 /// compute a throwaway copy of it).
-pub(super) fn lane(i0: usize, l: usize, n: usize) -> usize {
+pub(crate) fn lane(i0: usize, l: usize, n: usize) -> usize {
     (i0 + l).min(n - 1)
 }
 
 /// The [`LANES`] values of `v` from `i0`, the tail padded with its last (as [`lane`] does):
 /// a plain copy for whole blocks, so the lanes' arithmetic vectorises.
 #[inline(always)]
-pub(super) fn block(v: &[f32], i0: usize) -> [f32; LANES] {
+pub(crate) fn block(v: &[f32], i0: usize) -> [f32; LANES] {
     match v.get(i0..i0 + LANES) {
         Some(whole) => whole.try_into().expect("LANES values"),
         None => std::array::from_fn(|l| v[lane(i0, l, v.len())]),
@@ -281,7 +285,7 @@ pub fn expm1_f32(y: f32) -> f32 {
 /// e^y − 1 − y in f32, as shaders/kl.wgsl computes it: the same Taylor series without its
 /// first term for |y| < 0.5 (no cancellation), [`exp_f32`] elsewhere.
 #[inline(always)]
-pub(super) fn exmx_f32(y: f32) -> f32 {
+pub(crate) fn exmx_f32(y: f32) -> f32 {
     let far = exp_f32(y) - 1.0 - y;
     if y.abs() < 0.5 { taylor_tail(y) } else { far }
 }
@@ -289,7 +293,7 @@ pub(super) fn exmx_f32(y: f32) -> f32 {
 /// [`expm1_f32`] (`minus_y` false) or [`exmx_f32`] (true) of a block, skipping the exponential
 /// where every lane takes the Taylor branch (the common case: p stays near b_j); the same bits.
 #[inline(always)]
-pub(super) fn expm1_block(y: &[f32; LANES], minus_y: bool) -> [f32; LANES] {
+pub(crate) fn expm1_block(y: &[f32; LANES], minus_y: bool) -> [f32; LANES] {
     let near = y.iter().all(|v| v.abs() < 0.5);
     std::array::from_fn(|l| match (near, minus_y) {
         (true, false) => y[l] + taylor_tail(y[l]),
@@ -312,7 +316,7 @@ fn taylor_tail(y: f32) -> f32 {
 
 /// The `n` values of each of `K` outputs of `f`, which computes the block of [`LANES`]
 /// elements starting at its argument, over the CPU's threads.
-pub(super) fn par_map<const K: usize>(
+pub(crate) fn par_map<const K: usize>(
     n: usize,
     f: impl Fn(usize) -> [[f32; LANES]; K] + Sync,
 ) -> [Vec<f32>; K] {
@@ -348,7 +352,7 @@ pub(super) fn par_map<const K: usize>(
 
 /// Σ of `f` over the blocks of [`LANES`] elements in 0..n, in f64, over the CPU's threads; `f`
 /// sums the block at its first argument, of the length of its second.
-pub(super) fn par_sum(n: usize, f: impl Fn(usize, usize) -> [f64; 3] + Sync) -> [f64; 3] {
+pub(crate) fn par_sum(n: usize, f: impl Fn(usize, usize) -> [f64; 3] + Sync) -> [f64; 3] {
     let sum = |range: std::ops::Range<usize>| {
         range
             .clone()
@@ -373,6 +377,26 @@ pub(super) fn par_sum(n: usize, f: impl Fn(usize, usize) -> [f64; 3] + Sync) -> 
 
 fn add3(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
+}
+
+/// `f(row, out_row)` for every row of `row_len` values of `out`, over the CPU's threads.
+pub(crate) fn par_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows_per_chunk = chunk_len(out.len()).div_ceil(row_len.max(1)).max(1);
+    let fill = |first: usize, part: &mut [f32]| {
+        for (r, row) in part.chunks_mut(row_len).enumerate() {
+            f(first + r, row);
+        }
+    };
+    if rows_per_chunk * row_len >= out.len() {
+        fill(0, out);
+        return;
+    }
+    std::thread::scope(|scope| {
+        for (c, part) in out.chunks_mut(rows_per_chunk * row_len).enumerate() {
+            let fill = &fill;
+            scope.spawn(move || fill(c * rows_per_chunk, part));
+        }
+    });
 }
 
 fn chunk_len(n: usize) -> usize {
