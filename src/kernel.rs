@@ -231,6 +231,20 @@ const CPU_CHUNK: usize = 1 << 16;
 /// compiler vectorise them.
 pub(crate) const LANES: usize = 32;
 
+/// `lanes!(l in N => expr)`: the array of `expr` for `l` in 0..N, written as a plain loop. Kernel
+/// code uses it instead of `std::array::from_fn`, whose closure LLVM may leave out of line, and
+/// so out of the AVX2 copy that [`simd`] compiles.
+macro_rules! lanes {
+    ($l:ident in $n:expr => $e:expr) => {{
+        let mut out = [Default::default(); $n];
+        for $l in 0..$n {
+            out[$l] = $e;
+        }
+        out
+    }};
+}
+pub(crate) use lanes;
+
 /// The element of lane `l` of the block at `i0`, clamped to the last of `n` (lanes past the end
 /// compute a throwaway copy of it).
 pub(crate) fn lane(i0: usize, l: usize, n: usize) -> usize {
@@ -295,7 +309,7 @@ pub(crate) fn exmx_f32(y: f32) -> f32 {
 #[inline(always)]
 pub(crate) fn expm1_block(y: &[f32; LANES], minus_y: bool) -> [f32; LANES] {
     let near = y.iter().all(|v| v.abs() < 0.5);
-    std::array::from_fn(|l| match (near, minus_y) {
+    lanes!(l in LANES => match (near, minus_y) {
         (true, false) => y[l] + taylor_tail(y[l]),
         (true, true) => taylor_tail(y[l]),
         (false, false) => expm1_f32(y[l]),
@@ -314,59 +328,77 @@ fn taylor_tail(y: f32) -> f32 {
                         + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0)))))))
 }
 
-/// The `n` values of each of `K` outputs of `f`, which computes the block of [`LANES`]
-/// elements starting at its argument, over the CPU's threads.
-pub(crate) fn par_map<const K: usize>(
-    n: usize,
-    f: impl Fn(usize) -> [[f32; LANES]; K] + Sync,
-) -> [Vec<f32>; K] {
-    let fill = |start: usize, parts: [&mut [f32]; K]| {
-        let len = parts[0].len();
-        let mut parts = parts;
-        for i in (0..len).step_by(LANES) {
-            let values = f(start + i);
-            let end = (i + LANES).min(len);
-            for (part, block) in parts.iter_mut().zip(&values) {
-                part[i..end].copy_from_slice(&block[..end - i]);
-            }
-        }
-    };
+/// A CPU kernel with `K` outputs, computed a block of [`LANES`] elements at a time.
+pub(crate) trait Blocks<const K: usize>: Sync {
+    /// The outputs of the elements `i0..i0 + LANES` (lanes past the end are thrown away).
+    fn block(&self, i0: usize) -> [[f32; LANES]; K];
+}
+
+/// A CPU kernel that sums three terms over the elements, a block of [`LANES`] at a time.
+pub(crate) trait BlockSums: Sync {
+    /// The sums over the `len` elements from `i0`.
+    fn sums(&self, i0: usize, len: usize) -> [f64; 3];
+}
+
+/// A CPU kernel computed a row at a time.
+pub(crate) trait Rows: Sync {
+    /// Fills `out` with the values of row `r`.
+    fn row(&self, r: usize, out: &mut [f32]);
+}
+
+/// The `n` values of each of `K` outputs of `kernel`, over the CPU's threads.
+pub(crate) fn par_map<const K: usize>(n: usize, kernel: &impl Blocks<K>) -> [Vec<f32>; K] {
     let mut out: [Vec<f32>; K] = std::array::from_fn(|_| vec![0.0; n]);
+    par_fill(out.each_mut().map(|v| v.as_mut_slice()), kernel);
+    out
+}
+
+/// Fills the `K` outputs (of one length) of `kernel`, over the CPU's threads.
+pub(crate) fn par_fill<const K: usize>(out: [&mut [f32]; K], kernel: &impl Blocks<K>) {
+    let n = out[0].len();
+    assert!(out.iter().all(|o| o.len() == n), "outputs of one length");
     let chunk = chunk_len(n).next_multiple_of(LANES);
     if chunk >= n {
-        fill(0, out.each_mut().map(|v| v.as_mut_slice()));
-        return out;
+        simd(Fill {
+            kernel,
+            start: 0,
+            parts: out,
+        });
+        return;
     }
     std::thread::scope(|scope| {
-        let mut chunks = out.each_mut().map(|v| v.chunks_mut(chunk));
+        let mut chunks = out.map(|v| v.chunks_mut(chunk));
         for c in 0..n.div_ceil(chunk) {
             let parts = chunks
                 .each_mut()
                 .map(|it| it.next().expect("one chunk per output"));
-            let fill = &fill;
-            scope.spawn(move || fill(c * chunk, parts));
+            let start = c * chunk;
+            scope.spawn(move || {
+                simd(Fill {
+                    kernel,
+                    start,
+                    parts,
+                })
+            });
         }
     });
-    out
 }
 
-/// Σ of `f` over the blocks of [`LANES`] elements in 0..n, in f64, over the CPU's threads; `f`
-/// sums the block at its first argument, of the length of its second.
-pub(crate) fn par_sum(n: usize, f: impl Fn(usize, usize) -> [f64; 3] + Sync) -> [f64; 3] {
-    let sum = |range: std::ops::Range<usize>| {
-        range
-            .clone()
-            .step_by(LANES)
-            .map(|i0| f(i0, LANES.min(range.end - i0)))
-            .fold([0.0; 3], add3)
-    };
+/// Σ of `kernel`'s sums over 0..n, in f64, over the CPU's threads.
+pub(crate) fn par_sum(n: usize, kernel: &impl BlockSums) -> [f64; 3] {
     let chunk = chunk_len(n).next_multiple_of(LANES);
     if chunk >= n {
-        return sum(0..n);
+        return simd(Sum {
+            kernel,
+            range: 0..n,
+        });
     }
     std::thread::scope(|scope| {
         let parts: Vec<_> = (0..n.div_ceil(chunk))
-            .map(|c| scope.spawn(move || sum(c * chunk..n.min((c + 1) * chunk))))
+            .map(|c| {
+                let range = c * chunk..n.min((c + 1) * chunk);
+                scope.spawn(move || simd(Sum { kernel, range }))
+            })
             .collect();
         parts
             .into_iter()
@@ -379,24 +411,114 @@ fn add3(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
 }
 
-/// `f(row, out_row)` for every row of `row_len` values of `out`, over the CPU's threads.
-pub(crate) fn par_rows(out: &mut [f32], row_len: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+/// Every row of `row_len` values of `out` from `kernel`, over the CPU's threads.
+pub(crate) fn par_rows(out: &mut [f32], row_len: usize, kernel: &impl Rows) {
     let rows_per_chunk = chunk_len(out.len()).div_ceil(row_len.max(1)).max(1);
-    let fill = |first: usize, part: &mut [f32]| {
-        for (r, row) in part.chunks_mut(row_len).enumerate() {
-            f(first + r, row);
-        }
-    };
     if rows_per_chunk * row_len >= out.len() {
-        fill(0, out);
+        simd(FillRows {
+            kernel,
+            row_len,
+            first: 0,
+            part: out,
+        });
         return;
     }
     std::thread::scope(|scope| {
         for (c, part) in out.chunks_mut(rows_per_chunk * row_len).enumerate() {
-            let fill = &fill;
-            scope.spawn(move || fill(c * rows_per_chunk, part));
+            let first = c * rows_per_chunk;
+            scope.spawn(move || {
+                simd(FillRows {
+                    kernel,
+                    row_len,
+                    first,
+                    part,
+                })
+            });
         }
     });
+}
+
+/// One thread's share of a kernel: what [`simd`] compiles twice.
+trait Job {
+    type Out;
+    fn run(self) -> Self::Out;
+}
+
+struct Fill<'a, const K: usize, B> {
+    kernel: &'a B,
+    start: usize,
+    parts: [&'a mut [f32]; K],
+}
+
+impl<const K: usize, B: Blocks<K>> Job for Fill<'_, K, B> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(mut self) {
+        let len = self.parts[0].len();
+        for i in (0..len).step_by(LANES) {
+            let values = self.kernel.block(self.start + i);
+            let end = (i + LANES).min(len);
+            for (part, block) in self.parts.iter_mut().zip(&values) {
+                part[i..end].copy_from_slice(&block[..end - i]);
+            }
+        }
+    }
+}
+
+struct Sum<'a, B> {
+    kernel: &'a B,
+    range: std::ops::Range<usize>,
+}
+
+impl<B: BlockSums> Job for Sum<'_, B> {
+    type Out = [f64; 3];
+
+    #[inline(always)]
+    fn run(self) -> [f64; 3] {
+        let mut total = [0.0; 3];
+        for i0 in self.range.clone().step_by(LANES) {
+            total = add3(total, self.kernel.sums(i0, LANES.min(self.range.end - i0)));
+        }
+        total
+    }
+}
+
+struct FillRows<'a, B> {
+    kernel: &'a B,
+    row_len: usize,
+    first: usize,
+    part: &'a mut [f32],
+}
+
+impl<B: Rows> Job for FillRows<'_, B> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(self) {
+        for (r, row) in self.part.chunks_mut(self.row_len).enumerate() {
+            self.kernel.row(self.first + r, row);
+        }
+    }
+}
+
+/// `job.run()`, compiled for AVX2 and FMA where the CPU has them, else as built (portable
+/// x86-64: SSE2): a kernel's blocks of lanes then take 8 f32 per instruction instead of 4.
+/// Every kernel method is `#[inline(always)]` so that it is compiled into both. The results
+/// are the same bits either way: Rust never fuses a multiply and an add by itself.
+fn simd<J: Job>(job: J) -> J::Out {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has both features, checked just above.
+        return unsafe { avx2_fma(job) };
+    }
+    job.run()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn avx2_fma<J: Job>(job: J) -> J::Out {
+    job.run()
 }
 
 fn chunk_len(n: usize) -> usize {

@@ -17,7 +17,8 @@ use burn::backend::{
 use burn::tensor::{DType, Tensor};
 
 use crate::kernel::{
-    Io, block, dense, empty, exp_f32, flex_tensor, launch, par_map, quad_grid, values, wgsl_kernel,
+    Blocks, Io, LANES, block, dense, empty, exp_f32, flex_tensor, lanes, launch, par_map,
+    quad_grid, values, wgsl_kernel,
 };
 
 /// x·Φ(x) for every element of `x`, differentiable on autodiff devices.
@@ -98,24 +99,45 @@ fn normal_cdf(v: f32) -> f32 {
     if v >= 0.0 { 1.0 - half_tail } else { half_tail }
 }
 
+/// x·Φ(x) of `x`'s blocks.
+struct ForwardCpu<'a> {
+    x: &'a [f32],
+}
+
+impl Blocks<1> for ForwardCpu<'_> {
+    #[inline(always)]
+    fn block(&self, i0: usize) -> [[f32; LANES]; 1] {
+        let v = block(self.x, i0);
+        [lanes!(l in LANES => v[l] * normal_cdf(v[l]))]
+    }
+}
+
+/// dy·(Φ(x) + x·φ(x)) of the blocks of `x` and `dy`.
+struct BackwardCpu<'a> {
+    x: &'a [f32],
+    dy: &'a [f32],
+}
+
+impl Blocks<1> for BackwardCpu<'_> {
+    #[inline(always)]
+    fn block(&self, i0: usize) -> [[f32; LANES]; 1] {
+        let (v, g) = (block(self.x, i0), block(self.dy, i0));
+        [lanes!(l in LANES => {
+            let density = FRAC_1_SQRT_2PI * exp_f32(-0.5 * v[l] * v[l]);
+            g[l] * (normal_cdf(v[l]) + v[l] * density)
+        })]
+    }
+}
+
 pub(crate) fn forward_cpu(x: FlexTensor) -> FlexTensor {
     let xv = values(&x);
-    let [out] = par_map(xv.len(), |i0| {
-        let v = block(&xv, i0);
-        [std::array::from_fn(|l| v[l] * normal_cdf(v[l]))]
-    });
+    let [out] = par_map(xv.len(), &ForwardCpu { x: &xv });
     flex_tensor(out, x.shape())
 }
 
 pub(crate) fn backward_cpu(x: FlexTensor, dy: FlexTensor) -> FlexTensor {
     let (xv, dyv) = (values(&x), values(&dy));
-    let [out] = par_map(xv.len(), |i0| {
-        let (v, g) = (block(&xv, i0), block(&dyv, i0));
-        [std::array::from_fn(|l| {
-            let density = FRAC_1_SQRT_2PI * exp_f32(-0.5 * v[l] * v[l]);
-            g[l] * (normal_cdf(v[l]) + v[l] * density)
-        })]
-    });
+    let [out] = par_map(xv.len(), &BackwardCpu { x: &xv, dy: &dyv });
     flex_tensor(out, x.shape())
 }
 
@@ -132,9 +154,9 @@ impl GeluBackend for Flex {
 // ---- autodiff: the backward pass is the op above ----------------------------------------------
 
 #[derive(Debug)]
-struct GeluBackward;
+struct GeluGrad;
 
-impl<B: GeluBackend> Backward<B, 1> for GeluBackward {
+impl<B: GeluBackend> Backward<B, 1> for GeluGrad {
     /// The input x.
     type State = NodeId;
 
@@ -148,11 +170,7 @@ impl<B: GeluBackend> Backward<B, 1> for GeluBackward {
 
 impl<B: GeluBackend, C: CheckpointStrategy> GeluBackend for Autodiff<B, C> {
     fn gelu_exact(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match GeluBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
+        match GeluGrad.prepare::<C>([x.node()]).compute_bound().stateful() {
             OpsKind::Tracked(mut prep) => {
                 let state = prep.checkpoint(&x);
                 prep.finish(state, B::gelu_exact(x.primitive().clone()))

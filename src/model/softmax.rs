@@ -17,8 +17,8 @@ use burn::backend::{
 use burn::tensor::{DType, Shape, Tensor};
 
 use crate::kernel::{
-    Io, LANES, block, dense, empty, exp_f32, flex_tensor, launch, par_rows, thread_grid, values,
-    wgsl_kernel,
+    Io, LANES, Rows, block, dense, empty, exp_f32, flex_tensor, lanes, launch, par_rows,
+    thread_grid, values, wgsl_kernel,
 };
 
 /// Softmax of `x` along its last dimension, differentiable on autodiff devices.
@@ -81,16 +81,8 @@ fn launch_softmax(op: u32, x: CubeTensor, dy: Option<CubeTensor>) -> CubeTensor 
 
 // ---- CPU: the same formulas in Rust ----------------------------------------------------------
 
-/// The row's values in blocks of [`LANES`]: `f(i0, block, valid)` for the block at `i0`, whose
-/// lanes from `valid` on repeat the row's last value.
-#[inline(always)]
-fn blocks(row: &[f32], mut f: impl FnMut(usize, [f32; LANES], usize)) {
-    for i0 in (0..row.len()).step_by(LANES) {
-        f(i0, block(row, i0), LANES.min(row.len() - i0));
-    }
-}
-
-/// The sum of `lanes`' first `valid` values.
+/// Adds `lanes`' first `valid` values to `acc`, lane by lane (the lanes past a row's end repeat
+/// its last value, see [`block`]).
 #[inline(always)]
 fn add_lanes(acc: &mut [f32; LANES], lanes: &[f32; LANES], valid: usize) {
     for l in 0..LANES {
@@ -98,47 +90,75 @@ fn add_lanes(acc: &mut [f32; LANES], lanes: &[f32; LANES], valid: usize) {
     }
 }
 
-pub(crate) fn forward_cpu(x: FlexTensor) -> FlexTensor {
-    let (xv, shape) = (values(&x), x.shape());
-    let (_, len) = rows(&shape);
-    let mut out = vec![0.0f32; xv.len()];
-    par_rows(&mut out, len, |r, out_row| {
-        let row = &xv[r * len..(r + 1) * len];
+/// The softmax of each row of `x`.
+struct ForwardCpu<'a> {
+    x: &'a [f32],
+}
+
+impl Rows for ForwardCpu<'_> {
+    #[inline(always)]
+    fn row(&self, r: usize, out: &mut [f32]) {
+        let len = out.len();
+        let row = &self.x[r * len..(r + 1) * len];
         let mut top = [f32::NEG_INFINITY; LANES];
-        blocks(row, |_, v, _| {
+        for i0 in (0..len).step_by(LANES) {
+            let v = block(row, i0);
             for l in 0..LANES {
                 top[l] = top[l].max(v[l]);
             }
-        });
+        }
         let top = top.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = [0.0f32; LANES];
-        blocks(row, |i0, v, valid| {
-            let e: [f32; LANES] = std::array::from_fn(|l| exp_f32(v[l] - top));
-            out_row[i0..i0 + valid].copy_from_slice(&e[..valid]);
+        for i0 in (0..len).step_by(LANES) {
+            let v = block(row, i0);
+            let e: [f32; LANES] = lanes!(l in LANES => exp_f32(v[l] - top));
+            let valid = LANES.min(len - i0);
+            out[i0..i0 + valid].copy_from_slice(&e[..valid]);
             add_lanes(&mut sum, &e, valid);
-        });
+        }
         let inv = 1.0 / sum.iter().sum::<f32>();
-        out_row.iter_mut().for_each(|e| *e *= inv);
-    });
+        out.iter_mut().for_each(|e| *e *= inv);
+    }
+}
+
+/// y·(dy − Σ dy·y) of each row of `y` and `dy`.
+struct BackwardCpu<'a> {
+    y: &'a [f32],
+    dy: &'a [f32],
+}
+
+impl Rows for BackwardCpu<'_> {
+    #[inline(always)]
+    fn row(&self, r: usize, out: &mut [f32]) {
+        let len = out.len();
+        let (y_row, dy_row) = (
+            &self.y[r * len..(r + 1) * len],
+            &self.dy[r * len..(r + 1) * len],
+        );
+        let mut dot = [0.0f32; LANES];
+        for i0 in (0..len).step_by(LANES) {
+            let (y, g) = (block(y_row, i0), block(dy_row, i0));
+            let terms = lanes!(l in LANES => g[l] * y[l]);
+            add_lanes(&mut dot, &terms, LANES.min(len - i0));
+        }
+        let dot = dot.iter().sum::<f32>();
+        for ((o, y), g) in out.iter_mut().zip(y_row).zip(dy_row) {
+            *o = y * (g - dot);
+        }
+    }
+}
+
+pub(crate) fn forward_cpu(x: FlexTensor) -> FlexTensor {
+    let (xv, shape) = (values(&x), x.shape());
+    let mut out = vec![0.0f32; xv.len()];
+    par_rows(&mut out, rows(&shape).1, &ForwardCpu { x: &xv });
     flex_tensor(out, shape)
 }
 
 pub(crate) fn backward_cpu(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
     let (yv, dyv, shape) = (values(&y), values(&dy), y.shape());
-    let (_, len) = rows(&shape);
     let mut out = vec![0.0f32; yv.len()];
-    par_rows(&mut out, len, |r, out_row| {
-        let (y_row, dy_row) = (&yv[r * len..(r + 1) * len], &dyv[r * len..(r + 1) * len]);
-        let mut dot = [0.0f32; LANES];
-        blocks(y_row, |i0, y, valid| {
-            let g = block(dy_row, i0);
-            add_lanes(&mut dot, &std::array::from_fn(|l| g[l] * y[l]), valid);
-        });
-        let dot = dot.iter().sum::<f32>();
-        for ((o, y), g) in out_row.iter_mut().zip(y_row).zip(dy_row) {
-            *o = y * (g - dot);
-        }
-    });
+    par_rows(&mut out, rows(&shape).1, &BackwardCpu { y: &yv, dy: &dyv });
     flex_tensor(out, shape)
 }
 
@@ -155,9 +175,9 @@ impl SoftmaxBackend for Flex {
 // ---- autodiff: the backward pass is the op above ----------------------------------------------
 
 #[derive(Debug)]
-struct SoftmaxBackward;
+struct SoftmaxGrad;
 
-impl<B: SoftmaxBackend> Backward<B, 1> for SoftmaxBackward {
+impl<B: SoftmaxBackend> Backward<B, 1> for SoftmaxGrad {
     /// The output y.
     type State = FloatTensor<B>;
 
@@ -171,7 +191,7 @@ impl<B: SoftmaxBackend> Backward<B, 1> for SoftmaxBackward {
 
 impl<B: SoftmaxBackend, C: CheckpointStrategy> SoftmaxBackend for Autodiff<B, C> {
     fn softmax_last(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        match SoftmaxBackward
+        match SoftmaxGrad
             .prepare::<C>([x.node()])
             .compute_bound()
             .stateful()

@@ -23,8 +23,8 @@ use super::backend::{PacBackend, Tau};
 use super::bound::TensorSums;
 use super::noise::{self, NoiseSource, tau_params};
 use crate::kernel::{
-    Io, LANES, WORKGROUP, bind, block, dense, empty, expm1_block, flex_tensor, launch, par_sum,
-    spare, step_block, values, wgsl_kernel,
+    BlockSums, Io, LANES, WORKGROUP, bind, block, dense, empty, expm1_block, flex_tensor, lanes,
+    launch, par_sum, spare, step_block, values, wgsl_kernel,
 };
 use crate::model::trainable::Trainable;
 
@@ -189,6 +189,33 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
 
 /// Tensor `j`'s slots: its sums, summed in f64, in the first, zeros in the rest.
 /// With `inject`, also θ + exp(p)·τ (noise.rs's CPU kernel: the CPU gains nothing from one pass).
+/// One tensor's three KL sums on the CPU device: each term in f32 (the shader's formulas),
+/// summed in f64.
+struct Terms<'a> {
+    theta: &'a [f32],
+    theta0: &'a [f32],
+    p: &'a [f32],
+    b_j: f32,
+}
+
+impl BlockSums for Terms<'_> {
+    #[inline(always)]
+    fn sums(&self, i0: usize, len: usize) -> [f64; 3] {
+        let (th, th0) = (block(self.theta, i0), block(self.theta0, i0));
+        let p = block(self.p, i0);
+        let y: [f32; LANES] = lanes!(l in LANES => 2.0 * (p[l] - self.b_j));
+        let f = expm1_block(&y, true);
+        let mut s = [0.0f64; 3];
+        for l in 0..len {
+            let d = f64::from(th[l] - th0[l]);
+            s[0] += f64::from(f[l] + y[l]);
+            s[1] += f64::from(f[l]);
+            s[2] += d * d;
+        }
+        s
+    }
+}
+
 pub(super) fn partials_cpu(
     partials: FlexTensor,
     theta: FlexTensor,
@@ -206,20 +233,13 @@ pub(super) fn partials_cpu(
         "θ, θ0 and p of tensor {j} differ in size"
     );
     check_partials(&partials.shape(), j);
-    // Each term in f32 (the shader's formulas), summed in f64.
-    let sums = par_sum(theta.len(), |i0, len| {
-        let (th, th0, p) = (block(&theta, i0), block(&theta0, i0), block(&p, i0));
-        let y: [f32; LANES] = std::array::from_fn(|l| 2.0 * (p[l] - b_j));
-        let f = expm1_block(&y, true);
-        let mut s = [0.0f64; 3];
-        for l in 0..len {
-            let d = f64::from(th[l] - th0[l]);
-            s[0] += f64::from(f[l] + y[l]);
-            s[1] += f64::from(f[l]);
-            s[2] += d * d;
-        }
-        s
-    });
+    let terms = Terms {
+        theta: &theta,
+        theta0: &theta0,
+        p: &p,
+        b_j,
+    };
+    let sums = par_sum(theta.len(), &terms);
     let mut partials = partials;
     assert!(
         partials.is_contiguous() && partials.layout().start_offset() == 0,

@@ -25,8 +25,8 @@ use burn::tensor::{DType, Device, Shape, Tensor};
 
 use super::backend::{PacBackend, Tau};
 use crate::kernel::{
-    Io, LANES, bind, block, dense, empty, exp_f32, flex_tensor, launch, par_map, quad_grid, spare,
-    values, wgsl_kernel,
+    Blocks, Io, LANES, bind, block, dense, empty, exp_f32, flex_tensor, lanes, launch, par_map,
+    quad_grid, spare, values, wgsl_kernel,
 };
 
 /// Where the τ of an operation comes from.
@@ -155,18 +155,21 @@ const QUADS: usize = LANES / 4;
 
 /// [`tau`] of elements `i0..i0 + LANES` (`i0` a multiple of 4), call for call the operations of
 /// [`tau_quad`] (so the same bits): the CPU kernels' generator.
+#[inline(always)]
 pub fn tau_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
-    normal_lanes(seed, step, j, i0).map(|z| z.clamp(-2.0, 2.0))
+    let z = normal_lanes(seed, step, j, i0);
+    lanes!(l in LANES => z[l].clamp(-2.0, 2.0))
 }
 
 /// [`normal_quad`]'s draws of elements `i0..i0 + LANES`, the same bits.
+#[inline(always)]
 pub fn normal_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
     const M0: u32 = 0xD251_1F53;
     const M1: u32 = 0xCD9E_8D57;
     const W0: u32 = 0x9E37_79B9;
     const W1: u32 = 0xBB67_AE85;
     debug_assert!(i0.is_multiple_of(4), "τ blocks start on a quad");
-    let mut c0: [u32; QUADS] = std::array::from_fn(|l| (i0 / 4).wrapping_add(l as u32));
+    let mut c0: [u32; QUADS] = lanes!(l in QUADS => (i0 / 4).wrapping_add(l as u32));
     let mut c1 = [j; QUADS];
     let mut c2 = [0u32; QUADS];
     let mut c3 = [0u32; QUADS];
@@ -187,9 +190,9 @@ pub fn normal_lanes(seed: u32, step: u32, j: u32, i0: u32) -> [f32; LANES] {
     // Word pair p is (c0, c1) of quad p/2 for even p, (c2, c3) for odd; its two τ are elements
     // 2p and 2p + 1. Pair by pair in plain arrays, with no branches: the loops vectorise.
     let x: [u32; 2 * QUADS] =
-        std::array::from_fn(|p| if p % 2 == 0 { c0[p / 2] } else { c2[p / 2] });
+        lanes!(p in 2 * QUADS => if p % 2 == 0 { c0[p / 2] } else { c2[p / 2] });
     let y: [u32; 2 * QUADS] =
-        std::array::from_fn(|p| if p % 2 == 0 { c1[p / 2] } else { c3[p / 2] });
+        lanes!(p in 2 * QUADS => if p % 2 == 0 { c1[p / 2] } else { c3[p / 2] });
     let mut out = [0.0; LANES];
     for p in 0..2 * QUADS {
         let [a, b] = box_muller(x[p], y[p]);
@@ -377,6 +380,7 @@ impl<'a> CpuTau<'a> {
     }
 
     /// τ of the block at `i0` (values past the end, drawn or padded, are thrown away).
+    #[inline(always)]
     pub(super) fn block(&self, i0: usize) -> [f32; LANES] {
         match self {
             Self::Philox { seed, step, j } => tau_lanes(*seed, *step, *j, i0 as u32),
@@ -385,30 +389,75 @@ impl<'a> CpuTau<'a> {
     }
 }
 
+/// θ + exp(p)·τ, block by block.
+struct Inject<'a> {
+    theta: &'a [f32],
+    p: &'a [f32],
+    tau: CpuTau<'a>,
+}
+
+impl Blocks<1> for Inject<'_> {
+    #[inline(always)]
+    fn block(&self, i0: usize) -> [[f32; LANES]; 1] {
+        let (t, theta, p) = (self.tau.block(i0), block(self.theta, i0), block(self.p, i0));
+        [lanes!(l in LANES => theta[l] + exp_f32(p[l]) * t[l])]
+    }
+}
+
 pub(super) fn inject_cpu(theta: FlexTensor, p: FlexTensor, tau: Tau<Flex>, j: u32) -> FlexTensor {
     assert_eq!(theta.shape(), p.shape(), "θ and p must have the same shape");
     let (theta_v, p_v) = (values(&theta), values(&p));
     let n = theta_v.len();
     let tau = CpuTau::new(&tau, j, n);
-    let [out] = par_map(n, |i0| {
-        let (t, theta, p) = (tau.block(i0), block(&theta_v, i0), block(&p_v, i0));
-        [std::array::from_fn(|l| theta[l] + exp_f32(p[l]) * t[l])]
-    });
+    let [out] = par_map(
+        n,
+        &Inject {
+            theta: &theta_v,
+            p: &p_v,
+            tau,
+        },
+    );
     flex_tensor(out, theta.shape())
+}
+
+/// θ + s·z (z unclipped; `theta` None: z alone, clipped, i.e. τ), block by block.
+struct Draw<'a> {
+    theta: Option<&'a [f32]>,
+    scale: f32,
+    key: (u32, u32, u32),
+}
+
+impl Blocks<1> for Draw<'_> {
+    #[inline(always)]
+    fn block(&self, i0: usize) -> [[f32; LANES]; 1] {
+        let (seed, step, j) = self.key;
+        match self.theta {
+            Some(theta) => {
+                let (z, theta) = (normal_lanes(seed, step, j, i0 as u32), block(theta, i0));
+                [lanes!(l in LANES => theta[l] + self.scale * z[l])]
+            }
+            None => [tau_lanes(seed, step, j, i0 as u32)],
+        }
+    }
 }
 
 pub(super) fn prior_cpu(theta: FlexTensor, scale: f32, seed: u32, step: u32, j: u32) -> FlexTensor {
     let theta_v = values(&theta);
-    let [out] = par_map(theta_v.len(), |i0| {
-        let (z, theta) = (normal_lanes(seed, step, j, i0 as u32), block(&theta_v, i0));
-        [std::array::from_fn(|l| theta[l] + scale * z[l])]
-    });
+    let draw = Draw {
+        theta: Some(&theta_v),
+        scale,
+        key: (seed, step, j),
+    };
+    let [out] = par_map(theta_v.len(), &draw);
     flex_tensor(out, theta.shape())
 }
 
 pub(super) fn draw_cpu(shape: Shape, seed: u32, step: u32, j: u32) -> FlexTensor {
-    let [out] = par_map(shape.num_elements(), |i0| {
-        [tau_lanes(seed, step, j, i0 as u32)]
-    });
+    let draw = Draw {
+        theta: None,
+        scale: 0.0,
+        key: (seed, step, j),
+    };
+    let [out] = par_map(shape.num_elements(), &draw);
     flex_tensor(out, shape)
 }

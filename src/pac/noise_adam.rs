@@ -28,8 +28,8 @@ use burn::tensor::{DType, Shape, Tensor};
 use super::backend::{AdamScalars, Inputs, PacBackend, Tau};
 use super::noise::{CpuTau, NoiseSource, tau_params};
 use crate::kernel::{
-    Io, LANES, bind, block, dense, empty, exp_f32, expm1_block, flex_tensor, launch, par_map,
-    quad_grid, spare, step_block, values, wgsl_kernel, writable,
+    Blocks, Io, LANES, bind, block, dense, empty, exp_f32, expm1_block, flex_tensor, lanes, launch,
+    par_fill, quad_grid, spare, step_block, values, wgsl_kernel, writable,
 };
 use crate::model::trainable::Group;
 
@@ -351,6 +351,59 @@ pub(super) fn step_wgsl(
 
 // ---- CPU: the same formulas in Rust ----------------------------------------------------------
 
+/// One tensor's inputs on the CPU device, block by block.
+struct Lanes<'a> {
+    tau: CpuTau<'a>,
+    p: &'a [f32],
+    g: &'a [f32],
+    theta: &'a [f32],
+    theta0: &'a [f32],
+    /// m and v; None before the first step.
+    moments: Option<(&'a [f32], &'a [f32])>,
+    b_j: f32,
+    /// exp(−2 b_j)/(nγ): the KL pull's weight on θ − θ0.
+    pull: f32,
+    s: AdamScalars,
+}
+
+impl Blocks<5> for Lanes<'_> {
+    /// New p, m, v, g_θ and g_p of the block at i0, operation for operation as the shader does
+    /// them.
+    #[inline(always)]
+    fn block(&self, i0: usize) -> [[f32; LANES]; 5] {
+        let s = &self.s;
+        let (t, p, g) = (self.tau.block(i0), block(self.p, i0), block(self.g, i0));
+        let (theta, theta0) = (block(self.theta, i0), block(self.theta0, i0));
+        let (m0, v0) = match self.moments {
+            Some((m, v)) => (block(m, i0), block(v, i0)),
+            None => ([0.0; LANES], [0.0; LANES]),
+        };
+        let kl = expm1_block(&lanes!(l in LANES => 2.0 * (p[l] - self.b_j)), false);
+        let mut out = [[0.0f32; LANES]; 5];
+        for l in 0..LANES {
+            let gp = exp_f32(p[l]) * t[l] * g[l] + s.kl_coef * kl[l];
+            let m = m0[l] * s.beta1 + gp * s.one_minus_beta1;
+            let v = v0[l] * s.beta2 + (gp * gp) * s.one_minus_beta2;
+            let step = (m / s.c1) / ((v / s.c2).sqrt() + s.eps) * s.lr;
+            let g_theta = g[l] + self.pull * (theta[l] - theta0[l]);
+            [out[0][l], out[1][l], out[2][l], out[3][l], out[4][l]] =
+                [p[l] - step, m, v, g_theta, gp];
+        }
+        out
+    }
+}
+
+/// [`Lanes`] without p's gradient.
+struct WithoutGrad<'a>(Lanes<'a>);
+
+impl Blocks<4> for WithoutGrad<'_> {
+    #[inline(always)]
+    fn block(&self, i0: usize) -> [[f32; LANES]; 4] {
+        let [p, m, v, g_theta, _] = self.0.block(i0);
+        [p, m, v, g_theta]
+    }
+}
+
 pub(super) fn step_cpu(
     x: Inputs<FlexTensor>,
     tau: Tau<Flex>,
@@ -376,47 +429,32 @@ pub(super) fn step_cpu(
         "moments of tensor {j}: m then v"
     );
     let moments = mv.as_ref().map(|mv| mv.split_at(n));
-    let tau = CpuTau::new(&tau, j, n);
-    // New p, m, v, g_θ and g_p of the block at i0, operation for operation as the shader does
-    // them.
-    let lanes = |i0: usize| {
-        let (t, p, g) = (tau.block(i0), block(&p_v, i0), block(&g_v, i0));
-        let (theta, theta0) = (block(&theta_v, i0), block(&theta0_v, i0));
-        let (m0, v0) = match &moments {
-            Some((m, v)) => (block(m, i0), block(v, i0)),
-            None => ([0.0; LANES], [0.0; LANES]),
-        };
-        let kl = expm1_block(&std::array::from_fn(|l| 2.0 * (p[l] - b_j)), false);
-        let mut out = [[0.0f32; LANES]; 5];
-        for l in 0..LANES {
-            let gp = exp_f32(p[l]) * t[l] * g[l] + s.kl_coef * kl[l];
-            let m = m0[l] * s.beta1 + gp * s.one_minus_beta1;
-            let v = v0[l] * s.beta2 + (gp * gp) * s.one_minus_beta2;
-            let step = (m / s.c1) / ((v / s.c2).sqrt() + s.eps) * s.lr;
-            let g_theta = g[l] + pull * (theta[l] - theta0[l]);
-            [out[0][l], out[1][l], out[2][l], out[3][l], out[4][l]] =
-                [p[l] - step, m, v, g_theta, gp];
-        }
-        out
+    let lanes = Lanes {
+        tau: CpuTau::new(&tau, j, n),
+        p: &p_v,
+        g: &g_v,
+        theta: &theta_v,
+        theta0: &theta0_v,
+        moments,
+        b_j,
+        pull,
+        s,
     };
     let tensor = |v: Vec<f32>| flex_tensor(v, shape.clone());
-    let moments = |mut m: Vec<f32>, v: Vec<f32>| {
-        m.extend_from_slice(&v);
-        flex_tensor(m, Shape::new([2 * n]))
-    };
-    if write_grad {
-        let [p, m, v, g_theta, grad] = par_map(n, lanes);
-        (
-            tensor(p),
-            moments(m, v),
-            tensor(g_theta),
-            Some(tensor(grad)),
-        )
+    let (mut p, mut mv, mut g_theta) = (vec![0.0; n], vec![0.0; 2 * n], vec![0.0; n]);
+    let (m, v) = mv.split_at_mut(n);
+    let grad = if write_grad {
+        let mut grad = vec![0.0; n];
+        par_fill([&mut p, m, v, &mut g_theta, &mut grad], &lanes);
+        Some(tensor(grad))
     } else {
-        let [p, m, v, g_theta] = par_map(n, |i0| {
-            let [p, m, v, g_theta, _] = lanes(i0);
-            [p, m, v, g_theta]
-        });
-        (tensor(p), moments(m, v), tensor(g_theta), None)
-    }
+        par_fill([&mut p, m, v, &mut g_theta], &WithoutGrad(lanes));
+        None
+    };
+    (
+        tensor(p),
+        flex_tensor(mv, Shape::new([2 * n])),
+        tensor(g_theta),
+        grad,
+    )
 }
