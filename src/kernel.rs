@@ -304,6 +304,15 @@ pub(crate) fn exmx_f32(y: f32) -> f32 {
     if y.abs() < 0.5 { taylor_tail(y) } else { far }
 }
 
+/// Adds `lanes`' first `valid` values to `acc`, lane by lane (the lanes past a row's end repeat
+/// its last value, see [`block`]).
+#[inline(always)]
+pub(crate) fn add_lanes(acc: &mut [f32; LANES], lanes: &[f32; LANES], valid: usize) {
+    for l in 0..LANES {
+        acc[l] += if l < valid { lanes[l] } else { 0.0 };
+    }
+}
+
 /// [`expm1_f32`] (`minus_y` false) or [`exmx_f32`] (true) of a block, skipping the exponential
 /// where every lane takes the Taylor branch (the common case: p stays near b_j); the same bits.
 #[inline(always)]
@@ -340,10 +349,16 @@ pub(crate) trait BlockSums: Sync {
     fn sums(&self, i0: usize, len: usize) -> [f64; 3];
 }
 
-/// A CPU kernel computed a row at a time.
-pub(crate) trait Rows: Sync {
-    /// Fills `out` with the values of row `r`.
-    fn row(&self, r: usize, out: &mut [f32]);
+/// A CPU kernel computed a row at a time, with `K` outputs.
+pub(crate) trait Rows<const K: usize>: Sync {
+    /// Fills each output's row `r`.
+    fn row(&self, r: usize, out: [&mut [f32]; K]);
+}
+
+/// A CPU kernel that sums a vector over rows.
+pub(crate) trait RowSums: Sync {
+    /// Adds row `r`'s terms to `acc`.
+    fn add_row(&self, r: usize, acc: &mut [f64]);
 }
 
 /// The `n` values of each of `K` outputs of `kernel`, over the CPU's threads.
@@ -411,31 +426,77 @@ fn add3(a: [f64; 3], b: [f64; 3]) -> [f64; 3] {
     [a[0] + b[0], a[1] + b[1], a[2] + b[2]]
 }
 
-/// Every row of `row_len` values of `out` from `kernel`, over the CPU's threads.
-pub(crate) fn par_rows(out: &mut [f32], row_len: usize, kernel: &impl Rows) {
-    let rows_per_chunk = chunk_len(out.len()).div_ceil(row_len.max(1)).max(1);
-    if rows_per_chunk * row_len >= out.len() {
+/// Every row of `rows` of each of `K` outputs from `kernel`, over the CPU's threads; output `k`
+/// holds `rows` rows of `out[k].len() / rows` values.
+pub(crate) fn par_rows<const K: usize>(rows: usize, out: [&mut [f32]; K], kernel: &impl Rows<K>) {
+    let widths = out.each_ref().map(|o| o.len() / rows.max(1));
+    let rows_per_chunk = chunk_len(out[0].len()).div_ceil(widths[0].max(1)).max(1);
+    if rows_per_chunk >= rows {
         simd(FillRows {
             kernel,
-            row_len,
+            widths,
             first: 0,
-            part: out,
+            parts: out,
         });
         return;
     }
     std::thread::scope(|scope| {
-        for (c, part) in out.chunks_mut(rows_per_chunk * row_len).enumerate() {
+        let mut parts = out
+            .into_iter()
+            .zip(widths)
+            .map(|(o, w)| o.chunks_mut(rows_per_chunk * w))
+            .collect::<Vec<_>>();
+        for c in 0..rows.div_ceil(rows_per_chunk) {
+            let part: [&mut [f32]; K] =
+                std::array::from_fn(|k| parts[k].next().expect("one chunk per output"));
             let first = c * rows_per_chunk;
             scope.spawn(move || {
                 simd(FillRows {
                     kernel,
-                    row_len,
+                    widths,
                     first,
-                    part,
+                    parts: part,
                 })
             });
         }
     });
+}
+
+/// The sums over all `rows` of `kernel`'s `width` terms, in f64, over the CPU's threads.
+pub(crate) fn par_row_sums(rows: usize, width: usize, kernel: &impl RowSums) -> Vec<f64> {
+    let rows_per_chunk = chunk_len(rows * width).div_ceil(width.max(1)).max(1);
+    let chunks: Vec<_> = (0..rows)
+        .step_by(rows_per_chunk)
+        .map(|first| first..rows.min(first + rows_per_chunk))
+        .collect();
+    let sum = |range| {
+        simd(FoldRows {
+            kernel,
+            width,
+            range,
+        })
+    };
+    let parts: Vec<Vec<f64>> = if chunks.len() <= 1 {
+        vec![sum(0..rows)]
+    } else {
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = chunks
+                .into_iter()
+                .map(|range| scope.spawn(move || sum(range)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("CPU kernel thread panicked"))
+                .collect()
+        })
+    };
+    let mut total = vec![0.0; width];
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            *t += p;
+        }
+    }
+    total
 }
 
 /// One thread's share of a kernel: what [`simd`] compiles twice.
@@ -484,21 +545,48 @@ impl<B: BlockSums> Job for Sum<'_, B> {
     }
 }
 
-struct FillRows<'a, B> {
+struct FillRows<'a, const K: usize, B> {
     kernel: &'a B,
-    row_len: usize,
+    widths: [usize; K],
     first: usize,
-    part: &'a mut [f32],
+    parts: [&'a mut [f32]; K],
 }
 
-impl<B: Rows> Job for FillRows<'_, B> {
+impl<const K: usize, B: Rows<K>> Job for FillRows<'_, K, B> {
     type Out = ();
 
     #[inline(always)]
     fn run(self) {
-        for (r, row) in self.part.chunks_mut(self.row_len).enumerate() {
+        let rows = self.parts[0].len() / self.widths[0].max(1);
+        let mut rest = self.parts;
+        for r in 0..rows {
+            let mut row: [&mut [f32]; K] = std::array::from_fn(|_| Default::default());
+            for k in 0..K {
+                let (head, tail) = std::mem::take(&mut rest[k]).split_at_mut(self.widths[k]);
+                row[k] = head;
+                rest[k] = tail;
+            }
             self.kernel.row(self.first + r, row);
         }
+    }
+}
+
+struct FoldRows<'a, B> {
+    kernel: &'a B,
+    width: usize,
+    range: std::ops::Range<usize>,
+}
+
+impl<B: RowSums> Job for FoldRows<'_, B> {
+    type Out = Vec<f64>;
+
+    #[inline(always)]
+    fn run(self) -> Vec<f64> {
+        let mut acc = vec![0.0; self.width];
+        for r in self.range {
+            self.kernel.add_row(r, &mut acc);
+        }
+        acc
     }
 }
 

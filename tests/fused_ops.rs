@@ -1,12 +1,16 @@
 //! The model's fused ops, each a WGSL kernel and its CPU twin with their own backward pass
-//! (`model::gelu`, `model::softmax`), against the same function written from primitive ops and
-//! differentiated by autodiff: values and gradients on random inputs, on every test device.
+//! (`model::gelu`, `model::softmax`, `model::layer_norm`), against the same function written
+//! from primitive ops and differentiated by autodiff: values and gradients on random inputs, on
+//! every test device.
 
 mod common;
 
+use burn::module::Param;
+use burn::nn::LayerNormConfig;
 use burn::tensor::activation;
 use burn::tensor::{Device, Distribution, Tensor};
 use pac_wgpu::model::gelu::gelu;
+use pac_wgpu::model::layer_norm::LayerNorm;
 use pac_wgpu::model::softmax::softmax;
 
 /// GELU from primitives: x · (erf(x/√2) + 1)/2.
@@ -98,5 +102,59 @@ fn softmax_matches_burns_composition_in_value_and_gradient_on_every_device() {
         assert!(dg <= 2e-6, "gradient {dg} from the composition");
         assert!(ty <= 1e-6, "value {ty} from the CPU twin");
         assert!(tg <= 1e-6, "gradient {tg} from the CPU twin");
+    }
+}
+
+#[test]
+fn layer_norm_matches_burns_module_in_value_and_gradients_on_every_device() {
+    let host = Device::flex();
+    host.seed(13);
+    // Rows of 37 (no multiple of the CPU's blocks), away from zero mean and unit variance.
+    let shape = [3, 29, 37];
+    let x = Tensor::<3>::random(shape, Distribution::Normal(0.7, 2.5), &host);
+    let w = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &host);
+    let gamma = Tensor::<1>::random([37], Distribution::Normal(1.0, 0.3), &host);
+    let beta = Tensor::<1>::random([37], Distribution::Normal(0.0, 0.3), &host);
+    let eps = 1e-12;
+    // The value, then the gradients for x, γ and β of Σ w·f(x), through `ours` or Burn's module.
+    let run = |ours: bool, device: &Device| -> [Vec<f32>; 4] {
+        let on = |t: &Tensor<1>| Param::from_tensor(Tensor::from_data(t.to_data(), device));
+        let x = Tensor::<3>::from_data(x.to_data(), device).require_grad();
+        let (y, g, b) = if ours {
+            let mut m = LayerNorm::new(37, eps, device);
+            (m.gamma, m.beta) = (on(&gamma), on(&beta));
+            (m.forward(x.clone()), m.gamma.val(), m.beta.val())
+        } else {
+            let mut m = LayerNormConfig::new(37).with_epsilon(eps).init(device);
+            (m.gamma, m.beta) = (on(&gamma), Some(on(&beta)));
+            let b = m.beta.as_ref().expect("β").val();
+            (m.forward(x.clone()), m.gamma.val(), b)
+        };
+        let grads = (y.clone() * Tensor::from_data(w.to_data(), device))
+            .sum()
+            .backward();
+        let read = |t: burn::tensor::TensorData| t.try_to_vec::<f32>().unwrap();
+        [
+            read(y.inner().into_data()),
+            read(x.grad(&grads).expect("x's gradient").into_data()),
+            read(g.grad(&grads).expect("γ's gradient").into_data()),
+            read(b.grad(&grads).expect("β's gradient").into_data()),
+        ]
+    };
+    let twin = run(true, &host.clone().autodiff());
+    for selected in common::test_devices() {
+        let device = selected.device.clone().autodiff();
+        let (ours, burns) = (run(true, &device), run(false, &device));
+        let names = ["value", "x's gradient", "γ's gradient", "β's gradient"];
+        for (k, name) in names.iter().enumerate() {
+            let (d, t) = (worst(&ours[k], &burns[k]), worst(&ours[k], &twin[k]));
+            eprintln!(
+                "layer norm on {}: {name} {d:.2e} from Burn's, {t:.2e} from the CPU twin",
+                selected.name
+            );
+            // γ's and β's gradients are sums over 87 rows.
+            assert!(d <= 1e-5, "{name} {d} from Burn's module");
+            assert!(t <= 1e-5, "{name} {t} from the CPU twin");
+        }
     }
 }

@@ -7,14 +7,14 @@
 
 use burn::module::Module;
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
-    Linear, LinearConfig,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
 };
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
 use super::gelu::gelu;
+use super::layer_norm::LayerNorm;
 use super::softmax::softmax;
 
 /// Added to attention scores at masked key positions (HF uses the dtype's minimum; any value
@@ -52,9 +52,7 @@ impl Embeddings {
             word_embeddings: emb(c.vocab_size),
             position_embeddings: emb(c.max_position_embeddings),
             token_type_embeddings: emb(c.type_vocab_size),
-            layer_norm: LayerNormConfig::new(c.hidden_size)
-                .with_epsilon(c.layer_norm_eps)
-                .init(device),
+            layer_norm: LayerNorm::new(c.hidden_size, c.layer_norm_eps, device),
             dropout: DropoutConfig::new(dropout).init(),
         }
     }
@@ -125,9 +123,7 @@ impl ResidualOutput {
     fn new(d_in: usize, c: &BertConfig, dropout: f64, device: &Device) -> Self {
         ResidualOutput {
             dense: linear(d_in, c.hidden_size, device),
-            layer_norm: LayerNormConfig::new(c.hidden_size)
-                .with_epsilon(c.layer_norm_eps)
-                .init(device),
+            layer_norm: LayerNorm::new(c.hidden_size, c.layer_norm_eps, device),
             dropout: DropoutConfig::new(dropout).init(),
         }
     }

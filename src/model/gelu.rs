@@ -17,8 +17,8 @@ use burn::backend::{
 use burn::tensor::{DType, Tensor};
 
 use crate::kernel::{
-    Blocks, Io, LANES, block, dense, empty, exp_f32, flex_tensor, lanes, launch, par_map,
-    quad_grid, values, wgsl_kernel,
+    Blocks, Io, LANES, bind, block, dense, empty, exp_f32, flex_tensor, lanes, launch, par_map,
+    quad_grid, spare, values, wgsl_kernel,
 };
 
 /// x·Φ(x) for every element of `x`, differentiable on autodiff devices.
@@ -54,15 +54,11 @@ impl GeluBackend for Cube {
 fn launch_gelu(op: u32, x: CubeTensor, dy: Option<CubeTensor>) -> CubeTensor {
     let out = empty(&x, x.shape(), DType::F32);
     let n = x.shape().num_elements();
-    // The forward pass reads no dy: x fills its binding, marked unused.
-    let (dy, dy_io) = match &dy {
-        Some(dy) => (dy, Io::Read),
-        None => (&x, Io::Unused),
-    };
+    let unused = spare(&x);
     let buffers = [
         (&out.handle, Io::Write),
         (&x.handle, Io::Read),
-        (&dy.handle, dy_io),
+        bind(dy.as_ref(), Io::Read, &unused),
     ];
     let params = [op, u32::try_from(n).expect("tensor too large"), 0, 0];
     launch(&out, GeluKernel, quad_grid(n), &buffers, &[&params]);

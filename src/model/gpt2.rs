@@ -5,11 +5,12 @@
 //! uses too, so [`Conv1D`] holds them untransposed (burn-store transposes only `Linear`).
 
 use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig};
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::bert::{MASKED_SCORE, padding_bias};
 use super::config::Gpt2Config;
+use super::layer_norm::LayerNorm;
 use super::softmax::softmax;
 
 /// GPT-2's tanh approximation of GELU (HF `gelu_new`).
@@ -101,11 +102,7 @@ pub struct Block {
 
 impl Block {
     fn new(c: &Gpt2Config, dropout: f64, device: &Device) -> Self {
-        let ln = || {
-            LayerNormConfig::new(c.n_embd)
-                .with_epsilon(c.layer_norm_epsilon)
-                .init(device)
-        };
+        let ln = || LayerNorm::new(c.n_embd, c.layer_norm_epsilon, device);
         Block {
             ln_1: ln(),
             attn: Attention {
@@ -154,9 +151,7 @@ impl Gpt2 {
             h: (0..c.n_layer)
                 .map(|_| Block::new(c, dropout, device))
                 .collect(),
-            ln_f: LayerNormConfig::new(c.n_embd)
-                .with_epsilon(c.layer_norm_epsilon)
-                .init(device),
+            ln_f: LayerNorm::new(c.n_embd, c.layer_norm_epsilon, device),
         }
     }
 

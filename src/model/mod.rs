@@ -8,6 +8,7 @@ pub mod gelu;
 pub mod gpt2;
 #[cfg(feature = "native")]
 pub mod hub;
+pub mod layer_norm;
 pub mod load;
 pub mod roberta;
 pub mod softmax;

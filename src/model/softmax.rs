@@ -17,8 +17,8 @@ use burn::backend::{
 use burn::tensor::{DType, Shape, Tensor};
 
 use crate::kernel::{
-    Io, LANES, Rows, block, dense, empty, exp_f32, flex_tensor, lanes, launch, par_rows,
-    thread_grid, values, wgsl_kernel,
+    Io, LANES, Rows, add_lanes, bind, block, dense, empty, exp_f32, flex_tensor, lanes, launch,
+    par_rows, spare, thread_grid, values, wgsl_kernel,
 };
 
 /// Softmax of `x` along its last dimension, differentiable on autodiff devices.
@@ -63,15 +63,11 @@ impl SoftmaxBackend for Cube {
 fn launch_softmax(op: u32, x: CubeTensor, dy: Option<CubeTensor>) -> CubeTensor {
     let out = empty(&x, x.shape(), DType::F32);
     let (rows, len) = rows(&x.shape());
-    // The forward pass reads no dy: x fills its binding, marked unused.
-    let (dy, dy_io) = match &dy {
-        Some(dy) => (dy, Io::Read),
-        None => (&x, Io::Unused),
-    };
+    let unused = spare(&x);
     let buffers = [
         (&out.handle, Io::Write),
         (&x.handle, Io::Read),
-        (&dy.handle, dy_io),
+        bind(dy.as_ref(), Io::Read, &unused),
     ];
     let word = |v: usize| u32::try_from(v).expect("tensor too large");
     let params = [op, word(rows), word(len), 0];
@@ -81,23 +77,14 @@ fn launch_softmax(op: u32, x: CubeTensor, dy: Option<CubeTensor>) -> CubeTensor 
 
 // ---- CPU: the same formulas in Rust ----------------------------------------------------------
 
-/// Adds `lanes`' first `valid` values to `acc`, lane by lane (the lanes past a row's end repeat
-/// its last value, see [`block`]).
-#[inline(always)]
-fn add_lanes(acc: &mut [f32; LANES], lanes: &[f32; LANES], valid: usize) {
-    for l in 0..LANES {
-        acc[l] += if l < valid { lanes[l] } else { 0.0 };
-    }
-}
-
 /// The softmax of each row of `x`.
 struct ForwardCpu<'a> {
     x: &'a [f32],
 }
 
-impl Rows for ForwardCpu<'_> {
+impl Rows<1> for ForwardCpu<'_> {
     #[inline(always)]
-    fn row(&self, r: usize, out: &mut [f32]) {
+    fn row(&self, r: usize, [out]: [&mut [f32]; 1]) {
         let len = out.len();
         let row = &self.x[r * len..(r + 1) * len];
         let mut top = [f32::NEG_INFINITY; LANES];
@@ -127,9 +114,9 @@ struct BackwardCpu<'a> {
     dy: &'a [f32],
 }
 
-impl Rows for BackwardCpu<'_> {
+impl Rows<1> for BackwardCpu<'_> {
     #[inline(always)]
-    fn row(&self, r: usize, out: &mut [f32]) {
+    fn row(&self, r: usize, [out]: [&mut [f32]; 1]) {
         let len = out.len();
         let (y_row, dy_row) = (
             &self.y[r * len..(r + 1) * len],
@@ -151,14 +138,18 @@ impl Rows for BackwardCpu<'_> {
 pub(crate) fn forward_cpu(x: FlexTensor) -> FlexTensor {
     let (xv, shape) = (values(&x), x.shape());
     let mut out = vec![0.0f32; xv.len()];
-    par_rows(&mut out, rows(&shape).1, &ForwardCpu { x: &xv });
+    par_rows(rows(&shape).0, [&mut out], &ForwardCpu { x: &xv });
     flex_tensor(out, shape)
 }
 
 pub(crate) fn backward_cpu(y: FlexTensor, dy: FlexTensor) -> FlexTensor {
     let (yv, dyv, shape) = (values(&y), values(&dy), y.shape());
     let mut out = vec![0.0f32; yv.len()];
-    par_rows(&mut out, rows(&shape).1, &BackwardCpu { y: &yv, dy: &dyv });
+    par_rows(
+        rows(&shape).0,
+        [&mut out],
+        &BackwardCpu { y: &yv, dy: &dyv },
+    );
     flex_tensor(out, shape)
 }
 

@@ -1,0 +1,371 @@
+//! LayerNorm along the last dimension (HF `LayerNorm`, whose `weight` and `bias` are `gamma`
+//! and `beta` here, as Burn names them) as one op each way with its own backward pass:
+//! shaders/layer_norm.wgsl on wgpu devices, plain Rust on the CPU device. Autodiff would
+//! otherwise record Burn's layer norm as nine ops and run their backward passes one by one.
+
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::FlexTensor;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::wgpu::CubeTensor;
+use burn::backend::{
+    AutodiffBackend, Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension,
+};
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::{DType, Device, Shape, Tensor};
+
+use burn::cubecl::server::Handle;
+
+use crate::kernel::{
+    Io, LANES, RowSums, Rows, add_lanes, bind, block, dense, empty, flex_tensor, lanes, launch,
+    par_row_sums, par_rows, spare, thread_grid, values, wgsl_kernel,
+};
+
+/// γ·(x − μ)/√(σ² + ε) + β over the last dimension of the input, μ and σ² its mean and
+/// (biased) variance there.
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    epsilon: f64,
+}
+
+impl LayerNorm {
+    /// γ = 1 and β = 0 over `d` features.
+    pub fn new(d: usize, epsilon: f64, device: &Device) -> Self {
+        LayerNorm {
+            gamma: Initializer::Ones.init([d], device),
+            beta: Initializer::Zeros.init([d], device),
+            epsilon,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let (y, _stats) = <Dispatch as LayerNormBackend>::layer_norm_forward(
+            x.into_dispatch(),
+            self.gamma.val().into_dispatch(),
+            self.beta.val().into_dispatch(),
+            self.epsilon as f32,
+        );
+        Tensor::from_dispatch(y)
+    }
+}
+
+#[backend_extension(Cube, Flex, Autodiff)]
+pub trait LayerNormBackend: Backend {
+    /// (y, stats): y = γ·x̂ + β with x̂ = (x − μ)·r, r = 1/√(σ² + ε), along the last
+    /// dimension; stats `[rows, 2]` holds each row's (μ, r) for the backward pass.
+    fn layer_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>);
+
+    /// The gradients (x, γ, β) of Σ dy·y.
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+/// (rows, values per row) of a tensor taken along its last dimension.
+fn rows(shape: &Shape) -> (usize, usize) {
+    let len = shape.as_slice().last().copied().unwrap_or(1);
+    (shape.num_elements() / len.max(1), len)
+}
+
+// ---- wgpu: shaders/layer_norm.wgsl -----------------------------------------------------------
+
+wgsl_kernel!(LayerNormKernel, "layer_norm.wgsl");
+
+const OP_FORWARD: u32 = 0;
+const OP_BACKWARD_INPUT: u32 = 1;
+const OP_BACKWARD_PARAMS: u32 = 2;
+
+impl LayerNormBackend for Cube {
+    fn layer_norm_forward(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        beta: CubeTensor,
+        epsilon: f32,
+    ) -> (CubeTensor, CubeTensor) {
+        let (x, gamma, beta) = (dense(x), dense(gamma), dense(beta));
+        let (n, len) = rows(&x.shape());
+        let y = empty(&x, x.shape(), DType::F32);
+        let stats = empty(&x, Shape::new([n, 2]), DType::F32);
+        let unused = spare(&x);
+        let buffers = [
+            (&y.handle, Io::Write),
+            (&x.handle, Io::Read),
+            (&gamma.handle, Io::Read),
+            (&beta.handle, Io::Read),
+            bind(None, Io::Unused, &unused),
+            (&stats.handle, Io::Write),
+        ];
+        launch_layer_norm(&x, OP_FORWARD, (n, len, epsilon), n, &buffers);
+        (y, stats)
+    }
+
+    fn layer_norm_backward(
+        x: CubeTensor,
+        gamma: CubeTensor,
+        stats: CubeTensor,
+        dy: CubeTensor,
+    ) -> (CubeTensor, CubeTensor, CubeTensor) {
+        let (x, gamma, stats, dy) = (dense(x), dense(gamma), dense(stats), dense(dy));
+        let (n, len) = rows(&x.shape());
+        let dx = empty(&x, x.shape(), DType::F32);
+        let dgamma = empty(&x, Shape::new([len]), DType::F32);
+        let dbeta = empty(&x, Shape::new([len]), DType::F32);
+        let unused = [spare(&x), spare(&x)];
+        let mut buffers = [
+            (&dx.handle, Io::Write),
+            (&x.handle, Io::Read),
+            (&gamma.handle, Io::Read),
+            bind(None, Io::Unused, &unused[0]),
+            (&dy.handle, Io::Read),
+            (&stats.handle, Io::Read),
+        ];
+        launch_layer_norm(&x, OP_BACKWARD_INPUT, (n, len, 0.0), n, &buffers);
+        buffers[0] = (&dgamma.handle, Io::Write);
+        buffers[2] = bind(None, Io::Unused, &unused[1]);
+        buffers[3] = (&dbeta.handle, Io::Write);
+        launch_layer_norm(&x, OP_BACKWARD_PARAMS, (n, len, 0.0), len, &buffers);
+        (dx, dgamma, dbeta)
+    }
+}
+
+/// One launch of `threads` threads on `on`'s device over `buffers` (the shader's bindings
+/// 0–5), for `n` rows of `len` values and ε.
+fn launch_layer_norm(
+    on: &CubeTensor,
+    op: u32,
+    (n, len, epsilon): (usize, usize, f32),
+    threads: usize,
+    buffers: &[(&Handle, Io); 6],
+) {
+    let word = |v: usize| u32::try_from(v).expect("tensor too large");
+    let params = [op, word(n), word(len), epsilon.to_bits()];
+    launch(
+        on,
+        LayerNormKernel,
+        thread_grid(threads),
+        buffers,
+        &[&params],
+    );
+}
+
+// ---- CPU: the same formulas in Rust ----------------------------------------------------------
+
+/// y and (μ, r) of each row of `x`.
+struct ForwardCpu<'a> {
+    x: &'a [f32],
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    epsilon: f32,
+}
+
+impl Rows<2> for ForwardCpu<'_> {
+    #[inline(always)]
+    fn row(&self, r: usize, [y, stats]: [&mut [f32]; 2]) {
+        let len = y.len();
+        let x = &self.x[r * len..(r + 1) * len];
+        let n = len as f32;
+        let mut sum = [0.0f32; LANES];
+        for i0 in (0..len).step_by(LANES) {
+            add_lanes(&mut sum, &block(x, i0), LANES.min(len - i0));
+        }
+        let mean = sum.iter().sum::<f32>() / n;
+        let mut squares = [0.0f32; LANES];
+        for i0 in (0..len).step_by(LANES) {
+            let v = block(x, i0);
+            let d: [f32; LANES] = lanes!(l in LANES => (v[l] - mean) * (v[l] - mean));
+            add_lanes(&mut squares, &d, LANES.min(len - i0));
+        }
+        let rstd = 1.0 / (squares.iter().sum::<f32>() / n + self.epsilon).sqrt();
+        for c in 0..len {
+            y[c] = (x[c] - mean) * rstd * self.gamma[c] + self.beta[c];
+        }
+        stats.copy_from_slice(&[mean, rstd]);
+    }
+}
+
+/// The inputs of the backward pass.
+struct BackwardCpu<'a> {
+    x: &'a [f32],
+    gamma: &'a [f32],
+    stats: &'a [f32],
+    dy: &'a [f32],
+    len: usize,
+}
+
+impl Rows<1> for BackwardCpu<'_> {
+    #[inline(always)]
+    fn row(&self, r: usize, [dx]: [&mut [f32]; 1]) {
+        let len = self.len;
+        let (x, dy) = (
+            &self.x[r * len..(r + 1) * len],
+            &self.dy[r * len..(r + 1) * len],
+        );
+        let (mean, rstd) = (self.stats[2 * r], self.stats[2 * r + 1]);
+        let (mut sum_g, mut sum_gx) = ([0.0f32; LANES], [0.0f32; LANES]);
+        for i0 in (0..len).step_by(LANES) {
+            let (v, d, gamma) = (block(x, i0), block(dy, i0), block(self.gamma, i0));
+            let g: [f32; LANES] = lanes!(l in LANES => d[l] * gamma[l]);
+            let gx: [f32; LANES] = lanes!(l in LANES => g[l] * ((v[l] - mean) * rstd));
+            let valid = LANES.min(len - i0);
+            add_lanes(&mut sum_g, &g, valid);
+            add_lanes(&mut sum_gx, &gx, valid);
+        }
+        let n = len as f32;
+        let mean_g = sum_g.iter().sum::<f32>() / n;
+        let mean_gx = sum_gx.iter().sum::<f32>() / n;
+        for c in 0..len {
+            let g = dy[c] * self.gamma[c];
+            let xhat = (x[c] - mean) * rstd;
+            dx[c] = rstd * (g - mean_g - xhat * mean_gx);
+        }
+    }
+}
+
+impl RowSums for BackwardCpu<'_> {
+    /// Σ dy·x̂ into `acc[..len]`, Σ dy into `acc[len..]`.
+    #[inline(always)]
+    fn add_row(&self, r: usize, acc: &mut [f64]) {
+        let len = self.len;
+        let (x, dy) = (
+            &self.x[r * len..(r + 1) * len],
+            &self.dy[r * len..(r + 1) * len],
+        );
+        let (mean, rstd) = (self.stats[2 * r], self.stats[2 * r + 1]);
+        let (gx, g) = acc.split_at_mut(len);
+        for c in 0..len {
+            gx[c] += f64::from(dy[c] * ((x[c] - mean) * rstd));
+            g[c] += f64::from(dy[c]);
+        }
+    }
+}
+
+impl LayerNormBackend for Flex {
+    fn layer_norm_forward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        epsilon: f32,
+    ) -> (FlexTensor, FlexTensor) {
+        let (xv, shape) = (values(&x), x.shape());
+        let n = rows(&shape).0;
+        let (mut y, mut stats) = (vec![0.0f32; xv.len()], vec![0.0f32; 2 * n]);
+        let kernel = ForwardCpu {
+            x: &xv,
+            gamma: &values(&gamma),
+            beta: &values(&beta),
+            epsilon,
+        };
+        par_rows(n, [&mut y, &mut stats], &kernel);
+        (
+            flex_tensor(y, shape),
+            flex_tensor(stats, Shape::new([n, 2])),
+        )
+    }
+
+    fn layer_norm_backward(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        stats: FlexTensor,
+        dy: FlexTensor,
+    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+        let (xv, shape) = (values(&x), x.shape());
+        let (n, len) = rows(&shape);
+        let (gamma, stats, dy) = (values(&gamma), values(&stats), values(&dy));
+        let kernel = BackwardCpu {
+            x: &xv,
+            gamma: &gamma,
+            stats: &stats,
+            dy: &dy,
+            len,
+        };
+        let mut dx = vec![0.0f32; xv.len()];
+        par_rows(n, [&mut dx], &kernel);
+        let sums = par_row_sums(n, 2 * len, &kernel);
+        let column = |part: usize| {
+            let v = sums[part * len..(part + 1) * len].iter().map(|&s| s as f32);
+            flex_tensor(v.collect(), Shape::new([len]))
+        };
+        (flex_tensor(dx, shape), column(0), column(1))
+    }
+}
+
+// ---- autodiff: the backward pass is the op above ----------------------------------------------
+
+#[derive(Debug)]
+struct LayerNormGrad;
+
+impl<B: LayerNormBackend> Backward<B, 3> for LayerNormGrad {
+    /// x, γ and the forward's stats.
+    type State = (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let (x, gamma, stats) = ops.state;
+        let dy = grads.consume::<B>(&ops.node);
+        let (dx, dgamma, dbeta) = B::layer_norm_backward(x, gamma, stats, dy);
+        let [x_node, gamma_node, beta_node] = ops.parents;
+        for (node, grad) in [(x_node, dx), (gamma_node, dgamma), (beta_node, dbeta)] {
+            if let Some(node) = node {
+                grads.register::<B>(node.id, grad);
+            }
+        }
+    }
+}
+
+impl<B: LayerNormBackend, C: CheckpointStrategy> LayerNormBackend for Autodiff<B, C> {
+    fn layer_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f32,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let (xp, gp, bp) = (
+            x.primitive().clone(),
+            gamma.primitive().clone(),
+            beta.primitive().clone(),
+        );
+        let (y, stats) = B::layer_norm_forward(xp.clone(), gp.clone(), bp, epsilon);
+        let y = match LayerNormGrad
+            .prepare::<C>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((xp, gp, stats.clone()), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        };
+        (y, Self::from_inner(stats))
+    }
+
+    /// Not differentiable again: the results are constants.
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        let (dx, dgamma, dbeta) = B::layer_norm_backward(
+            Self::inner(x),
+            Self::inner(gamma),
+            Self::inner(stats),
+            Self::inner(dy),
+        );
+        (
+            Self::from_inner(dx),
+            Self::from_inner(dgamma),
+            Self::from_inner(dbeta),
+        )
+    }
+}
