@@ -337,6 +337,12 @@ fn taylor_tail(y: f32) -> f32 {
                         + y * (1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0)))))))
 }
 
+/// (rows, values per row) of a tensor of `shape` taken along its last dimension.
+pub(crate) fn rows(shape: &Shape) -> (usize, usize) {
+    let len = shape.as_slice().last().copied().unwrap_or(1);
+    (shape.num_elements() / len.max(1), len)
+}
+
 /// A CPU kernel with `K` outputs, computed a block of [`LANES`] elements at a time.
 pub(crate) trait Blocks<const K: usize>: Sync {
     /// The outputs of the elements `i0..i0 + LANES` (lanes past the end are thrown away).

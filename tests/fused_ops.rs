@@ -21,7 +21,7 @@ fn gelu_composed(x: Tensor<3>) -> Tensor<3> {
 
 /// The output of `f` and the gradient of Σ w·f(x) for the input `x`.
 fn value_and_grad<const D: usize>(
-    f: impl Fn(Tensor<D>) -> Tensor<D>,
+    f: &impl Fn(Tensor<D>) -> Tensor<D>,
     x: &Tensor<D>,
     w: &Tensor<D>,
     device: &Device,
@@ -45,6 +45,38 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, f32::max)
 }
 
+/// `ours` against `reference` on every test device, and against `ours` on the CPU device, in
+/// value and in the gradient of Σ w·f(x): within `tolerance` of the reference, 1e-6 of the twin
+/// (the same formulas; a device's exp and its rounding may differ by a few ulp).
+fn check_on_every_device<const D: usize>(
+    name: &str,
+    ours: impl Fn(Tensor<D>) -> Tensor<D>,
+    reference: impl Fn(Tensor<D>) -> Tensor<D>,
+    (x, w): (&Tensor<D>, &Tensor<D>),
+    tolerance: f32,
+) {
+    let (y_cpu, g_cpu) = value_and_grad(&ours, x, w, &Device::flex().autodiff());
+    for selected in common::test_devices() {
+        let device = selected.device.clone().autodiff();
+        let (y, g) = value_and_grad(&ours, x, w, &device);
+        let (y_ref, g_ref) = value_and_grad(&reference, x, w, &device);
+        let (dy, dg) = (worst(&y, &y_ref), worst(&g, &g_ref));
+        let (ty, tg) = (worst(&y, &y_cpu), worst(&g, &g_cpu));
+        eprintln!(
+            "{name} on {}: value {dy:.2e}, gradient {dg:.2e} from the composition; \
+             {ty:.2e}, {tg:.2e} from the CPU twin",
+            selected.name
+        );
+        assert!(dy <= tolerance, "{name}: value {dy} from the composition");
+        assert!(
+            dg <= tolerance,
+            "{name}: gradient {dg} from the composition"
+        );
+        assert!(ty <= 1e-6, "{name}: value {ty} from the CPU twin");
+        assert!(tg <= 1e-6, "{name}: gradient {tg} from the CPU twin");
+    }
+}
+
 #[test]
 fn gelu_matches_the_exact_composition_in_value_and_gradient_on_every_device() {
     let host = Device::flex();
@@ -53,26 +85,9 @@ fn gelu_matches_the_exact_composition_in_value_and_gradient_on_every_device() {
     let shape = [4, 130, 257];
     let x = Tensor::<3>::random(shape, Distribution::Uniform(-8.0, 8.0), &host);
     let w = Tensor::<3>::random(shape, Distribution::Normal(0.0, 1.0), &host);
-    let (y_cpu, g_cpu) = value_and_grad(gelu, &x, &w, &host.clone().autodiff());
-    for selected in common::test_devices() {
-        let device = selected.device.clone().autodiff();
-        let (y, g) = value_and_grad(gelu, &x, &w, &device);
-        let (y_ref, g_ref) = value_and_grad(gelu_composed, &x, &w, &device);
-        let (dy, dg) = (worst(&y, &y_ref), worst(&g, &g_ref));
-        let (ty, tg) = (worst(&y, &y_cpu), worst(&g, &g_cpu));
-        eprintln!(
-            "gelu on {}: value {dy:.2e}, gradient {dg:.2e} from the composition; \
-             {ty:.2e}, {tg:.2e} from the CPU twin",
-            selected.name
-        );
-        // The erfc fit is within 1.2e-7 of erfc; the composition's erf has its own error (on
-        // wgpu, cubecl's), and the tanh approximation's gradient is 1e-3 off.
-        assert!(dy <= 2e-6, "value {dy} from the composition");
-        assert!(dg <= 2e-6, "gradient {dg} from the composition");
-        // The same formulas; the device's exp and its rounding may differ by a few ulp.
-        assert!(ty <= 1e-6, "value {ty} from the CPU twin");
-        assert!(tg <= 1e-6, "gradient {tg} from the CPU twin");
-    }
+    // The erfc fit is within 1.2e-7 of erfc; the composition's erf has its own error (on wgpu,
+    // cubecl's), and the tanh approximation's gradient is 1e-3 off.
+    check_on_every_device("gelu", gelu, gelu_composed, (&x, &w), 2e-6);
 }
 
 #[test]
@@ -86,23 +101,7 @@ fn softmax_matches_burns_composition_in_value_and_gradient_on_every_device() {
     let x = scores + masked * -1e9;
     let w = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &host);
     let composed = |t: Tensor<4>| activation::softmax(t, 3);
-    let (y_cpu, g_cpu) = value_and_grad(softmax, &x, &w, &host.clone().autodiff());
-    for selected in common::test_devices() {
-        let device = selected.device.clone().autodiff();
-        let (y, g) = value_and_grad(softmax, &x, &w, &device);
-        let (y_ref, g_ref) = value_and_grad(composed, &x, &w, &device);
-        let (dy, dg) = (worst(&y, &y_ref), worst(&g, &g_ref));
-        let (ty, tg) = (worst(&y, &y_cpu), worst(&g, &g_cpu));
-        eprintln!(
-            "softmax on {}: value {dy:.2e}, gradient {dg:.2e} from the composition; \
-             {ty:.2e}, {tg:.2e} from the CPU twin",
-            selected.name
-        );
-        assert!(dy <= 2e-6, "value {dy} from the composition");
-        assert!(dg <= 2e-6, "gradient {dg} from the composition");
-        assert!(ty <= 1e-6, "value {ty} from the CPU twin");
-        assert!(tg <= 1e-6, "gradient {tg} from the CPU twin");
-    }
+    check_on_every_device("softmax", softmax, composed, (&x, &w), 2e-6);
 }
 
 #[test]

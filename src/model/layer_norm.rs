@@ -22,7 +22,7 @@ use burn::cubecl::server::Handle;
 
 use crate::kernel::{
     Io, LANES, RowSums, Rows, add_lanes, bind, block, dense, empty, flex_tensor, lanes, launch,
-    par_row_sums, par_rows, spare, thread_grid, values, wgsl_kernel,
+    par_row_sums, par_rows, rows, spare, thread_grid, values, wgsl_kernel,
 };
 
 /// γ·(x − μ)/√(σ² + ε) + β over the last dimension of the input, μ and σ² its mean and
@@ -73,12 +73,6 @@ pub trait LayerNormBackend: Backend {
         stats: FloatTensor<Self>,
         dy: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
-}
-
-/// (rows, values per row) of a tensor taken along its last dimension.
-fn rows(shape: &Shape) -> (usize, usize) {
-    let len = shape.as_slice().last().copied().unwrap_or(1);
-    (shape.num_elements() / len.max(1), len)
 }
 
 // ---- wgpu: shaders/layer_norm.wgsl -----------------------------------------------------------

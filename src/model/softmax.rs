@@ -14,11 +14,11 @@ use burn::backend::wgpu::CubeTensor;
 use burn::backend::{
     AutodiffBackend, Backend, Cube, Dispatch, Flex, TensorMetadata, backend_extension,
 };
-use burn::tensor::{DType, Shape, Tensor};
+use burn::tensor::{DType, Tensor};
 
 use crate::kernel::{
     Io, LANES, Rows, add_lanes, bind, block, dense, empty, exp_f32, flex_tensor, lanes, launch,
-    par_rows, spare, thread_grid, values, wgsl_kernel,
+    par_rows, rows, spare, thread_grid, values, wgsl_kernel,
 };
 
 /// Softmax of `x` along its last dimension, differentiable on autodiff devices.
@@ -35,12 +35,6 @@ pub trait SoftmaxBackend: Backend {
     /// y·(dy − Σ dy·y) along the last dimension: the gradient at the input of Σ dy·softmax,
     /// from the softmax's output `y`.
     fn softmax_last_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-/// (rows, values per row) of a tensor taken along its last dimension.
-fn rows(shape: &Shape) -> (usize, usize) {
-    let len = shape.as_slice().last().copied().unwrap_or(1);
-    (shape.num_elements() / len.max(1), len)
 }
 
 // ---- wgpu: shaders/softmax.wgsl --------------------------------------------------------------
