@@ -1,7 +1,7 @@
-//! What every kernel file (the PAC kernels, the model's GELU and softmax) shares: on wgpu
-//! devices the WGSL kernel macro, dense tensors, the launch grid, buffer bindings and the
+//! What every kernel file (the PAC kernels, the model's GELU, softmax and LayerNorm) shares: on
+//! wgpu devices the WGSL kernel macro, dense tensors, the launch grid, buffer bindings and the
 //! parameter blocks kept on the device; on the CPU device block-wise lanes, branch-free
-//! exponentials and the threads that run them.
+//! exponentials, the threads that run them and the AVX2 copy they run where the CPU has it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
