@@ -1,7 +1,8 @@
-//! What every kernel file (the PAC kernels, the model's GELU, softmax and LayerNorm) shares: on
-//! wgpu devices the WGSL kernel macro, dense tensors, the launch grid, buffer bindings and the
-//! parameter blocks kept on the device; on the CPU device block-wise lanes, branch-free
-//! exponentials, the threads that run them and the AVX2 copy they run where the CPU has it.
+//! What every kernel file (the PAC kernels, the model's fused ops) shares: on wgpu devices the
+//! WGSL kernel macro, dense tensors, the launch grid, buffer bindings and the parameter blocks
+//! kept on the device; on the CPU device block-wise lanes, sums and maxima that vectorise,
+//! branch-free exponentials, matrix products through gemm, the threads that run them and the
+//! AVX2 copy they run where the CPU has it.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -223,6 +224,154 @@ pub(crate) fn flex_tensor(values: Vec<f32>, shape: Shape) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
+/// A matrix over a slice of f32: `rows × cols` values, (i, j) at `i·row_stride + j·col_stride`.
+#[derive(Clone, Copy)]
+pub(crate) struct Matrix<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    strides: (usize, usize),
+}
+
+impl<'a> Matrix<'a> {
+    /// `rows × cols` values from the start of `data`, each row `row_stride` after the last.
+    pub(crate) fn new(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        let last = (rows.max(1) - 1) * row_stride + cols.max(1) - 1;
+        assert!(
+            rows * cols == 0 || last < data.len(),
+            "a {rows}×{cols} matrix past the end of its {} values",
+            data.len()
+        );
+        Matrix {
+            data,
+            rows,
+            cols,
+            strides: (row_stride, 1),
+        }
+    }
+
+    /// Rows `first..first + count`.
+    fn row_range(self, first: usize, count: usize) -> Self {
+        assert!(first + count <= self.rows, "rows past the matrix");
+        Matrix {
+            data: &self.data[(first * self.strides.0).min(self.data.len())..],
+            rows: count,
+            ..self
+        }
+    }
+
+    /// The transpose: the same values, read down the columns.
+    pub(crate) fn t(self) -> Self {
+        Matrix {
+            rows: self.cols,
+            cols: self.rows,
+            strides: (self.strides.1, self.strides.0),
+            ..self
+        }
+    }
+}
+
+/// a·b as a new row-major matrix.
+pub(crate) fn matmul(a: Matrix, b: Matrix) -> Vec<f32> {
+    let len = a.rows * b.cols;
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: the product writes all `len` values (`out`'s capacity) and, told not to read the
+    // destination, reads none of them.
+    unsafe {
+        gemm_into(out.as_mut_ptr(), b.cols, a, b, false);
+        out.set_len(len);
+    }
+    out
+}
+
+/// out += a·b, `out` row-major with rows `row_stride` apart.
+pub(crate) fn matmul_add(out: &mut [f32], row_stride: usize, a: Matrix, b: Matrix) {
+    if a.rows * b.cols > 0 {
+        assert!(
+            (a.rows - 1) * row_stride + b.cols <= out.len(),
+            "output too short"
+        );
+    }
+    // SAFETY: every value written or read lies in `out`, checked just above.
+    unsafe { gemm_into(out.as_mut_ptr(), row_stride, a, b, true) }
+}
+
+/// `dst = [dst +] a·b`, the rows split over the CPU's threads when the product is worth it,
+/// each share one single-threaded gemm call (gemm's own threading of a tall product runs its
+/// inner kernel slower, as perf shows: it stops packing the rows).
+///
+/// # Safety
+/// `dst` must be valid for the `a.rows × b.cols` values at rows `dst_row_stride` apart, and
+/// initialised there when `read_dst`.
+unsafe fn gemm_into(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, read_dst: bool) {
+    assert_eq!(
+        a.cols, b.rows,
+        "matrix product of {}×{} by {}×{}",
+        a.rows, a.cols, b.rows, b.cols
+    );
+    let work = a.rows * b.cols * a.cols;
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    let share = a.rows.div_ceil(threads).max(MIN_SHARE_ROWS);
+    if work < PARALLEL_PRODUCT || share >= a.rows {
+        // SAFETY: as the caller says.
+        return unsafe { gemm_rows(dst, dst_row_stride, a, b, read_dst) };
+    }
+    /// A share's output rows, handed to its thread.
+    struct Rows(*mut f32);
+    // SAFETY: the shares' rows of `dst` are disjoint.
+    unsafe impl Send for Rows {}
+    std::thread::scope(|scope| {
+        for first in (0..a.rows).step_by(share) {
+            let a = a.row_range(first, share.min(a.rows - first));
+            // SAFETY: row `first` lies in `dst`, as the caller says.
+            let rows = Rows(unsafe { dst.add(first * dst_row_stride) });
+            scope.spawn(move || {
+                let rows = rows;
+                // SAFETY: this share's rows lie in `dst`.
+                unsafe { gemm_rows(rows.0, dst_row_stride, a, b, read_dst) }
+            });
+        }
+    });
+}
+
+/// gemm's `dst = [dst +] a·b` on this thread.
+///
+/// # Safety
+/// As [`gemm_into`].
+unsafe fn gemm_rows(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, read_dst: bool) {
+    let stride = |s: usize| isize::try_from(s).expect("matrix too large");
+    // SAFETY: `a` and `b` lie in their slices (checked when made), `dst` as the caller says.
+    unsafe {
+        gemm::gemm(
+            a.rows,
+            b.cols,
+            a.cols,
+            dst,
+            1,
+            stride(dst_row_stride),
+            read_dst,
+            a.data.as_ptr(),
+            stride(a.strides.1),
+            stride(a.strides.0),
+            b.data.as_ptr(),
+            stride(b.strides.1),
+            stride(b.strides.0),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// Multiply-adds from which a product is split over the threads (Burn flex's threshold).
+const PARALLEL_PRODUCT: usize = 192 * 192 * 192;
+
+/// The fewest rows of a product worth a thread of their own.
+const MIN_SHARE_ROWS: usize = 32;
+
 /// The fewest elements worth a thread of their own.
 const CPU_CHUNK: usize = 1 << 16;
 
@@ -261,6 +410,50 @@ pub(crate) fn block(v: &[f32], i0: usize) -> [f32; LANES] {
     }
 }
 
+/// Σ term(inputs' values at i) over i, in eight running sums (one AVX register) so that the
+/// loop vectorises: a single f32 sum is one long chain of dependent adds.
+#[inline(always)]
+pub(crate) fn sum_by_lanes<const N: usize>(
+    inputs: [&[f32]; N],
+    term: impl Fn([f32; N]) -> f32,
+) -> f32 {
+    let len = inputs[0].len();
+    assert!(
+        inputs.iter().all(|v| v.len() == len),
+        "inputs of one length"
+    );
+    let at = |i: usize| {
+        let mut values = [0.0f32; N];
+        for k in 0..N {
+            values[k] = inputs[k][i];
+        }
+        values
+    };
+    let mut acc = [0.0f32; 8];
+    let whole = len - len % 8;
+    for i0 in (0..whole).step_by(8) {
+        for (l, acc) in acc.iter_mut().enumerate() {
+            *acc += term(at(i0 + l));
+        }
+    }
+    let tail: f32 = (whole..len).map(|i| term(at(i))).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest of `values` (−∞ when empty), over eight running maxima.
+#[inline(always)]
+pub(crate) fn max_by_lanes(values: &[f32]) -> f32 {
+    let mut top = [f32::NEG_INFINITY; 8];
+    let blocks = values.chunks_exact(8);
+    let tail = blocks.remainder().iter().copied();
+    for block in blocks {
+        for (t, &v) in top.iter_mut().zip(block) {
+            *t = t.max(v);
+        }
+    }
+    tail.chain(top).fold(f32::NEG_INFINITY, f32::max)
+}
+
 /// e^x in f32 for the CPU kernels, without branches or library calls so that a block's lanes
 /// vectorise: x = k·ln 2 + r (Cody–Waite, k rounded by the 1.5·2²³ trick), e^r from Cephes'
 /// expf polynomial, 2^k from the exponent bits. Within 2 ulp of e^x on [−87, 88] (x is clamped
@@ -272,7 +465,11 @@ pub fn exp_f32(x: f32) -> f32 {
     const LN_2_HI: f32 = 0.693359375;
     const LN_2_LO: f32 = -2.12194440e-4;
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let k = shifted - ROUND;
+    // k as an integer from the mantissa bits that ROUND left it in: `k as i32` would saturate
+    // and test for NaN lane by lane, out of the vector registers.
+    let k_int = shifted.to_bits().wrapping_sub(ROUND.to_bits()) as i32;
     let r = x - k * LN_2_HI - k * LN_2_LO;
     let mut y = 1.9875691500e-4;
     y = y * r + 1.3981999507e-3;
@@ -281,7 +478,7 @@ pub fn exp_f32(x: f32) -> f32 {
     y = y * r + 1.6666665459e-1;
     y = y * r + 5.0000001201e-1;
     let e_r = y * (r * r) + r + 1.0;
-    e_r * f32::from_bits(((k as i32 + 127) as u32) << 23)
+    e_r * f32::from_bits(((k_int + 127) as u32) << 23)
 }
 
 /// e^y − 1 in f32, as shaders/noise_adam.wgsl computes it (Taylor to y⁸ for |y| < 0.5, exact
@@ -302,15 +499,6 @@ pub fn expm1_f32(y: f32) -> f32 {
 pub(crate) fn exmx_f32(y: f32) -> f32 {
     let far = exp_f32(y) - 1.0 - y;
     if y.abs() < 0.5 { taylor_tail(y) } else { far }
-}
-
-/// Adds `lanes`' first `valid` values to `acc`, lane by lane (the lanes past a row's end repeat
-/// its last value, see [`block`]).
-#[inline(always)]
-pub(crate) fn add_lanes(acc: &mut [f32; LANES], lanes: &[f32; LANES], valid: usize) {
-    for l in 0..LANES {
-        acc[l] += if l < valid { lanes[l] } else { 0.0 };
-    }
 }
 
 /// [`expm1_f32`] (`minus_y` false) or [`exmx_f32`] (true) of a block, skipping the exponential

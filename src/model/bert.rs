@@ -7,7 +7,7 @@
 
 use burn::module::Module;
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, Linear, LinearConfig,
+    self, Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LinearConfig,
 };
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor};
@@ -15,6 +15,7 @@ use burn::tensor::{Device, Int, Tensor};
 use super::config::BertConfig;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
+use super::linear::Linear;
 use super::softmax::softmax;
 
 /// Added to attention scores at masked key positions (HF uses the dtype's minimum; any value
@@ -27,13 +28,9 @@ pub(crate) fn padding_bias(attention_mask: Tensor<2>) -> Tensor<4> {
     (attention_mask.neg().add_scalar(1.0) * MASKED_SCORE).reshape([batch, 1, 1, seq])
 }
 
-pub(crate) fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
-    LinearConfig::new(d_in, d_out)
-        .with_initializer(Initializer::Normal {
-            mean: 0.0,
-            std: 0.02,
-        })
-        .init(device)
+/// A layer's Linear as HF BERT draws one: N(0, 0.02²).
+fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
+    Linear::normal(d_in, d_out, 0.02, device)
 }
 
 #[derive(Module, Debug)]
@@ -228,10 +225,11 @@ impl Encoder {
     }
 }
 
-/// Dense + tanh on the \[CLS\] vector (HF `BertPooler`), used by the `--head hf` classifier.
+/// Dense + tanh on the \[CLS\] vector (HF `BertPooler`), used by the `--head hf` classifier
+/// (one small product per sequence, left to Burn's `Linear`).
 #[derive(Module, Debug)]
 pub struct Pooler {
-    pub dense: Linear,
+    pub dense: nn::Linear,
 }
 
 impl Pooler {

@@ -11,6 +11,7 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 use super::bert::{MASKED_SCORE, padding_bias};
 use super::config::Gpt2Config;
 use super::layer_norm::LayerNorm;
+use super::linear::linear;
 use super::softmax::softmax;
 
 /// GPT-2's tanh approximation of GELU (HF `gelu_new`).
@@ -39,14 +40,8 @@ impl Conv1D {
         }
     }
 
-    /// Every token of `x` as one `[batch·len, d_in]` product: a weight broadcast over the batch
-    /// would make autodiff build one weight gradient per sequence and then add them up.
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [batch, len, d_in] = x.dims();
-        let y =
-            x.reshape([batch * len, d_in]).matmul(self.weight.val()) + self.bias.val().unsqueeze();
-        let [_, d_out] = y.dims();
-        y.reshape([batch, len, d_out])
+        linear(x, self.weight.val(), self.bias.val())
     }
 }
 

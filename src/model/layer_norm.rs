@@ -21,8 +21,8 @@ use burn::tensor::{DType, Device, Shape, Tensor};
 use burn::cubecl::server::Handle;
 
 use crate::kernel::{
-    Io, LANES, RowSums, Rows, add_lanes, bind, block, dense, empty, flex_tensor, lanes, launch,
-    par_row_sums, par_rows, rows, spare, thread_grid, values, wgsl_kernel,
+    Io, RowSums, Rows, bind, dense, empty, flex_tensor, launch, par_row_sums, par_rows, rows,
+    spare, sum_by_lanes, thread_grid, values, wgsl_kernel,
 };
 
 /// γ·(x − μ)/√(σ² + ε) + β over the last dimension of the input, μ and σ² its mean and
@@ -172,20 +172,12 @@ impl Rows<2> for ForwardCpu<'_> {
         let len = y.len();
         let x = &self.x[r * len..(r + 1) * len];
         let n = len as f32;
-        let mut sum = [0.0f32; LANES];
-        for i0 in (0..len).step_by(LANES) {
-            add_lanes(&mut sum, &block(x, i0), LANES.min(len - i0));
-        }
-        let mean = sum.iter().sum::<f32>() / n;
-        let mut squares = [0.0f32; LANES];
-        for i0 in (0..len).step_by(LANES) {
-            let v = block(x, i0);
-            let d: [f32; LANES] = lanes!(l in LANES => (v[l] - mean) * (v[l] - mean));
-            add_lanes(&mut squares, &d, LANES.min(len - i0));
-        }
-        let rstd = 1.0 / (squares.iter().sum::<f32>() / n + self.epsilon).sqrt();
-        for c in 0..len {
-            y[c] = (x[c] - mean) * rstd * self.gamma[c] + self.beta[c];
+        let mean = sum_by_lanes([x], |[v]| v) / n;
+        let variance = sum_by_lanes([x], |[v]| (v - mean) * (v - mean)) / n;
+        let rstd = 1.0 / (variance + self.epsilon).sqrt();
+        let terms = x.iter().zip(self.gamma).zip(self.beta);
+        for (y, ((&x, &gamma), &beta)) in y.iter_mut().zip(terms) {
+            *y = (x - mean) * rstd * gamma + beta;
         }
         stats.copy_from_slice(&[mean, rstd]);
     }
@@ -200,31 +192,27 @@ struct BackwardCpu<'a> {
     len: usize,
 }
 
+impl BackwardCpu<'_> {
+    /// Row `r` of x and of dy, and its (μ, r).
+    #[inline(always)]
+    fn row_inputs(&self, r: usize) -> (&[f32], &[f32], f32, f32) {
+        let rows = r * self.len..(r + 1) * self.len;
+        let (x, dy) = (&self.x[rows.clone()], &self.dy[rows]);
+        (x, dy, self.stats[2 * r], self.stats[2 * r + 1])
+    }
+}
+
 impl Rows<1> for BackwardCpu<'_> {
     #[inline(always)]
     fn row(&self, r: usize, [dx]: [&mut [f32]; 1]) {
-        let len = self.len;
-        let (x, dy) = (
-            &self.x[r * len..(r + 1) * len],
-            &self.dy[r * len..(r + 1) * len],
-        );
-        let (mean, rstd) = (self.stats[2 * r], self.stats[2 * r + 1]);
-        let (mut sum_g, mut sum_gx) = ([0.0f32; LANES], [0.0f32; LANES]);
-        for i0 in (0..len).step_by(LANES) {
-            let (v, d, gamma) = (block(x, i0), block(dy, i0), block(self.gamma, i0));
-            let g: [f32; LANES] = lanes!(l in LANES => d[l] * gamma[l]);
-            let gx: [f32; LANES] = lanes!(l in LANES => g[l] * ((v[l] - mean) * rstd));
-            let valid = LANES.min(len - i0);
-            add_lanes(&mut sum_g, &g, valid);
-            add_lanes(&mut sum_gx, &gx, valid);
-        }
-        let n = len as f32;
-        let mean_g = sum_g.iter().sum::<f32>() / n;
-        let mean_gx = sum_gx.iter().sum::<f32>() / n;
-        for c in 0..len {
-            let g = dy[c] * self.gamma[c];
-            let xhat = (x[c] - mean) * rstd;
-            dx[c] = rstd * (g - mean_g - xhat * mean_gx);
+        let (x, dy, mean, rstd) = self.row_inputs(r);
+        let n = self.len as f32;
+        let mean_g = sum_by_lanes([dy, self.gamma], |[d, gamma]| d * gamma) / n;
+        let terms = [x, dy, self.gamma];
+        let mean_gx = sum_by_lanes(terms, |[v, d, gamma]| d * gamma * ((v - mean) * rstd)) / n;
+        for (dx, ((&v, &d), &gamma)) in dx.iter_mut().zip(x.iter().zip(dy).zip(self.gamma)) {
+            let xhat = (v - mean) * rstd;
+            *dx = rstd * (d * gamma - mean_g - xhat * mean_gx);
         }
     }
 }
@@ -233,16 +221,11 @@ impl RowSums for BackwardCpu<'_> {
     /// Σ dy·x̂ into `acc[..len]`, Σ dy into `acc[len..]`.
     #[inline(always)]
     fn add_row(&self, r: usize, acc: &mut [f64]) {
-        let len = self.len;
-        let (x, dy) = (
-            &self.x[r * len..(r + 1) * len],
-            &self.dy[r * len..(r + 1) * len],
-        );
-        let (mean, rstd) = (self.stats[2 * r], self.stats[2 * r + 1]);
-        let (gx, g) = acc.split_at_mut(len);
-        for c in 0..len {
-            gx[c] += f64::from(dy[c] * ((x[c] - mean) * rstd));
-            g[c] += f64::from(dy[c]);
+        let (x, dy, mean, rstd) = self.row_inputs(r);
+        let (gx, g) = acc.split_at_mut(self.len);
+        for ((gx, g), (&v, &d)) in gx.iter_mut().zip(g).zip(x.iter().zip(dy)) {
+            *gx += f64::from(d * ((v - mean) * rstd));
+            *g += f64::from(d);
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod gpt2;
 #[cfg(feature = "native")]
 pub mod hub;
 pub mod layer_norm;
+pub mod linear;
 pub mod load;
 pub mod roberta;
 pub mod softmax;

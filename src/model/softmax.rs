@@ -17,8 +17,8 @@ use burn::backend::{
 use burn::tensor::{DType, Tensor};
 
 use crate::kernel::{
-    Io, LANES, Rows, add_lanes, bind, block, dense, empty, exp_f32, flex_tensor, lanes, launch,
-    par_rows, rows, spare, thread_grid, values, wgsl_kernel,
+    Io, Rows, bind, dense, empty, exp_f32, flex_tensor, launch, max_by_lanes, par_rows, rows,
+    spare, sum_by_lanes, thread_grid, values, wgsl_kernel,
 };
 
 /// Softmax of `x` along its last dimension, differentiable on autodiff devices.
@@ -81,23 +81,11 @@ impl Rows<1> for ForwardCpu<'_> {
     fn row(&self, r: usize, [out]: [&mut [f32]; 1]) {
         let len = out.len();
         let row = &self.x[r * len..(r + 1) * len];
-        let mut top = [f32::NEG_INFINITY; LANES];
-        for i0 in (0..len).step_by(LANES) {
-            let v = block(row, i0);
-            for l in 0..LANES {
-                top[l] = top[l].max(v[l]);
-            }
+        let top = max_by_lanes(row);
+        for (e, &v) in out.iter_mut().zip(row) {
+            *e = exp_f32(v - top);
         }
-        let top = top.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = [0.0f32; LANES];
-        for i0 in (0..len).step_by(LANES) {
-            let v = block(row, i0);
-            let e: [f32; LANES] = lanes!(l in LANES => exp_f32(v[l] - top));
-            let valid = LANES.min(len - i0);
-            out[i0..i0 + valid].copy_from_slice(&e[..valid]);
-            add_lanes(&mut sum, &e, valid);
-        }
-        let inv = 1.0 / sum.iter().sum::<f32>();
+        let inv = 1.0 / sum_by_lanes([out], |[e]| e);
         out.iter_mut().for_each(|e| *e *= inv);
     }
 }
@@ -116,13 +104,7 @@ impl Rows<1> for BackwardCpu<'_> {
             &self.y[r * len..(r + 1) * len],
             &self.dy[r * len..(r + 1) * len],
         );
-        let mut dot = [0.0f32; LANES];
-        for i0 in (0..len).step_by(LANES) {
-            let (y, g) = (block(y_row, i0), block(dy_row, i0));
-            let terms = lanes!(l in LANES => g[l] * y[l]);
-            add_lanes(&mut dot, &terms, LANES.min(len - i0));
-        }
-        let dot = dot.iter().sum::<f32>();
+        let dot = sum_by_lanes([y_row, dy_row], |[y, g]| g * y);
         for ((o, y), g) in out.iter_mut().zip(y_row).zip(dy_row) {
             *o = y * (g - dot);
         }
