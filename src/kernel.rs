@@ -314,7 +314,7 @@ unsafe fn gemm_into(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, 
     let share = a.rows.div_ceil(threads).max(MIN_SHARE_ROWS);
     if work < PARALLEL_PRODUCT || share >= a.rows {
         // SAFETY: as the caller says.
-        return unsafe { gemm_rows(dst, dst_row_stride, a, b, read_dst) };
+        return unsafe { gemm_rows(dst, dst_row_stride, a, b, read_dst, 1.0) };
     }
     /// A share's output rows, handed to its thread.
     struct Rows(*mut f32);
@@ -328,17 +328,36 @@ unsafe fn gemm_into(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, 
             scope.spawn(move || {
                 let rows = rows;
                 // SAFETY: this share's rows lie in `dst`.
-                unsafe { gemm_rows(rows.0, dst_row_stride, a, b, read_dst) }
+                unsafe { gemm_rows(rows.0, dst_row_stride, a, b, read_dst, 1.0) }
             });
         }
     });
 }
 
-/// gemm's `dst = [dst +] a·b` on this thread.
+/// out = [out +] scale·a·b on this thread (`accumulate`), `out` row-major and dense.
+pub(crate) fn matmul_here(out: &mut [f32], a: Matrix, b: Matrix, scale: f32, accumulate: bool) {
+    assert_eq!(
+        a.cols, b.rows,
+        "matrix product of {}×{} by {}×{}",
+        a.rows, a.cols, b.rows, b.cols
+    );
+    assert_eq!(out.len(), a.rows * b.cols, "output of the product's size");
+    // SAFETY: `out` holds the whole product, initialised.
+    unsafe { gemm_rows(out.as_mut_ptr(), b.cols, a, b, accumulate, scale) }
+}
+
+/// gemm's `dst = [dst +] scale·a·b` on this thread.
 ///
 /// # Safety
 /// As [`gemm_into`].
-unsafe fn gemm_rows(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, read_dst: bool) {
+unsafe fn gemm_rows(
+    dst: *mut f32,
+    dst_row_stride: usize,
+    a: Matrix,
+    b: Matrix,
+    read_dst: bool,
+    scale: f32,
+) {
     let stride = |s: usize| isize::try_from(s).expect("matrix too large");
     // SAFETY: `a` and `b` lie in their slices (checked when made), `dst` as the caller says.
     unsafe {
@@ -357,7 +376,7 @@ unsafe fn gemm_rows(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, 
             stride(b.strides.1),
             stride(b.strides.0),
             1.0,
-            1.0,
+            scale,
             false,
             false,
             false,

@@ -8,7 +8,8 @@ mod common;
 use burn::module::Param;
 use burn::nn::LayerNormConfig;
 use burn::tensor::activation;
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Device, Distribution, Gradients, Tensor};
+use pac_wgpu::model::attention::attention;
 use pac_wgpu::model::gelu::gelu;
 use pac_wgpu::model::layer_norm::LayerNorm;
 use pac_wgpu::model::linear::linear;
@@ -44,6 +45,31 @@ fn worst(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(p, q)| (p - q).abs() / q.abs().max(1.0))
         .fold(0.0f32, f32::max)
+}
+
+/// A differentiated input, of any rank.
+trait Input {
+    fn grad_values(&self, grads: &Gradients) -> Vec<f32>;
+}
+
+impl<const D: usize> Input for Tensor<D> {
+    fn grad_values(&self, grads: &Gradients) -> Vec<f32> {
+        let grad = self.grad(grads).expect("a gradient for every input");
+        grad.into_data().try_to_vec::<f32>().unwrap()
+    }
+}
+
+/// The value of `y`, then the gradient of Σ w·y for each of `inputs`.
+fn value_and_grads<const N: usize>(
+    y: Tensor<3>,
+    w: &Tensor<3>,
+    inputs: [&dyn Input; N],
+) -> Vec<Vec<f32>> {
+    let weights = Tensor::from_data(w.to_data(), &y.device());
+    let grads = (y.clone() * weights).sum().backward();
+    let mut out = vec![y.inner().into_data().try_to_vec::<f32>().unwrap()];
+    out.extend(inputs.iter().map(|t| t.grad_values(&grads)));
+    out
 }
 
 /// `ours` against `reference` on every test device, and against `ours` on the CPU device, in
@@ -117,7 +143,7 @@ fn layer_norm_matches_burns_module_in_value_and_gradients_on_every_device() {
     let beta = Tensor::<1>::random([37], Distribution::Normal(0.0, 0.3), &host);
     let eps = 1e-12;
     // The value, then the gradients for x, γ and β of Σ w·f(x), through `ours` or Burn's module.
-    let run = |ours: bool, device: &Device| -> [Vec<f32>; 4] {
+    let run = |ours: bool, device: &Device| -> Vec<Vec<f32>> {
         let on = |t: &Tensor<1>| Param::from_tensor(Tensor::from_data(t.to_data(), device));
         let x = Tensor::<3>::from_data(x.to_data(), device).require_grad();
         let (y, g, b) = if ours {
@@ -130,16 +156,7 @@ fn layer_norm_matches_burns_module_in_value_and_gradients_on_every_device() {
             let b = m.beta.as_ref().expect("β").val();
             (m.forward(x.clone()), m.gamma.val(), b)
         };
-        let grads = (y.clone() * Tensor::from_data(w.to_data(), device))
-            .sum()
-            .backward();
-        let read = |t: burn::tensor::TensorData| t.try_to_vec::<f32>().unwrap();
-        [
-            read(y.inner().into_data()),
-            read(x.grad(&grads).expect("x's gradient").into_data()),
-            read(g.grad(&grads).expect("γ's gradient").into_data()),
-            read(b.grad(&grads).expect("β's gradient").into_data()),
-        ]
+        value_and_grads(y, &w, [&x, &g, &b])
     };
     let names = ["value", "x's gradient", "γ's gradient", "β's gradient"];
     // γ's and β's gradients are sums over 87 rows.
@@ -151,7 +168,7 @@ fn layer_norm_matches_burns_module_in_value_and_gradients_on_every_device() {
 fn compare_outputs<const N: usize>(
     op: &str,
     names: [&str; N],
-    run: impl Fn(bool, &Device) -> [Vec<f32>; N],
+    run: impl Fn(bool, &Device) -> Vec<Vec<f32>>,
     devices: Vec<pac_wgpu::device::SelectedDevice>,
     tolerance: f32,
 ) {
@@ -184,7 +201,7 @@ fn check_linear(
     let weight = Tensor::<2>::random([d_in, d_out], Distribution::Normal(0.0, 0.1), &host);
     let bias = Tensor::<1>::random([d_out], Distribution::Normal(0.0, 0.5), &host);
     // The value, then the gradients for x, W and b of Σ w·f(x), through `ours` or Burn's ops.
-    let run = |ours: bool, device: &Device| -> [Vec<f32>; 4] {
+    let run = |ours: bool, device: &Device| -> Vec<Vec<f32>> {
         let x = Tensor::<3>::from_data(x.to_data(), device).require_grad();
         let weight = Tensor::<2>::from_data(weight.to_data(), device).require_grad();
         let bias = Tensor::<1>::from_data(bias.to_data(), device).require_grad();
@@ -193,16 +210,7 @@ fn check_linear(
         } else {
             x.clone().matmul(weight.clone().unsqueeze()) + bias.clone().unsqueeze()
         };
-        let grads = (y.clone() * Tensor::from_data(w.to_data(), device))
-            .sum()
-            .backward();
-        let read = |t: burn::tensor::TensorData| t.try_to_vec::<f32>().unwrap();
-        [
-            read(y.inner().into_data()),
-            read(x.grad(&grads).expect("x's gradient").into_data()),
-            read(weight.grad(&grads).expect("W's gradient").into_data()),
-            read(bias.grad(&grads).expect("b's gradient").into_data()),
-        ]
+        value_and_grads(y, &w, [&x, &weight, &bias])
     };
     let names = ["value", "x's gradient", "W's gradient", "b's gradient"];
     // W's gradient sums batch·len products of size ≈1 in f32, in another order (measured
@@ -222,4 +230,72 @@ fn linear_matches_burns_matmul_and_add_on_the_cpu_over_all_its_threads() {
     // Products large enough for gemm to split them over the threads.
     let cpu = common::test_devices().swap_remove(0);
     check_linear([5, 67, 203, 157], vec![cpu]);
+}
+
+/// Multi-head attention from Burn's ops, as the model wrote it before the fused op.
+fn attention_composed(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    mask: Tensor<2>,
+    heads: usize,
+) -> Tensor<3> {
+    let [batch, q_len, hidden] = q.dims();
+    let d = hidden / heads;
+    let split = |t: Tensor<3>| {
+        let [_, len, _] = t.dims();
+        t.reshape([batch, len, heads, d]).swap_dims(1, 2)
+    };
+    let [_, len] = mask.dims();
+    let scores = split(q).matmul(split(k).swap_dims(2, 3)) / (d as f32).sqrt()
+        + mask.reshape([batch, 1, 1, len]);
+    activation::softmax(scores, 3)
+        .matmul(split(v))
+        .swap_dims(1, 2)
+        .reshape([batch, q_len, hidden])
+}
+
+/// `attention` against Burn's composition for queries of `q_len` positions over 11 keys, the
+/// second sequence's last 4 masked, 3 heads of 7.
+fn check_attention(q_len: usize) {
+    let host = Device::flex();
+    host.seed(19);
+    let (batch, len, heads, hidden) = (2, 11, 3, 21);
+    let normal =
+        |dims: [usize; 3]| Tensor::<3>::random(dims, Distribution::Normal(0.0, 1.5), &host);
+    let (q, k, v) = (
+        normal([batch, q_len, hidden]),
+        normal([batch, len, hidden]),
+        normal([batch, len, hidden]),
+    );
+    let w = normal([batch, q_len, hidden]);
+    let mut mask = vec![0.0f32; batch * len];
+    mask[len + 7..].fill(-1e9); // the model's score at padding
+    let run = |ours: bool, device: &Device| -> Vec<Vec<f32>> {
+        let on = |t: &Tensor<3>| Tensor::<3>::from_data(t.to_data(), device).require_grad();
+        let (q, k, v) = (on(&q), on(&k), on(&v));
+        let mask = Tensor::<2>::from_data(
+            burn::tensor::TensorData::new(mask.clone(), [batch, len]),
+            device,
+        );
+        let y = if ours {
+            attention(q.clone(), k.clone(), v.clone(), mask, heads)
+        } else {
+            attention_composed(q.clone(), k.clone(), v.clone(), mask, heads)
+        };
+        value_and_grads(y, &w, [&q, &k, &v])
+    };
+    let names = ["value", "q's gradient", "k's gradient", "v's gradient"];
+    let op = format!("attention of {q_len} queries");
+    compare_outputs(&op, names, run, common::test_devices(), 1e-5);
+}
+
+#[test]
+fn attention_matches_burns_composition_in_value_and_gradients_on_every_device() {
+    check_attention(11);
+}
+
+#[test]
+fn attention_of_the_first_position_alone_matches_burns_composition() {
+    check_attention(1);
 }

@@ -12,6 +12,7 @@ use burn::nn::{
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor};
 
+use super::attention::attention;
 use super::config::BertConfig;
 use super::gelu::gelu;
 use super::layer_norm::LayerNorm;
@@ -89,6 +90,16 @@ impl SelfAttention {
     /// (`[batch, seq, hidden]`). `mask_bias`: `[batch, 1, 1, seq]`, 0 for real tokens and
     /// [`MASKED_SCORE`] for padding.
     fn forward(&self, queries: Tensor<3>, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
+        if self.dropout.prob == 0.0 {
+            let [batch, _, _, len] = mask_bias.dims();
+            let (q, k, v) = (
+                self.query.forward(queries),
+                self.key.forward(x.clone()),
+                self.value.forward(x),
+            );
+            return attention(q, k, v, mask_bias.reshape([batch, len]), self.heads);
+        }
+        // The fused op has no dropout on the probabilities.
         let [batch, q_len, hidden] = queries.dims();
         let head_dim = hidden / self.heads;
         let split = |t: Tensor<3>| {

@@ -1,6 +1,7 @@
 //! The pretrained encoders (BERT, RoBERTa, GPT-2, chosen by `model_type`), the classifier heads
 //! on top of them, weight loading and model resolution.
 
+pub mod attention;
 pub mod bert;
 pub mod classifier;
 pub mod config;

@@ -80,13 +80,8 @@ impl Rows<1> for ForwardCpu<'_> {
     #[inline(always)]
     fn row(&self, r: usize, [out]: [&mut [f32]; 1]) {
         let len = out.len();
-        let row = &self.x[r * len..(r + 1) * len];
-        let top = max_by_lanes(row);
-        for (e, &v) in out.iter_mut().zip(row) {
-            *e = exp_f32(v - top);
-        }
-        let inv = 1.0 / sum_by_lanes([out], |[e]| e);
-        out.iter_mut().for_each(|e| *e *= inv);
+        out.copy_from_slice(&self.x[r * len..(r + 1) * len]);
+        softmax_row(out);
     }
 }
 
@@ -100,14 +95,28 @@ impl Rows<1> for BackwardCpu<'_> {
     #[inline(always)]
     fn row(&self, r: usize, [out]: [&mut [f32]; 1]) {
         let len = out.len();
-        let (y_row, dy_row) = (
-            &self.y[r * len..(r + 1) * len],
-            &self.dy[r * len..(r + 1) * len],
-        );
-        let dot = sum_by_lanes([y_row, dy_row], |[y, g]| g * y);
-        for ((o, y), g) in out.iter_mut().zip(y_row).zip(dy_row) {
-            *o = y * (g - dot);
-        }
+        out.copy_from_slice(&self.dy[r * len..(r + 1) * len]);
+        softmax_row_backward(&self.y[r * len..(r + 1) * len], out);
+    }
+}
+
+/// The softmax of `row`, in place.
+#[inline(always)]
+pub(crate) fn softmax_row(row: &mut [f32]) {
+    let top = max_by_lanes(row);
+    for e in row.iter_mut() {
+        *e = exp_f32(*e - top);
+    }
+    let inv = 1.0 / sum_by_lanes([row], |[e]| e);
+    row.iter_mut().for_each(|e| *e *= inv);
+}
+
+/// dy ← y·(dy − Σ dy·y) for one row: the gradient at the input of Σ dy·softmax.
+#[inline(always)]
+pub(crate) fn softmax_row_backward(y: &[f32], dy: &mut [f32]) {
+    let dot = sum_by_lanes([y, dy], |[y, g]| g * y);
+    for (g, &y) in dy.iter_mut().zip(y) {
+        *g = y * (*g - dot);
     }
 }
 
