@@ -284,16 +284,11 @@ pub(crate) fn matmul(a: Matrix, b: Matrix) -> Vec<f32> {
     out
 }
 
-/// out += a·b, `out` row-major with rows `row_stride` apart.
-pub(crate) fn matmul_add(out: &mut [f32], row_stride: usize, a: Matrix, b: Matrix) {
-    if a.rows * b.cols > 0 {
-        assert!(
-            (a.rows - 1) * row_stride + b.cols <= out.len(),
-            "output too short"
-        );
-    }
-    // SAFETY: every value written or read lies in `out`, checked just above.
-    unsafe { gemm_into(out.as_mut_ptr(), row_stride, a, b, true) }
+/// out += a·b, `out` row-major and dense.
+pub(crate) fn matmul_add(out: &mut [f32], a: Matrix, b: Matrix) {
+    assert_eq!(out.len(), a.rows * b.cols, "output of the product's size");
+    // SAFETY: `out` holds the whole product, initialised.
+    unsafe { gemm_into(out.as_mut_ptr(), b.cols, a, b, true) }
 }
 
 /// `dst = [dst +] a·b`, the rows split over the CPU's threads when the product is worth it,
@@ -304,11 +299,6 @@ pub(crate) fn matmul_add(out: &mut [f32], row_stride: usize, a: Matrix, b: Matri
 /// `dst` must be valid for the `a.rows × b.cols` values at rows `dst_row_stride` apart, and
 /// initialised there when `read_dst`.
 unsafe fn gemm_into(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, read_dst: bool) {
-    assert_eq!(
-        a.cols, b.rows,
-        "matrix product of {}×{} by {}×{}",
-        a.rows, a.cols, b.rows, b.cols
-    );
     let work = a.rows * b.cols * a.cols;
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let share = a.rows.div_ceil(threads).max(MIN_SHARE_ROWS);
@@ -336,11 +326,6 @@ unsafe fn gemm_into(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, 
 
 /// out = [out +] scale·a·b on this thread (`accumulate`), `out` row-major and dense.
 pub(crate) fn matmul_here(out: &mut [f32], a: Matrix, b: Matrix, scale: f32, accumulate: bool) {
-    assert_eq!(
-        a.cols, b.rows,
-        "matrix product of {}×{} by {}×{}",
-        a.rows, a.cols, b.rows, b.cols
-    );
     assert_eq!(out.len(), a.rows * b.cols, "output of the product's size");
     // SAFETY: `out` holds the whole product, initialised.
     unsafe { gemm_rows(out.as_mut_ptr(), b.cols, a, b, accumulate, scale) }
@@ -358,6 +343,11 @@ unsafe fn gemm_rows(
     read_dst: bool,
     scale: f32,
 ) {
+    assert_eq!(
+        a.cols, b.rows,
+        "matrix product of {}×{} by {}×{}",
+        a.rows, a.cols, b.rows, b.cols
+    );
     let stride = |s: usize| isize::try_from(s).expect("matrix too large");
     // SAFETY: `a` and `b` lie in their slices (checked when made), `dst` as the caller says.
     unsafe {

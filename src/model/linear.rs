@@ -125,7 +125,7 @@ impl LinearBackend for Flex {
             Matrix::new(&x, n, d_in, d_in),
             Matrix::new(&weight, d_in, d_out, d_out),
         );
-        matmul_add(&mut y, d_out, x, w);
+        matmul_add(&mut y, x, w);
         flex_tensor(y, with_last(&shape, d_out))
     }
 
