@@ -4,7 +4,7 @@ use anyhow::Result;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::glue::sample::EvalOrder;
+use crate::glue::sample::LengthOrder;
 use crate::glue::{Dataset, Label, Task};
 use crate::model::Classifier;
 use crate::tokenize::{Encoded, PaddedBatch, TextTokenizer};
@@ -127,8 +127,19 @@ pub fn label_of(task: Task, row: &[f32]) -> Label {
     Label::Class(best.0)
 }
 
+/// What one more forward pass costs, in padded tokens: a length-sorted batch is cut in two where
+/// that saves more padding than this ([`LengthOrder::batches`]). On the CPU a pass costs little
+/// beyond its arithmetic; a GPU pays its launches and a read-back per pass.
+pub fn pass_cost(device: &Device) -> usize {
+    if crate::device::is_cpu(device) {
+        256
+    } else {
+        4096
+    }
+}
+
 /// The model's outputs (logits, or the STS-B score) for every example of `split`, in example
-/// order. Batches are formed by length (longest first) to waste little padding.
+/// order. Batches of at most `batch_size` are cut from the examples sorted by length.
 pub async fn outputs(
     model: &Classifier,
     split: &Prepared,
@@ -137,9 +148,9 @@ pub async fn outputs(
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
     let lengths: Vec<usize> = split.encoded.iter().map(|e| e.input_ids.len()).collect();
-    let order = EvalOrder::by_length(&lengths);
+    let order = LengthOrder::by_length(&lengths);
     let mut out = Vec::with_capacity(split.len());
-    for rows in order.order().chunks(batch_size.max(1)) {
+    for rows in order.batches(batch_size, pass_cost(device)) {
         let (ids, types, mask) = split.batch(rows, pad_id).to_tensors(device);
         let logits = model.forward(ids, types, mask);
         let [b, k] = logits.dims();

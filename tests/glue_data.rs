@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pac_wgpu::glue::sample::{EvalOrder, epoch_order, few_shot};
+use pac_wgpu::glue::sample::{LengthOrder, epoch_order, few_shot};
 use pac_wgpu::glue::{DataSource, Label, Split, Task, read_predictions};
 use pac_wgpu::metrics;
 use pac_wgpu::rng::SplitMix64;
@@ -240,7 +240,7 @@ fn below_stays_in_range_and_hits_every_value() {
 fn eval_order_sorts_by_length_and_restores_outputs() {
     let mut rng = SplitMix64::new(9);
     let lengths: Vec<usize> = (0..257).map(|_| 3 + rng.below(120) as usize).collect();
-    let order = EvalOrder::by_length(&lengths);
+    let order = LengthOrder::by_length(&lengths);
     let sorted: Vec<usize> = order.order().iter().map(|&i| lengths[i]).collect();
     assert!(sorted.windows(2).all(|w| w[0] >= w[1]), "longest first");
     // Outputs computed in evaluation order come back in example order.
@@ -248,6 +248,58 @@ fn eval_order_sorts_by_length_and_restores_outputs() {
     let restored = order.restore(outputs);
     let expected: Vec<(usize, usize)> = lengths.iter().copied().enumerate().collect();
     assert_eq!(restored, expected);
+}
+
+/// The least cost of cutting `sorted` (longest first) into consecutive batches, by trying every
+/// set of cut points.
+fn brute_force_cost(sorted: &[usize], max_rows: usize, pass_cost: usize) -> usize {
+    let n = sorted.len();
+    (0..1u32 << (n - 1))
+        .filter_map(|cuts| {
+            let mut starts = vec![0];
+            starts.extend((1..n).filter(|k| cuts >> (k - 1) & 1 == 1));
+            starts.push(n);
+            let spans: Vec<(usize, usize)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
+            spans.iter().all(|&(i, j)| j - i <= max_rows).then(|| {
+                spans
+                    .iter()
+                    .map(|&(i, j)| (j - i) * sorted[i] + pass_cost)
+                    .sum()
+            })
+        })
+        .min()
+        .unwrap()
+}
+
+#[test]
+fn length_batches_cover_the_order_and_cost_the_least() {
+    let mut rng = SplitMix64::new(4);
+    for case in 0..60 {
+        let n = 1 + rng.below(11) as usize;
+        let lengths: Vec<usize> = (0..n).map(|_| 2 + rng.below(126) as usize).collect();
+        let (max_rows, pass_cost) = (1 + rng.below(n as u64) as usize, rng.below(400) as usize);
+        let order = LengthOrder::by_length(&lengths);
+        let batches = order.batches(max_rows, pass_cost);
+        assert_eq!(
+            batches.concat(),
+            order.order(),
+            "case {case}: in order, each example once"
+        );
+        assert!(
+            batches.iter().all(|b| !b.is_empty() && b.len() <= max_rows),
+            "case {case}"
+        );
+        let cost: usize = batches
+            .iter()
+            .map(|b| b.len() * lengths[b[0]] + pass_cost)
+            .sum();
+        let sorted: Vec<usize> = order.order().iter().map(|&i| lengths[i]).collect();
+        assert_eq!(
+            cost,
+            brute_force_cost(&sorted, max_rows, pass_cost),
+            "case {case}: {lengths:?}"
+        );
+    }
 }
 
 /// Predictions for `gold`: a deterministic fraction of them changed.

@@ -46,9 +46,15 @@ impl Setup {
         cmd
     }
 
+    /// Checkpoint `last` after every epoch: most tests here stop runs between epochs.
     fn base(&self, out: &Path) -> Command {
+        self.saving_every(out, "0")
+    }
+
+    fn saving_every(&self, out: &Path, save_interval: &str) -> Command {
         let mut cmd = binary();
         cmd.args(["train", "--task", "sst2", "--device", "cpu", "--quiet"])
+            .args(["--save-interval", save_interval])
             .args(["--train-size", "0", "--seed", "5", "--model"])
             .arg(&self.model)
             .arg("--data-dir")
@@ -238,8 +244,7 @@ fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result
 }
 
 /// Vanilla with absurd learning rates: the first step is finite, after it the weights are not.
-fn blow_up(s: &Setup, out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut cmd = s.base(out);
+fn blow_up(mut cmd: Command, extra: &[&str]) -> std::process::Output {
     cmd.args(["--method", "vanilla", "--batch-size", "20", "--epochs", "3"])
         .args(["--lr-encoder", "1e38", "--lr-head", "1e38"])
         .args(extra);
@@ -247,10 +252,30 @@ fn blow_up(s: &Setup, out: &Path, extra: &[&str]) -> std::process::Output {
 }
 
 #[test]
+fn a_save_interval_skips_checkpoints_between_epochs_but_the_last_epoch_writes_one() {
+    let s = setup();
+    let out = s.out("interval");
+    let result = blow_up(s.saving_every(&out, "3600"), &[]);
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success());
+    assert!(
+        stderr.contains("(last good checkpoint: none yet)"),
+        "{stderr}"
+    );
+    assert!(!out.join("checkpoints/last").exists());
+
+    let whole = s.out("interval-whole");
+    let mut cmd = s.saving_every(&whole, "3600");
+    run_ok(cmd.args(["--method", "vanilla", "--batch-size", "20", "--epochs", "2"]));
+    let state = read_json(&whole.join("checkpoints/last/state.json"));
+    assert_eq!(state["epoch"], 2, "{state}");
+}
+
+#[test]
 fn a_non_finite_loss_stops_the_run_naming_the_term_step_and_last_checkpoint() {
     let s = setup();
     let out = s.out("nan");
-    let result = blow_up(&s, &out, &[]);
+    let result = blow_up(s.base(&out), &[]);
     let stderr = String::from_utf8_lossy(&result.stderr);
     assert!(!result.status.success());
     let line = stderr.lines().last().unwrap();
@@ -271,7 +296,7 @@ fn a_non_finite_loss_stops_the_run_naming_the_term_step_and_last_checkpoint() {
 fn on_nonfinite_skip_skips_such_steps_and_counts_them() {
     let s = setup();
     let out = s.out("skip");
-    let result = blow_up(&s, &out, &["--on-nonfinite", "skip"]);
+    let result = blow_up(s.base(&out), &["--on-nonfinite", "skip"]);
     assert!(
         result.status.success(),
         "{}",

@@ -57,7 +57,8 @@ pub struct TrainArgs {
     /// Examples per optimiser step. [default: 100]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Split each batch into this many micro-batches (same result, less memory). [default: 1]
+    /// Split each batch into micro-batches of at most 1/N of its examples (same result, less
+    /// memory); batches are also cut by length where that saves padding. [default: 1]
     #[arg(long)]
     grad_accum: Option<usize>,
     /// Examples per evaluation batch. [default: 64]
@@ -120,6 +121,11 @@ pub struct TrainArgs {
     /// step (counted in history.jsonl). [default: stop]
     #[arg(long)]
     on_nonfinite: Option<OnNonFinite>,
+    /// Write checkpoints/last after an epoch once this many seconds have passed since it was
+    /// last written (0: after every epoch); the last epoch, an early stop and Ctrl-C always
+    /// write it. [default: 60]
+    #[arg(long, value_name = "SECONDS")]
+    save_interval: Option<u64>,
     /// [default: runs/<task>-<method>-<seed>]
     #[arg(long)]
     output_dir: Option<PathBuf>,
@@ -202,6 +208,7 @@ impl TrainArgs {
         set(&mut c.dropout, self.dropout);
         set(&mut c.eval_every_epochs, self.eval_every_epochs);
         set(&mut c.on_nonfinite, self.on_nonfinite);
+        set(&mut c.save_interval, self.save_interval);
         set_opt(&mut c.max_grad_norm, self.max_grad_norm);
         set_opt(&mut c.gamma, self.gamma);
         set_opt(&mut c.noise_std, self.noise_std);

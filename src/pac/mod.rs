@@ -34,7 +34,7 @@ use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 
 use crate::data::{Examples, per_example_loss};
-use crate::glue::sample::EvalOrder;
+use crate::glue::sample::LengthOrder;
 use crate::model::Classifier;
 use crate::model::trainable::{self, Group, Trainable};
 use crate::reduce;
@@ -154,9 +154,9 @@ async fn example_losses(
         .iter()
         .map(|e| e.input_ids.len())
         .collect();
-    let order = EvalOrder::by_length(&lengths);
+    let order = LengthOrder::by_length(&lengths);
     let mut losses = Vec::with_capacity(lengths.len());
-    for chunk in order.order().chunks(train.batch_size.max(1)) {
+    for chunk in order.batches(train.batch_size, crate::data::pass_cost(device)) {
         let (ids, types, mask) = train.data.batch(chunk, train.pad).to_tensors(device);
         let logits = model.forward(ids, types, mask);
         let losses_t = per_example_loss(logits, &train.data.targets(chunk, device));

@@ -143,6 +143,10 @@ pub struct TrainConfig {
     pub early_stopping: Option<usize>,
     #[serde(default)]
     pub on_nonfinite: OnNonFinite,
+    /// Seconds between writes of `checkpoints/last` (at an epoch's end; 0: every epoch). The
+    /// run's last epoch, an early stop and Ctrl-C always write it.
+    #[serde(default = "default_save_interval")]
+    pub save_interval: u64,
     pub output_dir: PathBuf,
     pub device: String,
     /// Written by the trainer: how many scalars train (the method's trainable set); ignored when
@@ -192,6 +196,7 @@ impl TrainConfig {
             eval_every_epochs: 1,
             early_stopping: None,
             on_nonfinite: OnNonFinite::Stop,
+            save_interval: default_save_interval(),
             output_dir: default_output_dir(task, method, seed),
             device: "auto".into(),
             trainable_parameters: None,
@@ -390,6 +395,10 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
 
 /// The encoder's Linear layers LoRA can adapt, by field name (`dense` is every dense layer).
 pub const LORA_TARGETS: [&str; 4] = ["query", "key", "value", "dense"];
+
+fn default_save_interval() -> u64 {
+    60
+}
 
 fn default_prior_models() -> usize {
     crate::pac::PRIOR_MODELS

@@ -85,6 +85,8 @@ struct Progress {
     method: Trainer,
     state: LoopState,
     history: Vec<EpochRecord>,
+    /// When `checkpoints/last` was last written (or this invocation started).
+    last_saved: Instant,
 }
 
 /// Runs (or, with `resume`, continues) a training run and returns its summary.
@@ -108,6 +110,7 @@ pub fn train(
             method: Trainer::Vanilla,
             state: LoopState::default(),
             history: Vec::new(),
+            last_saved: Instant::now(),
         },
     };
     if let Some(holder) = job.dir.took_over() {
@@ -233,6 +236,7 @@ fn resumed(job: &mut Job, model: Classifier, last: &std::path::Path) -> Result<P
         method,
         state,
         history,
+        last_saved: Instant::now(),
     })
 }
 
@@ -328,7 +332,7 @@ fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<Epoch
 
     save_epoch(job, p, improved.then_some(predictions).flatten()).with_context(|| {
         format!(
-            "saving epoch {} failed, the checkpoint of the epoch before is whole: free disk space, then continue with --resume",
+            "saving epoch {} failed, the last checkpoint before it is whole: free disk space, then continue with --resume",
             record.epoch
         )
     })?;
@@ -340,9 +344,9 @@ fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<Epoch
 
 /// Checkpoint `last`: model, optimiser, loop state and the method's state.
 /// History and plots, then the best checkpoint (with `predictions` when this epoch improved),
-/// then the last. A resume drops history past its checkpoint, so a write that fails midway
-/// loses nothing.
-fn save_epoch(job: &Job, p: &Progress, predictions: Option<Vec<Label>>) -> Result<()> {
+/// then the last when `--save-interval` has passed or the run ends. A resume drops history past
+/// its checkpoint, so a write that fails midway loses nothing.
+fn save_epoch(job: &Job, p: &mut Progress, predictions: Option<Vec<Label>>) -> Result<()> {
     job.dir.write_history(&p.history)?;
     #[cfg(feature = "native")]
     crate::report::plots::write_history_plots(&job.dir.path, &p.history)?;
@@ -355,10 +359,15 @@ fn save_epoch(job: &Job, p: &Progress, predictions: Option<Vec<Label>>) -> Resul
             write_atomic(&dir.join("dev_predictions.tsv"), tsv.as_bytes())
         })?;
     }
-    save_last(job, p)
+    let config = job.run.config;
+    let ends = p.state.epoch >= config.epochs || job.run.stop_early(&p.state);
+    if ends || p.last_saved.elapsed().as_secs() >= config.save_interval {
+        save_last(job, p)?;
+    }
+    Ok(())
 }
 
-fn save_last(job: &Job, p: &Progress) -> Result<()> {
+fn save_last(job: &Job, p: &mut Progress) -> Result<()> {
     let last = job.dir.checkpoint("last");
     let optimizer = Some((&p.adam, job.run.trainable.as_slice()));
     checkpoint::save(
@@ -368,7 +377,9 @@ fn save_last(job: &Job, p: &Progress) -> Result<()> {
         optimizer,
         &p.state,
         |dir| p.method.save(dir, &job.run.trainable),
-    )
+    )?;
+    p.last_saved = Instant::now();
+    Ok(())
 }
 
 /// PAC, at the end of stage 1: σ per trainable tensor as a table and a plot.

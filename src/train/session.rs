@@ -7,9 +7,9 @@ use anyhow::{Result, anyhow};
 use burn::module::Module;
 use burn::tensor::Device;
 
-use crate::data::{Examples, Prepared, predict};
+use crate::data::{Examples, Prepared, pass_cost, predict};
 use crate::files::as_written;
-use crate::glue::sample::epoch_order;
+use crate::glue::sample::{LengthOrder, epoch_order};
 use crate::glue::{Label, Task};
 use crate::model::trainable::{self, Trainable};
 use crate::model::{Classifier, Encoder, ModelConfig};
@@ -176,6 +176,30 @@ impl<'a> Session<'a> {
             .collect()
     }
 
+    /// The examples `rows` as micro-batches cut by length ([`LengthOrder::batches`]), each of at
+    /// most 1/`--grad-accum` of them.
+    fn batch(&self, rows: &[usize]) -> Batch {
+        let lengths: Vec<usize> = rows
+            .iter()
+            .map(|&i| self.train.encoded[i].input_ids.len())
+            .collect();
+        let order = LengthOrder::by_length(&lengths);
+        let max_rows = rows.len().div_ceil(self.config.grad_accum);
+        let micro = order
+            .batches(max_rows, pass_cost(&self.device))
+            .into_iter()
+            .map(|positions| {
+                let r: Vec<usize> = positions.iter().map(|&k| rows[k]).collect();
+                let targets = self.train.targets(&r, &self.device);
+                (self.train.batch(&r, self.pad), targets)
+            })
+            .collect();
+        Batch {
+            micro,
+            len: rows.len(),
+        }
+    }
+
     /// One optimiser step on the examples `rows`, at the learning rates of the current step.
     pub async fn step(
         &self,
@@ -187,18 +211,7 @@ impl<'a> Session<'a> {
     ) -> Result<(Classifier, Outcome<Stepped>)> {
         let config = self.config;
         let scale = lr_scale(config, state.step, self.total_steps());
-        let batch = Batch {
-            micro: rows
-                .chunks(rows.len().div_ceil(config.grad_accum))
-                .map(|r| {
-                    (
-                        self.train.batch(r, self.pad),
-                        self.train.targets(r, &self.device),
-                    )
-                })
-                .collect(),
-            len: rows.len(),
-        };
+        let batch = self.batch(rows);
         let mut ctx = StepContext {
             trainable: &self.trainable,
             scope: method::scope(config),
