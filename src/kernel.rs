@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 use std::sync::{LazyLock, Mutex, PoisonError};
 
 use burn::backend::flex::FlexTensor;
@@ -566,13 +567,21 @@ pub(crate) trait RowSums: Sync {
 
 /// The `n` values of each of `K` outputs of `kernel`, over the CPU's threads.
 pub(crate) fn par_map<const K: usize>(n: usize, kernel: &impl Blocks<K>) -> [Vec<f32>; K] {
-    let mut out: [Vec<f32>; K] = std::array::from_fn(|_| vec![0.0; n]);
-    par_fill(out.each_mut().map(|v| v.as_mut_slice()), kernel);
+    let mut out: [Vec<f32>; K] = std::array::from_fn(|_| Vec::with_capacity(n));
+    par_fill(
+        out.each_mut().map(|v| &mut v.spare_capacity_mut()[..n]),
+        kernel,
+    );
+    for v in &mut out {
+        // SAFETY: par_fill wrote all n values.
+        unsafe { v.set_len(n) };
+    }
     out
 }
 
-/// Fills the `K` outputs (of one length) of `kernel`, over the CPU's threads.
-pub(crate) fn par_fill<const K: usize>(out: [&mut [f32]; K], kernel: &impl Blocks<K>) {
+/// Writes every value of the `K` outputs (of one length) of `kernel`, over the CPU's threads;
+/// the outputs need not be initialised.
+pub(crate) fn par_fill<const K: usize>(out: [&mut [MaybeUninit<f32>]; K], kernel: &impl Blocks<K>) {
     let n = out[0].len();
     assert!(out.iter().all(|o| o.len() == n), "outputs of one length");
     let chunk = chunk_len(n).next_multiple_of(LANES);
@@ -711,7 +720,7 @@ trait Job {
 struct Fill<'a, const K: usize, B> {
     kernel: &'a B,
     start: usize,
-    parts: [&'a mut [f32]; K],
+    parts: [&'a mut [MaybeUninit<f32>]; K],
 }
 
 impl<const K: usize, B: Blocks<K>> Job for Fill<'_, K, B> {
@@ -724,7 +733,9 @@ impl<const K: usize, B: Blocks<K>> Job for Fill<'_, K, B> {
             let values = self.kernel.block(self.start + i);
             let end = (i + LANES).min(len);
             for (part, block) in self.parts.iter_mut().zip(&values) {
-                part[i..end].copy_from_slice(&block[..end - i]);
+                for (to, &value) in part[i..end].iter_mut().zip(block) {
+                    to.write(value);
+                }
             }
         }
     }

@@ -440,21 +440,27 @@ pub(super) fn step_cpu(
         pull,
         s,
     };
-    let tensor = |v: Vec<f32>| flex_tensor(v, shape.clone());
-    let (mut p, mut mv, mut g_theta) = (vec![0.0; n], vec![0.0; 2 * n], vec![0.0; n]);
-    let (m, v) = mv.split_at_mut(n);
-    let grad = if write_grad {
-        let mut grad = vec![0.0; n];
-        par_fill([&mut p, m, v, &mut g_theta, &mut grad], &lanes);
-        Some(tensor(grad))
+    // p, m and v (one buffer), g_θ and p's gradient: written whole by par_fill, never zeroed.
+    let lens = [n, 2 * n, n, if write_grad { n } else { 0 }];
+    let mut out = lens.map(Vec::<f32>::with_capacity);
+    let [p, mv, g_theta, grad] = out.each_mut().map(|o| o.spare_capacity_mut());
+    let (m, v) = mv[..2 * n].split_at_mut(n);
+    let (p, g_theta) = (&mut p[..n], &mut g_theta[..n]);
+    if write_grad {
+        par_fill([p, m, v, g_theta, &mut grad[..n]], &lanes);
     } else {
-        par_fill([&mut p, m, v, &mut g_theta], &WithoutGrad(lanes));
-        None
-    };
+        par_fill([p, m, v, g_theta], &WithoutGrad(lanes));
+    }
+    for (o, len) in out.iter_mut().zip(lens) {
+        // SAFETY: par_fill wrote the first `len` values of each.
+        unsafe { o.set_len(len) };
+    }
+    let [p, mv, g_theta, grad] = out;
+    let tensor = |v: Vec<f32>| flex_tensor(v, shape.clone());
     (
         tensor(p),
         flex_tensor(mv, Shape::new([2 * n])),
         tensor(g_theta),
-        grad,
+        write_grad.then(|| tensor(grad)),
     )
 }
