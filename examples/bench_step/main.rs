@@ -24,7 +24,8 @@
 //! compares the device allocator's reservation (CPU device: RSS) after step 10 and the last.
 //! K(λ) with the default n = 100 is about half of a run on a small CPU, more on lavapipe:
 //! `--k-examples` and `--growth-steps/--growth-batch/--growth-seq` shrink the one-off parts,
-//! and the JSON records them.
+//! and the JSON records them. `--k-mrpc GLUE_DIR` times K(λ) on the paper's MRPC pairs, whose
+//! lengths vary, instead of random examples of `--seq` tokens.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -41,16 +42,17 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use clap::Parser;
 use common::{git_revision, write_report};
-use pac_wgpu::data::{Examples, Prepared};
+use pac_wgpu::data::{Examples, Prepared, pass_cost};
 use pac_wgpu::device::{DeviceChoice, MemoryReading, memory, select};
-use pac_wgpu::glue::Label;
+use pac_wgpu::glue::sample::{LengthOrder, few_shot};
+use pac_wgpu::glue::{DataSource, Label, Split, Task};
 use pac_wgpu::model::trainable::{self, Trainable};
 use pac_wgpu::model::{BertConfig, Classifier, Encoder, HeadKind, ModelConfig, Pretrained};
 use pac_wgpu::optim::{AdamW, AdamWConfig};
 use pac_wgpu::pac::noise::NoiseSource;
 use pac_wgpu::pac::{self, PRIOR_MODELS, PacTuning, PriorDraws, bound};
 use pac_wgpu::step::{self, Batch, Lrs, Part, StepContext};
-use pac_wgpu::tokenize::Encoded;
+use pac_wgpu::tokenize::{Encoded, TextTokenizer};
 use pollster::block_on;
 use serde_json::json;
 use torch::{TorchAnchor, cpu_threads};
@@ -73,12 +75,17 @@ struct Args {
     /// Untimed steps per method first (kernel compilation, autotune, optimiser state).
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Training examples n of the K(λ) estimation (each of `seq` tokens).
+    /// Training examples n of the K(λ) estimation (each of `seq` tokens, unless --k-mrpc).
     #[arg(long, default_value_t = 100)]
     k_examples: usize,
     /// Batch size of the K(λ) estimation's forwards (`train --eval-batch-size`).
     #[arg(long, default_value_t = 64)]
     k_batch: usize,
+    /// Estimate K(λ) on real pairs instead: the `--k-examples` MRPC training pairs that
+    /// `train --task mrpc --seed <SEED>` draws from this glue_data folder, tokenized by the
+    /// model's tokenizer (at most 128 tokens; needs a model folder).
+    #[arg(long, value_name = "GLUE_DIR")]
+    k_mrpc: Option<PathBuf>,
     /// PAC stage-1 steps of the memory-growth run (0 skips it; else more than 10).
     #[arg(long, default_value_t = 500)]
     growth_steps: usize,
@@ -435,6 +442,23 @@ fn random_examples(count: usize, seq: usize, vocab: usize, seed: u64) -> Prepare
     Prepared { encoded, labels }
 }
 
+/// The `n` MRPC training pairs that `train --task mrpc --seed <seed>` draws from `glue_dir`,
+/// tokenized by the model folder `model`'s tokenizer, and its pad id.
+fn mrpc_examples(glue_dir: &Path, model: &str, n: usize, seed: u64) -> Result<(Prepared, u32)> {
+    let folder = Path::new(model);
+    if !folder.is_dir() {
+        bail!("--k-mrpc needs --model to be a model folder with a tokenizer, found {model:?}");
+    }
+    let tokenizer = TextTokenizer::from_model_dir(folder, 128)?;
+    let source = DataSource::new(Some(glue_dir.to_path_buf()));
+    let train = source.load(Task::Mrpc, Split::Train)?;
+    let rows = few_shot(train.examples.len(), n, seed);
+    Ok((
+        Prepared::new(&train, Some(&rows), &tokenizer)?,
+        tokenizer.pad_id(),
+    ))
+}
+
 /// One batch of one micro-batch holding all of `data`.
 fn whole_batch(data: &Prepared, device: &Device) -> Batch {
     let rows: Vec<usize> = (0..data.len()).collect();
@@ -606,11 +630,17 @@ fn main() -> Result<()> {
         args.k_examples,
         bound::PRIOR_GRID_POINTS
     );
-    let k_data = random_examples(args.k_examples, args.seq, vocab, args.seed ^ 0x4b);
+    let (k_data, pad) = match &args.k_mrpc {
+        Some(glue_dir) => mrpc_examples(glue_dir, &args.model, args.k_examples, args.seed)?,
+        None => (
+            random_examples(args.k_examples, args.seq, vocab, args.seed ^ 0x4b),
+            0,
+        ),
+    };
     let k_start = Instant::now();
     let k_examples = Examples {
         data: &k_data,
-        pad: 0,
+        pad,
         batch_size: args.k_batch,
     };
     let (k_hat, _) = block_on(pac::estimate_k(
@@ -626,8 +656,15 @@ fn main() -> Result<()> {
         &mut |_, _| {},
     ))?;
     let k_ms = k_start.elapsed().as_secs_f64() * 1000.0;
-    let k_forwards =
-        bound::PRIOR_GRID_POINTS * PRIOR_MODELS * args.k_examples.div_ceil(args.k_batch);
+    let k_lengths: Vec<usize> = k_data.encoded.iter().map(|e| e.input_ids.len()).collect();
+    let k_batches = LengthOrder::by_length(&k_lengths)
+        .batches(args.k_batch, pass_cost(&plain))
+        .iter()
+        .map(|b| b.len() * k_lengths[b[0]])
+        .collect::<Vec<_>>();
+    let k_forwards = bound::PRIOR_GRID_POINTS * PRIOR_MODELS * k_batches.len();
+    let k_tokens: usize = k_lengths.iter().sum();
+    let k_slots: usize = k_batches.iter().sum();
 
     let main_data = random_examples(args.batch, args.seq, vocab, args.seed);
     let batch = whole_batch(&main_data, &device);
@@ -812,9 +849,15 @@ fn main() -> Result<()> {
         100.0 * kernels_share
     );
     println!(
-        "\nK(λ) estimation: n = {} examples of {} tokens, {} prior stds × {PRIOR_MODELS} prior models, batch {} ({} forwards): {:.0} ms",
+        "\nK(λ) estimation: n = {} {} ({} tokens in {} padded slots), {} prior stds × {PRIOR_MODELS} prior models, batch ≤ {} ({} forwards): {:.0} ms",
         args.k_examples,
-        args.seq,
+        if args.k_mrpc.is_some() {
+            "MRPC training pairs"
+        } else {
+            "random examples"
+        },
+        k_tokens,
+        k_slots,
         bound::PRIOR_GRID_POINTS,
         args.k_batch,
         k_forwards,
@@ -928,7 +971,9 @@ fn main() -> Result<()> {
         },
         "k_estimation": {
             "examples": args.k_examples,
-            "seq": args.seq,
+            "data": if args.k_mrpc.is_some() { "mrpc" } else { "random" },
+            "tokens": k_tokens,
+            "padded_slots": k_slots,
             "batch": args.k_batch,
             "prior_stds": bound::PRIOR_GRID_POINTS,
             "prior_models": PRIOR_MODELS,
