@@ -41,6 +41,12 @@ impl Prepared {
         self.encoded.is_empty()
     }
 
+    /// The examples sorted by length, longest first, for cutting into batches.
+    pub fn length_order(&self) -> LengthOrder {
+        let lengths: Vec<usize> = self.encoded.iter().map(|e| e.input_ids.len()).collect();
+        LengthOrder::by_length(&lengths)
+    }
+
     /// The padded batch of examples `rows`.
     pub fn batch(&self, rows: &[usize], pad_id: u32) -> PaddedBatch {
         let refs: Vec<&Encoded> = rows.iter().map(|&i| &self.encoded[i]).collect();
@@ -148,8 +154,7 @@ pub async fn outputs(
     pad_id: u32,
     device: &Device,
 ) -> Result<Vec<Vec<f32>>> {
-    let lengths: Vec<usize> = split.encoded.iter().map(|e| e.input_ids.len()).collect();
-    let order = LengthOrder::by_length(&lengths);
+    let order = split.length_order();
     let mut out = Vec::with_capacity(split.len());
     for rows in order.batches(batch_size, pass_cost(device)) {
         let (ids, types, mask) = split.batch(rows, pad_id).to_tensors(device);

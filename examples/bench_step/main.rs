@@ -44,7 +44,7 @@ use clap::Parser;
 use common::{git_revision, write_report};
 use pac_wgpu::data::{Examples, Prepared, pass_cost};
 use pac_wgpu::device::{DeviceChoice, MemoryReading, memory, select};
-use pac_wgpu::glue::sample::{LengthOrder, few_shot};
+use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{DataSource, Label, Split, Task};
 use pac_wgpu::model::trainable::{self, Trainable};
 use pac_wgpu::model::{BertConfig, Classifier, Encoder, HeadKind, ModelConfig, Pretrained};
@@ -656,14 +656,15 @@ fn main() -> Result<()> {
         &mut |_, _| {},
     ))?;
     let k_ms = k_start.elapsed().as_secs_f64() * 1000.0;
-    let k_lengths: Vec<usize> = k_data.encoded.iter().map(|e| e.input_ids.len()).collect();
-    let k_batches = LengthOrder::by_length(&k_lengths)
+    let length = |i: usize| k_data.encoded[i].input_ids.len();
+    let k_batches = k_data
+        .length_order()
         .batches(args.k_batch, pass_cost(&plain))
         .iter()
-        .map(|b| b.len() * k_lengths[b[0]])
+        .map(|b| b.len() * length(b[0]))
         .collect::<Vec<_>>();
     let k_forwards = bound::PRIOR_GRID_POINTS * PRIOR_MODELS * k_batches.len();
-    let k_tokens: usize = k_lengths.iter().sum();
+    let k_tokens: usize = (0..k_data.len()).map(length).sum();
     let k_slots: usize = k_batches.iter().sum();
 
     let main_data = random_examples(args.batch, args.seq, vocab, args.seed);

@@ -34,7 +34,6 @@ use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 
 use crate::data::{Examples, per_example_loss};
-use crate::glue::sample::LengthOrder;
 use crate::model::Classifier;
 use crate::model::trainable::{self, Group, Trainable};
 use crate::reduce;
@@ -148,14 +147,8 @@ async fn example_losses(
     train: &Examples<'_>,
     device: &Device,
 ) -> Result<Vec<f64>> {
-    let lengths: Vec<usize> = train
-        .data
-        .encoded
-        .iter()
-        .map(|e| e.input_ids.len())
-        .collect();
-    let order = LengthOrder::by_length(&lengths);
-    let mut losses = Vec::with_capacity(lengths.len());
+    let order = train.data.length_order();
+    let mut losses = Vec::with_capacity(train.data.len());
     for chunk in order.batches(train.batch_size, crate::data::pass_cost(device)) {
         let (ids, types, mask) = train.data.batch(chunk, train.pad).to_tensors(device);
         let logits = model.forward(ids, types, mask);
