@@ -12,9 +12,9 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::Parser;
 use common::{git_revision, write_report};
-use pac_wgpu::device::{DeviceChoice, select};
+use pac_wgpu::util::device::{DeviceChoice, select};
 use pac_wgpu::model::{Bert, BertConfig, Encoder, Pretrained};
-use pac_wgpu::tokenize::PaddedBatch;
+use pac_wgpu::util::tokenize::PaddedBatch;
 use serde_json::json;
 
 #[derive(Parser)]
@@ -41,7 +41,7 @@ struct Args {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    pac_wgpu::device::keep_freed_memory();
+    pac_wgpu::util::device::keep_freed_memory();
     let selected = select(args.device)?;
     let device = &selected.device;
     let mut rows = Vec::new();

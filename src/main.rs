@@ -11,7 +11,7 @@ use pac_wgpu::train::interrupt::Interrupted;
 static PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
 
 fn main() -> ExitCode {
-    pac_wgpu::device::keep_freed_memory();
+    pac_wgpu::util::device::keep_freed_memory();
     std::panic::set_hook(Box::new(|info| {
         let message = info
             .payload()

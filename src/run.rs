@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::files::write_atomic;
+use crate::util::files::write_atomic;
 
 /// Dev metrics by name (`accuracy`, `f1`, `mcc`, `pearson`, `spearman`, ...).
 pub type Metrics = BTreeMap<String, f64>;

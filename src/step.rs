@@ -8,23 +8,13 @@
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 
-use crate::data::{Targets, per_example_loss};
+use crate::data::{Batch, per_example_loss};
 use crate::model::Classifier;
 use crate::model::trainable::{self, Group, Scope, Trainable};
 use crate::optim::AdamW;
-use crate::tokenize::PaddedBatch;
 
 /// The gradient of each trainable tensor, flattened (None where the loss does not reach it).
 pub type Grads = Vec<Option<Tensor<1>>>;
-
-/// A micro-batch: inputs and their targets.
-pub type Micro = (PaddedBatch, Targets);
-
-/// One batch of `len` examples, split into micro-batches whose gradients add up (`--grad-accum`).
-pub struct Batch {
-    pub micro: Vec<Micro>,
-    pub len: usize,
-}
 
 /// Learning rates of this step and optional clipping of the global gradient norm of θ.
 #[derive(Debug, Clone, Copy)]
@@ -103,56 +93,16 @@ impl<R> Outcome<R> {
     }
 }
 
-/// The parts of a step, in the order they run; each ends with a call of the step's `lap`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
-    /// θ' = θ + exp(p)·τ per tensor, the clean θ kept; in stage 1 the same pass adds up the KL
-    /// sums.
-    Inject,
-    ForwardBackward,
-    /// The clean θ put back (a module map, how the noise is removed).
-    Restore,
-    /// The non-finite guard: one sum per gradient, read back once.
-    Check,
-    /// The KL sums finished and read back, and the bound's host terms (stage 1).
-    KlSums,
-    /// p's gradient, its noise-Adam step and the KL pull on θ's gradient: one fused kernel per
-    /// tensor.
-    NoiseAdamP,
-    NoiseAdamB,
-    AdamW,
-}
+/// A part of a step, named as benchmarks report it; each part ends with a call of the step's
+/// `lap`. The parts every method shares are named here, PAC's own in [`crate::pac`]'s `PARTS`.
+pub type Part = &'static str;
 
-impl Part {
-    pub const ALL: [Part; 8] = [
-        Part::Inject,
-        Part::ForwardBackward,
-        Part::Restore,
-        Part::Check,
-        Part::KlSums,
-        Part::NoiseAdamP,
-        Part::NoiseAdamB,
-        Part::AdamW,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Part::Inject => "noise_inject",
-            Part::ForwardBackward => "forward_backward",
-            Part::Restore => "restore_clean",
-            Part::Check => "nonfinite_check",
-            Part::KlSums => "kl_sums_and_bound",
-            Part::NoiseAdamP => "grad_p_noise_adam_p_kl_pull",
-            Part::NoiseAdamB => "noise_adam_b",
-            Part::AdamW => "adamw_theta",
-        }
-    }
-
-    /// Whether the part is PAC's own kernel work (noise, KL sums, the fused noise-Adam of p).
-    pub fn is_kernel(self) -> bool {
-        matches!(self, Part::Inject | Part::KlSums | Part::NoiseAdamP)
-    }
-}
+/// Loss and gradients at the (possibly perturbed) weights.
+pub const FORWARD_BACKWARD: Part = "forward_backward";
+/// The non-finite guard: one sum per gradient, read back once.
+pub const NONFINITE_CHECK: Part = "nonfinite_check";
+/// AdamW's update of θ.
+pub const ADAMW: Part = "adamw_theta";
 
 /// Vanilla fine-tuning: loss and gradients, the guard, AdamW.
 pub async fn plain(
@@ -160,14 +110,12 @@ pub async fn plain(
     ctx: &mut StepContext<'_>,
     batch: &Batch,
 ) -> Result<(Classifier, Outcome)> {
-    (ctx.lap)(Part::Inject);
     let (loss1, grads) = forward_backward(&model, ctx, batch).await?;
-    (ctx.lap)(Part::ForwardBackward);
-    (ctx.lap)(Part::Restore);
+    (ctx.lap)(FORWARD_BACKWARD);
     if let Some(bad) = check(loss1, &grads, ctx.trainable).await? {
         return Ok((model, Outcome::NonFinite(bad)));
     }
-    (ctx.lap)(Part::Check);
+    (ctx.lap)(NONFINITE_CHECK);
     let (model, report) = update(model, ctx, loss1, grads).await?;
     Ok((model, Outcome::Done(report)))
 }
@@ -187,7 +135,7 @@ pub async fn forward_backward(
         // Summed over the micro-batch and divided by the whole batch: the micro-batch
         // gradients add up to the gradient of the batch mean.
         let loss = per_example_loss(logits, targets).sum() / batch.len as f32;
-        loss1 += crate::device::read_scalar(loss.clone()).await?;
+        loss1 += crate::util::device::read_scalar(loss.clone()).await?;
         let g = loss.backward();
         trainable::visit(model, ctx.scope, Some(&g), |j, _, grad| {
             if let Some(grad) = grad {
@@ -241,7 +189,7 @@ pub async fn update(
             None => theta,
         }
     });
-    (ctx.lap)(Part::AdamW);
+    (ctx.lap)(ADAMW);
     Ok((model, report))
 }
 
@@ -251,12 +199,12 @@ async fn first_non_finite(grads: &[Option<Tensor<1>>]) -> Result<Option<(usize, 
     let (index, sums): (Vec<usize>, Vec<Tensor<1>>) = grads
         .iter()
         .enumerate()
-        .filter_map(|(j, g)| g.as_ref().map(|g| (j, crate::reduce::sum(g.clone()))))
+        .filter_map(|(j, g)| g.as_ref().map(|g| (j, crate::util::reduce::sum(g.clone()))))
         .unzip();
     if sums.is_empty() {
         return Ok(None);
     }
-    let values = crate::device::read_f32(Tensor::cat(sums, 0), "the gradient sums").await?;
+    let values = crate::util::device::read_f32(Tensor::cat(sums, 0), "the gradient sums").await?;
     Ok(index
         .into_iter()
         .zip(values)
@@ -269,12 +217,12 @@ async fn clip(grads: &mut [Option<Tensor<1>>], max_norm: f64) -> Result<()> {
     let squares: Vec<Tensor<1>> = grads
         .iter()
         .flatten()
-        .map(|g| crate::reduce::sum(g.clone() * g.clone()))
+        .map(|g| crate::util::reduce::sum(g.clone() * g.clone()))
         .collect();
     if squares.is_empty() {
         return Ok(());
     }
-    let norm = crate::device::read_scalar(Tensor::cat(squares, 0).sum())
+    let norm = crate::util::device::read_scalar(Tensor::cat(squares, 0).sum())
         .await?
         .sqrt();
     let factor = max_norm / (norm + 1e-6);

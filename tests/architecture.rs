@@ -1,35 +1,30 @@
 //! The library's modules depend one way: no file of src/ imports, directly or through others,
-//! a file that imports it back, and the top-level modules keep their layers (helpers → model →
-//! pac → train → cli; glue and the run records beside). Read from the sources: every
+//! a file that imports it back, and the top-level modules keep their layers (util → ops →
+//! model → data → step → pac → train → cli; glue and the run records beside). Read from the sources: every
 //! `crate::…`, `super::…` and child-module path a file names is an edge to the file it reaches,
-//! except a submodule's use of its own ancestors (whose mod.rs holds the types it shares).
+//! a submodule's use of its parent included: a mod.rs declares and re-exports its children, and
+//! the types they share live in a child of their own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Layer of each top-level module: a module may use modules of its own layer or below.
-const LAYERS: [(&str, u8); 21] = [
-    ("rng", 0),
-    ("reduce", 0),
-    ("files", 0),
-    ("device", 0),
-    ("kernel", 0),
-    ("metrics", 0),
-    ("tokenize", 0),
-    ("hub", 0),
+const LAYERS: [(&str, u8); 15] = [
+    ("util", 0),
+    ("ops", 1),
     ("glue", 1),
-    ("model", 1),
     ("optim", 1),
     ("run", 1),
-    ("data", 2),
-    ("report", 2),
-    ("step", 3),
-    ("pac", 4),
-    ("train", 5),
-    ("sweep", 6),
-    ("cli", 6),
-    ("main", 6),
-    ("lib", 6),
+    ("model", 2),
+    ("data", 3),
+    ("report", 3),
+    ("step", 4),
+    ("pac", 5),
+    ("train", 6),
+    ("sweep", 7),
+    ("cli", 7),
+    ("main", 7),
+    ("lib", 7),
 ];
 
 fn src() -> PathBuf {
@@ -60,58 +55,127 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The paths a file's code names: `crate::a::b`, `super::x` (resolved), `child::y` for the
-/// file's own submodules, with `{a, b}` groups expanded one level. Comments are ignored.
+/// The paths a file's code names: `crate::a::b`, `super::x` and `super::super::x` (resolved),
+/// `self::x`, `child::y` for the file's own submodules, with `{a, b::{c, d}}` groups expanded
+/// at every depth. Comments are ignored.
 fn named_paths(file: &Path, module: &[String], children: &BTreeSet<String>) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(file).unwrap();
-    let code: String = text
+    let code: Vec<char> = text
         .lines()
         .map(|l| l.split("//").next().unwrap())
         .collect::<Vec<_>>()
-        .join("\n");
+        .join("\n")
+        .chars()
+        .collect();
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut paths = Vec::new();
-    let bytes: Vec<char> = code.chars().collect();
     let mut i = 0;
-    while i < bytes.len() {
-        let before_ok = i == 0 || !(is_ident(bytes[i - 1]) || bytes[i - 1] == ':');
-        if !before_ok || !is_ident(bytes[i]) {
+    while i < code.len() {
+        let before_ok = i == 0 || !(is_ident(code[i - 1]) || code[i - 1] == ':');
+        if !before_ok || !is_ident(code[i]) {
             i += 1;
             continue;
         }
-        let start = i;
-        while i < bytes.len() && (is_ident(bytes[i]) || bytes[i] == ':') {
-            i += 1;
-        }
-        let word: String = bytes[start..i].iter().collect();
-        let segments: Vec<&str> = word.split("::").filter(|s| !s.is_empty()).collect();
-        if segments.len() < 2 && !(word.ends_with("::") && i < bytes.len() && bytes[i] == '{') {
+        let (segments, group, end) = path_at(&code, i);
+        i = end;
+        if segments.len() < 2 && group.is_none() {
             continue;
         }
-        let mut base: Vec<String> = match segments[0] {
-            "crate" => Vec::new(),
-            "super" => module[..module.len().saturating_sub(1)].to_vec(),
-            "self" => module.to_vec(),
-            first if children.contains(first) => module.to_vec(),
-            _ => continue,
+        let Some(base) = absolute(&segments, module, children) else {
+            continue;
         };
-        let skip = usize::from(matches!(segments[0], "crate" | "super" | "self"));
-        base.extend(segments[skip..].iter().map(|s| s.to_string()));
-        if word.ends_with("::") && i < bytes.len() && bytes[i] == '{' {
-            let end = i + bytes[i..].iter().position(|&c| c == '}').unwrap_or(0);
-            let group: String = bytes[i + 1..end].iter().collect();
-            for item in group.split(',') {
-                let item = item.trim().split("::").next().unwrap_or("").trim();
-                if !item.is_empty() && item != "self" {
-                    let mut path = base.clone();
-                    path.push(item.to_string());
-                    paths.push(path);
-                }
-            }
+        if let Some(group) = group {
+            expand(&group, &base, &mut paths);
         }
         paths.push(base);
     }
     paths
+}
+
+/// The path that starts at `code[i]`: its segments, the text of a `::{…}` group that ends it,
+/// and where it ends.
+fn path_at(code: &[char], mut i: usize) -> (Vec<String>, Option<String>, usize) {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let start = i;
+    while i < code.len() && (is_ident(code[i]) || code[i] == ':') {
+        i += 1;
+    }
+    let word: String = code[start..i].iter().collect();
+    let segments = word.split("::").filter(|s| !s.is_empty()).map(String::from).collect();
+    if !(word.ends_with("::") && code.get(i) == Some(&'{')) {
+        return (segments, None, i);
+    }
+    let mut depth = 0;
+    let open = i;
+    while i < code.len() {
+        match code[i] {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+        if depth == 0 {
+            break;
+        }
+    }
+    let group = code[open + 1..i - 1].iter().collect();
+    (segments, Some(group), i)
+}
+
+/// `segments` as a path from the crate root, seen from `module`; `None` for other crates.
+fn absolute(segments: &[String], module: &[String], children: &BTreeSet<String>) -> Option<Vec<String>> {
+    let first = segments.first()?;
+    let mut base = match first.as_str() {
+        "crate" => Vec::new(),
+        "super" | "self" => module.to_vec(),
+        first if children.contains(first) => module.to_vec(),
+        _ => return None,
+    };
+    let mut rest = segments;
+    if first == "crate" || first == "self" {
+        rest = &segments[1..];
+    }
+    while rest.first().is_some_and(|s| s == "super") {
+        base.pop();
+        rest = &rest[1..];
+    }
+    base.extend(rest.iter().cloned());
+    Some(base)
+}
+
+/// Every path of a `use` group (`a, b::c, d::{e, f}`) under `base`, nested groups included.
+fn expand(group: &str, base: &[String], out: &mut Vec<Vec<String>>) {
+    let mut depth = 0;
+    let mut item = String::new();
+    let mut items = Vec::new();
+    for c in group.chars() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(std::mem::take(&mut item));
+                continue;
+            }
+            _ => {}
+        }
+        item.push(c);
+    }
+    items.push(item);
+    for item in items {
+        let item = item.trim();
+        let (head, inner) = match item.split_once("::{") {
+            Some((head, inner)) => (head, inner.strip_suffix('}')),
+            None => (item.split(" as ").next().unwrap().trim(), None),
+        };
+        let mut path = base.to_vec();
+        path.extend(head.split("::").map(str::trim).filter(|s| !s.is_empty() && *s != "self").map(String::from));
+        if let Some(inner) = inner {
+            expand(inner, &path, out);
+        }
+        if !path.is_empty() {
+            out.push(path);
+        }
+    }
 }
 
 /// The file a module path lands in: its longest prefix that is a module of src/.
@@ -137,10 +201,8 @@ fn modules_form_no_import_cycle_and_keep_their_layers() {
             .collect();
         let targets = edges.entry(module.clone()).or_default();
         for path in named_paths(file, module, &children) {
-            // A submodule may use what its ancestors define (Rust's module tree puts the
-            // shared types of a module in its mod.rs); every other edge counts.
             if let Some(target) = resolve(&path, &modules)
-                && !module.starts_with(&target[..])
+                && target != *module
             {
                 targets.insert(target);
             }
@@ -173,29 +235,67 @@ fn modules_form_no_import_cycle_and_keep_their_layers() {
         }
     }
 
-    // No cycle: depth-first search, a back edge is one.
-    fn visit(
-        m: &Vec<String>,
-        edges: &BTreeMap<Vec<String>, BTreeSet<Vec<String>>>,
-        stack: &mut Vec<Vec<String>>,
-        done: &mut BTreeSet<Vec<String>>,
-    ) {
-        if done.contains(m) {
-            return;
-        }
-        if let Some(at) = stack.iter().position(|s| s == m) {
-            let cycle: Vec<String> = stack[at..].iter().map(|s| s.join("::")).collect();
-            panic!("import cycle: {} -> {}", cycle.join(" -> "), m.join("::"));
-        }
-        stack.push(m.clone());
-        for next in edges.get(m).into_iter().flatten() {
-            visit(next, edges, stack, done);
-        }
-        stack.pop();
-        done.insert(m.clone());
+    // No cycle: every strongly connected component of more than one file is one.
+    let cycles = cycles(&edges);
+    assert!(
+        cycles.is_empty(),
+        "import cycles (files that reach each other):\n{}",
+        cycles
+            .iter()
+            .map(|c| c.iter().map(|m| m.join("::")).collect::<Vec<_>>().join(" <-> "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+type Module = Vec<String>;
+
+/// The strongly connected components of more than one module (Tarjan's algorithm).
+fn cycles(edges: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<Module>> {
+    struct Tarjan<'a> {
+        edges: &'a BTreeMap<Module, BTreeSet<Module>>,
+        index: BTreeMap<&'a Module, (usize, usize)>,
+        stack: Vec<&'a Module>,
+        found: Vec<Vec<Module>>,
     }
-    let mut done = BTreeSet::new();
+    impl<'a> Tarjan<'a> {
+        fn visit(&mut self, m: &'a Module) {
+            let n = self.index.len();
+            self.index.insert(m, (n, n));
+            self.stack.push(m);
+            for next in self.edges.get(m).into_iter().flatten() {
+                match self.index.get(next) {
+                    None => {
+                        self.visit(next);
+                        let low = self.index[next].1.min(self.index[m].1);
+                        self.index.get_mut(m).unwrap().1 = low;
+                    }
+                    Some(&(at, _)) if self.stack.contains(&next) => {
+                        let low = at.min(self.index[m].1);
+                        self.index.get_mut(m).unwrap().1 = low;
+                    }
+                    Some(_) => {}
+                }
+            }
+            if self.index[m].0 == self.index[m].1 {
+                let at = self.stack.iter().position(|s| *s == m).unwrap();
+                let component: Vec<Module> = self.stack.drain(at..).cloned().collect();
+                if component.len() > 1 {
+                    self.found.push(component);
+                }
+            }
+        }
+    }
+    let mut t = Tarjan {
+        edges,
+        index: BTreeMap::new(),
+        stack: Vec::new(),
+        found: Vec::new(),
+    };
     for m in edges.keys() {
-        visit(m, &edges, &mut Vec::new(), &mut done);
+        if !t.index.contains_key(m) {
+            t.visit(m);
+        }
     }
+    t.found
 }

@@ -1,5 +1,5 @@
 //! Parity with Hugging Face transformers on the tiny RoBERTa and GPT-2 checkpoints
-//! (../shared/golden/families/): identical token ids, final hidden states at the first and last
+//! (tests/golden/families/): identical token ids, final hidden states at the first and last
 //! token within 1e-4 on the CPU device (lavapipe: within 1e-4 of the CPU device on short inputs),
 //! and right-padded batches equal to HF's and to one by one; plus `encode --json`.
 
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use common::{binary, golden_dir, max_abs_diff, read_json, run_ok, test_devices};
 use pac_wgpu::model::{Pretrained, token_states};
-use pac_wgpu::tokenize::{Encoded, PaddedBatch, TextTokenizer};
+use pac_wgpu::util::tokenize::{Encoded, PaddedBatch, TextTokenizer};
 use serde_json::Value;
 
 /// The golden README's tolerance for float32 hidden states.
@@ -17,10 +17,10 @@ const TOLERANCE: f32 = 1e-4;
 
 const FAMILIES: [&str; 2] = ["roberta", "gpt2"];
 
-fn family_dir(family: &str) -> Option<(PathBuf, Value)> {
-    let root = golden_dir()?.join("families");
+fn family_dir(family: &str) -> (PathBuf, Value) {
+    let root = golden_dir().join("families");
     let json = read_json(&root.join(format!("{family}-forward.json")));
-    Some((root.join(format!("tiny-{family}")), json))
+    (root.join(format!("tiny-{family}")), json)
 }
 
 fn ints(v: &Value) -> Vec<u32> {
@@ -61,9 +61,7 @@ fn encode_cases(dir: &Path, golden: &Value) -> (Vec<Encoded>, u32) {
 #[test]
 fn token_ids_match_hf() {
     for family in FAMILIES {
-        let Some((dir, golden)) = family_dir(family) else {
-            return;
-        };
+        let (dir, golden) = family_dir(family);
         let (encoded, _) = encode_cases(&dir, &golden);
         let cases = golden["cases"].as_array().unwrap();
         assert_eq!(cases.len(), 4, "{family}: the golden file has four cases");
@@ -82,9 +80,7 @@ fn token_ids_match_hf() {
 #[test]
 fn hidden_states_match_hf_one_by_one_and_padded() {
     for family in FAMILIES {
-        let Some((dir, golden)) = family_dir(family) else {
-            return;
-        };
+        let (dir, golden) = family_dir(family);
         let (encoded, pad) = encode_cases(&dir, &golden);
         let golden_batch = golden_padded_batch(&golden["padded_batch"]);
         let refs: Vec<&Encoded> = encoded.iter().take(3).collect();
@@ -177,14 +173,11 @@ fn hidden_states_match_hf_one_by_one_and_padded() {
 /// lavapipe compiles kernels per input shape, slowly, so the 128-token golden inputs stay on the
 /// CPU. GPT-2's first position sees only itself, so there it also equals HF's directly.
 #[test]
+#[cfg_attr(not(pac_test_lavapipe), ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1")]
 fn lavapipe_matches_the_cpu_device() {
-    let Some(lavapipe) = common::lavapipe() else {
-        return;
-    };
+    let lavapipe = common::lavapipe();
     for family in FAMILIES {
-        let Some((dir, golden)) = family_dir(family) else {
-            return;
-        };
+        let (dir, golden) = family_dir(family);
         let (encoded, pad) = encode_cases(&dir, &golden);
         let short: Vec<Encoded> = encoded
             .iter()
@@ -251,9 +244,7 @@ fn golden_padded_batch(padded: &Value) -> PaddedBatch {
 #[test]
 fn encode_json_prints_ids_and_first_and_last() {
     for family in FAMILIES {
-        let Some((dir, golden)) = family_dir(family) else {
-            return;
-        };
+        let (dir, golden) = family_dir(family);
         let case = &golden["cases"][0];
         let mut cmd = binary();
         cmd.args(["encode", "--json", "--device", "cpu", "--model"])
@@ -287,8 +278,8 @@ fn encode_json_prints_ids_and_first_and_last() {
 }
 
 /// A copy of the tiny `family` folder under `to`, with `edit` applied.
-fn tiny_copy(family: &str, to: &Path, edit: impl FnOnce(&Path)) -> Option<PathBuf> {
-    let (dir, _) = family_dir(family)?;
+fn tiny_copy(family: &str, to: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
+    let (dir, _) = family_dir(family);
     std::fs::create_dir_all(to).unwrap();
     for file in ["config.json", "model.safetensors", "tokenizer.json"] {
         std::fs::copy(dir.join(file), to.join(file)).unwrap();
@@ -298,7 +289,7 @@ fn tiny_copy(family: &str, to: &Path, edit: impl FnOnce(&Path)) -> Option<PathBu
         std::fs::set_permissions(to.join(file), perms).unwrap();
     }
     edit(to);
-    Some(to.to_path_buf())
+    to.to_path_buf()
 }
 
 /// `train` on the toy SST-2 with the CPU device, batches of 8.
@@ -332,9 +323,7 @@ fn pac_and_vanilla_train_on_each_family_and_resume_exactly() {
     let glue = tmp.path().join("glue");
     common::tiny::write_toy_sst2(&glue);
     for family in FAMILIES {
-        let Some((model, _)) = family_dir(family) else {
-            return;
-        };
+        let (model, _) = family_dir(family);
         for (method, head) in [("pac", "cls"), ("vanilla", "hf")] {
             let flags = ["--method", method, "--head", head, "--stage1-epochs", "1"];
             let full = tmp.path().join(format!("{family}-{method}-full"));
@@ -430,13 +419,11 @@ fn bad_family_folders_fail_with_one_line_and_write_nothing() {
         std::fs::write(path, v.to_string()).unwrap();
     };
 
-    let Some(unknown) = tiny_copy("roberta", &tmp.path().join("unknown"), |d| {
+    let unknown = tiny_copy("roberta", &tmp.path().join("unknown"), |d| {
         edit_json(&d.join("config.json"), &|v| {
             v["model_type"] = "xlnet".into()
         })
-    }) else {
-        return;
-    };
+    });
     assert_fails(
         &mut train_cmd(&unknown, &glue, &out, &[]),
         &out,
@@ -449,8 +436,7 @@ fn bad_family_folders_fail_with_one_line_and_write_nothing() {
         edit_json(&d.join("tokenizer.json"), &|v| {
             v["model"]["merges"] = Value::Array(vec![])
         })
-    })
-    .unwrap();
+    });
     assert_fails(
         &mut train_cmd(&no_merges, &glue, &out, &[]),
         &out,
@@ -461,15 +447,14 @@ fn bad_family_folders_fail_with_one_line_and_write_nothing() {
         edit_json(&d.join("config.json"), &|v| {
             v["max_position_embeddings"] = 20.into()
         })
-    })
-    .unwrap();
+    });
     assert_fails(
         &mut train_cmd(&short, &glue, &out, &[]),
         &out,
         &[
             "config.json",
             "max_position_embeddings 20",
-            "--max-length is 32",
+            "--max-length 32",
         ],
     );
 }
@@ -492,9 +477,7 @@ fn export_round_trips_and_has_the_hf_layout() {
     let glue = tmp.path().join("glue");
     common::tiny::write_toy_sst2(&glue);
     for family in FAMILIES {
-        let Some((model, _)) = family_dir(family) else {
-            return;
-        };
+        let (model, _) = family_dir(family);
         let pretrained = layout(&model.join("model.safetensors"));
         let prefix = if family == "gpt2" {
             "transformer"

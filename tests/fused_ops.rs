@@ -1,5 +1,5 @@
-//! The model's fused ops, each one op each way with its own backward pass (`model::gelu`,
-//! `model::softmax` and `model::layer_norm`: a WGSL kernel and its CPU twin; `model::linear`:
+//! The model's fused ops, each one op each way with its own backward pass (`ops::gelu`,
+//! `ops::softmax` and `ops::layer_norm`: a WGSL kernel and its CPU twin; `ops::linear`:
 //! gemm on the CPU), against the same function written from primitive ops and differentiated by
 //! autodiff: values and gradients on random inputs, on every test device.
 
@@ -9,11 +9,11 @@ use burn::module::Param;
 use burn::nn::LayerNormConfig;
 use burn::tensor::activation;
 use burn::tensor::{Device, Distribution, Gradients, Tensor};
-use pac_wgpu::model::attention::attention;
-use pac_wgpu::model::gelu::gelu;
-use pac_wgpu::model::layer_norm::LayerNorm;
-use pac_wgpu::model::linear::linear;
-use pac_wgpu::model::softmax::softmax;
+use pac_wgpu::ops::attention::attention;
+use pac_wgpu::ops::gelu::gelu;
+use pac_wgpu::ops::layer_norm::LayerNorm;
+use pac_wgpu::ops::linear::linear;
+use pac_wgpu::ops::softmax::softmax;
 
 /// GELU from primitives: x · (erf(x/√2) + 1)/2.
 fn gelu_composed(x: Tensor<3>) -> Tensor<3> {
@@ -169,7 +169,7 @@ fn compare_outputs<const N: usize>(
     op: &str,
     names: [&str; N],
     run: impl Fn(bool, &Device) -> Vec<Vec<f32>>,
-    devices: Vec<pac_wgpu::device::SelectedDevice>,
+    devices: Vec<pac_wgpu::util::device::SelectedDevice>,
     tolerance: f32,
 ) {
     let twin = run(true, &Device::flex().autodiff());
@@ -192,7 +192,7 @@ fn compare_outputs<const N: usize>(
 /// for x `[batch, len, d_in]` and W `[d_in, d_out]`: the value and the gradients for x, W and b.
 fn check_linear(
     [batch, len, d_in, d_out]: [usize; 4],
-    devices: Vec<pac_wgpu::device::SelectedDevice>,
+    devices: Vec<pac_wgpu::util::device::SelectedDevice>,
 ) {
     let host = Device::flex();
     host.seed(17);

@@ -1,31 +1,22 @@
-//! GLUE readers on the real files in ../shared/glue (env GLUE_DIR), few-shot sampling, batching
+//! GLUE readers on the real files (env GLUE_DIR, else ../shared/glue), few-shot sampling, batching
 //! order, and the `data` and `score` commands.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pac_wgpu::glue::sample::{LengthOrder, epoch_order, few_shot};
+use pac_wgpu::data::batch::{LengthOrder, epoch_order};
+use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{DataSource, Label, Split, Task, read_predictions};
-use pac_wgpu::metrics;
-use pac_wgpu::rng::SplitMix64;
+use pac_wgpu::util::metrics;
+use pac_wgpu::util::rng::SplitMix64;
 use serde_json::Value;
 
-/// The GLUE folder: env GLUE_DIR, default ../shared/glue. Missing: a panic under CI=true, else
-/// `None` (the test is skipped).
-fn glue_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("GLUE_DIR")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/glue"));
-    if dir.is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("GLUE data not found at {}: set GLUE_DIR", dir.display());
-    }
-    eprintln!("skipped: set GLUE_DIR");
-    None
+mod common;
+
+/// The real GLUE files (tests that read them are listed as not run without them).
+fn glue_dir() -> PathBuf {
+    common::glue_dir()
 }
 
 fn source(dir: &Path) -> DataSource {
@@ -49,8 +40,9 @@ const SIZES: [(Task, [Option<usize>; 3]); 10] = [
 const SPLITS: [Split; 3] = [Split::Train, Split::Dev, Split::Test];
 
 #[test]
+#[cfg_attr(not(pac_test_glue), ignore = "needs real GLUE: set GLUE_DIR")]
 fn split_sizes_match_glue() {
-    let Some(dir) = glue_dir() else { return };
+    let dir = glue_dir();
     let source = source(&dir);
     for (task, sizes) in SIZES {
         for (split, size) in SPLITS.into_iter().zip(sizes) {
@@ -71,8 +63,9 @@ fn split_sizes_match_glue() {
 /// "( "), pair tasks have a second text, labelled splits use every class, test splits have no
 /// labels.
 #[test]
+#[cfg_attr(not(pac_test_glue), ignore = "needs real GLUE: set GLUE_DIR")]
 fn every_split_has_texts_and_valid_labels() {
-    let Some(dir) = glue_dir() else { return };
+    let dir = glue_dir();
     let source = source(&dir);
     let is_pair = |task: Task| !matches!(task, Task::Cola | Task::Sst2);
     let wordy = |t: &str| t.chars().filter(|c| c.is_alphabetic()).count() >= 2;
@@ -155,21 +148,16 @@ fn labels_parse_by_glue_spelling_name_and_id() {
     }
 }
 
-fn load_train(task: Task) -> Option<Vec<pac_wgpu::glue::Example>> {
-    let dir = glue_dir()?;
-    Some(
-        source(&dir)
-            .load(task, Split::Train)
-            .expect("train")
-            .examples,
-    )
+fn load_train(task: Task) -> Vec<pac_wgpu::glue::Example> {
+    source(&glue_dir())
+        .load(task, Split::Train)
+        .expect("train")
+        .examples
 }
 
 #[test]
 fn few_shot_draw_depends_only_on_size_and_seed() {
-    let Some(train) = load_train(Task::Mrpc) else {
-        return;
-    };
+    let train: Vec<usize> = (0..3668).map(|i| i * 7).collect();
     let draw = |size, seed| -> Vec<_> {
         few_shot(train.len(), size, seed)
             .into_iter()
@@ -369,8 +357,9 @@ fn direct_scores(task: Task, gold: &[Label], predicted: &[Label]) -> Vec<(&'stat
 /// The `score` path (predictions file → metrics) for CoLA, MRPC and STS-B dev, through the
 /// library and through the binary.
 #[test]
+#[cfg_attr(not(pac_test_glue), ignore = "needs real GLUE: set GLUE_DIR")]
 fn score_matches_the_metrics_on_dev() {
-    let Some(dir) = glue_dir() else { return };
+    let dir = glue_dir();
     let tmp = tempfile::tempdir().expect("tempdir");
     for task in [Task::Cola, Task::Mrpc, Task::Stsb] {
         let gold = source(&dir).load(task, Split::Dev).expect("dev").labels();
@@ -420,8 +409,9 @@ fn pac_wgpu_json(args: &[&str]) -> Value {
 }
 
 #[test]
+#[cfg_attr(not(pac_test_glue), ignore = "needs real GLUE: set GLUE_DIR")]
 fn data_command_reports_glue_split_sizes() {
-    let Some(dir) = glue_dir() else { return };
+    let dir = glue_dir();
     for (task, sizes) in SIZES {
         let out = pac_wgpu_json(&[
             "data",
@@ -443,11 +433,10 @@ fn data_command_reports_glue_split_sizes() {
 }
 
 #[test]
+#[cfg_attr(not(pac_test_glue), ignore = "needs real GLUE: set GLUE_DIR")]
 fn data_command_shows_the_few_shot_draw() {
-    let Some(dir) = glue_dir() else { return };
-    let Some(train) = load_train(Task::Rte) else {
-        return;
-    };
+    let dir = glue_dir();
+    let train = load_train(Task::Rte);
     let args = |seed: &str| {
         pac_wgpu_json(&[
             "data",

@@ -1,32 +1,17 @@
-//! GLUE metrics against scikit-learn/SciPy values in ../shared/golden/metrics.json.
+//! GLUE metrics against scikit-learn/SciPy values in tests/golden/metrics.json.
 
 use std::path::PathBuf;
 
 use pac_wgpu::glue::{Label, Task};
-use pac_wgpu::metrics;
+use pac_wgpu::util::metrics;
 use serde_json::Value;
 
 const TOLERANCE: f64 = 1e-9;
 
-/// metrics.json from env GOLDEN_DIR, default ../shared/golden. Missing: a panic under CI=true,
-/// else `None` (the test is skipped).
-fn golden() -> Option<Value> {
-    let dir = std::env::var_os("GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/golden"));
-    let path = dir.join("metrics.json");
-    if !path.is_file() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!(
-                "golden metrics not found at {}: set GOLDEN_DIR",
-                path.display()
-            );
-        }
-        eprintln!("skipped: set GOLDEN_DIR");
-        return None;
-    }
-    let text = std::fs::read_to_string(&path).expect("read metrics.json");
-    Some(serde_json::from_str(&text).expect("parse metrics.json"))
+fn golden() -> Value {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/metrics.json");
+    let text = std::fs::read_to_string(&path).expect("read tests/golden/metrics.json");
+    serde_json::from_str(&text).expect("parse metrics.json")
 }
 
 fn cases<'a>(golden: &'a Value, kind: &str) -> &'a [Value] {
@@ -57,7 +42,7 @@ fn assert_close(case: &Value, metric: &str, got: f64) {
 
 #[test]
 fn classification_metrics_match_sklearn() {
-    let Some(golden) = golden() else { return };
+    let golden = golden();
     for case in cases(&golden, "classification") {
         let (gold, predicted) = (classes(case, "labels"), classes(case, "preds"));
         assert_close(case, "accuracy", metrics::accuracy(&gold, &predicted));
@@ -70,7 +55,7 @@ fn classification_metrics_match_sklearn() {
 
 #[test]
 fn regression_metrics_match_scipy() {
-    let Some(golden) = golden() else { return };
+    let golden = golden();
     for case in cases(&golden, "regression") {
         let (gold, predicted) = (floats(case, "labels"), floats(case, "preds"));
         assert_close(case, "pearson", metrics::pearson(&gold, &predicted));
@@ -80,7 +65,7 @@ fn regression_metrics_match_scipy() {
 
 #[test]
 fn mcc_and_f1_are_symmetric() {
-    let Some(golden) = golden() else { return };
+    let golden = golden();
     for case in cases(&golden, "classification") {
         let (gold, predicted) = (classes(case, "labels"), classes(case, "preds"));
         let mcc = metrics::mcc(&gold, &predicted);
@@ -92,7 +77,7 @@ fn mcc_and_f1_are_symmetric() {
 
 #[test]
 fn spearman_depends_only_on_order() {
-    let Some(golden) = golden() else { return };
+    let golden = golden();
     for case in cases(&golden, "regression") {
         let (gold, predicted) = (floats(case, "labels"), floats(case, "preds"));
         let squashed: Vec<f64> = predicted.iter().map(|v| v.tanh() * 3.0 + v.exp()).collect();
@@ -123,7 +108,7 @@ fn score_labels(values: &[f64]) -> Vec<Label> {
 /// `Task::score` computes each task's GLUE metrics, main metric first.
 #[test]
 fn task_score_reports_the_task_metrics() {
-    let Some(golden) = golden() else { return };
+    let golden = golden();
     let binary = &cases(&golden, "classification")[0];
     let three_class = cases(&golden, "classification")
         .iter()

@@ -1,5 +1,5 @@
 //! `PacTuning::init` on a real model (the tiny random BERT + a head of known values) against the
-//! spec's initialisation (../shared/docs/pac-tuning.md, "Initialisation") computed on the host in
+//! spec's initialisation (docs/method.md, "Initialisation") computed on the host in
 //! f64 from the safetensors file: p = 2·ln(mean |θ0|) over the encoder's trainable scalars,
 //! p = ln(mean |ω0|) over the head's, b_j = its group's value, θ0 = the weights.
 

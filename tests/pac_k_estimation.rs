@@ -1,5 +1,5 @@
 //! The on-device K(λ) loop, `pac::estimate_k`, against the spec's K(λ) steps computed
-//! another way on the host (../shared/docs/pac-tuning.md, "K(λ)"), on the tiny random BERT and
+//! another way on the host (docs/method.md, "K(λ)"), on the tiny random BERT and
 //! the toy SST-2.
 //!
 //! The prior models are random, so the host needs the same ones: it regenerates each draw from
@@ -21,7 +21,7 @@ use pac_wgpu::model::trainable;
 use pac_wgpu::model::{Classifier, Head, HeadKind, Pretrained};
 use pac_wgpu::pac::noise::normal_quad;
 use pac_wgpu::pac::{PRIOR_STEPS, PriorDraws, estimate_k};
-use pac_wgpu::tokenize::TextTokenizer;
+use pac_wgpu::util::tokenize::TextTokenizer;
 
 fn host(t: Tensor<1>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
@@ -50,7 +50,7 @@ fn k_estimation_matches_the_host_computation() {
     let dir = tmp.path().join("tiny-bert");
     common::tiny::write_model(&dir, 8, |_| {});
     common::tiny::write_toy_sst2(tmp.path());
-    let device = pac_wgpu::device::select(pac_wgpu::device::DeviceChoice::Cpu)
+    let device = pac_wgpu::util::device::select(pac_wgpu::util::device::DeviceChoice::Cpu)
         .unwrap()
         .device;
 

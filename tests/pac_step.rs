@@ -1,4 +1,4 @@
-//! Whole-step parity with the authors' PAC-tuning (../shared/golden/pac-step/): a tiny random
+//! Whole-step parity with the authors' PAC-tuning (tests/golden/pac-step/): a tiny random
 //! BERT + head, the recorded noise τ injected through the same code path as the generator's,
 //! two stage-1 steps and one stage-2 step, on the CPU device and on lavapipe.
 //!
@@ -33,7 +33,7 @@ use burn::nn::Linear;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::{golden_dir, read_json, test_devices};
 use pac_wgpu::data::Targets;
-use pac_wgpu::files::TensorFile;
+use pac_wgpu::util::files::TensorFile;
 use pac_wgpu::model::trainable::{self, Trainable};
 use pac_wgpu::model::{Classifier, Head, HeadKind, Pretrained};
 use pac_wgpu::optim::{AdamW, AdamWConfig};
@@ -42,8 +42,9 @@ use pac_wgpu::pac::bound::BoundTerms;
 use pac_wgpu::pac::bound::KHat;
 use pac_wgpu::pac::noise::NoiseSource;
 use pac_wgpu::pac::noise_adam::NoiseAdam;
-use pac_wgpu::step::{Batch, Lrs, StepContext};
-use pac_wgpu::tokenize::PaddedBatch;
+use pac_wgpu::data::Batch;
+use pac_wgpu::step::{Lrs, StepContext};
+use pac_wgpu::util::tokenize::PaddedBatch;
 use serde_json::Value;
 
 const REL: f64 = 1e-5;
@@ -584,8 +585,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
 
 #[test]
 fn three_pac_steps_match_the_reference_on_every_device() {
-    let Some(dir) = golden_dir() else { return };
-    let dir = dir.join("pac-step");
+    let dir = golden_dir().join("pac-step");
     let golden = Golden::load(&dir);
     for selected in test_devices() {
         TALLY.with(|t| *t.borrow_mut() = Tally::default());

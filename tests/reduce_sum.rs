@@ -6,7 +6,7 @@
 mod common;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use pac_wgpu::reduce;
+use pac_wgpu::util::reduce;
 
 /// Around one row of 1024 (reduce.rs's ROW), and past 262 144 (lavapipe's broken sum()).
 const SIZES: [usize; 7] = [1, 2, 1023, 1024, 1025, 262_145, 300_000];

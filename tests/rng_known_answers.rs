@@ -10,8 +10,9 @@
 //! Vigna's published reference outputs for seed 1234567 (first test), which anchors the rest.
 //! The script is tests/known_answers/sample_rng.py (`python3 tests/known_answers/sample_rng.py`).
 
-use pac_wgpu::glue::sample::{epoch_order, few_shot};
-use pac_wgpu::rng::{SplitMix64, mix64};
+use pac_wgpu::data::batch::epoch_order;
+use pac_wgpu::glue::sample::few_shot;
+use pac_wgpu::util::rng::{SplitMix64, mix64};
 
 /// SplitMix64 gives the reference implementation's outputs (Vigna's splitmix64.c).
 #[test]

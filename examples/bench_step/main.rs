@@ -25,10 +25,17 @@
 //! K(λ) with the default n = 100 is about half of a run on a small CPU, more on lavapipe:
 //! `--k-examples` and `--growth-steps/--growth-batch/--growth-seq` shrink the one-off parts,
 //! and the JSON records them. `--k-mrpc GLUE_DIR` times K(λ) on the paper's MRPC pairs, whose
-//! lengths vary, instead of random examples of `--seq` tokens.
+//! lengths vary, instead of random examples of `--seq` tokens. `--mrpc GLUE_DIR` also times the
+//! steps on them, in the state training reaches (see `real.rs`), beside a vanilla step of the
+//! same shapes in the fresh state, and reports the processor, the matrix products' instruction
+//! set, flush-to-zero and GFLOP/s against the processor's peak:
+//!
+//!     cargo run --release --example bench_step -- --mrpc ../shared/glue --device cpu \
+//!         --torch-anchor --growth-steps 0 --json out.json
 
 #[path = "../common/mod.rs"]
 mod common;
+mod real;
 mod torch;
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -42,20 +49,21 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use clap::Parser;
 use common::{git_revision, write_report};
-use pac_wgpu::data::{Examples, Prepared, pass_cost};
-use pac_wgpu::device::{DeviceChoice, MemoryReading, memory, select};
+use pac_wgpu::data::{Batch, Examples, Prepared, pass_cost};
+use pac_wgpu::util::device::{DeviceChoice, MemoryReading, memory, select};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{DataSource, Label, Split, Task};
 use pac_wgpu::model::trainable::{self, Trainable};
 use pac_wgpu::model::{BertConfig, Classifier, Encoder, HeadKind, ModelConfig, Pretrained};
 use pac_wgpu::optim::{AdamW, AdamWConfig};
 use pac_wgpu::pac::noise::NoiseSource;
-use pac_wgpu::pac::{self, PRIOR_MODELS, PacTuning, PriorDraws, bound};
-use pac_wgpu::step::{self, Batch, Lrs, Part, StepContext};
-use pac_wgpu::tokenize::{Encoded, TextTokenizer};
+use pac_wgpu::pac::{self, PacTuning, PriorDraws, bound};
+use pac_wgpu::pac::{KERNEL_PARTS, PARTS};
+use pac_wgpu::step::{self, Lrs, Part, StepContext};
+use pac_wgpu::util::tokenize::{Encoded, TextTokenizer};
 use pollster::block_on;
 use serde_json::json;
-use torch::{TorchAnchor, cpu_threads};
+use torch::{AnchorInputs, TorchAnchor, cpu_threads};
 
 #[derive(Parser)]
 struct Args {
@@ -86,6 +94,15 @@ struct Args {
     /// model's tokenizer (at most 128 tokens; needs a model folder).
     #[arg(long, value_name = "GLUE_DIR")]
     k_mrpc: Option<PathBuf>,
+    /// Time every step on those pairs too (implies --k-mrpc): the paper's batch of all
+    /// `--k-examples` pairs, cut by length as `train` cuts it, after --trained-steps vanilla
+    /// steps on it; --batch and --seq are then unused.
+    #[arg(long, value_name = "GLUE_DIR")]
+    mrpc: Option<PathBuf>,
+    /// Untimed vanilla steps on the --mrpc batch first: the state a run reaches (the loss falls,
+    /// the logits move apart, the gradients shrink).
+    #[arg(long, default_value_t = 30)]
+    trained_steps: usize,
     /// PAC stage-1 steps of the memory-growth run (0 skips it; else more than 10).
     #[arg(long, default_value_t = 500)]
     growth_steps: usize,
@@ -157,7 +174,7 @@ fn sync(device: &Device) -> Result<()> {
 struct Laps<'a> {
     device: &'a Device,
     last: Instant,
-    ms: [f64; Part::ALL.len()],
+    ms: [f64; PARTS.len()],
     error: Option<anyhow::Error>,
 }
 
@@ -167,7 +184,7 @@ impl<'a> Laps<'a> {
         Ok(Laps {
             device,
             last: Instant::now(),
-            ms: [0.0; Part::ALL.len()],
+            ms: [0.0; PARTS.len()],
             error: None,
         })
     }
@@ -178,7 +195,8 @@ impl<'a> Laps<'a> {
             self.error.get_or_insert(e);
         }
         let now = Instant::now();
-        self.ms[part as usize] += (now - self.last).as_secs_f64() * 1000.0;
+        let at = PARTS.iter().position(|p| *p == part).expect("a part of pac::PARTS");
+        self.ms[at] += (now - self.last).as_secs_f64() * 1000.0;
         self.last = now;
     }
 }
@@ -219,7 +237,7 @@ impl Bench {
     }
 
     /// A PAC stage-1 step taken apart at its own part boundaries, in ms per part.
-    fn stage1_parts(&mut self) -> Result<[f64; Part::ALL.len()]> {
+    fn stage1_parts(&mut self) -> Result<[f64; PARTS.len()]> {
         let plain = self.plain.clone();
         let mut laps = Laps::start(&plain)?;
         self.run(Method::Stage1, &mut |part| laps.lap(part))?;
@@ -263,6 +281,21 @@ impl Bench {
         outcome.done()?;
         self.note_memory();
         Ok(())
+    }
+
+    /// The weight gradients of a step on the batch at the current weights (no update).
+    fn gradients(&mut self) -> Result<Vec<Option<Tensor<1>>>> {
+        let model = self.model.as_ref().context("the model is lost")?;
+        let ctx = StepContext {
+            trainable: &self.trainable,
+            scope: TRAIN_EMBEDDINGS.into(),
+            adam: &mut self.adam,
+            lrs: LRS,
+            device: &self.device,
+            lap: &mut |_| {},
+        };
+        let (_, grads) = block_on(step::forward_backward(model, &ctx, &self.batch))?;
+        Ok(grads)
     }
 
     /// Memory growth over `steps` PAC stage-1 steps on `data`, from step [`GROWTH_FROM`] on:
@@ -498,7 +531,7 @@ fn median(sample: &[f64]) -> f64 {
 /// Timed steps per method and stage-1 breakdowns (ms per part), one of each per round.
 struct Timings {
     times: [Vec<f64>; Method::ALL.len()],
-    parts: Vec<[f64; Part::ALL.len()]>,
+    parts: Vec<[f64; PARTS.len()]>,
 }
 
 impl Timings {
@@ -527,9 +560,8 @@ impl Timings {
     }
 
     fn part_medians(&self) -> Vec<f64> {
-        Part::ALL
-            .iter()
-            .map(|&q| median(&self.parts.iter().map(|p| p[q as usize]).collect::<Vec<_>>()))
+        (0..PARTS.len())
+            .map(|q| median(&self.parts.iter().map(|p| p[q]).collect::<Vec<_>>()))
             .collect()
     }
 
@@ -550,10 +582,11 @@ impl Timings {
             .parts
             .iter()
             .map(|p| {
-                Part::ALL
+                PARTS
                     .iter()
-                    .filter(|q| q.is_kernel())
-                    .map(|&q| p[q as usize])
+                    .zip(p)
+                    .filter(|(q, _)| KERNEL_PARTS.contains(q))
+                    .map(|(_, ms)| ms)
                     .sum()
             })
             .collect();
@@ -583,8 +616,10 @@ fn mib(bytes: Option<u64>) -> String {
 }
 
 fn main() -> Result<()> {
+    // K(λ)'s prior models per std: the paper's, as `train` uses them.
+    let prior_models = pac_wgpu::train::TrainConfig::paper("mrpc").prior_models;
     let args = Args::parse();
-    pac_wgpu::device::keep_freed_memory();
+    pac_wgpu::util::device::keep_freed_memory();
     for (flag, value) in [
         ("--batch", args.batch),
         ("--seq", args.seq),
@@ -626,11 +661,11 @@ fn main() -> Result<()> {
     );
 
     eprintln!(
-        "K(λ) estimation: {} examples × {} prior stds × {PRIOR_MODELS} models…",
+        "K(λ) estimation: {} examples × {} prior stds × {prior_models} models…",
         args.k_examples,
         bound::PRIOR_GRID_POINTS
     );
-    let (k_data, pad) = match &args.k_mrpc {
+    let (k_data, pad) = match args.mrpc.as_ref().or(args.k_mrpc.as_ref()) {
         Some(glue_dir) => mrpc_examples(glue_dir, &args.model, args.k_examples, args.seed)?,
         None => (
             random_examples(args.k_examples, args.seq, vocab, args.seed ^ 0x4b),
@@ -649,7 +684,7 @@ fn main() -> Result<()> {
         &k_examples,
         (GAMMA, GAMMA),
         PriorDraws {
-            models: PRIOR_MODELS,
+            models: prior_models,
             seed: args.seed,
         },
         &plain,
@@ -663,12 +698,17 @@ fn main() -> Result<()> {
         .iter()
         .map(|b| b.len() * length(b[0]))
         .collect::<Vec<_>>();
-    let k_forwards = bound::PRIOR_GRID_POINTS * PRIOR_MODELS * k_batches.len();
+    let k_forwards = bound::PRIOR_GRID_POINTS * prior_models * k_batches.len();
     let k_tokens: usize = (0..k_data.len()).map(length).sum();
     let k_slots: usize = k_batches.iter().sum();
 
-    let main_data = random_examples(args.batch, args.seq, vocab, args.seed);
-    let batch = whole_batch(&main_data, &device);
+    let batch = match args.mrpc {
+        Some(_) => real::training_batch(&k_data, pad, &device),
+        None => whole_batch(&random_examples(args.batch, args.seq, vocab, args.seed), &device),
+    };
+    let step_flop = real::step_flop(&config, &batch);
+    let k_cuts = real::cuts(&k_data, args.k_batch, &plain);
+    let k_pass_flop = real::forward_batches_flop(&config, &k_data, &k_cuts.1);
     let mut bench = Bench {
         device,
         plain: plain.clone(),
@@ -683,11 +723,43 @@ fn main() -> Result<()> {
         peak_device: None,
     };
 
+    // --mrpc: the trained state, what its gradients hold, and a fresh model on random inputs of
+    // the same lengths beside it.
+    let mut fresh = None;
+    let mut subnormals = None;
+    if args.mrpc.is_some() {
+        eprintln!("{} vanilla steps on the MRPC batch…", args.trained_steps);
+        for _ in 0..args.trained_steps {
+            bench.step(Method::Vanilla)?;
+        }
+        let grads = bench.gradients()?;
+        let model = bench.model.as_ref().context("the model is lost")?;
+        subnormals = Some(block_on(real::subnormals(model, &plain, &bench.batch, &grads))?);
+        let (model, _) = build_model(&args.model, args.seed ^ 0xf4e5, &bench.device)?;
+        let data = real::random_like(&k_data, vocab, args.seed ^ 0x72);
+        fresh = Some(Bench {
+            device: bench.device.clone(),
+            plain: plain.clone(),
+            adam: AdamW::new(AdamWConfig::default(), bench.trainable.len()),
+            trainable: trainable::list(&model, TRAIN_EMBEDDINGS),
+            model: Some(model),
+            pac: None,
+            pgd_p: Vec::new(),
+            batch: real::training_batch(&data, pad, &bench.device),
+            seed: args.seed as u32,
+            noise_step: 0,
+            peak_device: None,
+        });
+    }
+
     // Warm-up; the PAC state is created between two readings once the rest is in place.
     eprintln!("warm-up: {} step(s) per method…", args.warmup);
     for _ in 0..args.warmup {
         bench.step(Method::Vanilla)?;
         bench.step(Method::Pgd)?;
+        if let Some(fresh) = fresh.as_mut() {
+            fresh.step(Method::Vanilla)?;
+        }
     }
     let without_pac = Snapshot::take(&plain)?;
     let model = bench.model.as_ref().context("the model is lost")?;
@@ -713,14 +785,21 @@ fn main() -> Result<()> {
     let mut anchor = match args.torch_anchor {
         true => {
             eprintln!("starting the PyTorch anchor…");
-            let started = TorchAnchor::start(
-                &args.python,
-                &args.model,
-                &config,
-                args.batch,
-                args.seq,
-                args.warmup,
-            )?;
+            let inputs = match args.mrpc {
+                Some(_) => {
+                    let path = real::anchor_file(args.json.as_deref())?;
+                    real::write_anchor_file(&path, &k_data, pad, &k_cuts, args.trained_steps)?;
+                    AnchorInputs::File(path)
+                }
+                None => AnchorInputs::Random {
+                    batch: args.batch,
+                    seq: args.seq,
+                },
+            };
+            let started = TorchAnchor::start(&args.python, &args.model, &config, &inputs, args.warmup)?;
+            if let AnchorInputs::File(path) = &inputs {
+                let _ = std::fs::remove_file(path);
+            }
             if let Err(why) = &started {
                 eprintln!("PyTorch anchor skipped: {why}");
             }
@@ -734,17 +813,23 @@ fn main() -> Result<()> {
     // same one (a step can leave the allocator and caches in a state the next one pays for).
     let timed_start = Instant::now();
     let mut times: [Vec<f64>; Method::ALL.len()] = Default::default();
-    let mut parts: Vec<[f64; Part::ALL.len()]> = Vec::new();
+    let mut parts: Vec<[f64; PARTS.len()]> = Vec::new();
     let mut torch_times = Vec::new();
-    let jobs = Method::ALL.len() + 2;
+    let (mut fresh_times, mut torch_forward_times) = (Vec::new(), Vec::new());
+    let n = Method::ALL.len();
+    let jobs = n + 4;
     for round in 0..args.steps {
         for k in 0..jobs {
             let k = if round % 2 == 0 { k } else { jobs - 1 - k };
-            match ((round + k) % jobs, anchor.as_mut()) {
-                (m, _) if m < Method::ALL.len() => times[m].push(bench.step(Method::ALL[m])?),
-                (m, _) if m == Method::ALL.len() => parts.push(bench.stage1_parts()?),
-                (_, Ok(torch)) => torch_times.push(torch.step()?),
-                (_, Err(_)) => {}
+            match ((round + k) % jobs, anchor.as_mut(), fresh.as_mut()) {
+                (m, _, _) if m < n => times[m].push(bench.step(Method::ALL[m])?),
+                (m, _, _) if m == n => parts.push(bench.stage1_parts()?),
+                (m, Ok(torch), _) if m == n + 1 => torch_times.push(torch.step()?),
+                (m, _, Some(fresh)) if m == n + 2 => fresh_times.push(fresh.step(Method::Vanilla)?),
+                (m, Ok(torch), _) if m == n + 3 && args.mrpc.is_some() => {
+                    torch_forward_times.push(torch.forward()?)
+                }
+                _ => {}
             }
         }
         eprintln!("timed round {}/{}", round + 1, args.steps);
@@ -828,15 +913,15 @@ fn main() -> Result<()> {
     };
     println!("(×vanilla: the median over rounds of the step over that round's vanilla step)");
     println!("\nPAC stage-1 step taken apart (device synchronised around each part), median ms:");
-    for (q, v) in Part::ALL.iter().zip(&part_ms) {
-        let mark = if q.is_kernel() {
+    for (q, v) in PARTS.iter().zip(&part_ms) {
+        let mark = if KERNEL_PARTS.contains(q) {
             "  [noise/KL kernel]"
         } else {
             ""
         };
         println!(
             "  {:<22} {:>10.1} {:>6.1} %{mark}",
-            q.name(),
+            q,
             v,
             100.0 * v / parts_total
         );
@@ -850,9 +935,9 @@ fn main() -> Result<()> {
         100.0 * kernels_share
     );
     println!(
-        "\nK(λ) estimation: n = {} {} ({} tokens in {} padded slots), {} prior stds × {PRIOR_MODELS} prior models, batch ≤ {} ({} forwards): {:.0} ms",
+        "\nK(λ) estimation: n = {} {} ({} tokens in {} padded slots), {} prior stds × {prior_models} prior models, batch ≤ {} ({} forwards): {:.0} ms",
         args.k_examples,
-        if args.k_mrpc.is_some() {
+        if args.k_mrpc.is_some() || args.mrpc.is_some() {
             "MRPC training pairs"
         } else {
             "random examples"
@@ -890,6 +975,53 @@ fn main() -> Result<()> {
             100.0 * g.growth
         );
     }
+    let cpu = real::cpu_about(cpu_threads());
+    let torch_ms = torch["torch_vanilla_ms"].as_f64();
+    let torch_forward_ms = (!torch_forward_times.is_empty()).then(|| median(&torch_forward_times));
+    let fresh_ms = (!fresh_times.is_empty()).then(|| median(&fresh_times));
+    let k_passes = (bound::PRIOR_GRID_POINTS * prior_models) as f64;
+    let rate = |ms: Option<f64>, flop: Option<f64>| ms.and_then(|ms| real::gflops(flop, ms));
+    let real_data = args.mrpc.as_ref().map(|_| {
+        json!({
+            "trained_steps": args.trained_steps,
+            "micro_batches": bench.batch.micro.iter().map(|(b, _)| [b.batch, b.seq]).collect::<Vec<_>>(),
+            "fresh_vanilla_ms": fresh_ms,
+            "vanilla_over_fresh": fresh_ms.map(|f| ms["vanilla"] / f),
+            "torch_forward_ms": torch_forward_ms,
+            "k_over_torch_forwards": torch_forward_ms.map(|f| k_ms / (k_passes * f)),
+            "stage1_over_torch_step": torch_ms.map(|t| ms["pac_stage1"] / t),
+            "trained_state": subnormals,
+        })
+    });
+    let achieved = json!({
+        "step_gflop": step_flop.map(|f| f / 1e9),
+        "vanilla": rate(Some(ms["vanilla"]), step_flop),
+        "pac_stage1": rate(Some(ms["pac_stage1"]), step_flop),
+        "fresh_vanilla": rate(fresh_ms, step_flop),
+        "pytorch_vanilla": rate(torch_ms, step_flop),
+        "k_estimation": rate(Some(k_ms), k_pass_flop.map(|f| f * k_passes)),
+        "pytorch_k_forwards": rate(torch_forward_ms, k_pass_flop),
+    });
+    let peak = cpu["peak_gflops"].as_f64();
+    println!(
+        "\nCPU: {}, {} threads, matrix products {}, subnormals flushed: {}, peak {} GFLOP/s (threads × {} FMA lanes × 2 × {} MHz)",
+        cpu["model"].as_str().unwrap_or("?"),
+        cpu["threads"],
+        cpu["gemm_isa"].as_str().unwrap_or("?"),
+        cpu["flush_subnormals"],
+        peak.map_or("?".into(), |p| format!("{p:.0}")),
+        cpu["fma_lanes"],
+        cpu["mhz"],
+    );
+    for key in ["vanilla", "pac_stage1", "fresh_vanilla", "pytorch_vanilla", "k_estimation", "pytorch_k_forwards"] {
+        if let Some(g) = achieved[key].as_f64() {
+            let share = peak.map_or(String::new(), |p| format!(" ({:.1} % of peak)", 100.0 * g / p));
+            println!("  {key:<22} {g:>8.1} GFLOP/s{share}");
+        }
+    }
+    if let Some(real) = &real_data {
+        println!("MRPC batch after {} vanilla steps: {real}", args.trained_steps);
+    }
     let targets = [
         ("stage1_le_1.10x_vanilla", Some(ratio(Method::Stage1)), 1.10),
         ("stage2_le_1.05x_vanilla", Some(ratio(Method::Stage2)), 1.05),
@@ -905,6 +1037,21 @@ fn main() -> Result<()> {
             "vanilla_le_1.0x_pytorch",
             torch["torch_over_vanilla"].as_f64().map(|r| 1.0 / r),
             1.0,
+        ),
+        (
+            "mrpc_vanilla_le_1.2x_fresh",
+            fresh_ms.map(|f| ms["vanilla"] / f),
+            1.2,
+        ),
+        (
+            "mrpc_stage1_le_0.8x_pytorch_step",
+            torch_ms.filter(|_| args.mrpc.is_some()).map(|t| ms["pac_stage1"] / t),
+            0.8,
+        ),
+        (
+            "mrpc_k_le_0.5x_pytorch_forwards",
+            torch_forward_ms.map(|f| k_ms / (k_passes * f)),
+            0.5,
         ),
     ];
     println!("\ntargets:");
@@ -946,12 +1093,15 @@ fn main() -> Result<()> {
         "ms_spread": Method::ALL.iter().map(|&m| (m.key(), json!(spread(&t.times[m as usize])))).collect::<BTreeMap<_, _>>(),
         "ms_per_round": Method::ALL.iter().map(|&m| (m.key(), &t.times[m as usize])).collect::<BTreeMap<_, _>>(),
         "stage1_breakdown_ms": {
-            "parts": Part::ALL.iter().zip(&part_ms).map(|(q, v)| (q.name(), *v)).collect::<BTreeMap<_, _>>(),
-            "kernel_parts": Part::ALL.iter().filter(|q| q.is_kernel()).map(|q| q.name()).collect::<Vec<_>>(),
+            "parts": PARTS.iter().zip(&part_ms).map(|(q, v)| (*q, *v)).collect::<BTreeMap<_, _>>(),
+            "kernel_parts": KERNEL_PARTS,
             "total_of_parts": parts_total,
             "unsynchronised_step": ms["pac_stage1"],
         },
         "threads": cpu_threads(),
+        "cpu": cpu,
+        "gflops": achieved,
+        "mrpc": real_data,
         "anchors": torch,
         "ratios": {
             "torch_over_vanilla": torch["torch_over_vanilla"],
@@ -972,12 +1122,12 @@ fn main() -> Result<()> {
         },
         "k_estimation": {
             "examples": args.k_examples,
-            "data": if args.k_mrpc.is_some() { "mrpc" } else { "random" },
+            "data": if args.k_mrpc.is_some() || args.mrpc.is_some() { "mrpc" } else { "random" },
             "tokens": k_tokens,
             "padded_slots": k_slots,
             "batch": args.k_batch,
             "prior_stds": bound::PRIOR_GRID_POINTS,
-            "prior_models": PRIOR_MODELS,
+            "prior_models": prior_models,
             "forwards": k_forwards,
         },
         "memory": {

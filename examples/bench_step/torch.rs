@@ -1,6 +1,7 @@
 //! The PyTorch anchor: `benches/torch_step.py` in a child process, taking one vanilla step of the
-//! same model at the same shape and thread count whenever asked, so that its steps interleave
-//! with ours in the same rounds.
+//! same model on the same inputs (random ones of the same shape, or the batch file bench_step's
+//! `--mrpc` mode writes) and thread count whenever asked, or K(λ)'s forward passes, so that
+//! its steps interleave with ours in the same rounds.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -10,6 +11,14 @@ use anyhow::{Context, Result, bail};
 use pac_wgpu::model::ModelConfig;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_step.py");
+
+/// What the anchor trains on.
+pub enum AnchorInputs {
+    /// Random token ids of exactly `seq` tokens, as bench_step's default inputs.
+    Random { batch: usize, seq: usize },
+    /// A batch file (see benches/torch_step.py).
+    File(std::path::PathBuf),
+}
 
 pub struct TorchAnchor {
     child: Child,
@@ -34,8 +43,7 @@ impl TorchAnchor {
         python: &str,
         model: &str,
         config: &ModelConfig,
-        batch: usize,
-        seq: usize,
+        inputs: &AnchorInputs,
         warmup: usize,
     ) -> Result<std::result::Result<Self, String>> {
         let probe = Command::new(python)
@@ -53,12 +61,17 @@ impl TorchAnchor {
         let mut cmd = Command::new(python);
         cmd.arg(SCRIPT)
             .args(["--threads", &cpu_threads().to_string()])
-            .args(["--batch", &batch.to_string(), "--seq", &seq.to_string()])
             .args(["--warmup", &warmup.to_string()])
             // Idle threads sleep between requests instead of spinning on the cores ours use.
             .env("OMP_WAIT_POLICY", "PASSIVE")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());
+        match inputs {
+            AnchorInputs::Random { batch, seq } => {
+                cmd.args(["--batch", &batch.to_string(), "--seq", &seq.to_string()])
+            }
+            AnchorInputs::File(path) => cmd.arg("--data").arg(path),
+        };
         if Path::new(model).join("config.json").is_file() {
             cmd.args(["--model", model]);
         } else {
@@ -90,7 +103,16 @@ impl TorchAnchor {
 
     /// One PyTorch step, in the milliseconds the script measured.
     pub fn step(&mut self) -> Result<f64> {
-        writeln!(self.stdin, "step").context("the PyTorch anchor is gone")?;
+        self.ask("step")
+    }
+
+    /// One forward pass over each of the batch file's `forward` batches, in milliseconds.
+    pub fn forward(&mut self) -> Result<f64> {
+        self.ask("forward")
+    }
+
+    fn ask(&mut self, what: &str) -> Result<f64> {
+        writeln!(self.stdin, "{what}").context("the PyTorch anchor is gone")?;
         let line = read_line(&mut self.stdout)?;
         line.parse()
             .with_context(|| format!("{SCRIPT}: expected milliseconds, found {line:?}"))

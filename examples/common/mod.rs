@@ -8,7 +8,7 @@ use serde_json::Value;
 /// Writes `report` to `path` (atomically), when asked for, and says so.
 pub fn write_report(path: Option<&Path>, report: &Value) -> Result<()> {
     if let Some(path) = path {
-        pac_wgpu::files::write_json(path, report)?;
+        pac_wgpu::util::files::write_json(path, report)?;
         println!("wrote {}", path.display());
     }
     Ok(())

@@ -6,7 +6,7 @@ use pac_wgpu::glue::custom::{self, ProblemType};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{Columns, DataSource, Dataset, Label, Split, Task};
 use pac_wgpu::model::resolve_model;
-use pac_wgpu::tokenize::TextTokenizer;
+use pac_wgpu::util::tokenize::TextTokenizer;
 use serde_json::{Map, Value, json};
 
 /// Where a task's data comes from (shared by the commands that read GLUE data).

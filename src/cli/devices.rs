@@ -1,6 +1,6 @@
-use pac_wgpu::device::{DeviceChoice, adapters, auto_choice};
+use pac_wgpu::util::device::{DeviceChoice, adapters, auto_choice};
 
-use super::GlobalArgs;
+use super::args::GlobalArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct DevicesArgs {

@@ -1,9 +1,9 @@
 use anyhow::Result;
-use pac_wgpu::device::select;
-use pac_wgpu::model::{Encoder, Pretrained, check_max_length, resolve_model, token_states};
-use pac_wgpu::tokenize::{PaddedBatch, TextTokenizer};
+use pac_wgpu::util::device::select;
+use pac_wgpu::model::{Encoder, ModelConfig, Pretrained, resolve_model, token_states};
+use pac_wgpu::util::tokenize::{PaddedBatch, TextTokenizer};
 
-use super::GlobalArgs;
+use super::args::GlobalArgs;
 
 #[derive(clap::Args, Debug)]
 pub struct EncodeArgs {
@@ -27,11 +27,13 @@ pub struct EncodeArgs {
 
 pub fn run(args: &EncodeArgs, global: &GlobalArgs) -> Result<()> {
     let folder = resolve_model(&args.model)?;
+    let config_json = folder.join("config.json");
+    let config = ModelConfig::from_file(&config_json)?;
+    config.check_max_length(&config_json, args.max_length)?;
     let tokenizer = TextTokenizer::from_model_dir(&folder, args.max_length)?;
     let encoded = tokenizer.encode(&args.text_a, args.text_b.as_deref())?;
     let selected = select(global.device)?;
-    check_max_length(&folder, args.max_length)?;
-    let model = Pretrained::load(&folder, 0.0, &selected.device)?;
+    let model = Pretrained::from_config(&folder, config, 0.0, &selected.device)?;
     let batch = PaddedBatch::new(&[&encoded], tokenizer.pad_id());
     let states = pollster::block_on(token_states(&model.encoder, &batch, &selected.device))?;
     let (first, last) = (&states.first[0], &states.last[0]);

@@ -1,5 +1,6 @@
 //! Argument parsing: one file per subcommand, each a `clap::Args` struct and a `run` function.
 
+mod args;
 mod data;
 mod devices;
 mod encode;
@@ -12,7 +13,8 @@ mod train;
 
 use clap::error::ErrorKind;
 use clap::{Parser, Subcommand};
-use pac_wgpu::device::DeviceChoice;
+
+use args::GlobalArgs;
 
 /// Fine-tune pretrained language models with PAC-tuning on any GPU wgpu reaches, or the CPU.
 #[derive(Parser, Debug)]
@@ -22,18 +24,6 @@ pub struct Cli {
     pub(crate) command: Command,
     #[command(flatten)]
     global: GlobalArgs,
-}
-
-/// Flags every command takes.
-#[derive(clap::Args, Debug, Clone)]
-pub struct GlobalArgs {
-    /// Where to compute: auto (best hardware GPU, else cpu), cpu (Burn's CPU backend), or an
-    /// adapter index from `pac-wgpu devices` (software adapters such as llvmpipe only by index).
-    #[arg(long, global = true, default_value = "auto")]
-    pub device: DeviceChoice,
-    /// No progress bars (also implied when stdout is not a terminal).
-    #[arg(long, global = true)]
-    pub quiet: bool,
 }
 
 #[derive(Subcommand, Debug)]

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use pac_wgpu::files::{write_atomic, write_json};
+use pac_wgpu::util::files::{write_atomic, write_json};
 use pac_wgpu::sweep::table::{self, At};
 
 #[derive(clap::Args, Debug)]

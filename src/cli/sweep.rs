@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow, bail};
 use clap::Parser;
-use pac_wgpu::device::DeviceChoice;
+use pac_wgpu::util::device::DeviceChoice;
 use pac_wgpu::glue::Task;
 use pac_wgpu::run::Summary;
 use pac_wgpu::sweep::emit::Emit;
@@ -10,7 +10,8 @@ use pac_wgpu::sweep::runner::{self, Event, Options, Outcome};
 use pac_wgpu::sweep::{Plan, parse_seeds};
 use pac_wgpu::train::{Method, interrupt};
 
-use super::{Cli, Command, GlobalArgs};
+use super::args::GlobalArgs;
+use super::train::TrainArgs;
 
 /// Flags the sweep sets for each run, so not among the shared train flags.
 const SET_BY_SWEEP: [&str; 8] = [
@@ -95,7 +96,7 @@ pub fn run(args: &SweepArgs, global: &GlobalArgs) -> Result<()> {
         std::fs::create_dir_all(out.join("logs"))?;
         let device = ["--device".to_string(), options.devices[0].clone()];
         let text = emit.text(&plan, &out, &options.exe, &device);
-        pac_wgpu::files::write_atomic(&path, text.as_bytes())?;
+        pac_wgpu::util::files::write_atomic(&path, text.as_bytes())?;
         println!(
             "{} runs planned in {}",
             plan.runs.len(),
@@ -203,10 +204,26 @@ fn plan(args: &SweepArgs, out: &std::path::Path) -> Result<Plan> {
     Ok(plan)
 }
 
+/// `pac-wgpu train …` as a run of the sweep spells it.
+#[derive(clap::Parser)]
+#[command(name = "pac-wgpu")]
+struct TrainLine {
+    #[command(subcommand)]
+    command: TrainOnly,
+    #[command(flatten)]
+    global: GlobalArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum TrainOnly {
+    #[command(allow_negative_numbers = true)]
+    Train(Box<TrainArgs>),
+}
+
 /// Parses and checks `pac-wgpu <args>` as a train command, without running it.
 fn check(args: &[String]) -> Result<()> {
     let words = std::iter::once("pac-wgpu".to_string()).chain(args.iter().cloned());
-    let cli = Cli::try_parse_from(words).map_err(|e| {
+    let line = TrainLine::try_parse_from(words).map_err(|e| {
         let text = e.to_string();
         anyhow!(
             "{}",
@@ -216,10 +233,8 @@ fn check(args: &[String]) -> Result<()> {
                 .trim_start_matches("error: ")
         )
     })?;
-    let Command::Train(train) = &cli.command else {
-        bail!("expected train flags");
-    };
-    train.resolve(&cli.global)?.validate()?;
+    let TrainOnly::Train(train) = &line.command;
+    train.resolve(&line.global)?.validate()?;
     Ok(())
 }
 

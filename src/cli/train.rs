@@ -6,13 +6,14 @@ use indicatif::{ProgressBar, ProgressStyle};
 use pac_wgpu::glue::Task;
 use pac_wgpu::glue::custom::ProblemType;
 use pac_wgpu::model::HeadKind;
+use pac_wgpu::report::plots;
 use pac_wgpu::run::{EpochRecord, Summary};
 use pac_wgpu::train::config::{default_output_dir, default_stage1_epochs};
 use pac_wgpu::train::{
     Event, Method, OnNonFinite, Schedule, TrainConfig, interrupt, read_config, train,
 };
 
-use super::GlobalArgs;
+use super::args::GlobalArgs;
 use super::data::DataSourceArgs;
 
 /// Flags left out take the value from --config, else the paper's setting.
@@ -305,6 +306,23 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             }
         }
         Event::Note(note) => eprintln!("note: {note}"),
+        Event::History { run_dir, history } => {
+            if let Err(e) = plots::write_history_plots(run_dir, history) {
+                eprintln!("warning: the plots of {} were not written: {e:#}", run_dir.display());
+            }
+        }
+        Event::Sigma {
+            run_dir,
+            per_tensor,
+        } => {
+            let png = run_dir.join("plots/sigma_per_layer.png");
+            let written = std::fs::create_dir_all(run_dir.join("plots"))
+                .map_err(anyhow::Error::from)
+                .and_then(|()| plots::write_sigma_plot(&png, per_tensor));
+            if let Err(e) = written {
+                eprintln!("warning: {} was not written: {e:#}", png.display());
+            }
+        }
         Event::Epoch(record) => {
             let line = epoch_line(record);
             match &bar {

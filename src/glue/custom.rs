@@ -4,7 +4,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Columns, CustomLabels, DataError, Task, read_user_file};
+use super::error::DataError;
+use super::read::Columns;
+use super::source::read_user_file;
+use super::task::{CustomLabels, Task};
 
 /// Whether a custom task's labels are classes or scores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Label, Task};
+use super::task::{Label, Task};
 
 /// A one-line error naming the file, the line (1-based; absent when the whole file is at
 /// fault), what was expected and what was found.

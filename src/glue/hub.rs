@@ -1,5 +1,5 @@
 //! Hub fallback for runs without a data folder: the `nyu-mll/glue` dataset on the Hugging Face
-//! hub, cached in the shared HF cache (through [`crate::hub`]).
+//! hub, cached in the shared HF cache (through [`crate::util::hub`]).
 //!
 //! The hub holds GLUE as parquet, one file per split, with the task's own column names and
 //! labels as Hugging Face class ids (−1 in test splits).
@@ -10,8 +10,9 @@ use anyhow::bail;
 use hf_hub::Repo;
 
 use super::parquet::read_parquet;
-use super::{Columns, Example, Split, Task};
-use crate::hub;
+use super::read::Columns;
+use super::task::{Example, Split, Task};
+use crate::util::hub;
 
 /// The hub dataset holding GLUE.
 pub const REPO: &str = "nyu-mll/glue";

@@ -12,7 +12,8 @@ use parquet::record::Field;
 use parquet::schema::types::Type;
 
 use super::error::{DataError, io_found, parse_label, quoted};
-use super::{Columns, Example, Label, Task};
+use super::read::Columns;
+use super::task::{Example, Label, Task};
 
 /// The examples of the parquet file at `path`, taking the named columns. With `labelled` false
 /// (test splits, whose hub files hold −1) the label column is not read.

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::{DataError, io_found, parse_label, quoted};
-use super::{Example, FileFormat, Label, Split, Task};
+use super::task::{Example, FileFormat, Label, Split, Task};
 
 /// Column names to read from a user's TSV/CSV header or JSONL keys.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -214,7 +214,7 @@ fn parse_glue_file(
 
 /// Reads a user's text file with a header (`.tsv`: tab-split, no quoting; `.csv`: RFC 4180
 /// quoting) or JSON Lines (`.jsonl`/`.json`: one object per line), taking the named columns
-/// (parquet files go to [`super::parquet`], see [`super::read_user_file`]).
+/// (parquet files go to [`super::parquet`], see [`super::source::read_user_file`]).
 /// Labels are spelled as in [`Task::parse_label`]; JSON labels may also be numbers.
 pub fn read_text_file(
     path: &Path,

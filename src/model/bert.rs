@@ -12,12 +12,12 @@ use burn::nn::{
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor};
 
-use super::attention::attention;
+use crate::ops::attention::attention;
 use super::config::BertConfig;
-use super::gelu::gelu;
-use super::layer_norm::LayerNorm;
-use super::linear::Linear;
-use super::softmax::softmax;
+use crate::ops::gelu::gelu;
+use crate::ops::layer_norm::LayerNorm;
+use crate::ops::linear::Linear;
+use crate::ops::softmax::softmax;
 
 /// Added to attention scores at masked key positions (HF uses the dtype's minimum; any value
 /// that underflows `exp` gives the same probabilities).
@@ -227,12 +227,12 @@ impl Encoder {
     pub(crate) fn forward_first(&self, mut x: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2> {
         let mask_bias = padding_bias(attention_mask);
         let Some((last, rest)) = self.layer.split_last() else {
-            return super::first_token(x);
+            return super::pooling::first_token(x);
         };
         for layer in rest {
             x = layer.forward(x, mask_bias.clone());
         }
-        super::first_token(last.forward_at(x.clone().narrow(1, 0, 1), x, mask_bias))
+        super::pooling::first_token(last.forward_at(x.clone().narrow(1, 0, 1), x, mask_bias))
     }
 }
 

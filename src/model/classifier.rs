@@ -12,11 +12,11 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::Encoder;
+use super::encoder::Encoder;
 use super::bert::Pooler;
 use super::config::ModelConfig;
 use super::roberta::ClassificationHead;
-use crate::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// Separates the head-initialisation stream from other uses of the run seed (ASCII "head").
 const HEAD_STREAM: u64 = 0x6865_6164;
@@ -185,7 +185,7 @@ impl Classifier {
         } else {
             path.to_string()
         };
-        super::load::hf_name(&renamed)
+        super::hf_names::hf_name(&renamed)
     }
 }
 

@@ -84,12 +84,11 @@ impl ModelConfig {
         }
     }
 
-    /// Checks that inputs of `max_length` tokens fit the position table of a RoBERTa or GPT-2
-    /// model (BERT folders are not checked: small test models pair 64 positions with short
-    /// inputs under the default --max-length 128).
+    /// Checks that inputs of `max_length` tokens fit the model's position table; `path` (its
+    /// config.json) names it in the error. The one check of `--max-length` against a model.
     pub fn check_max_length(&self, path: &Path, max_length: usize) -> Result<()> {
         let positions = match self {
-            ModelConfig::Bert(_) => return Ok(()),
+            ModelConfig::Bert(c) => format!("max_position_embeddings {}", c.max_position_embeddings),
             ModelConfig::Gpt2(c) => format!("n_positions {}", c.n_positions),
             ModelConfig::Roberta(c) => format!(
                 "max_position_embeddings {} (positions start at pad_token_id + 1 = {})",
@@ -98,10 +97,10 @@ impl ModelConfig {
             ),
         };
         if max_length > self.max_tokens() {
+            let most = self.max_tokens();
             bail!(
-                "{}: {positions} allows at most {} tokens, but --max-length is {max_length}",
-                path.display(),
-                self.max_tokens()
+                "{}: --max-length {max_length} is more than the {most} tokens that {positions} allows; pass --max-length {most} or less",
+                path.display()
             );
         }
         Ok(())

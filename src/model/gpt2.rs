@@ -10,9 +10,9 @@ use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::bert::{MASKED_SCORE, padding_bias};
 use super::config::Gpt2Config;
-use super::layer_norm::LayerNorm;
-use super::linear::linear;
-use super::softmax::softmax;
+use crate::ops::layer_norm::LayerNorm;
+use crate::ops::linear::linear;
+use crate::ops::softmax::softmax;
 
 /// GPT-2's tanh approximation of GELU (HF `gelu_new`).
 fn gelu_new(x: Tensor<3>) -> Tensor<3> {

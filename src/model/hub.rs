@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use hf_hub::Repo;
 
-use crate::hub::{self, HubError};
+use crate::util::hub::{self, HubError};
 
 /// Files a model folder needs; the tokenizer may be `tokenizer.json` or `vocab.txt`.
 const REQUIRED: [&str; 2] = ["config.json", "model.safetensors"];

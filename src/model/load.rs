@@ -4,11 +4,15 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use burn::module::Module;
-use burn::store::{ApplyError, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{ApplyError, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 
 use super::config::ModelConfig;
-use super::{Bert, Encoder, Gpt2, Roberta};
+use super::hf_names::{from_hf_names, hf_name};
+use super::bert::Bert;
+use super::encoder::Encoder;
+use super::gpt2::Gpt2;
+use super::roberta::Roberta;
 
 /// Checkpoint tensors that the encoder does not use and that need no warning: the pooler (the
 /// `cls` head reads the first token directly), pre-training and task heads, and buffers.
@@ -117,13 +121,7 @@ fn apply<M: Module>(
     path: &Path,
     module: &mut M,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let mut store = store
-        .with_from_adapter(PyTorchToBurnAdapter)
-        .with_key_remapping(r"^(bert|roberta|transformer)\.", "")
-        .with_key_remapping(r"LayerNorm", "layer_norm")
-        .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
-        .allow_partial(true)
-        .validate(false);
+    let mut store = from_hf_names(store, false);
     let result = module
         .load_from(&mut store)
         .map_err(|e| anyhow::anyhow!("{}: cannot read tensors: {e}", path.display()))?;
@@ -240,19 +238,6 @@ fn check_header(path: &Path, bytes: &[u8], config: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
-/// The HF spelling of a module path (inverse of the remapping in [`load_encoder`]).
-pub fn hf_name(path: &str) -> String {
-    let path = path
-        .replace("self_attn", "self")
-        .replace("layer_norm", "LayerNorm");
-    if let Some(stem) = path.strip_suffix(".gamma") {
-        format!("{stem}.weight")
-    } else if let Some(stem) = path.strip_suffix(".beta") {
-        format!("{stem}.bias")
-    } else {
-        path
-    }
-}
 
 fn abbreviate(names: &[String]) -> String {
     const SHOWN: usize = 4;

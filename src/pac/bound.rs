@@ -3,10 +3,10 @@
 //! interpolation K̂, the temperature γ, the bound term loss2, and its gradient with respect to
 //! the prior log-stds b.
 //!
-//! Names follow ../shared/docs/pac-tuning.md: j indexes the L trainable tensors ("layers"),
+//! Names follow docs/method.md: j indexes the L trainable tensors ("layers"),
 //! d_j is the number of scalars in tensor j, p the posterior log-std (σ = exp(p)), b_j the prior
 //! log-std of tensor j, theta0 (θ0) the weights at the start of fine-tuning, n the number of
-//! training examples. Everything here is checked against ../shared/golden/pac-bound.json (the
+//! training examples. Everything here is checked against tests/golden/pac-bound.json (the
 //! authors' reference functions in float64) by tests/pac_bound.rs.
 
 use crate::model::trainable::Group;
@@ -88,12 +88,17 @@ fn linspace(start: f64, stop: f64, num: usize) -> Vec<f64> {
     }
 }
 
-/// The prior-std grid s_k = exp(linspace(−6, −2, 8)) (spec, K(λ) step 1).
+/// The prior-std grid s_k = exp(linspace(−6, −2, 8)) (spec, "Before training: K(λ)" step 1).
 pub fn prior_std_grid() -> Vec<f64> {
     linspace(-6.0, -2.0, PRIOR_GRID_POINTS)
         .into_iter()
         .map(f64::exp)
         .collect()
+}
+
+/// The γ range [γ1, γ2] of a run: `--gamma` fixes γ, so both ends are it.
+pub fn fixed_gamma(gamma: f64) -> (f64, f64) {
+    (gamma, gamma)
 }
 
 /// The γ-grid of the K search: exp(linspace(ln γ1, ln γ2, 10)); all γ when γ1 = γ2 = γ.
@@ -109,7 +114,7 @@ pub fn gamma_grid(gamma_range: (f64, f64)) -> Vec<f64> {
         .collect()
 }
 
-/// K̂(s), the interpolation of K over the prior std s (spec, K(λ) step 6), written as the
+/// K̂(s), the interpolation of K over the prior std s (spec, "Before training: K(λ)" step 6), written as the
 /// authors' `fun_K_auto` writes it: a sum of ReLUs,
 ///
 /// K̂(s) = K_1 + Σ_{i=1}^{m−1} c_i·relu(s − s_i),  c_1 = m_1,  c_{i+1} = m_{i+1} − c_i,
@@ -220,7 +225,7 @@ fn log_mean_exp_moment(losses: &[Vec<f64>], gamma: f64) -> f64 {
     top + (sum / rows).ln()
 }
 
-/// The K search at one prior std (spec, K(λ) steps 3–4), starting from `start` (the previous
+/// The K search at one prior std (spec, "Before training: K(λ)" steps 3–4), starting from `start` (the previous
 /// grid point's K, [`K_START`] for the first). `losses[r][i]` is prior model r's loss on
 /// example i; `gammas` the γ-grid ([`gamma_grid`]).
 ///
@@ -267,7 +272,7 @@ pub fn search_k(losses: &[Vec<f64>], gammas: &[f64], start: f64) -> f64 {
     x
 }
 
-/// K for every prior std (spec, K(λ) steps 3–5). `losses[k][r][i]`: grid point k, prior model
+/// K for every prior std (spec, "Before training: K(λ)" steps 3–5). `losses[k][r][i]`: grid point k, prior model
 /// r, example i; `gammas`: the γ-grid ([`gamma_grid`]). Each grid point's search starts from
 /// the previous raw K ([`K_START`] for the first); `monotone` is the running maximum of `raw`.
 pub fn estimate_k(losses: &[Vec<Vec<f64>>], gammas: &[f64]) -> KEstimate {
@@ -343,7 +348,7 @@ pub struct BoundTerms {
     pub grad_b: Vec<f64>,
 }
 
-/// loss2 and its gradient for b (spec, Stage 1 objective):
+/// loss2 and its gradient for b (spec, "Stage 1: the bound"):
 ///
 /// C = 10 + 3L, γ = clip(K̂⁻¹ sqrt(2(KL + C)/(3n)), γ1, γ2), loss2 = 1.5 K̂² γ + (KL + C)/(nγ),
 /// K̂ = k_hat(s) at s = exp(mean_j b_j);
@@ -391,7 +396,7 @@ pub fn bound_terms(
     }
 }
 
-/// The initial log-stds (spec, Initialisation): p_encoder = 2 ln(mean |θ0|) over all encoder
+/// The initial log-stds (spec, "Initialisation"): p_encoder = 2 ln(mean |θ0|) over all encoder
 /// scalars (σ = (mean |θ0|)²) and p_head = ln(mean |ω0|) over the head's scalars. Every b_j
 /// starts at its group's value ([`initial_b`]).
 pub fn init_log_std(mean_abs_encoder: f64, mean_abs_head: f64) -> (f64, f64) {

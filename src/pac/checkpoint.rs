@@ -11,7 +11,7 @@ use burn::tensor::{Device, Tensor};
 use super::PacTuning;
 use super::bound::KHat;
 use super::noise_adam::NoiseAdam;
-use crate::files::{TensorFile, write_tensors};
+use crate::util::files::{TensorFile, write_tensors};
 use crate::model::trainable::{Group, Trainable};
 
 /// File of the PAC state inside a checkpoint folder.
@@ -109,7 +109,7 @@ impl PacTuning {
                 prior_std: list("prior_std")?,
                 k: list("k")?,
             },
-            gamma_range: (gamma, gamma),
+            gamma_range: super::bound::fixed_gamma(gamma),
             n,
             adam,
             stage1_epochs,

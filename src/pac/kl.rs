@@ -22,10 +22,8 @@ use burn::tensor::{DType, Shape, Tensor};
 use super::backend::{PacBackend, Tau};
 use super::bound::TensorSums;
 use super::noise::{self, NoiseSource, tau_params};
-use crate::kernel::{
-    BlockSums, Io, LANES, WORKGROUP, bind, block, dense, empty, expm1_block, flex_tensor, lanes,
-    launch, par_sum, spare, step_block, values, wgsl_kernel,
-};
+use crate::util::kernel::cpu::{BlockSums, LANES, block, expm1_block, flex_tensor, lanes, par_sum, values};
+use crate::util::kernel::launch::{Io, WORKGROUP, bind, dense, empty, launch, spare, step_block, wgsl_kernel};
 use crate::model::trainable::Trainable;
 
 /// Row j of the first result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
@@ -276,7 +274,7 @@ pub async fn read_sums(
     sums: Tensor<2>,
     trainable: &[Trainable],
 ) -> anyhow::Result<Vec<TensorSums>> {
-    let values = crate::device::read_f32(sums, "the KL sums").await?;
+    let values = crate::util::device::read_f32(sums, "the KL sums").await?;
     let numels: Vec<usize> = trainable.iter().map(Trainable::numel).collect();
     Ok(TensorSums::from_rows(&values, &numels))
 }

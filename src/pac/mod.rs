@@ -1,14 +1,14 @@
-//! PAC-tuning (Liu et al., EMNLP 2023), top to bottom as ../shared/docs/pac-tuning.md ("the
+//! PAC-tuning (Liu et al., EMNLP 2023), top to bottom as docs/method.md ("the
 //! spec") states it. [`PacTuning`] owns the method's state and its stage schedule:
 //!
 //! 1. **Before training** — [`estimate_k`]: the loss's exponential-moment constant K(λ) on a grid
-//!    of prior stds (spec, "K(λ)"), then [`PacTuning::init`]: θ0, p and b (spec,
+//!    of prior stds (spec, "Before training: K(λ)"), then [`PacTuning::init`]: θ0, p and b (spec,
 //!    "Initialisation").
 //! 2. **Stage 1**, the first `stage1_epochs` epochs — [`PacTuning::stage1_step`]: inject the
 //!    learned noise, loss1 at the noisy weights, the bound's loss2 from the KL, then one update
-//!    of θ, p and b (spec, "Stage 1 objective").
+//!    of θ, p and b (spec, "Stage 1: the bound").
 //! 3. **Stage 2**, the remaining epochs — [`PacTuning::stage2_step`]: p and b frozen, the noise
-//!    still injected, θ updated on loss1 alone (spec, "Stage 2"); the same step as PGD's
+//!    still injected, θ updated on loss1 alone (spec, "Stage 2 and PGD"); the same step as PGD's
 //!    ([`perturbed_step`]).
 //!
 //! Names follow the paper: θ the trainable weights, `theta0` (θ0) their values at the start of
@@ -33,20 +33,42 @@ pub mod noise_adam;
 use anyhow::Result;
 use burn::tensor::{Device, Tensor};
 
-use crate::data::{Examples, per_example_loss};
+use crate::data::{Batch, Examples, per_example_loss};
 use crate::model::Classifier;
 use crate::model::trainable::{self, Group, Trainable};
-use crate::reduce;
-use crate::step::{self, Batch, Grads, NonFinite, Outcome, Part, Report, StepContext};
+use crate::util::reduce;
+use crate::step::{self, Grads, NonFinite, Outcome, Part, Report, StepContext};
 use bound::{BoundTerms, KEstimate, KHat};
 use noise::NoiseSource;
 use noise_adam::{NoiseAdam, StepInputs};
 
-pub use crate::kernel::{GRID_WIDTH, exp_f32, expm1_f32};
 pub use backend::AdamScalars;
 
-/// Prior models drawn per prior std in the K(λ) estimation (R in the spec): the paper's 10.
-pub const PRIOR_MODELS: usize = 10;
+/// θ' = θ + exp(p)·τ per tensor, the clean θ kept; in stage 1 the same pass adds up the KL sums.
+pub const INJECT: Part = "noise_inject";
+/// The clean θ put back (a module map, how the noise is removed).
+pub const RESTORE: Part = "restore_clean";
+/// The KL sums finished and read back, and the bound's host terms (stage 1).
+pub const KL_SUMS: Part = "kl_sums_and_bound";
+/// p's gradient, its noise-Adam step and the KL pull on θ's gradient: one fused kernel per tensor.
+pub const NOISE_ADAM_P: Part = "grad_p_noise_adam_p_kl_pull";
+/// b's noise-Adam step.
+pub const NOISE_ADAM_B: Part = "noise_adam_b";
+
+/// Every part of a PAC stage-1 step, in the order they run.
+pub const PARTS: [Part; 8] = [
+    INJECT,
+    step::FORWARD_BACKWARD,
+    RESTORE,
+    step::NONFINITE_CHECK,
+    KL_SUMS,
+    NOISE_ADAM_P,
+    NOISE_ADAM_B,
+    step::ADAMW,
+];
+
+/// The parts that are PAC's own kernel work (noise, KL sums, the fused noise-Adam of p).
+pub const KERNEL_PARTS: [Part; 3] = [INJECT, KL_SUMS, NOISE_ADAM_P];
 
 /// How K(λ)'s prior models are drawn: `models` per prior std (R in the spec), from the Philox
 /// stream keyed by `seed`.
@@ -153,7 +175,7 @@ async fn example_losses(
         let (ids, types, mask) = train.data.batch(chunk, train.pad).to_tensors(device);
         let logits = model.forward(ids, types, mask);
         let losses_t = per_example_loss(logits, &train.data.targets(chunk, device));
-        let values = crate::device::read_f32(losses_t, "losses").await?;
+        let values = crate::util::device::read_f32(losses_t, "losses").await?;
         losses.extend(values.into_iter().map(f64::from));
     }
     Ok(order.restore(losses))
@@ -181,7 +203,7 @@ impl PacTuning {
         let (mut abs_sum, mut count) = ([0.0f64; 2], [0usize; 2]);
         for (t, value) in trainable.iter().zip(&theta0) {
             let g = (t.group == Group::Head) as usize;
-            abs_sum[g] += crate::device::read_scalar(reduce::sum(value.clone().abs())).await?;
+            abs_sum[g] += crate::util::device::read_scalar(reduce::sum(value.clone().abs())).await?;
             count[g] += t.numel();
         }
         let log_std = bound::init_log_std(
@@ -201,7 +223,7 @@ impl PacTuning {
             p,
             b,
             k_hat,
-            gamma_range: (gamma, gamma),
+            gamma_range: bound::fixed_gamma(gamma),
             n,
             adam: NoiseAdam::new(&groups),
             stage1_epochs,
@@ -242,7 +264,7 @@ impl PacTuning {
         let b: Vec<f32> = self.b.iter().map(|&x| x as f32).collect();
         let (sums, noisy) = kl::sums(&clean, &self.theta0, &self.p, &b, Some(tau));
         let model = trainable::map(model, scope, |j, _| noisy[j].clone());
-        (ctx.lap)(Part::Inject);
+        (ctx.lap)(INJECT);
 
         let (model, gradients) = noisy_gradients(model, &clean, ctx, batch).await?;
         let (loss1, mut grads) = match gradients {
@@ -257,7 +279,7 @@ impl PacTuning {
                 return Ok((model, Outcome::NonFinite(NonFinite::new(term, value))));
             }
         }
-        (ctx.lap)(Part::KlSums);
+        (ctx.lap)(KL_SUMS);
 
         let mut grad_p = Vec::new();
         self.adam.begin_step();
@@ -283,12 +305,12 @@ impl PacTuning {
             *g = Some(stepped.grad_theta);
             grad_p.extend(stepped.grad_p);
         }
-        (ctx.lap)(Part::NoiseAdamP);
+        (ctx.lap)(NOISE_ADAM_P);
         self.adam.update_b(&mut self.b, &terms.grad_b);
         for b_j in &mut self.b {
             *b_j = f64::from(*b_j as f32);
         }
-        (ctx.lap)(Part::NoiseAdamB);
+        (ctx.lap)(NOISE_ADAM_B);
 
         let (model, report) = step::update(model, ctx, loss1, grads).await?;
         let report = Stage1Report {
@@ -318,7 +340,7 @@ impl PacTuning {
             .iter()
             .map(|p| reduce::sum(p.clone().exp()))
             .collect();
-        let totals = crate::device::read_f32(Tensor::cat(sums, 0), "the σ sums").await?;
+        let totals = crate::util::device::read_f32(Tensor::cat(sums, 0), "the σ sums").await?;
         let mut per_tensor = Vec::with_capacity(trainable.len());
         let (mut sum, mut count) = ([0.0f64; 2], [0usize; 2]);
         for (t, total) in trainable.iter().zip(totals) {
@@ -368,7 +390,7 @@ pub async fn perturbed_step(
         clean.push(theta.clone());
         noise::inject(theta, &p[j], j as u32, &tau(j))
     });
-    (ctx.lap)(Part::Inject);
+    (ctx.lap)(INJECT);
     let (model, gradients) = noisy_gradients(model, &clean, ctx, batch).await?;
     match gradients {
         Outcome::Done((loss1, grads)) => {
@@ -388,12 +410,12 @@ async fn noisy_gradients(
     batch: &Batch,
 ) -> Result<(Classifier, Outcome<(f64, Grads)>)> {
     let (loss1, grads) = step::forward_backward(&model, ctx, batch).await?;
-    (ctx.lap)(Part::ForwardBackward);
+    (ctx.lap)(step::FORWARD_BACKWARD);
     let model = trainable::map(model, ctx.scope, |j, _| clean[j].clone());
-    (ctx.lap)(Part::Restore);
+    (ctx.lap)(RESTORE);
     if let Some(bad) = step::check(loss1, &grads, ctx.trainable).await? {
         return Ok((model, Outcome::NonFinite(bad)));
     }
-    (ctx.lap)(Part::Check);
+    (ctx.lap)(step::NONFINITE_CHECK);
     Ok((model, Outcome::Done((loss1, grads))))
 }

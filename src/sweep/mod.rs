@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::files::write_json;
+use crate::util::files::write_json;
 use crate::train::checkpoint;
 
 /// plan.json: every run of a sweep.

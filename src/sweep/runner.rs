@@ -15,7 +15,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{Plan, PlannedRun, RunState};
-use crate::files::write_json;
+use crate::util::files::write_json;
 use crate::train::interrupt;
 
 /// The exit status `pac-wgpu train` ends with when it stopped on request.

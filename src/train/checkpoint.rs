@@ -6,13 +6,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use burn::store::{BurnToPyTorchAdapter, ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use crate::files::{TensorFile, write_tensors};
+use crate::util::files::{TensorFile, write_tensors};
 use crate::glue::Task;
+use crate::model::hf_names::{from_hf_names, to_hf_names};
 use crate::model::trainable::Trainable;
 use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::optim::AdamW;
@@ -159,13 +160,7 @@ pub fn model_bytes(model: &Classifier) -> Result<Vec<u8>> {
 
 /// `store` set to write `model` with HF names.
 fn hf_layout(store: SafetensorsStore, model: &Classifier) -> SafetensorsStore {
-    store
-        .with_to_adapter(BurnToPyTorchAdapter)
-        .skip_enum_variants(true)
-        .with_key_remapping(r"^encoder\.", format!("{}.", model.encoder.hf_prefix()))
-        .with_key_remapping(r"^head\.", format!("{}.", model.head.hf_prefix()))
-        .with_key_remapping(r"layer_norm", "LayerNorm")
-        .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
+    to_hf_names(store, model.encoder.hf_prefix(), model.head.hf_prefix())
 }
 
 /// Loads the weights of a checkpoint into `model` (built from the same config).
@@ -188,15 +183,7 @@ fn load_model_from(
     path: &Path,
     mut model: Classifier,
 ) -> Result<Classifier> {
-    let mut store = store
-        .with_from_adapter(PyTorchToBurnAdapter)
-        .skip_enum_variants(true)
-        .with_key_remapping(r"^(bert|roberta|transformer)\.", "encoder.")
-        .with_key_remapping(r"^(out|classifier|score)\.", "head.")
-        .with_key_remapping(r"LayerNorm", "layer_norm")
-        .with_key_remapping(r"\.attention\.self\.", ".attention.self_attn.")
-        .allow_partial(true)
-        .validate(false);
+    let mut store = from_hf_names(store, true);
     let result = model
         .load_from(&mut store)
         .map_err(|e| anyhow!("{}: cannot read checkpoint: {e}", path.display()))?;

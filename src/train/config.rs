@@ -7,7 +7,7 @@ use std::str::FromStr;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::device::DeviceChoice;
+use crate::util::device::DeviceChoice;
 use crate::glue::custom::{self, ProblemType};
 use crate::glue::{Columns, DataSource, Task};
 use crate::model::HeadKind;
@@ -156,7 +156,7 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// The paper's setting for `task` (spec, "Schedule and data"; "Optimisers"): every default of
+    /// The paper's setting for `task` (docs/guide.md, "Training"): every default of
     /// `pac-wgpu train`, whose help states them (tests/cli_defaults.rs checks that it does).
     pub fn paper(task: &str) -> TrainConfig {
         let (method, seed, epochs) = (Method::Pac, 42, 250);
@@ -200,6 +200,15 @@ impl TrainConfig {
             output_dir: default_output_dir(task, method, seed),
             device: "auto".into(),
             trainable_parameters: None,
+        }
+    }
+
+    /// The paper's γ for `task` when `--gamma` is not given: 10 for CoLA and SST-2, 5 for the
+    /// other tasks.
+    pub fn paper_gamma(task: Task) -> f64 {
+        match task {
+            Task::Cola | Task::Sst2 => 10.0,
+            _ => 5.0,
         }
     }
 
@@ -366,7 +375,7 @@ impl TrainConfig {
 /// The learning-rate multiplier at optimiser step `step` (0-based) of `total`, as HF's
 /// schedules: a linear warm-up over the first W = ⌈warmup_ratio·total⌉ steps (step k at k/W, the
 /// first at 0), then constant, or a linear decay to 0 at `total`.
-pub fn lr_scale(config: &TrainConfig, step: u64, total: u64) -> f64 {
+pub(crate) fn lr_scale(config: &TrainConfig, step: u64, total: u64) -> f64 {
     let warmup = (config.warmup_ratio * total as f64).ceil() as u64;
     if step < warmup {
         return step as f64 / warmup as f64;
@@ -400,8 +409,9 @@ fn default_save_interval() -> u64 {
     60
 }
 
+/// Prior models drawn per prior std in the K(λ) estimation (R in the spec): the paper's 10.
 fn default_prior_models() -> usize {
-    crate::pac::PRIOR_MODELS
+    10
 }
 
 /// The most prior models per prior std: their Philox steps stay below 2³² (see
@@ -428,4 +438,37 @@ pub fn default_stage1_epochs(epochs: usize) -> usize {
 /// `runs/<task>-<method>-<seed>`.
 pub fn default_output_dir(task: &str, method: Method, seed: u64) -> PathBuf {
     PathBuf::from(format!("runs/{task}-{}-{seed}", method.name()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The multiplier at each of T = 5 steps, by hand from Hugging Face's definitions
+    /// (transformers.optimization's constant and linear schedules with warm-up; W =
+    /// ⌈warmup_ratio·T⌉ as TrainingArguments.get_warmup_steps): k < W → k/W; after warm-up,
+    /// constant → 1, linear → (T − k)/(T − W). For --warmup-ratio 0.3, W = ⌈1.5⌉ = 2.
+    #[test]
+    fn lr_scale_follows_hugging_face_schedules() {
+        let cases = [
+            (Schedule::Constant, 0.0, [1.0, 1.0, 1.0, 1.0, 1.0]),
+            (Schedule::Linear, 0.0, [1.0, 0.8, 0.6, 0.4, 0.2]),
+            (Schedule::Constant, 0.3, [0.0, 0.5, 1.0, 1.0, 1.0]),
+            (Schedule::Linear, 0.3, [0.0, 0.5, 1.0, 2.0 / 3.0, 1.0 / 3.0]),
+        ];
+        for (schedule, warmup_ratio, expected) in cases {
+            let config = TrainConfig {
+                schedule,
+                warmup_ratio,
+                ..TrainConfig::paper("mrpc")
+            };
+            for (k, want) in expected.into_iter().enumerate() {
+                let got = lr_scale(&config, k as u64, 5);
+                assert!(
+                    (got - want).abs() < 1e-15,
+                    "{schedule:?}, warm-up {warmup_ratio}, step {k}: {got}, expected {want}"
+                );
+            }
+        }
+    }
 }

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::checkpoint;
 use super::config::{Method, TrainConfig};
-use crate::files::TensorFile;
+use crate::util::files::TensorFile;
 use crate::glue::Task;
 use crate::model::trainable;
 use crate::model::{Classifier, Encoder, HeadKind, ModelConfig};
@@ -97,7 +97,7 @@ pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Expor
     if out.exists() {
         bail!("--out {}: already exists; pass a new folder", out.display());
     }
-    let config = super::read_config(&run.join("run.json"))?;
+    let config = super::config::read_config(&run.join("run.json"))?;
     let task = config.validate()?;
     let ckpt = checkpoint::checkpoint_dir(run, which)?;
     let model_config = ModelConfig::from_file(&ckpt.join("config.json"))?;
@@ -381,7 +381,7 @@ pub fn is_export(dir: &Path) -> bool {
 
 /// Reads an exported folder back into a classifier on `device` (any dtype, rounded values).
 pub fn load_export(dir: &Path, device: &Device) -> Result<(TrainConfig, Classifier)> {
-    let config = super::read_config(&dir.join(RUN_FILE))?;
+    let config = super::config::read_config(&dir.join(RUN_FILE))?;
     let task = config.validate()?;
     let (model_config, model) = checkpoint::untrained(&config, task, dir, device)?;
     let prefix = encoder_prefix(&model_config);

@@ -10,9 +10,10 @@ use crate::model::Classifier;
 use crate::model::trainable::{self, EncoderPart, Scope, Trainable};
 use crate::pac::bound::BoundTerms;
 use crate::pac::{self, PacTuning, Stage, Tau};
-use crate::rng::mix64;
+use crate::util::rng::mix64;
 use crate::run::EpochRecord;
-use crate::step::{self, Batch, Outcome, StepContext};
+use crate::data::Batch;
+use crate::step::{self, Outcome, StepContext};
 
 /// Separates the LoRA factors' draws from the other streams of the same seed (ASCII "lora").
 const LORA_STREAM: u64 = 0x6c6f_7261;

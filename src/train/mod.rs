@@ -18,20 +18,20 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 
 use crate::data::Prepared;
-use crate::device::select;
-use crate::files::{as_written, write_atomic, write_json};
+use crate::util::device::select;
+use crate::util::files::{as_written, write_atomic, write_json};
 use crate::glue::sample::few_shot;
 use crate::glue::{Label, Split, Task};
-use crate::model::{Classifier, Pretrained, check_max_length, resolve_model};
+use crate::model::{Classifier, ModelConfig, Pretrained, resolve_model};
 use crate::optim::AdamW;
 use crate::pac::PacTuning;
 use crate::run::{EpochRecord, RunDir, Summary};
 use crate::step::{NonFinite, Outcome};
-use crate::tokenize::TextTokenizer;
+use crate::util::tokenize::TextTokenizer;
 use checkpoint::LoopState;
 use method::Trainer;
 
-pub use config::{Method, OnNonFinite, Schedule, TrainConfig, lr_scale, read_config};
+pub use config::{Method, OnNonFinite, Schedule, TrainConfig, read_config};
 pub use session::{DROPOUT_STREAM, Session};
 pub use trained::{Trained, predictions_tsv, probabilities_tsv};
 
@@ -62,6 +62,17 @@ pub enum Event<'a> {
         why: &'a NonFinite,
     },
     Epoch(&'a EpochRecord),
+    /// history.jsonl of the run in `run_dir` was written; `history` holds every epoch so far
+    /// (the CLI draws plots/ from it).
+    History {
+        run_dir: &'a std::path::Path,
+        history: &'a [EpochRecord],
+    },
+    /// PAC, at the end of stage 1: σ per trainable tensor, as sigma_per_layer.json holds it.
+    Sigma {
+        run_dir: &'a std::path::Path,
+        per_tensor: &'a [(String, f64)],
+    },
     /// Something the user should know that does not stop the run.
     Note(&'a str),
 }
@@ -138,7 +149,7 @@ pub fn train(
     }
     while progress.state.epoch < config.epochs {
         let train_seconds = run_epoch(&job, &mut progress, on_event)?;
-        let record = finish_epoch(&job, &mut progress, train_seconds)?;
+        let record = finish_epoch(&job, &mut progress, train_seconds, on_event)?;
         on_event(Event::Epoch(&record));
         if run.stop_early(&progress.state) {
             break;
@@ -166,7 +177,9 @@ fn prepare(
     let plain = selected.device.clone();
 
     let folder = resolve_model(&config.model)?;
-    check_max_length(&folder, config.max_length)?;
+    let config_json = folder.join("config.json");
+    let model_config = ModelConfig::from_file(&config_json)?;
+    model_config.check_max_length(&config_json, config.max_length)?;
     let tokenizer = TextTokenizer::from_model_dir(&folder, config.max_length)?;
     let source = config.data_source();
     let train_set = source.load(task, Split::Train)?;
@@ -180,7 +193,8 @@ fn prepare(
     let train = Prepared::new(&train_set, Some(&rows), &tokenizer)?;
     let dev = Prepared::new(&source.load(task, Split::Dev)?, None, &tokenizer)?;
 
-    let pretrained = Pretrained::load(&folder, config.dropout, &plain.clone().autodiff())?;
+    let device = plain.clone().autodiff();
+    let pretrained = Pretrained::from_config(&folder, model_config, config.dropout, &device)?;
     let data = (train, dev, tokenizer.pad_id());
     let (run, model) = Session::new(
         config,
@@ -311,7 +325,12 @@ fn wall_seconds(job: &Job) -> f64 {
 
 /// After an epoch's steps: its record, the evaluation when due, the checkpoints, history and
 /// plots.
-fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<EpochRecord> {
+fn finish_epoch(
+    job: &Job,
+    p: &mut Progress,
+    train_seconds: f64,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<EpochRecord> {
     let run = &job.run;
     let finished = run.finish_epoch(&p.method, &mut p.state, train_seconds);
     let (mut record, sigma_at_stage1_end) = pollster::block_on(finished)?;
@@ -330,26 +349,33 @@ fn finish_epoch(job: &Job, p: &mut Progress, train_seconds: f64) -> Result<Epoch
     p.state.wall_seconds = wall_seconds(job);
     p.state = as_written(&p.state)?;
 
-    save_epoch(job, p, improved.then_some(predictions).flatten()).with_context(|| {
+    let predictions = improved.then_some(predictions).flatten();
+    save_epoch(job, p, predictions, on_event).with_context(|| {
         format!(
             "saving epoch {} failed, the last checkpoint before it is whole: free disk space, then continue with --resume",
             record.epoch
         )
     })?;
     if let Some(per_tensor) = sigma_at_stage1_end {
-        write_sigma_per_tensor(job, per_tensor)?;
+        write_sigma_per_tensor(job, per_tensor, on_event)?;
     }
     Ok(record)
 }
 
-/// Checkpoint `last`: model, optimiser, loop state and the method's state.
-/// History and plots, then the best checkpoint (with `predictions` when this epoch improved),
+/// History (and [`Event::History`]), then the best checkpoint (with `predictions` when this epoch improved),
 /// then the last when `--save-interval` has passed or the run ends. A resume drops history past
 /// its checkpoint, so a write that fails midway loses nothing.
-fn save_epoch(job: &Job, p: &mut Progress, predictions: Option<Vec<Label>>) -> Result<()> {
+fn save_epoch(
+    job: &Job,
+    p: &mut Progress,
+    predictions: Option<Vec<Label>>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<()> {
     job.dir.write_history(&p.history)?;
-    #[cfg(feature = "native")]
-    crate::report::plots::write_history_plots(&job.dir.path, &p.history)?;
+    on_event(Event::History {
+        run_dir: &job.dir.path,
+        history: &p.history,
+    });
     if let Some(predictions) = predictions {
         // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
         let best = job.dir.checkpoint("best");
@@ -367,6 +393,7 @@ fn save_epoch(job: &Job, p: &mut Progress, predictions: Option<Vec<Label>>) -> R
     Ok(())
 }
 
+/// Checkpoint `last`: model, optimiser, loop state and the method's state.
 fn save_last(job: &Job, p: &mut Progress) -> Result<()> {
     let last = job.dir.checkpoint("last");
     let optimizer = Some((&p.adam, job.run.trainable.as_slice()));
@@ -382,8 +409,12 @@ fn save_last(job: &Job, p: &mut Progress) -> Result<()> {
     Ok(())
 }
 
-/// PAC, at the end of stage 1: σ per trainable tensor as a table and a plot.
-fn write_sigma_per_tensor(job: &Job, per_tensor: Vec<f64>) -> Result<()> {
+/// PAC, at the end of stage 1: σ per trainable tensor as a table (and [`Event::Sigma`]).
+fn write_sigma_per_tensor(
+    job: &Job,
+    per_tensor: Vec<f64>,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<()> {
     let tensors: Vec<(String, f64)> = job
         .run
         .trainable
@@ -392,9 +423,10 @@ fn write_sigma_per_tensor(job: &Job, per_tensor: Vec<f64>) -> Result<()> {
         .zip(per_tensor)
         .collect();
     write_json(&job.dir.file("sigma_per_layer.json"), &tensors)?;
-    std::fs::create_dir_all(job.dir.file("plots"))?;
-    #[cfg(feature = "native")]
-    crate::report::plots::write_sigma_plot(&job.dir.file("plots/sigma_per_layer.png"), &tensors)?;
+    on_event(Event::Sigma {
+        run_dir: &job.dir.path,
+        per_tensor: &tensors,
+    });
     Ok(())
 }
 

@@ -7,18 +7,18 @@ use anyhow::{Result, anyhow};
 use burn::module::Module;
 use burn::tensor::Device;
 
-use crate::data::{Examples, Prepared, pass_cost, predict};
-use crate::files::as_written;
-use crate::glue::sample::{LengthOrder, epoch_order};
+use crate::data::{Batch, Examples, Prepared, predict};
+use crate::util::files::as_written;
+use crate::data::batch::epoch_order;
 use crate::glue::{Label, Task};
 use crate::model::trainable::{self, Trainable};
 use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::pac::noise::NoiseSource;
 use crate::pac::{self, PacTuning, PriorDraws, Stage};
-use crate::rng::mix64;
+use crate::util::rng::mix64;
 use crate::run::{BoundSummary, EpochRecord, EvalPoint, Summary};
-use crate::step::{Batch, Lrs, Outcome, StepContext};
+use crate::step::{Lrs, Outcome, StepContext};
 
 use super::checkpoint::LoopState;
 use super::config::{Method, OnNonFinite, TrainConfig, lr_scale};
@@ -97,9 +97,9 @@ impl<'a> Session<'a> {
         (self.steps_per_epoch() * self.config.epochs) as u64
     }
 
-    /// γ: the run's, else the task's default.
+    /// γ: the run's, else the paper's for the task.
     pub fn gamma(&self) -> f64 {
-        self.config.gamma.unwrap_or(self.task.default_gamma())
+        self.config.gamma.unwrap_or(TrainConfig::paper_gamma(self.task))
     }
 
     pub fn new_adamw(&self) -> AdamW {
@@ -138,7 +138,7 @@ impl<'a> Session<'a> {
                     &model.valid(),
                     config.train_embeddings,
                     &examples,
-                    (gamma, gamma),
+                    pac::bound::fixed_gamma(gamma),
                     PriorDraws {
                         models: config.prior_models,
                         seed: config.seed,
@@ -176,28 +176,11 @@ impl<'a> Session<'a> {
             .collect()
     }
 
-    /// The examples `rows` as micro-batches cut by length ([`LengthOrder::batches`]), each of at
+    /// The examples `rows` as micro-batches cut by length ([`Prepared::micro_rows`]), each of at
     /// most 1/`--grad-accum` of them.
     fn batch(&self, rows: &[usize]) -> Batch {
-        let lengths: Vec<usize> = rows
-            .iter()
-            .map(|&i| self.train.encoded[i].input_ids.len())
-            .collect();
-        let order = LengthOrder::by_length(&lengths);
         let max_rows = rows.len().div_ceil(self.config.grad_accum);
-        let micro = order
-            .batches(max_rows, pass_cost(&self.device))
-            .into_iter()
-            .map(|positions| {
-                let r: Vec<usize> = positions.iter().map(|&k| rows[k]).collect();
-                let targets = self.train.targets(&r, &self.device);
-                (self.train.batch(&r, self.pad), targets)
-            })
-            .collect();
-        Batch {
-            micro,
-            len: rows.len(),
-        }
+        self.train.training_batch(rows, max_rows, self.pad, &self.device)
     }
 
     /// One optimiser step on the examples `rows`, at the learning rates of the current step.
@@ -265,7 +248,7 @@ impl<'a> Session<'a> {
         let bound = state.epoch_bound.take();
         let skipped = std::mem::take(&mut state.epoch_skipped);
         let loss1 = losses.iter().sum::<f64>() / losses.len() as f64;
-        let memory = crate::device::memory(&self.plain);
+        let memory = crate::util::device::memory(&self.plain);
         let mut record = EpochRecord {
             epoch: epoch + 1,
             step: state.step,

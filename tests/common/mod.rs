@@ -4,78 +4,57 @@
 
 use std::path::{Path, PathBuf};
 
-use pac_wgpu::device::{DeviceChoice, SelectedDevice, adapters, select};
+use pac_wgpu::util::device::{DeviceChoice, SelectedDevice, adapters, select};
 
 pub mod hub;
 pub mod parquet;
 pub mod tiny;
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false")
-}
-
-/// Reports a missing prerequisite: fatal in CI (no silent skips), a skip note elsewhere.
-pub fn missing(what: &str, hint: &str) -> Option<PathBuf> {
-    if in_ci() {
-        panic!("{what} not found and CI is set: {hint}");
-    }
-    eprintln!("skipped: {what} not found ({hint})");
-    None
+/// A prerequisite that build.rs found (or that CI promises) is missing after all: the test
+/// fails, saying how to provide it. Tests whose prerequisite build.rs did not find are compiled
+/// as ignored, with the reason, and never get here.
+pub fn missing(what: &str, hint: &str) -> ! {
+    panic!("{what} not found: {hint}")
 }
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// all-MiniLM-L6-v2 from `scripts/fetch-model.sh`, or `$PAC_WGPU_MODEL_DIR`.
-pub fn minilm_dir() -> Option<PathBuf> {
+/// all-MiniLM-L6-v2 from `scripts/fetch-model.sh`, or `$PAC_WGPU_MODEL_DIR`. Tests that call
+/// it are `#[cfg_attr(not(pac_test_minilm), ignore = ...)]`.
+pub fn minilm_dir() -> PathBuf {
     let dir = std::env::var_os("PAC_WGPU_MODEL_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| crate_dir().join("assets/models/all-MiniLM-L6-v2"));
-    if dir.join("model.safetensors").is_file() {
-        Some(dir)
-    } else {
+    if !dir.join("model.safetensors").is_file() {
         missing(
             &format!("model at {}", dir.display()),
             "run scripts/fetch-model.sh or set PAC_WGPU_MODEL_DIR",
-        )
+        );
     }
+    dir
 }
 
-/// `../shared/golden` beside the checkout, or `$PAC_WGPU_GOLDEN_DIR`.
-pub fn golden_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("PAC_WGPU_GOLDEN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate_dir().join("../shared/golden"));
-    if dir.is_dir() {
-        Some(dir)
-    } else {
-        missing(
-            &format!("golden files at {}", dir.display()),
-            "set PAC_WGPU_GOLDEN_DIR",
-        )
-    }
+/// The golden files (tests/golden; its README states each file's tolerance).
+pub fn golden_dir() -> PathBuf {
+    crate_dir().join("tests/golden")
 }
 
-/// The first software (CPU-type) wgpu adapter, i.e. lavapipe on Linux.
-pub fn lavapipe() -> Option<SelectedDevice> {
-    match adapters().iter().find(|a| a.kind == "cpu") {
-        Some(a) => Some(select(DeviceChoice::Index(a.index)).expect("select lavapipe")),
-        None => {
-            missing(
-                "a software wgpu adapter (lavapipe)",
-                "apt-get install mesa-vulkan-drivers libvulkan1",
-            );
-            None
-        }
-    }
+/// The first software (CPU-type) wgpu adapter, i.e. lavapipe on Linux. Tests that need it are
+/// `#[cfg_attr(not(pac_test_lavapipe), ignore = ...)]`.
+pub fn lavapipe() -> SelectedDevice {
+    select(DeviceChoice::Index(lavapipe_index())).expect("select lavapipe")
 }
 
-/// The CPU device, plus lavapipe when present, plus the adapter `$PAC_WGPU_TEST_DEVICE` names
+/// The CPU device, plus lavapipe where build.rs found it (kernels.rs lists it as not run
+/// otherwise), plus the adapter `$PAC_WGPU_TEST_DEVICE` names
 /// (an index from `pac-wgpu devices`: how scripts/gpu-bench.sh tests a real GPU).
 pub fn test_devices() -> Vec<SelectedDevice> {
     let mut devices = vec![select(DeviceChoice::Cpu).expect("cpu device")];
-    devices.extend(lavapipe());
+    if cfg!(pac_test_lavapipe) {
+        devices.push(lavapipe());
+    }
     if let Ok(index) = std::env::var("PAC_WGPU_TEST_DEVICE") {
         let choice = index
             .parse()
@@ -107,34 +86,28 @@ pub fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_pac-wgpu"))
 }
 
-/// `$GLUE_DIR`, else `../shared/glue` beside the checkout.
-pub fn glue_dir() -> Option<PathBuf> {
+/// `$GLUE_DIR`, else `../shared/glue` beside the checkout. Tests that call it are
+/// `#[cfg_attr(not(pac_test_glue), ignore = ...)]`.
+pub fn glue_dir() -> PathBuf {
     let dir = std::env::var_os("GLUE_DIR")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
         .unwrap_or_else(|| crate_dir().join("../shared/glue"));
-    if dir.join("MRPC/train.tsv").is_file() {
-        Some(dir)
-    } else {
-        missing(&format!("GLUE data at {}", dir.display()), "set GLUE_DIR")
+    if !dir.join("MRPC/train.tsv").is_file() {
+        missing(&format!("GLUE data at {}", dir.display()), "set GLUE_DIR");
     }
-}
-
-/// A GLUE folder at `into` with MRPC's train split and the first `rows` examples of its dev
-/// split, so that each evaluation of the real model stays short.
-pub fn mrpc_with_short_dev(glue: &Path, into: &Path, rows: usize) -> PathBuf {
-    let mrpc = into.join("MRPC");
-    std::fs::create_dir_all(&mrpc).unwrap();
-    std::fs::copy(glue.join("MRPC/train.tsv"), mrpc.join("train.tsv")).unwrap();
-    let dev = std::fs::read_to_string(glue.join("MRPC/dev.tsv")).unwrap();
-    let kept: Vec<&str> = dev.lines().take(rows + 1).collect();
-    std::fs::write(mrpc.join("dev.tsv"), kept.join("\n") + "\n").unwrap();
-    into.to_path_buf()
+    dir
 }
 
 /// The `--device` index of the first software wgpu adapter (lavapipe).
-pub fn lavapipe_index() -> Option<usize> {
-    lavapipe()?;
-    adapters().iter().find(|a| a.kind == "cpu").map(|a| a.index)
+pub fn lavapipe_index() -> usize {
+    match adapters().iter().find(|a| a.kind == "cpu") {
+        Some(a) => a.index,
+        None => missing(
+            "a software wgpu adapter (lavapipe)",
+            "apt-get install mesa-vulkan-drivers libvulkan1",
+        ),
+    }
 }
 
 /// Runs the binary and returns stdout, failing the test with stderr when it exits non-zero.

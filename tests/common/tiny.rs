@@ -170,3 +170,39 @@ pub fn write_toy_sst2(dir: &Path) {
         .unwrap();
     }
 }
+
+/// A toy MRPC in glue_data layout under `dir` (24 train, 12 dev and 12 test pairs of the tiny
+/// vocabulary): a pair is a paraphrase when both sentences give the same verdict.
+pub fn write_toy_mrpc(dir: &Path) {
+    let mrpc = dir.join("MRPC");
+    std::fs::create_dir_all(&mrpc).unwrap();
+    let subjects = ["the movie", "a film", "the cat", "the dog"];
+    let verdicts = ["is good", "was very good", "is bad", "was not good"];
+    let good = |v: &str| v.contains("good") && !v.contains("not");
+    let mut pairs = Vec::new();
+    for (i, a) in verdicts.iter().enumerate() {
+        for (j, b) in verdicts.iter().enumerate() {
+            for (k, s) in subjects.iter().enumerate() {
+                let t = subjects[(k + i + j) % subjects.len()];
+                let label = u8::from(good(a) == good(b));
+                pairs.push((label, format!("{s} {a} ."), format!("{t} {b} .")));
+            }
+        }
+    }
+    let row = |n: usize, first: String, (_, a, b): &(u8, String, String)| {
+        format!("{first}\t{}\t{}\t{a}\t{b}", 1000 + 2 * n, 1001 + 2 * n)
+    };
+    let header = "\t#1 ID\t#2 ID\t#1 String\t#2 String";
+    let splits = [("train.tsv", 0..24), ("dev.tsv", 24..36), ("test.tsv", 36..48)];
+    for (name, range) in splits {
+        let first = if name == "test.tsv" { "index" } else { "Quality" };
+        let rows: Vec<String> = range
+            .enumerate()
+            .map(|(i, n)| {
+                let key = if name == "test.tsv" { i.to_string() } else { pairs[n].0.to_string() };
+                row(n, key, &pairs[n])
+            })
+            .collect();
+        std::fs::write(mrpc.join(name), format!("{first}{header}\n{}\n", rows.join("\n"))).unwrap();
+    }
+}

@@ -9,7 +9,7 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use pac_wgpu::data::Prepared;
-use pac_wgpu::files::as_written;
+use pac_wgpu::util::files::as_written;
 use pac_wgpu::glue::read::{read_glue_bytes, read_text_bytes};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{Dataset, Label, Split, Task};
@@ -17,7 +17,7 @@ use pac_wgpu::model::load::load_encoder_bytes;
 use pac_wgpu::model::{Classifier, ModelConfig, to_host};
 use pac_wgpu::run::EpochRecord;
 use pac_wgpu::step::Outcome;
-use pac_wgpu::tokenize::{TextTokenizer, TokenizerFile};
+use pac_wgpu::util::tokenize::{TextTokenizer, TokenizerFile};
 use pac_wgpu::train::checkpoint::{LoopState, model_bytes};
 use pac_wgpu::train::{Method, Session, TrainConfig, predictions_tsv};
 
@@ -290,7 +290,7 @@ fn tokenizer_of(inputs: &Inputs, max_length: usize) -> Result<TextTokenizer> {
         other => bail!("{other}: expected tokenizer.json or vocab.txt"),
     };
     let dir = Path::new(&inputs.model_name);
-    TextTokenizer::from_bytes(dir, file, Some(&inputs.config_json), max_length)
+    TextTokenizer::from_bytes(dir, file, max_length)
 }
 
 /// One split from the page's file: a GLUE TSV file of `task`, or a user's TSV/CSV/JSONL read by

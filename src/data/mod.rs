@@ -1,13 +1,25 @@
-//! Tokenized splits, loss targets, per-example losses and predictions.
+//! Tokenized splits, loss targets, per-example losses and predictions; [`batch`]: the order
+//! examples go through the model in.
+
+pub mod batch;
 
 use anyhow::Result;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::glue::sample::LengthOrder;
 use crate::glue::{Dataset, Label, Task};
 use crate::model::Classifier;
-use crate::tokenize::{Encoded, PaddedBatch, TextTokenizer};
+use crate::util::tokenize::{Encoded, PaddedBatch, TextTokenizer};
+use batch::LengthOrder;
+
+/// A micro-batch: inputs and their targets.
+pub type Micro = (PaddedBatch, Targets);
+
+/// One batch of `len` examples, split into micro-batches whose gradients add up (`--grad-accum`).
+pub struct Batch {
+    pub micro: Vec<Micro>,
+    pub len: usize,
+}
 
 /// A split ready for the model: token ids and gold labels, in example order.
 pub struct Prepared {
@@ -42,6 +54,31 @@ impl Prepared {
     }
 
     /// The examples sorted by length, longest first, for cutting into batches.
+    /// The micro-batches of a training step on `rows`: cut by length, at most `max_rows` rows
+    /// each (`--grad-accum` sets it), each a list of rows.
+    pub fn micro_rows(&self, rows: &[usize], max_rows: usize, device: &Device) -> Vec<Vec<usize>> {
+        let lengths: Vec<usize> = rows.iter().map(|&i| self.encoded[i].input_ids.len()).collect();
+        LengthOrder::by_length(&lengths)
+            .batches(max_rows, pass_cost(device))
+            .into_iter()
+            .map(|positions| positions.iter().map(|&k| rows[k]).collect())
+            .collect()
+    }
+
+    /// A training step's batch of `rows`, in micro-batches of [`Prepared::micro_rows`]; `pad`
+    /// pads them.
+    pub fn training_batch(&self, rows: &[usize], max_rows: usize, pad: u32, device: &Device) -> Batch {
+        let micro = self
+            .micro_rows(rows, max_rows, device)
+            .into_iter()
+            .map(|r| (self.batch(&r, pad), self.targets(&r, device)))
+            .collect();
+        Batch {
+            micro,
+            len: rows.len(),
+        }
+    }
+
     pub fn length_order(&self) -> LengthOrder {
         let lengths: Vec<usize> = self.encoded.iter().map(|e| e.input_ids.len()).collect();
         LengthOrder::by_length(&lengths)
@@ -138,7 +175,7 @@ pub fn label_of(task: Task, row: &[f32]) -> Label {
 /// beyond its arithmetic (MiniLM, one thread: ≈ 10 ms a pass, ≈ 0.28 ms a token); a GPU pays
 /// its launches and a read-back per pass.
 pub fn pass_cost(device: &Device) -> usize {
-    if crate::device::is_cpu(device) {
+    if crate::util::device::is_cpu(device) {
         64
     } else {
         4096
@@ -160,7 +197,7 @@ pub async fn outputs(
         let (ids, types, mask) = split.batch(rows, pad_id).to_tensors(device);
         let logits = model.forward(ids, types, mask);
         let [b, k] = logits.dims();
-        let values = crate::device::read_f32(logits, "logits").await?;
+        let values = crate::util::device::read_f32(logits, "logits").await?;
         out.extend(values.chunks(k).take(b).map(<[f32]>::to_vec));
     }
     Ok(order.restore(out))

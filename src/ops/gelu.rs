@@ -16,10 +16,8 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Tensor};
 
-use crate::kernel::{
-    Blocks, Io, LANES, bind, block, dense, empty, exp_f32, flex_tensor, lanes, launch, par_map,
-    quad_grid, spare, values, wgsl_kernel,
-};
+use crate::util::kernel::cpu::{Blocks, LANES, block, exp_f32, flex_tensor, lanes, par_map, values};
+use crate::util::kernel::launch::{Io, bind, dense, empty, launch, quad_grid, spare, wgsl_kernel};
 
 /// x·Φ(x) for every element of `x`, differentiable on autodiff devices.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {

@@ -6,7 +6,7 @@
 //! wgpu devices it is Burn's products around our softmax kernel.
 //!
 //! q `[batch, q_len, heads·d]`, k and v `[batch, len, heads·d]`, mask `[batch, len]` (0 or
-//! [`super::bert::MASKED_SCORE`]); the scores of head h are q_h·k_hᵀ/√d + mask, the output
+//! [`crate::model::bert::MASKED_SCORE`]); the scores of head h are q_h·k_hᵀ/√d + mask, the output
 //! softmax(scores)·v_h, in the columns of head h.
 
 use burn::backend::autodiff::Autodiff;
@@ -24,7 +24,7 @@ use burn::backend::{
 use burn::tensor::{Shape, Tensor};
 
 use super::softmax::{SoftmaxBackend, softmax_row, softmax_row_backward};
-use crate::kernel::{Matrix, Rows, flex_tensor, matmul_here, par_rows, values};
+use crate::util::kernel::cpu::{Matrix, Rows, flex_tensor, matmul_here, par_rows, values};
 
 /// softmax(q_h·k_hᵀ/√d + mask)·v_h for every head h; differentiable on autodiff devices.
 pub fn attention(

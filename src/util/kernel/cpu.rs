@@ -1,211 +1,15 @@
-//! What every kernel file (the PAC kernels, the model's fused ops) shares: on wgpu devices the
-//! WGSL kernel macro, dense tensors, the launch grid, buffer bindings and the parameter blocks
-//! kept on the device; on the CPU device block-wise lanes, sums and maxima that vectorise,
-//! branch-free exponentials, matrix products through gemm, the threads that run them and the
-//! AVX2 copy they run where the CPU has it.
+//! What the CPU twins share on the CPU device: block-wise lanes, sums and maxima that
+//! vectorise, branch-free exponentials, matrix products through gemm, the threads that run
+//! them (each flushing subnormals, see [`super::flush`]) and the AVX2 copy they run where the
+//! CPU has it.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::mem::MaybeUninit;
-use std::sync::{LazyLock, Mutex, PoisonError};
 
 use burn::backend::flex::FlexTensor;
-use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, into_contiguous};
-use burn::cubecl::prelude::BufferIOAttr;
-use burn::cubecl::server::{Handle, KernelArguments};
-use burn::cubecl::{CubeCount, CubeDim, Device as CubeDevice};
 use burn::tensor::{DType, Shape, TensorData};
 
-// ---- wgpu side -------------------------------------------------------------------------------
-
-/// Threads per workgroup in every shader under shaders/.
-pub(crate) const WORKGROUP: u32 = 256;
-
-/// `wgsl_kernel!(Name, "a.wgsl", "b.wgsl")`: the cubecl kernel whose source is those files of
-/// shaders/, one after the other (how a shader gets shaders/philox.wgsl: WGSL has no includes).
-macro_rules! wgsl_kernel {
-    ($name:ident, $($file:literal),+) => {
-        struct $name;
-
-        impl burn::backend::wgpu::KernelSource for $name {
-            fn source(&self) -> burn::backend::wgpu::SourceTemplate {
-                burn::backend::wgpu::SourceTemplate::new(concat!(
-                    $(include_str!(concat!("../../shaders/", $file))),+
-                ))
-            }
-
-            fn id(&self) -> burn::cubecl::prelude::KernelId {
-                burn::cubecl::prelude::KernelId::new::<Self>()
-            }
-
-            fn lang(&self) -> &'static str {
-                "wgsl"
-            }
-        }
-    };
-}
-pub(crate) use wgsl_kernel;
-
-/// The f32 tensor laid out as one dense row-major array, as the shaders index it.
-pub(crate) fn dense(t: CubeTensor) -> CubeTensor {
-    assert_eq!(t.dtype, DType::F32, "the kernels take f32 tensors");
-    into_contiguous(t)
-}
-
-/// A fresh dense tensor of `shape` on `like`'s device.
-pub(crate) fn empty(like: &CubeTensor, shape: Shape, dtype: DType) -> CubeTensor {
-    let handle = like.client.empty(shape.num_elements() * dtype.size());
-    CubeTensor::new_contiguous(
-        like.client.clone(),
-        like.device.clone(),
-        shape,
-        handle,
-        dtype,
-    )
-}
-
-/// Workgroups along the grid's x dimension at most; more fold into rows (a dimension allows
-/// 65 535). A power of two well below that keeps the folded case testable on lavapipe, whose
-/// buffers stop short of the 268 MB that one more element than 65 535 × 1 024 takes.
-pub const GRID_WIDTH: u32 = 16_384;
-
-/// One thread per quad of elements 4q .. 4q + 3 (τ comes four to a Philox call, and a thread
-/// with four elements costs lavapipe far less than four threads): see [`thread_grid`].
-pub(crate) fn quad_grid(n: usize) -> CubeCount {
-    thread_grid(n.div_ceil(4))
-}
-
-/// ⌈threads / 256⌉ workgroups of 256, in rows of [`GRID_WIDTH`].
-pub(crate) fn thread_grid(threads: usize) -> CubeCount {
-    let groups = u32::try_from(threads.div_ceil(WORKGROUP as usize)).expect("tensor too large");
-    let x = groups.clamp(1, GRID_WIDTH);
-    CubeCount::Static(x, groups.div_ceil(x), 1)
-}
-
-/// How a kernel uses a bound buffer; `Unused` fills a binding the current op does not touch.
-#[derive(Clone, Copy)]
-pub(crate) enum Io {
-    Read,
-    Write,
-    /// Read, then written in place.
-    ReadWrite,
-    Unused,
-}
-
-/// The binding of `t` used as `io`, or of `spare` marked unused where the launch has no such
-/// tensor (every binding of a shader must be filled). `spare` must not be bound elsewhere in
-/// the launch: WebGPU refuses a buffer in two writable bindings, and every binding of our
-/// shaders is read_write (see [`spare`]).
-pub(crate) fn bind<'a>(
-    t: Option<&'a CubeTensor>,
-    io: Io,
-    spare: &'a CubeTensor,
-) -> (&'a Handle, Io) {
-    match t {
-        Some(t) => (&t.handle, io),
-        None => (&spare.handle, Io::Unused),
-    }
-}
-
-/// A one-element buffer on `like`'s device to fill unused bindings with.
-pub(crate) fn spare(like: &CubeTensor) -> CubeTensor {
-    empty(like, Shape::new([1]), DType::F32)
-}
-
-/// Launches `kernel` on `on`'s device with `buffers` at bindings 0.. and each block of `params`
-/// in a small storage buffer after them. Not a uniform: lavapipe folds uniform values that steer
-/// branches into the shader and compiles it again for every launch (≈5 ms and ≈400 KB of host
-/// memory that is never given back); tests/interruption.rs watches memory over 1 000 steps.
-pub(crate) fn launch<K: KernelSource>(
-    on: &CubeTensor,
-    kernel: K,
-    grid: CubeCount,
-    buffers: &[(&Handle, Io)],
-    params: &[&[u32]],
-) {
-    let mut args = KernelArguments::new();
-    for (handle, io) in buffers {
-        let io = match io {
-            Io::Read => BufferIOAttr::ReadOnly,
-            Io::Write => BufferIOAttr::WriteOnly,
-            Io::ReadWrite => BufferIOAttr::ReadWrite,
-            Io::Unused => BufferIOAttr::Dead,
-        };
-        args = args.with_buffer_io((*handle).clone().binding(), io);
-    }
-    for block in params {
-        args = args.with_buffer_io(uploaded(on, block).binding(), BufferIOAttr::ReadOnly);
-    }
-    on.client.launch(
-        Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
-        grid,
-        args,
-    );
-}
-
-/// A step's parameter block: its `head` words, then every b_j (the shaders' `StepBlock`: b
-/// rides with the words every tensor of a step shares, so it costs no binding and no upload of
-/// its own).
-pub(crate) fn step_block(head: &[u32], b: &[f32]) -> Vec<u32> {
-    head.iter()
-        .copied()
-        .chain(b.iter().map(|b_j| b_j.to_bits()))
-        .collect()
-}
-
-/// `t` dense, in a buffer a kernel may overwrite: its own where no other tensor holds it
-/// (`can_mut`; launches already queued on it run first), else a copy (one more launch).
-pub(crate) fn writable(t: CubeTensor) -> CubeTensor {
-    let t = dense(t);
-    if t.can_mut() { t } else { t.copy() }
-}
-
-/// Parameter blocks kept on their device, by content: a block's words are uploaded once and the
-/// buffer is bound again wherever they recur (a tensor's block every step, a step's block for
-/// every tensor). An upload per launch cost lavapipe ≈0.15 ms, half of a small launch.
-struct ParamsCache {
-    blocks: HashMap<(CubeDevice, Vec<u32>), (Handle, u64)>,
-    /// Lookups so far; each block remembers its latest, and the stalest goes first when full.
-    clock: u64,
-}
-
-/// Blocks kept at most: far more than the tensors' blocks of a model (three kernels per
-/// trainable tensor), which are then never evicted by the steps' blocks.
-const PARAMS_KEPT: usize = 4096;
-
-static PARAMS: LazyLock<Mutex<ParamsCache>> = LazyLock::new(|| {
-    Mutex::new(ParamsCache {
-        blocks: HashMap::new(),
-        clock: 0,
-    })
-});
-
-/// The buffer holding `words` on `on`'s device.
-fn uploaded(on: &CubeTensor, words: &[u32]) -> Handle {
-    let mut cache = PARAMS.lock().unwrap_or_else(PoisonError::into_inner);
-    cache.clock += 1;
-    let now = cache.clock;
-    let key = (on.device.clone(), words.to_vec());
-    if let Some((handle, used)) = cache.blocks.get_mut(&key) {
-        *used = now;
-        return handle.clone();
-    }
-    if cache.blocks.len() >= PARAMS_KEPT {
-        let stalest = cache
-            .blocks
-            .iter()
-            .min_by_key(|(_, (_, used))| *used)
-            .map(|(key, _)| key.clone());
-        if let Some(key) = stalest {
-            cache.blocks.remove(&key);
-        }
-    }
-    let handle = on.client.create_from_slice(bytemuck::cast_slice(words));
-    cache.blocks.insert(key, (handle.clone(), now));
-    handle
-}
-
-// ---- CPU side --------------------------------------------------------------------------------
+use super::flush;
 
 /// The f32 values of `t` in row-major order, borrowed when already dense.
 pub(crate) fn values(t: &FlexTensor) -> Cow<'_, [f32]> {
@@ -316,7 +120,7 @@ unsafe fn gemm_into(dst: *mut f32, dst_row_stride: usize, a: Matrix, b: Matrix, 
             let a = a.row_range(first, share.min(a.rows - first));
             // SAFETY: row `first` lies in `dst`, as the caller says.
             let rows = Rows(unsafe { dst.add(first * dst_row_stride) });
-            scope.spawn(move || {
+            flush::spawn(scope, move || {
                 let rows = rows;
                 // SAFETY: this share's rows lie in `dst`.
                 unsafe { gemm_rows(rows.0, dst_row_stride, a, b, read_dst, 1.0) }
@@ -349,6 +153,7 @@ unsafe fn gemm_rows(
         "matrix product of {}×{} by {}×{}",
         a.rows, a.cols, b.rows, b.cols
     );
+    flush::this_thread();
     let stride = |s: usize| isize::try_from(s).expect("matrix too large");
     // SAFETY: `a` and `b` lie in their slices (checked when made), `dst` as the caller says.
     unsafe {
@@ -374,6 +179,26 @@ unsafe fn gemm_rows(
             gemm::Parallelism::None,
         );
     }
+}
+
+/// The instruction set of the CPU device's matrix products here, and its f32 FMA lanes: gemm
+/// picks its kernels at run time, AVX-512 where the CPU has it (Cargo.toml enables gemm's
+/// `x86-v4`), else AVX2 + FMA.
+pub fn gemm_isa() -> (&'static str, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return ("AVX-512 (x86-64-v4)", 16);
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return ("AVX2 + FMA (x86-64-v3)", 8);
+        }
+        ("SSE2", 4)
+    }
+    #[cfg(target_arch = "aarch64")]
+    return ("NEON", 4);
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    ("scalar", 1)
 }
 
 /// Multiply-adds from which a product is split over the threads (Burn flex's threshold).
@@ -600,7 +425,7 @@ pub(crate) fn par_fill<const K: usize>(out: [&mut [MaybeUninit<f32>]; K], kernel
                 .each_mut()
                 .map(|it| it.next().expect("one chunk per output"));
             let start = c * chunk;
-            scope.spawn(move || {
+            flush::spawn(scope, move || {
                 simd(Fill {
                     kernel,
                     start,
@@ -624,7 +449,7 @@ pub(crate) fn par_sum(n: usize, kernel: &impl BlockSums) -> [f64; 3] {
         let parts: Vec<_> = (0..n.div_ceil(chunk))
             .map(|c| {
                 let range = c * chunk..n.min((c + 1) * chunk);
-                scope.spawn(move || simd(Sum { kernel, range }))
+                flush::spawn(scope, move || simd(Sum { kernel, range }))
             })
             .collect();
         parts
@@ -662,7 +487,7 @@ pub(crate) fn par_rows<const K: usize>(rows: usize, out: [&mut [f32]; K], kernel
             let part: [&mut [f32]; K] =
                 std::array::from_fn(|k| parts[k].next().expect("one chunk per output"));
             let first = c * rows_per_chunk;
-            scope.spawn(move || {
+            flush::spawn(scope, move || {
                 simd(FillRows {
                     kernel,
                     widths,
@@ -694,7 +519,7 @@ pub(crate) fn par_row_sums(rows: usize, width: usize, kernel: &impl RowSums) -> 
         std::thread::scope(|scope| {
             let handles: Vec<_> = chunks
                 .into_iter()
-                .map(|range| scope.spawn(move || sum(range)))
+                .map(|range| flush::spawn(scope, move || sum(range)))
                 .collect();
             handles
                 .into_iter()
@@ -809,6 +634,7 @@ impl<B: RowSums> Job for FoldRows<'_, B> {
 /// Every kernel method is `#[inline(always)]` so that it is compiled into both. The results
 /// are the same bits either way: Rust never fuses a multiply and an add by itself.
 fn simd<J: Job>(job: J) -> J::Out {
+    flush::this_thread();
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has both features, checked just above.

@@ -50,25 +50,17 @@ impl TextTokenizer {
                 dir.display()
             ));
         };
-        let config = std::fs::read_to_string(dir.join("config.json")).ok();
-        Self::from_bytes(dir, file, config.as_deref(), max_length)
+        Self::from_bytes(dir, file, max_length)
     }
 
-    /// A tokenizer from a model folder's files given as bytes (the browser has no files):
-    /// `config` is config.json's text, if any; `dir` names the folder in errors.
-    pub fn from_bytes(
-        dir: &Path,
-        file: TokenizerFile,
-        config: Option<&str>,
-        max_length: usize,
-    ) -> Result<Self> {
+    /// A tokenizer from a model folder's files given as bytes (the browser has no files);
+    /// `dir` names the folder in errors. Whether `max_length` fits the model's positions is the
+    /// model config's check (`ModelConfig::check_max_length`).
+    pub fn from_bytes(dir: &Path, file: TokenizerFile, max_length: usize) -> Result<Self> {
         if max_length < 3 {
             return Err(anyhow!(
                 "--max-length must be at least 3 ([CLS] x [SEP]), found {max_length}"
             ));
-        }
-        if let Some(config) = config {
-            check_positions(&dir.join("config.json"), config, max_length)?;
         }
         let mut inner = match file {
             TokenizerFile::Json(bytes) => {
@@ -224,21 +216,3 @@ impl PaddedBatch {
     }
 }
 
-/// Fails when `max_length` tokens would run past the model's learned positions
-/// (`max_position_embeddings` in `config`, the text of config.json at `path`).
-fn check_positions(path: &Path, config: &str, max_length: usize) -> Result<()> {
-    #[derive(serde::Deserialize)]
-    struct Positions {
-        max_position_embeddings: Option<usize>,
-    }
-    let limit = serde_json::from_str::<Positions>(config)
-        .ok()
-        .and_then(|p| p.max_position_embeddings);
-    match limit {
-        Some(limit) if max_length > limit => Err(anyhow!(
-            "--max-length {max_length}: above the model's max_position_embeddings {limit} ({}); pass --max-length {limit} or less",
-            path.display()
-        )),
-        _ => Ok(()),
-    }
-}

@@ -170,6 +170,12 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Whether every compute thread of the CPU device flushes subnormal floats to zero (see
+/// docs/benchmarks.md); `None` on processors where this build cannot tell.
+pub fn cpu_flushes_subnormals() -> Option<bool> {
+    crate::util::kernel::flush::every_compute_thread_flushes()
+}
+
 /// Resolves `--device` to a Burn device, checking first that the adapter exists so that a
 /// machine without one gets an error that says what to do, not a panic inside wgpu.
 pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
@@ -179,6 +185,7 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
     };
     let index = match choice {
         DeviceChoice::Cpu | DeviceChoice::Auto => {
+            crate::util::kernel::flush::cpu_device();
             return Ok(SelectedDevice {
                 device: Device::flex(),
                 name: "cpu (Burn flex backend)".into(),
@@ -272,4 +279,32 @@ pub async fn read_scalar(t: Tensor<1>) -> Result<f64> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot read a scalar back: {e:?}"))?;
     Ok(value as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::util::kernel::flush::{flushing, keep_subnormals_here, spawn};
+
+    /// Fails if a compute thread of the CPU device (the selecting one, rayon's pool, a kernel's
+    /// scoped thread) runs without flushing subnormals, starting from threads that did not
+    /// flush (a new thread inherits its parent's setting), or if flushing does not zero one.
+    #[test]
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    fn every_compute_thread_of_the_cpu_device_flushes_subnormals() {
+        std::thread::spawn(|| {
+            keep_subnormals_here();
+            rayon::broadcast(|_| keep_subnormals_here());
+            assert_eq!(flushing(), Some(false));
+            let kernel_thread = std::thread::scope(|s| spawn(s, flushing).join().unwrap());
+            assert_eq!(kernel_thread, Some(true), "a kernel thread of a non-flushing parent");
+            select(DeviceChoice::Cpu).unwrap();
+            assert_eq!(cpu_flushes_subnormals(), Some(true));
+            let tiny = std::hint::black_box(f32::MIN_POSITIVE);
+            assert_eq!(std::hint::black_box(tiny * 0.5), 0.0, "a subnormal result survived");
+        })
+        .join()
+        .unwrap();
+    }
 }

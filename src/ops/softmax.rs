@@ -16,10 +16,8 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Tensor};
 
-use crate::kernel::{
-    Io, Rows, bind, dense, empty, exp_f32, flex_tensor, launch, max_by_lanes, par_rows, rows,
-    spare, sum_by_lanes, thread_grid, values, wgsl_kernel,
-};
+use crate::util::kernel::cpu::{Rows, exp_f32, flex_tensor, max_by_lanes, par_rows, rows, sum_by_lanes, values};
+use crate::util::kernel::launch::{Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel};
 
 /// Softmax of `x` along its last dimension, differentiable on autodiff devices.
 pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {

@@ -1,0 +1,11 @@
+//! Helpers below the model: nothing here knows about models, data sets or methods.
+
+pub mod device;
+pub mod files;
+#[cfg(feature = "native")]
+pub mod hub;
+pub mod kernel;
+pub mod metrics;
+pub mod reduce;
+pub mod rng;
+pub mod tokenize;
