@@ -734,7 +734,9 @@ fn main() -> Result<()> {
         }
         let grads = bench.gradients()?;
         let model = bench.model.as_ref().context("the model is lost")?;
-        subnormals = Some(block_on(real::subnormals(model, &plain, &bench.batch, &grads))?);
+        let names: Vec<String> = bench.trainable.iter().map(|t| t.name.clone()).collect();
+        let held = real::subnormals(model, &plain, &bench.batch, &grads, &names);
+        subnormals = Some(block_on(held)?);
         let (model, _) = build_model(&args.model, args.seed ^ 0xf4e5, &bench.device)?;
         let data = real::random_like(&k_data, vocab, args.seed ^ 0x72);
         fresh = Some(Bench {
@@ -1004,7 +1006,7 @@ fn main() -> Result<()> {
     });
     let peak = cpu["peak_gflops"].as_f64();
     println!(
-        "\nCPU: {}, {} threads, matrix products {}, subnormals flushed: {}, peak {} GFLOP/s (threads × {} FMA lanes × 2 × {} MHz)",
+        "\nCPU: {}, {} threads, matrix products {}, subnormals flushed: {}, peak {} GFLOP/s (threads × 2 FMA units × {} lanes × 2 × {} MHz)",
         cpu["model"].as_str().unwrap_or("?"),
         cpu["threads"],
         cpu["gemm_isa"].as_str().unwrap_or("?"),

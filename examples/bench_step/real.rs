@@ -126,8 +126,9 @@ pub fn forward_batches_flop(config: &ModelConfig, data: &Prepared, forward: &[Ve
         .sum()
 }
 
-/// The processor, the matrix products' instruction set, flush-to-zero, and the peak f32
-/// rate: threads × FMA lanes × 2 FLOP × clock (one FMA per cycle and core).
+/// The processor, the matrix products' instruction set, flush-to-zero, and the peak f32 rate
+/// of that instruction set: threads × 2 FMA units × FMA lanes × 2 FLOP × clock (current x86
+/// cores issue two vector FMAs a cycle).
 pub fn cpu_about(threads: usize) -> Value {
     let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let field = |name: &str| {
@@ -138,7 +139,7 @@ pub fn cpu_about(threads: usize) -> Value {
     };
     let mhz: Option<f64> = field("cpu MHz").and_then(|v| v.parse().ok());
     let (isa, lanes) = gemm_isa();
-    let peak = mhz.map(|mhz| threads as f64 * lanes as f64 * 2.0 * mhz / 1000.0);
+    let peak = mhz.map(|mhz| threads as f64 * 2.0 * lanes as f64 * 2.0 * mhz / 1000.0);
     json!({
         "model": field("model name").unwrap_or_else(|| "unknown".into()),
         "mhz": mhz,
@@ -151,13 +152,15 @@ pub fn cpu_about(threads: usize) -> Value {
 }
 
 /// What a trained model's step holds: the logit gap |z₁ − z₀| over the batch (cross-entropy's
-/// gradient for the other class is e^−gap, subnormal for gaps between 87.3 and 103.3), and the
-/// share of the weight gradients' values that are subnormal (0 where they are flushed).
+/// gradient for the other class is e^−gap, subnormal for gaps between 87.3 and 103.3), the
+/// share of the weight gradients' values that are subnormal (0 where they are flushed), and the
+/// tensors (`names`, in `grads`' order) whose gradients hold the most.
 pub async fn subnormals(
     model: &Classifier,
     plain: &Device,
     batch: &Batch,
     grads: &[Option<Tensor<1>>],
+    names: &[String],
 ) -> Result<Value> {
     let valid = model.valid();
     let mut gaps = Vec::new();
@@ -168,17 +171,24 @@ pub async fn subnormals(
     }
     gaps.sort_by(f64::total_cmp);
     let (mut subnormal, mut total) = (0usize, 0usize);
-    for grad in grads.iter().flatten() {
+    let mut by_tensor = Vec::new();
+    for (grad, name) in grads.iter().zip(names) {
+        let Some(grad) = grad else { continue };
         let values = read_f32(grad.clone(), "gradients").await?;
-        subnormal += values.iter().filter(|v| v.is_subnormal()).count();
+        let count = values.iter().filter(|v| v.is_subnormal()).count();
+        by_tensor.push((count as f64 / values.len().max(1) as f64, name.clone()));
+        subnormal += count;
         total += values.len();
     }
+    by_tensor.sort_by(|a, b| b.0.total_cmp(&a.0));
+    by_tensor.truncate(8);
     let at = |q: f64| gaps.get(((gaps.len() - 1) as f64 * q) as usize).copied();
     Ok(json!({
         "logit_gap": {"min": at(0.0), "median": at(0.5), "max": at(1.0)},
         "subnormal_gradient_values": subnormal,
         "gradient_values": total,
         "subnormal_share": subnormal as f64 / total.max(1) as f64,
+        "most_subnormal_tensors": by_tensor,
     }))
 }
 

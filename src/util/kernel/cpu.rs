@@ -182,14 +182,11 @@ unsafe fn gemm_rows(
 }
 
 /// The instruction set of the CPU device's matrix products here, and its f32 FMA lanes: gemm
-/// picks its kernels at run time, AVX-512 where the CPU has it (Cargo.toml enables gemm's
-/// `x86-v4`), else AVX2 + FMA.
+/// picks its kernels at run time, AVX2 + FMA where the CPU has them. Its AVX-512 kernels (the
+/// `x86-v4` feature) are not enabled: the feature reaches bytemuck, under every crate of Burn.
 pub fn gemm_isa() -> (&'static str, usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx512f") {
-            return ("AVX-512 (x86-64-v4)", 16);
-        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
             return ("AVX2 + FMA (x86-64-v3)", 8);
         }
