@@ -451,6 +451,12 @@ fn build_model(name: &str, seed: u64, device: &Device) -> Result<(Classifier, Mo
 
 /// `count` examples of exactly `seq` random token ids and random binary labels.
 fn random_examples(count: usize, seq: usize, vocab: usize, seed: u64) -> Prepared {
+    random_ids((0..count).map(|_| vec![0; seq]), vocab, seed)
+}
+
+/// One example per item of `token_types`, of its length: random token ids above the special
+/// tokens (as real text mostly is), these token types, and a random binary label.
+fn random_ids(token_types: impl Iterator<Item = Vec<u32>>, vocab: usize, seed: u64) -> Prepared {
     let mut state = seed;
     let mut next = move || {
         state = state
@@ -458,17 +464,16 @@ fn random_examples(count: usize, seq: usize, vocab: usize, seed: u64) -> Prepare
             .wrapping_add(1442695040888963407);
         (state >> 33) as usize
     };
-    // Above the special tokens, as real text mostly is.
     let low = 1000.min(vocab / 2);
-    let mut encoded = Vec::with_capacity(count);
-    let mut labels = Vec::with_capacity(count);
-    for _ in 0..count {
-        let input_ids = (0..seq)
+    let (mut encoded, mut labels) = (Vec::new(), Vec::new());
+    for token_type_ids in token_types {
+        let input_ids = token_type_ids
+            .iter()
             .map(|_| (low + next() % (vocab - low)) as u32)
             .collect();
         encoded.push(Encoded {
             input_ids,
-            token_type_ids: vec![0; seq],
+            token_type_ids,
         });
         labels.push(Label::Class(next() % 2));
     }

@@ -13,7 +13,6 @@ use pac_wgpu::glue::Label;
 use pac_wgpu::model::{Classifier, ModelConfig};
 use pac_wgpu::util::device::{cpu_flushes_subnormals, read_f32};
 use pac_wgpu::util::kernel::cpu::gemm_isa;
-use pac_wgpu::util::tokenize::Encoded;
 use serde_json::{Value, json};
 
 /// The batch a training step of all of `data` takes: cut by length as `train` cuts it.
@@ -36,27 +35,11 @@ pub fn cuts(data: &Prepared, k_batch: usize, device: &Device) -> (Vec<Vec<usize>
     (train, forward)
 }
 
-/// Examples of the same lengths as `data`'s with random token ids above the special tokens
-/// and random binary labels: the inputs of a step in bench_step's default, fresh state.
+/// Examples of the same lengths and token types as `data`'s with random token ids and labels:
+/// the inputs of a step in bench_step's default, fresh state.
 pub fn random_like(data: &Prepared, vocab: usize, seed: u64) -> Prepared {
-    let mut state = seed;
-    let mut next = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as usize
-    };
-    let low = 1000.min(vocab / 2);
-    let encoded = data
-        .encoded
-        .iter()
-        .map(|e| Encoded {
-            input_ids: e.input_ids.iter().map(|_| (low + next() % (vocab - low)) as u32).collect(),
-            token_type_ids: e.token_type_ids.clone(),
-        })
-        .collect();
-    let labels = data.labels.iter().map(|_| Label::Class(next() % 2)).collect();
-    Prepared { encoded, labels }
+    let types = data.encoded.iter().map(|e| e.token_type_ids.clone());
+    super::random_ids(types, vocab, seed)
 }
 
 /// The batch file of benches/torch_step.py's `--data`: the micro-batches of the training step
