@@ -1,5 +1,5 @@
 //! Exact (erf) GELU, x·Φ(x), as one op each way with its own backward pass: shaders/gelu.wgsl
-//! on wgpu devices, [`forward_cpu`] and [`backward_cpu`] on the CPU device. Both take Φ from
+//! on wgpu devices, `forward_cpu` and `backward_cpu` on the CPU device. Both take Φ from
 //! the same erfc fit (relative error below 1.2e-7) and vectorise on the CPU, where Burn's own op
 //! calls a scalar erf per element and autodiff's composition takes five passes each way.
 

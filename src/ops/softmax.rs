@@ -1,6 +1,6 @@
 //! Softmax along the last dimension as one op each way with its own backward pass (the
 //! gradient y·(dy − Σ dy·y) from the output y): shaders/softmax.wgsl on wgpu devices,
-//! [`forward_cpu`] and [`backward_cpu`] on the CPU device. Autodiff would otherwise record
+//! `forward_cpu` and `backward_cpu` on the CPU device. Autodiff would otherwise record
 //! Burn's softmax as max, subtract, exp, sum and divide, and run their five backward passes.
 
 use burn::backend::autodiff::Autodiff;

@@ -9,7 +9,7 @@
 //! is its own, so each compute thread sets it once:
 //! - the thread that selects the CPU device and Burn flex's rayon pool, in [`cpu_device`];
 //! - every thread that runs one of our CPU kernels, in [`this_thread`] (a thread-local check);
-//! - the scoped threads our kernels split work over, as [`spawn`] starts them.
+//! - the scoped threads our kernels split work over, as `spawn` starts them.
 //!
 //! `PAC_WGPU_KEEP_SUBNORMALS=1` keeps IEEE subnormals (for measuring what flushing saves).
 

@@ -3,5 +3,5 @@
 //! subnormal floats off the CPU device's threads.
 
 pub mod cpu;
-pub(crate) mod flush;
+pub mod flush;
 pub mod launch;
