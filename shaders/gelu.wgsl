@@ -1,8 +1,8 @@
-// Exact GELU, x·Φ(x), and its gradient. Launched only by src/model/gelu.rs, whose CPU twin
+// Exact GELU, x·Φ(x), and its gradient. Launched only by src/ops/gelu.rs, whose CPU twin
 // computes the same formulas.
 //
 // One thread per quad of elements 4q .. 4q + 3, 256 threads per workgroup, workgroups on a 2-D
-// grid (rows of GRID_WIDTH in src/kernel.rs). Every storage binding is read_write, as cubecl
+// grid (rows of GRID_WIDTH in src/util/kernel/launch.rs). Every storage binding is read_write, as cubecl
 // binds them.
 
 struct Params {

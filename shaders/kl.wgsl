@@ -14,7 +14,7 @@
 // (The KL pull on θ's gradient rides on shaders/noise_adam.wgsl's pass over the tensor.)
 //
 // Every storage binding is read_write, as cubecl binds them (tensors share pages). The
-// parameters come in two blocks that src/kernel.rs keeps on the device: the tensor's and
+// parameters come in two blocks that src/util/kernel/launch.rs keeps on the device: the tensor's and
 // the step's (the Philox key, then every b_j: one upload per step, bound for every tensor).
 // 8 storage bindings: WebGPU's default per-stage limit (tests/shader_limits.rs checks it).
 

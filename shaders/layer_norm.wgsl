@@ -1,8 +1,8 @@
-// LayerNorm along rows, and its gradients. Launched only by src/model/layer_norm.rs, whose CPU
+// LayerNorm along rows, and its gradients. Launched only by src/ops/layer_norm.rs, whose CPU
 // twin computes the same formulas.
 //
 // One thread per row (OP_FORWARD, OP_BACKWARD_INPUT) or per column (OP_BACKWARD_PARAMS), 256
-// threads per workgroup, workgroups on a 2-D grid (rows of GRID_WIDTH in src/kernel.rs). Every
+// threads per workgroup, workgroups on a 2-D grid (rows of GRID_WIDTH in src/util/kernel/launch.rs). Every
 // storage binding is read_write, as cubecl binds them.
 
 struct Params {

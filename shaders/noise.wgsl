@@ -1,9 +1,9 @@
 // PAC-tuning weight noise. Launched only by src/pac/noise.rs, behind shaders/philox.wgsl (τ).
 //
 // One thread per quad of elements 4q .. 4q + 3 (the four τ of one Philox call), 256 threads per
-// workgroup, workgroups on a 2-D grid (rows of GRID_WIDTH in src/kernel.rs).
+// workgroup, workgroups on a 2-D grid (rows of GRID_WIDTH in src/util/kernel/launch.rs).
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
-// The parameters come in two blocks, each a buffer that src/kernel.rs uploads once and
+// The parameters come in two blocks, each a buffer that src/util/kernel/launch.rs uploads once and
 // binds again wherever the same words recur: the tensor's (the same every step) and the step's.
 
 struct Params {

@@ -17,7 +17,7 @@
 // One thread per quad of elements 4q .. 4q + 3, 256 threads per workgroup, 2-D grid.
 // Every storage binding is read_write, as cubecl binds them (tensors share pages).
 
-// Two parameter blocks, each a buffer that src/kernel.rs uploads once and binds again
+// Two parameter blocks, each a buffer that src/util/kernel/launch.rs uploads once and binds again
 // wherever the same words recur: the tensor's (the same every step) and the step's (the same for
 // every tensor of a group; it ends with every b_j).
 struct Params {

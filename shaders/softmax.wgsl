@@ -1,8 +1,8 @@
-// Softmax along rows, and its gradient. Launched only by src/model/softmax.rs, whose CPU twin
+// Softmax along rows, and its gradient. Launched only by src/ops/softmax.rs, whose CPU twin
 // computes the same formulas.
 //
 // One thread per row of `len` values, 256 threads per workgroup, workgroups on a 2-D grid (rows
-// of GRID_WIDTH in src/kernel.rs). Every storage binding is read_write, as cubecl binds them.
+// of GRID_WIDTH in src/util/kernel/launch.rs). Every storage binding is read_write, as cubecl binds them.
 
 struct Params {
     op: u32,    // OP_FORWARD or OP_BACKWARD

@@ -23,7 +23,7 @@ fn source(dir: &Path) -> DataSource {
     DataSource::new(Some(dir.to_path_buf()))
 }
 
-/// GLUE's split sizes; `None` = not in ../shared/glue (see its SOURCES.md).
+/// GLUE's split sizes; `None` = a split the GLUE folder used here does not hold.
 const SIZES: [(Task, [Option<usize>; 3]); 10] = [
     (Task::Cola, [Some(8551), Some(1043), Some(1063)]),
     (Task::Sst2, [Some(67349), Some(872), Some(1821)]),

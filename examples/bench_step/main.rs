@@ -134,8 +134,6 @@ const LRS: Lrs = Lrs {
     max_grad_norm: None,
 };
 const TRAIN_EMBEDDINGS: bool = false;
-/// γ of MRPC, RTE, STS-B and QNLI.
-const GAMMA: f64 = 5.0;
 /// n of the PAC state (the paper's few-shot size).
 const N_TRAIN: usize = 100;
 /// PGD's fixed noise std (any value costs the same).
@@ -623,6 +621,7 @@ fn mib(bytes: Option<u64>) -> String {
 fn main() -> Result<()> {
     // K(λ)'s prior models per std: the paper's, as `train` uses them.
     let prior_models = pac_wgpu::train::TrainConfig::paper("mrpc").prior_models;
+    let gamma = pac_wgpu::train::TrainConfig::paper_gamma(Task::Mrpc);
     let args = Args::parse();
     pac_wgpu::util::device::keep_freed_memory();
     for (flag, value) in [
@@ -687,7 +686,7 @@ fn main() -> Result<()> {
         &model.valid(),
         TRAIN_EMBEDDINGS,
         &k_examples,
-        (GAMMA, GAMMA),
+        bound::fixed_gamma(gamma),
         PriorDraws {
             models: prior_models,
             seed: args.seed,
@@ -775,7 +774,7 @@ fn main() -> Result<()> {
         &bench.trainable,
         TRAIN_EMBEDDINGS,
         N_TRAIN,
-        GAMMA,
+        gamma,
         k_hat,
         usize::MAX,
     ))?);
@@ -874,12 +873,14 @@ fn main() -> Result<()> {
     let growth_value = growth.as_ref().map(|g| g.growth);
 
     // Table.
+    let shape = match args.mrpc {
+        Some(_) => format!("the MRPC batch of {} pairs", k_data.len()),
+        None => format!("batch {} × seq {}", args.batch, args.seq),
+    };
     println!(
-        "\n{} on {} — batch {} × seq {}, {} trainable tensors, {:.2} M trainable parameters, {} timed steps per method after {} warm-up",
+        "\n{} on {} — {shape}, {} trainable tensors, {:.2} M trainable parameters, {} timed steps per method after {} warm-up",
         args.model,
         selected.name,
-        args.batch,
-        args.seq,
         bench.trainable.len(),
         trainable as f64 / 1e6,
         args.steps,

@@ -53,7 +53,6 @@ impl Prepared {
         self.encoded.is_empty()
     }
 
-    /// The examples sorted by length, longest first, for cutting into batches.
     /// The micro-batches of a training step on `rows`: cut by length, at most `max_rows` rows
     /// each (`--grad-accum` sets it), each a list of rows.
     pub fn micro_rows(&self, rows: &[usize], max_rows: usize, device: &Device) -> Vec<Vec<usize>> {
@@ -79,6 +78,7 @@ impl Prepared {
         }
     }
 
+    /// The examples sorted by length, longest first, for cutting into batches.
     pub fn length_order(&self) -> LengthOrder {
         let lengths: Vec<usize> = self.encoded.iter().map(|e| e.input_ids.len()).collect();
         LengthOrder::by_length(&lengths)
