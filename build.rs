@@ -19,7 +19,13 @@ const CFGS: [&str; 4] = [
 
 fn main() {
     println!("cargo::rerun-if-changed=build.rs");
-    for var in ["CI", "GLUE_DIR", "PAC_WGPU_MODEL_DIR", "PATH", "VK_ICD_FILENAMES"] {
+    for var in [
+        "CI",
+        "GLUE_DIR",
+        "PAC_WGPU_MODEL_DIR",
+        "PATH",
+        "VK_ICD_FILENAMES",
+    ] {
         println!("cargo::rerun-if-env-changed={var}");
     }
     for cfg in CFGS {
@@ -99,9 +105,7 @@ fn browser() -> bool {
         .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
         .unwrap_or_default();
     let wasm_target = watch(&sysroot.join("lib/rustlib"))
-        && sysroot
-            .join("lib/rustlib/wasm32-unknown-unknown")
-            .is_dir();
+        && sysroot.join("lib/rustlib/wasm32-unknown-unknown").is_dir();
     let found = chromium.is_some() && wasm_bindgen.is_some() && wasm_target;
     for path in [chromium, wasm_bindgen].into_iter().flatten() {
         watch(&path);
@@ -123,6 +127,10 @@ fn pinned_wasm_bindgen() -> String {
     text.split("name = \"wasm-bindgen\"\n")
         .nth(1)
         .and_then(|rest| rest.lines().next())
-        .map(|line| line.trim_start_matches("version = ").trim_matches('"').to_string())
+        .map(|line| {
+            line.trim_start_matches("version = ")
+                .trim_matches('"')
+                .to_string()
+        })
         .unwrap_or_default()
 }

@@ -12,8 +12,8 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use clap::Parser;
 use common::{git_revision, write_report};
-use pac_wgpu::util::device::{DeviceChoice, select};
 use pac_wgpu::model::{Bert, BertConfig, Encoder, Pretrained};
+use pac_wgpu::util::device::{DeviceChoice, select};
 use pac_wgpu::util::tokenize::PaddedBatch;
 use serde_json::json;
 

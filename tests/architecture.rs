@@ -101,7 +101,11 @@ fn path_at(code: &[char], mut i: usize) -> (Vec<String>, Option<String>, usize) 
         i += 1;
     }
     let word: String = code[start..i].iter().collect();
-    let segments = word.split("::").filter(|s| !s.is_empty()).map(String::from).collect();
+    let segments = word
+        .split("::")
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
     if !(word.ends_with("::") && code.get(i) == Some(&'{')) {
         return (segments, None, i);
     }
@@ -123,7 +127,11 @@ fn path_at(code: &[char], mut i: usize) -> (Vec<String>, Option<String>, usize) 
 }
 
 /// `segments` as a path from the crate root, seen from `module`; `None` for other crates.
-fn absolute(segments: &[String], module: &[String], children: &BTreeSet<String>) -> Option<Vec<String>> {
+fn absolute(
+    segments: &[String],
+    module: &[String],
+    children: &BTreeSet<String>,
+) -> Option<Vec<String>> {
     let first = segments.first()?;
     let mut base = match first.as_str() {
         "crate" => Vec::new(),
@@ -168,7 +176,12 @@ fn expand(group: &str, base: &[String], out: &mut Vec<Vec<String>>) {
             None => (item.split(" as ").next().unwrap().trim(), None),
         };
         let mut path = base.to_vec();
-        path.extend(head.split("::").map(str::trim).filter(|s| !s.is_empty() && *s != "self").map(String::from));
+        path.extend(
+            head.split("::")
+                .map(str::trim)
+                .filter(|s| !s.is_empty() && *s != "self")
+                .map(String::from),
+        );
         if let Some(inner) = inner {
             expand(inner, &path, out);
         }
@@ -242,7 +255,11 @@ fn modules_form_no_import_cycle_and_keep_their_layers() {
         "import cycles (files that reach each other):\n{}",
         cycles
             .iter()
-            .map(|c| c.iter().map(|m| m.join("::")).collect::<Vec<_>>().join(" <-> "))
+            .map(|c| c
+                .iter()
+                .map(|m| m.join("::"))
+                .collect::<Vec<_>>()
+                .join(" <-> "))
             .collect::<Vec<_>>()
             .join("\n")
     );

@@ -299,7 +299,10 @@ fn learning_rate_schedule_and_warm_up_reach_the_optimiser_like_hugging_face() {
         for (k, (got, multiplier)) in column(&history, key).into_iter().zip(expected).enumerate() {
             // lr × multiplier in f64, written as JSON: a few ulp.
             let want = multiplier * lr;
-            assert!((got - want).abs() <= 1e-12 * lr, "{key} step {k}: got {got}, want {want}");
+            assert!(
+                (got - want).abs() <= 1e-12 * lr,
+                "{key} step {k}: got {got}, want {want}"
+            );
         }
     }
 }

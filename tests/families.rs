@@ -173,7 +173,10 @@ fn hidden_states_match_hf_one_by_one_and_padded() {
 /// lavapipe compiles kernels per input shape, slowly, so the 128-token golden inputs stay on the
 /// CPU. GPT-2's first position sees only itself, so there it also equals HF's directly.
 #[test]
-#[cfg_attr(not(pac_test_lavapipe), ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1")]
+#[cfg_attr(
+    not(pac_test_lavapipe),
+    ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1"
+)]
 fn lavapipe_matches_the_cpu_device() {
     let lavapipe = common::lavapipe();
     for family in FAMILIES {

@@ -8,9 +8,9 @@ use pac_wgpu::model::trainable::Group;
 use pac_wgpu::pac::AdamScalars;
 use pac_wgpu::pac::noise::{self, NoiseSource};
 use pac_wgpu::pac::noise_adam::{NoiseAdam, StepInputs, Stepped};
+use pac_wgpu::pac::{PRIOR_STEPS, kl};
 use pac_wgpu::util::kernel::cpu::{exp_f32, expm1_f32};
 use pac_wgpu::util::kernel::launch::GRID_WIDTH;
-use pac_wgpu::pac::{PRIOR_STEPS, kl};
 
 /// The awkward sizes: one element, just under and over a workgroup, just over the 256 slots
 /// of a reduction, and over a million.

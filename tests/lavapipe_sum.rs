@@ -7,7 +7,10 @@ mod common;
 use burn::tensor::Tensor;
 
 #[test]
-#[cfg_attr(not(pac_test_lavapipe), ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1")]
+#[cfg_attr(
+    not(pac_test_lavapipe),
+    ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1"
+)]
 fn whole_tensor_sum_on_lavapipe_is_recorded() {
     let lavapipe = common::lavapipe();
     let device = &lavapipe.device;

@@ -4,8 +4,8 @@
 mod common;
 
 use common::{binary, golden_dir, max_abs_diff, minilm_dir, read_json, test_devices};
-use pac_wgpu::util::device::is_cpu;
 use pac_wgpu::model::{Pretrained, cls_vectors};
+use pac_wgpu::util::device::is_cpu;
 use pac_wgpu::util::tokenize::{Encoded, PaddedBatch, TextTokenizer};
 
 /// The tolerance the golden README states for float32 [CLS] vectors.
@@ -65,7 +65,10 @@ fn encode_all(cases: &[Case], dir: &std::path::Path) -> (Vec<Encoded>, u32) {
 }
 
 #[test]
-#[cfg_attr(not(pac_test_minilm), ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh")]
+#[cfg_attr(
+    not(pac_test_minilm),
+    ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh"
+)]
 fn token_ids_match_hf() {
     let (dir, cases) = (minilm_dir(), cases());
     let (encoded, _) = encode_all(&cases, &dir);
@@ -94,7 +97,10 @@ fn token_ids_match_hf() {
 /// tokens. (Software Vulkan compiles and tunes kernels for every new shape, so lavapipe runs the
 /// batch only.)
 #[test]
-#[cfg_attr(not(pac_test_minilm), ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh")]
+#[cfg_attr(
+    not(pac_test_minilm),
+    ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh"
+)]
 fn cls_matches_hf_in_a_padded_batch_on_every_device_and_alone_on_the_cpu() {
     let (dir, cases) = (minilm_dir(), cases());
     let (encoded, pad) = encode_all(&cases, &dir);
@@ -143,7 +149,10 @@ fn cls_matches_hf_in_a_padded_batch_on_every_device_and_alone_on_the_cpu() {
 }
 
 #[test]
-#[cfg_attr(not(pac_test_minilm), ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh")]
+#[cfg_attr(
+    not(pac_test_minilm),
+    ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh"
+)]
 fn encode_binary_matches_hf_on_a_pair() {
     let (dir, cases) = (minilm_dir(), cases());
     let case = cases

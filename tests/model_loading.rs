@@ -4,8 +4,8 @@ mod common;
 
 use common::tiny::write_model;
 use common::{binary, max_abs_diff};
-use pac_wgpu::util::device::{DeviceChoice, select};
 use pac_wgpu::model::{Pretrained, cls_vectors};
+use pac_wgpu::util::device::{DeviceChoice, select};
 use pac_wgpu::util::tokenize::{PaddedBatch, TextTokenizer};
 
 fn cls_of(dir: &std::path::Path) -> Vec<f32> {

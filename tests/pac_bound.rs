@@ -71,7 +71,10 @@ fn devices() -> Vec<(&'static str, Device)> {
     if !pac_wgpu::util::device::adapters().is_empty() {
         devices.push(("wgpu", Device::wgpu(DeviceKind::DefaultDevice)));
     } else if cfg!(pac_test_lavapipe) {
-        common::missing("a wgpu adapter", "apt-get install mesa-vulkan-drivers libvulkan1");
+        common::missing(
+            "a wgpu adapter",
+            "apt-get install mesa-vulkan-drivers libvulkan1",
+        );
     }
     devices
 }

@@ -5,10 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{
-    binary, history_without_timings, lavapipe_index, minilm_dir,
-    read_json, run_ok,
-};
+use common::{binary, history_without_timings, lavapipe_index, minilm_dir, read_json, run_ok};
 
 /// The MiniLM runs' data: a toy MRPC the test writes (24 train, 12 dev pairs).
 const MRPC_ARGS: [&str; 4] = ["--task", "mrpc", "--max-length", "64"];
@@ -40,7 +37,10 @@ fn train_cmd(
 }
 
 #[test]
-#[cfg_attr(not(pac_test_minilm), ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh")]
+#[cfg_attr(
+    not(pac_test_minilm),
+    ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh"
+)]
 fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, glue) = minilm_and_toy_mrpc(tmp.path());
@@ -127,7 +127,10 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
 
 /// SST-2-format train/dev files over the tiny vocabulary: label 1 iff the sentence says "good".
 #[test]
-#[cfg_attr(not(pac_test_lavapipe), ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1")]
+#[cfg_attr(
+    not(pac_test_lavapipe),
+    ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1"
+)]
 fn vanilla_tiny_bert_on_lavapipe_learns_and_writes_the_run_folder() {
     let index = lavapipe_index();
     let tmp = tempfile::tempdir().unwrap();
@@ -260,7 +263,10 @@ fn check_pac_run(out: &Path, stage1: usize, epochs: usize, layers: usize) {
 }
 
 #[test]
-#[cfg_attr(not(pac_test_minilm), ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh")]
+#[cfg_attr(
+    not(pac_test_minilm),
+    ignore = "needs all-MiniLM-L6-v2: run scripts/fetch-model.sh"
+)]
 fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
     let tmp = tempfile::tempdir().unwrap();
     let (model, glue) = minilm_and_toy_mrpc(tmp.path());
@@ -316,7 +322,10 @@ fn pac_minilm_mrpc_on_cpu_runs_both_stages_and_resumes_across_them() {
 /// allocator stay flat. (Kernel parameters passed as a uniform once made lavapipe recompile
 /// every launch, leaking ~30 MB a step.)
 #[test]
-#[cfg_attr(not(pac_test_lavapipe), ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1")]
+#[cfg_attr(
+    not(pac_test_lavapipe),
+    ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1"
+)]
 fn pac_tiny_bert_on_lavapipe_runs_both_stages_in_flat_memory() {
     let index = lavapipe_index();
     let tmp = tempfile::tempdir().unwrap();

@@ -50,7 +50,6 @@ use burn::tensor::{Device, Tensor};
 use clap::Parser;
 use common::{git_revision, write_report};
 use pac_wgpu::data::{Batch, Examples, Prepared, pass_cost};
-use pac_wgpu::util::device::{DeviceChoice, MemoryReading, memory, select};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{DataSource, Label, Split, Task};
 use pac_wgpu::model::trainable::{self, Trainable};
@@ -60,6 +59,7 @@ use pac_wgpu::pac::noise::NoiseSource;
 use pac_wgpu::pac::{self, PacTuning, PriorDraws, bound};
 use pac_wgpu::pac::{KERNEL_PARTS, PARTS};
 use pac_wgpu::step::{self, Lrs, Part, StepContext};
+use pac_wgpu::util::device::{DeviceChoice, MemoryReading, memory, select};
 use pac_wgpu::util::tokenize::{Encoded, TextTokenizer};
 use pollster::block_on;
 use serde_json::json;
@@ -193,7 +193,10 @@ impl<'a> Laps<'a> {
             self.error.get_or_insert(e);
         }
         let now = Instant::now();
-        let at = PARTS.iter().position(|p| *p == part).expect("a part of pac::PARTS");
+        let at = PARTS
+            .iter()
+            .position(|p| *p == part)
+            .expect("a part of pac::PARTS");
         self.ms[at] += (now - self.last).as_secs_f64() * 1000.0;
         self.last = now;
     }
@@ -708,7 +711,10 @@ fn main() -> Result<()> {
 
     let batch = match args.mrpc {
         Some(_) => real::training_batch(&k_data, pad, &device),
-        None => whole_batch(&random_examples(args.batch, args.seq, vocab, args.seed), &device),
+        None => whole_batch(
+            &random_examples(args.batch, args.seq, vocab, args.seed),
+            &device,
+        ),
     };
     let step_flop = real::step_flop(&config, &batch);
     let k_cuts = real::cuts(&k_data, args.k_batch, &plain);
@@ -802,7 +808,8 @@ fn main() -> Result<()> {
                     seq: args.seq,
                 },
             };
-            let started = TorchAnchor::start(&args.python, &args.model, &config, &inputs, args.warmup)?;
+            let started =
+                TorchAnchor::start(&args.python, &args.model, &config, &inputs, args.warmup)?;
             if let AnchorInputs::File(path) = &inputs {
                 let _ = std::fs::remove_file(path);
             }
@@ -1021,14 +1028,26 @@ fn main() -> Result<()> {
         cpu["fma_lanes"],
         cpu["mhz"],
     );
-    for key in ["vanilla", "pac_stage1", "fresh_vanilla", "pytorch_vanilla", "k_estimation", "pytorch_k_forwards"] {
+    for key in [
+        "vanilla",
+        "pac_stage1",
+        "fresh_vanilla",
+        "pytorch_vanilla",
+        "k_estimation",
+        "pytorch_k_forwards",
+    ] {
         if let Some(g) = achieved[key].as_f64() {
-            let share = peak.map_or(String::new(), |p| format!(" ({:.1} % of peak)", 100.0 * g / p));
+            let share = peak.map_or(String::new(), |p| {
+                format!(" ({:.1} % of peak)", 100.0 * g / p)
+            });
             println!("  {key:<22} {g:>8.1} GFLOP/s{share}");
         }
     }
     if let Some(real) = &real_data {
-        println!("MRPC batch after {} vanilla steps: {real}", args.trained_steps);
+        println!(
+            "MRPC batch after {} vanilla steps: {real}",
+            args.trained_steps
+        );
     }
     let targets = [
         ("stage1_le_1.10x_vanilla", Some(ratio(Method::Stage1)), 1.10),
@@ -1053,7 +1072,9 @@ fn main() -> Result<()> {
         ),
         (
             "mrpc_stage1_le_0.8x_pytorch_step",
-            torch_ms.filter(|_| args.mrpc.is_some()).map(|t| ms["pac_stage1"] / t),
+            torch_ms
+                .filter(|_| args.mrpc.is_some())
+                .map(|t| ms["pac_stage1"] / t),
             0.8,
         ),
         (

@@ -23,7 +23,11 @@ pub fn training_batch(data: &Prepared, pad: u32, device: &Device) -> Batch {
 
 /// The rows of each micro-batch of [`training_batch`], and of K(λ)'s forward batches of at most
 /// `k_batch` rows, as `pac::estimate_k` cuts them.
-pub fn cuts(data: &Prepared, k_batch: usize, device: &Device) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
+pub fn cuts(
+    data: &Prepared,
+    k_batch: usize,
+    device: &Device,
+) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
     let rows: Vec<usize> = (0..data.len()).collect();
     let train = data.micro_rows(&rows, rows.len(), device);
     let order = data.length_order();
@@ -53,7 +57,8 @@ pub fn write_anchor_file(
 ) -> Result<()> {
     let batch = |rows: &[usize], labels: bool| {
         let b = data.batch(rows, pad);
-        let matrix = |v: Vec<i64>| -> Vec<Vec<i64>> { v.chunks(b.seq).map(<[i64]>::to_vec).collect() };
+        let matrix =
+            |v: Vec<i64>| -> Vec<Vec<i64>> { v.chunks(b.seq).map(<[i64]>::to_vec).collect() };
         let mask = b.attention_mask.iter().map(|&m| m as i64).collect();
         let mut value = json!({
             "input_ids": matrix(b.input_ids.clone()),
@@ -84,7 +89,11 @@ fn forward_flop(config: &ModelConfig, rows: usize, seq: usize) -> Option<f64> {
     let ModelConfig::Bert(c) = config else {
         return None;
     };
-    let (h, i, l) = (c.hidden_size as f64, c.intermediate_size as f64, c.num_hidden_layers as f64);
+    let (h, i, l) = (
+        c.hidden_size as f64,
+        c.intermediate_size as f64,
+        c.num_hidden_layers as f64,
+    );
     let tokens = (rows * seq) as f64;
     Some(l * 2.0 * tokens * (4.0 * h * h + 2.0 * h * i + 2.0 * seq as f64 * h))
 }
@@ -99,11 +108,19 @@ pub fn step_flop(config: &ModelConfig, batch: &Batch) -> Option<f64> {
 }
 
 /// FLOP of one forward pass over each of `data`'s batches `forward`.
-pub fn forward_batches_flop(config: &ModelConfig, data: &Prepared, forward: &[Vec<usize>]) -> Option<f64> {
+pub fn forward_batches_flop(
+    config: &ModelConfig,
+    data: &Prepared,
+    forward: &[Vec<usize>],
+) -> Option<f64> {
     forward
         .iter()
         .map(|rows| {
-            let seq = rows.iter().map(|&r| data.encoded[r].input_ids.len()).max().unwrap_or(0);
+            let seq = rows
+                .iter()
+                .map(|&r| data.encoded[r].input_ids.len())
+                .max()
+                .unwrap_or(0);
             forward_flop(config, rows.len(), seq)
         })
         .sum()

@@ -1,6 +1,6 @@
 use anyhow::Result;
-use pac_wgpu::util::device::select;
 use pac_wgpu::model::{Encoder, ModelConfig, Pretrained, resolve_model, token_states};
+use pac_wgpu::util::device::select;
 use pac_wgpu::util::tokenize::{PaddedBatch, TextTokenizer};
 
 use super::args::GlobalArgs;

@@ -2,10 +2,10 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use pac_wgpu::data::label_of;
-use pac_wgpu::util::device::select;
-use pac_wgpu::util::files::write_atomic;
 use pac_wgpu::glue::Split;
 use pac_wgpu::train::{Trained, predictions_tsv, probabilities_tsv};
+use pac_wgpu::util::device::select;
+use pac_wgpu::util::files::write_atomic;
 
 use super::args::GlobalArgs;
 

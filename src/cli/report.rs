@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use pac_wgpu::util::files::{write_atomic, write_json};
 use pac_wgpu::sweep::table::{self, At};
+use pac_wgpu::util::files::{write_atomic, write_json};
 
 #[derive(clap::Args, Debug)]
 pub struct ReportArgs {

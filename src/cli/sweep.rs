@@ -2,13 +2,13 @@ use std::path::PathBuf;
 
 use anyhow::{Result, anyhow, bail};
 use clap::Parser;
-use pac_wgpu::util::device::DeviceChoice;
 use pac_wgpu::glue::Task;
 use pac_wgpu::run::Summary;
 use pac_wgpu::sweep::emit::Emit;
 use pac_wgpu::sweep::runner::{self, Event, Options, Outcome};
 use pac_wgpu::sweep::{Plan, parse_seeds};
 use pac_wgpu::train::{Method, interrupt};
+use pac_wgpu::util::device::DeviceChoice;
 
 use super::args::GlobalArgs;
 use super::train::TrainArgs;

@@ -308,7 +308,10 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
         Event::Note(note) => eprintln!("note: {note}"),
         Event::History { run_dir, history } => {
             if let Err(e) = plots::write_history_plots(run_dir, history) {
-                eprintln!("warning: the plots of {} were not written: {e:#}", run_dir.display());
+                eprintln!(
+                    "warning: the plots of {} were not written: {e:#}",
+                    run_dir.display()
+                );
             }
         }
         Event::Sigma {

@@ -56,7 +56,10 @@ impl Prepared {
     /// The micro-batches of a training step on `rows`: cut by length, at most `max_rows` rows
     /// each (`--grad-accum` sets it), each a list of rows.
     pub fn micro_rows(&self, rows: &[usize], max_rows: usize, device: &Device) -> Vec<Vec<usize>> {
-        let lengths: Vec<usize> = rows.iter().map(|&i| self.encoded[i].input_ids.len()).collect();
+        let lengths: Vec<usize> = rows
+            .iter()
+            .map(|&i| self.encoded[i].input_ids.len())
+            .collect();
         LengthOrder::by_length(&lengths)
             .batches(max_rows, pass_cost(device))
             .into_iter()
@@ -66,7 +69,13 @@ impl Prepared {
 
     /// A training step's batch of `rows`, in micro-batches of [`Prepared::micro_rows`]; `pad`
     /// pads them.
-    pub fn training_batch(&self, rows: &[usize], max_rows: usize, pad: u32, device: &Device) -> Batch {
+    pub fn training_batch(
+        &self,
+        rows: &[usize],
+        max_rows: usize,
+        pad: u32,
+        device: &Device,
+    ) -> Batch {
         let micro = self
             .micro_rows(rows, max_rows, device)
             .into_iter()

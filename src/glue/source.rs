@@ -2,11 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::error::DataError;
 #[cfg(feature = "native")]
 use super::hub;
 #[cfg(feature = "native")]
 use super::parquet;
-use super::error::DataError;
 use super::read::{self, Columns};
 use super::task::{Example, Label, Split, Task};
 

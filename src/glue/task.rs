@@ -84,7 +84,6 @@ pub struct FileFormat {
     pub label: Option<usize>,
 }
 
-
 /// The error for a task name that is not in the registry.
 #[derive(Debug, thiserror::Error)]
 #[error(

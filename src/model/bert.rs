@@ -12,8 +12,8 @@ use burn::nn::{
 use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor};
 
-use crate::ops::attention::attention;
 use super::config::BertConfig;
+use crate::ops::attention::attention;
 use crate::ops::gelu::gelu;
 use crate::ops::layer_norm::LayerNorm;
 use crate::ops::linear::Linear;

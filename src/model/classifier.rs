@@ -12,9 +12,9 @@ use burn::nn::{Dropout, DropoutConfig, Linear};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::encoder::Encoder;
 use super::bert::Pooler;
 use super::config::ModelConfig;
+use super::encoder::Encoder;
 use super::roberta::ClassificationHead;
 use crate::util::rng::SplitMix64;
 

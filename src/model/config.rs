@@ -88,7 +88,9 @@ impl ModelConfig {
     /// config.json) names it in the error. The one check of `--max-length` against a model.
     pub fn check_max_length(&self, path: &Path, max_length: usize) -> Result<()> {
         let positions = match self {
-            ModelConfig::Bert(c) => format!("max_position_embeddings {}", c.max_position_embeddings),
+            ModelConfig::Bert(c) => {
+                format!("max_position_embeddings {}", c.max_position_embeddings)
+            }
             ModelConfig::Gpt2(c) => format!("n_positions {}", c.n_positions),
             ModelConfig::Roberta(c) => format!(
                 "max_position_embeddings {} (positions start at pad_token_id + 1 = {})",

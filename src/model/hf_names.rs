@@ -27,7 +27,11 @@ pub fn from_hf_names(store: SafetensorsStore, classifier: bool) -> SafetensorsSt
 /// `store` set to write a classifier under HF's names: `encoder.` becomes `encoder_prefix`
 /// (`bert`, `roberta`, `transformer`), `head.` becomes `head_prefix`, and the inverse of
 /// [`from_hf_names`]'s renames.
-pub fn to_hf_names(store: SafetensorsStore, encoder_prefix: &str, head_prefix: &str) -> SafetensorsStore {
+pub fn to_hf_names(
+    store: SafetensorsStore,
+    encoder_prefix: &str,
+    head_prefix: &str,
+) -> SafetensorsStore {
     store
         .with_to_adapter(BurnToPyTorchAdapter)
         .skip_enum_variants(true)

@@ -7,11 +7,11 @@ use burn::module::Module;
 use burn::store::{ApplyError, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 
-use super::config::ModelConfig;
-use super::hf_names::{from_hf_names, hf_name};
 use super::bert::Bert;
+use super::config::ModelConfig;
 use super::encoder::Encoder;
 use super::gpt2::Gpt2;
+use super::hf_names::{from_hf_names, hf_name};
 use super::roberta::Roberta;
 
 /// Checkpoint tensors that the encoder does not use and that need no warning: the pooler (the
@@ -237,7 +237,6 @@ fn check_header(path: &Path, bytes: &[u8], config: &ModelConfig) -> Result<()> {
     }
     Ok(())
 }
-
 
 fn abbreviate(names: &[String]) -> String {
     const SHOWN: usize = 4;

@@ -26,10 +26,10 @@ pub use classifier::{Classifier, Head, HeadKind};
 pub use config::{BertConfig, Gpt2Config, ModelConfig};
 pub use encoder::Encoder;
 pub use gpt2::Gpt2;
-pub use pooling::{first_token, last_real_token};
-pub use pretrained::{Pretrained, TokenStates, cls_vectors, to_host, token_states};
 #[cfg(feature = "native")]
 pub use hub::resolve_model;
+pub use pooling::{first_token, last_real_token};
+pub use pretrained::{Pretrained, TokenStates, cls_vectors, to_host, token_states};
 
 /// Without the hub (the browser build), `--model` must name a local folder.
 #[cfg(not(feature = "native"))]

@@ -10,9 +10,9 @@
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Gradients, Tensor};
 
-use super::hf_names::hf_name;
 use super::classifier::Classifier;
 use super::encoder::is_embedding;
+use super::hf_names::hf_name;
 
 /// Which optimiser group a trainable tensor belongs to (separate learning rates, separate PAC init).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -16,7 +16,9 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Tensor};
 
-use crate::util::kernel::cpu::{Blocks, LANES, block, exp_f32, flex_tensor, lanes, par_map, values};
+use crate::util::kernel::cpu::{
+    Blocks, LANES, block, exp_f32, flex_tensor, lanes, par_map, values,
+};
 use crate::util::kernel::launch::{Io, bind, dense, empty, launch, quad_grid, spare, wgsl_kernel};
 
 /// x·Φ(x) for every element of `x`, differentiable on autodiff devices.

@@ -20,8 +20,12 @@ use burn::tensor::{DType, Device, Shape, Tensor};
 
 use burn::cubecl::server::Handle;
 
-use crate::util::kernel::cpu::{RowSums, Rows, flex_tensor, par_row_sums, par_rows, rows, sum_by_lanes, values};
-use crate::util::kernel::launch::{Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel};
+use crate::util::kernel::cpu::{
+    RowSums, Rows, flex_tensor, par_row_sums, par_rows, rows, sum_by_lanes, values,
+};
+use crate::util::kernel::launch::{
+    Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel,
+};
 
 /// γ·(x − μ)/√(σ² + ε) + β over the last dimension of the input, μ and σ² its mean and
 /// (biased) variance there.

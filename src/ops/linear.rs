@@ -19,7 +19,9 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Shape, Tensor};
 
-use crate::util::kernel::cpu::{Matrix, RowSums, flex_tensor, matmul, matmul_add, par_row_sums, rows, values};
+use crate::util::kernel::cpu::{
+    Matrix, RowSums, flex_tensor, matmul, matmul_add, par_row_sums, rows, values,
+};
 
 /// x·W + b over the last dimension of x, with W stored `[in, out]` as Burn's `Linear` stores
 /// it (the name `Linear` tells burn-store to transpose HF's `[out, in]` weights).

@@ -16,8 +16,12 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Tensor};
 
-use crate::util::kernel::cpu::{Rows, exp_f32, flex_tensor, max_by_lanes, par_rows, rows, sum_by_lanes, values};
-use crate::util::kernel::launch::{Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel};
+use crate::util::kernel::cpu::{
+    Rows, exp_f32, flex_tensor, max_by_lanes, par_rows, rows, sum_by_lanes, values,
+};
+use crate::util::kernel::launch::{
+    Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel,
+};
 
 /// Softmax of `x` along its last dimension, differentiable on autodiff devices.
 pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {

@@ -11,8 +11,8 @@ use burn::tensor::{Device, Tensor};
 use super::PacTuning;
 use super::bound::KHat;
 use super::noise_adam::NoiseAdam;
-use crate::util::files::{TensorFile, write_tensors};
 use crate::model::trainable::{Group, Trainable};
+use crate::util::files::{TensorFile, write_tensors};
 
 /// File of the PAC state inside a checkpoint folder.
 const PAC_FILE: &str = "pac.safetensors";

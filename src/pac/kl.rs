@@ -22,9 +22,13 @@ use burn::tensor::{DType, Shape, Tensor};
 use super::backend::{PacBackend, Tau};
 use super::bound::TensorSums;
 use super::noise::{self, NoiseSource, tau_params};
-use crate::util::kernel::cpu::{BlockSums, LANES, block, expm1_block, flex_tensor, lanes, par_sum, values};
-use crate::util::kernel::launch::{Io, WORKGROUP, bind, dense, empty, launch, spare, step_block, wgsl_kernel};
 use crate::model::trainable::Trainable;
+use crate::util::kernel::cpu::{
+    BlockSums, LANES, block, expm1_block, flex_tensor, lanes, par_sum, values,
+};
+use crate::util::kernel::launch::{
+    Io, WORKGROUP, bind, dense, empty, launch, spare, step_block, wgsl_kernel,
+};
 
 /// Row j of the first result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
 /// flattened to one dimension, and b_j = `b[j]` (host values: on wgpu devices they ride in the

@@ -36,8 +36,8 @@ use burn::tensor::{Device, Tensor};
 use crate::data::{Batch, Examples, per_example_loss};
 use crate::model::Classifier;
 use crate::model::trainable::{self, Group, Trainable};
-use crate::util::reduce;
 use crate::step::{self, Grads, NonFinite, Outcome, Part, Report, StepContext};
+use crate::util::reduce;
 use bound::{BoundTerms, KEstimate, KHat};
 use noise::NoiseSource;
 use noise_adam::{NoiseAdam, StepInputs};
@@ -203,7 +203,8 @@ impl PacTuning {
         let (mut abs_sum, mut count) = ([0.0f64; 2], [0usize; 2]);
         for (t, value) in trainable.iter().zip(&theta0) {
             let g = (t.group == Group::Head) as usize;
-            abs_sum[g] += crate::util::device::read_scalar(reduce::sum(value.clone().abs())).await?;
+            abs_sum[g] +=
+                crate::util::device::read_scalar(reduce::sum(value.clone().abs())).await?;
             count[g] += t.numel();
         }
         let log_std = bound::init_log_std(

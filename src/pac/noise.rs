@@ -24,7 +24,9 @@ use burn::backend::{Cube, Flex, TensorMetadata};
 use burn::tensor::{DType, Device, Shape, Tensor};
 
 use super::backend::{PacBackend, Tau};
-use crate::util::kernel::cpu::{Blocks, LANES, block, exp_f32, flex_tensor, lanes, par_map, values};
+use crate::util::kernel::cpu::{
+    Blocks, LANES, block, exp_f32, flex_tensor, lanes, par_map, values,
+};
 use crate::util::kernel::launch::{Io, bind, dense, empty, launch, quad_grid, spare, wgsl_kernel};
 
 /// Where the τ of an operation comes from.

@@ -27,9 +27,13 @@ use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{AdamScalars, Inputs, PacBackend, Tau};
 use super::noise::{CpuTau, NoiseSource, tau_params};
-use crate::util::kernel::cpu::{Blocks, LANES, block, exp_f32, expm1_block, flex_tensor, lanes, par_fill, values};
-use crate::util::kernel::launch::{Io, bind, dense, empty, launch, quad_grid, spare, step_block, wgsl_kernel, writable};
 use crate::model::trainable::Group;
+use crate::util::kernel::cpu::{
+    Blocks, LANES, block, exp_f32, expm1_block, flex_tensor, lanes, par_fill, values,
+};
+use crate::util::kernel::launch::{
+    Io, bind, dense, empty, launch, quad_grid, spare, step_block, wgsl_kernel, writable,
+};
 
 /// The noise-Adam's hyper-parameters (defaults: the authors' values).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]

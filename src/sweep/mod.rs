@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::util::files::write_json;
 use crate::train::checkpoint;
+use crate::util::files::write_json;
 
 /// plan.json: every run of a sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,8 +15,8 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{Plan, PlannedRun, RunState};
-use crate::util::files::write_json;
 use crate::train::interrupt;
+use crate::util::files::write_json;
 
 /// The exit status `pac-wgpu train` ends with when it stopped on request.
 const INTERRUPTED_EXIT: i32 = 130;

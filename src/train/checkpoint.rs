@@ -11,7 +11,6 @@ use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
-use crate::util::files::{TensorFile, write_tensors};
 use crate::glue::Task;
 use crate::model::hf_names::{from_hf_names, to_hf_names};
 use crate::model::trainable::Trainable;
@@ -19,6 +18,7 @@ use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::optim::AdamW;
 use crate::pac::bound::BoundTerms;
 use crate::run::BoundSummary;
+use crate::util::files::{TensorFile, write_tensors};
 
 const MODEL: &str = "model.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";

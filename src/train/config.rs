@@ -7,10 +7,10 @@ use std::str::FromStr;
 use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
-use crate::util::device::DeviceChoice;
 use crate::glue::custom::{self, ProblemType};
 use crate::glue::{Columns, DataSource, Task};
 use crate::model::HeadKind;
+use crate::util::device::DeviceChoice;
 
 /// How to fine-tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

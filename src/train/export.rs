@@ -18,10 +18,10 @@ use serde_json::{Value, json};
 
 use super::checkpoint;
 use super::config::{Method, TrainConfig};
-use crate::util::files::TensorFile;
 use crate::glue::Task;
 use crate::model::trainable;
 use crate::model::{Classifier, Encoder, HeadKind, ModelConfig};
+use crate::util::files::TensorFile;
 
 /// The run's settings inside an exported folder, so `predict` and `eval` can use it.
 pub const RUN_FILE: &str = "pac_wgpu_run.json";

@@ -6,14 +6,14 @@ use burn::module::{Lora, Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 
 use super::config::{Method, TrainConfig};
+use crate::data::Batch;
 use crate::model::Classifier;
 use crate::model::trainable::{self, EncoderPart, Scope, Trainable};
 use crate::pac::bound::BoundTerms;
 use crate::pac::{self, PacTuning, Stage, Tau};
-use crate::util::rng::mix64;
 use crate::run::EpochRecord;
-use crate::data::Batch;
 use crate::step::{self, Outcome, StepContext};
+use crate::util::rng::mix64;
 
 /// Separates the LoRA factors' draws from the other streams of the same seed (ASCII "lora").
 const LORA_STREAM: u64 = 0x6c6f_7261;

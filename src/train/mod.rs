@@ -18,8 +18,6 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 
 use crate::data::Prepared;
-use crate::util::device::select;
-use crate::util::files::{as_written, write_atomic, write_json};
 use crate::glue::sample::few_shot;
 use crate::glue::{Label, Split, Task};
 use crate::model::{Classifier, ModelConfig, Pretrained, resolve_model};
@@ -27,6 +25,8 @@ use crate::optim::AdamW;
 use crate::pac::PacTuning;
 use crate::run::{EpochRecord, RunDir, Summary};
 use crate::step::{NonFinite, Outcome};
+use crate::util::device::select;
+use crate::util::files::{as_written, write_atomic, write_json};
 use crate::util::tokenize::TextTokenizer;
 use checkpoint::LoopState;
 use method::Trainer;

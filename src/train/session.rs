@@ -7,18 +7,18 @@ use anyhow::{Result, anyhow};
 use burn::module::Module;
 use burn::tensor::Device;
 
-use crate::data::{Batch, Examples, Prepared, predict};
-use crate::util::files::as_written;
 use crate::data::batch::epoch_order;
+use crate::data::{Batch, Examples, Prepared, predict};
 use crate::glue::{Label, Task};
 use crate::model::trainable::{self, Trainable};
 use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::optim::{AdamW, AdamWConfig};
 use crate::pac::noise::NoiseSource;
 use crate::pac::{self, PacTuning, PriorDraws, Stage};
-use crate::util::rng::mix64;
 use crate::run::{BoundSummary, EpochRecord, EvalPoint, Summary};
 use crate::step::{Lrs, Outcome, StepContext};
+use crate::util::files::as_written;
+use crate::util::rng::mix64;
 
 use super::checkpoint::LoopState;
 use super::config::{Method, OnNonFinite, TrainConfig, lr_scale};
@@ -99,7 +99,9 @@ impl<'a> Session<'a> {
 
     /// γ: the run's, else the paper's for the task.
     pub fn gamma(&self) -> f64 {
-        self.config.gamma.unwrap_or(TrainConfig::paper_gamma(self.task))
+        self.config
+            .gamma
+            .unwrap_or(TrainConfig::paper_gamma(self.task))
     }
 
     pub fn new_adamw(&self) -> AdamW {
@@ -180,7 +182,8 @@ impl<'a> Session<'a> {
     /// most 1/`--grad-accum` of them.
     fn batch(&self, rows: &[usize]) -> Batch {
         let max_rows = rows.len().div_ceil(self.config.grad_accum);
-        self.train.training_batch(rows, max_rows, self.pad, &self.device)
+        self.train
+            .training_batch(rows, max_rows, self.pad, &self.device)
     }
 
     /// One optimiser step on the examples `rows`, at the learning rates of the current step.

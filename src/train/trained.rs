@@ -11,9 +11,9 @@ use super::config::{TrainConfig, read_config};
 use super::export::{is_export, load_export};
 use crate::data::{Prepared, label_of, outputs, predict};
 use crate::glue::{Label, Split, Task};
-use crate::util::metrics::Metric;
 use crate::model::Classifier;
 use crate::run::Metrics;
+use crate::util::metrics::Metric;
 use crate::util::tokenize::TextTokenizer;
 
 /// A trained classifier read back from a run folder.

@@ -298,11 +298,19 @@ mod tests {
             rayon::broadcast(|_| keep_subnormals_here());
             assert_eq!(flushing(), Some(false));
             let kernel_thread = std::thread::scope(|s| spawn(s, flushing).join().unwrap());
-            assert_eq!(kernel_thread, Some(true), "a kernel thread of a non-flushing parent");
+            assert_eq!(
+                kernel_thread,
+                Some(true),
+                "a kernel thread of a non-flushing parent"
+            );
             select(DeviceChoice::Cpu).unwrap();
             assert_eq!(cpu_flushes_subnormals(), Some(true));
             let tiny = std::hint::black_box(f32::MIN_POSITIVE);
-            assert_eq!(std::hint::black_box(tiny * 0.5), 0.0, "a subnormal result survived");
+            assert_eq!(
+                std::hint::black_box(tiny * 0.5),
+                0.0,
+                "a subnormal result survived"
+            );
         })
         .join()
         .unwrap();

@@ -193,16 +193,32 @@ pub fn write_toy_mrpc(dir: &Path) {
         format!("{first}\t{}\t{}\t{a}\t{b}", 1000 + 2 * n, 1001 + 2 * n)
     };
     let header = "\t#1 ID\t#2 ID\t#1 String\t#2 String";
-    let splits = [("train.tsv", 0..24), ("dev.tsv", 24..36), ("test.tsv", 36..48)];
+    let splits = [
+        ("train.tsv", 0..24),
+        ("dev.tsv", 24..36),
+        ("test.tsv", 36..48),
+    ];
     for (name, range) in splits {
-        let first = if name == "test.tsv" { "index" } else { "Quality" };
+        let first = if name == "test.tsv" {
+            "index"
+        } else {
+            "Quality"
+        };
         let rows: Vec<String> = range
             .enumerate()
             .map(|(i, n)| {
-                let key = if name == "test.tsv" { i.to_string() } else { pairs[n].0.to_string() };
+                let key = if name == "test.tsv" {
+                    i.to_string()
+                } else {
+                    pairs[n].0.to_string()
+                };
                 row(n, key, &pairs[n])
             })
             .collect();
-        std::fs::write(mrpc.join(name), format!("{first}{header}\n{}\n", rows.join("\n"))).unwrap();
+        std::fs::write(
+            mrpc.join(name),
+            format!("{first}{header}\n{}\n", rows.join("\n")),
+        )
+        .unwrap();
     }
 }

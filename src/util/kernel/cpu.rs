@@ -187,7 +187,8 @@ unsafe fn gemm_rows(
 pub fn gemm_isa() -> (&'static str, usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             return ("AVX2 + FMA (x86-64-v3)", 8);
         }
         ("SSE2", 4)

@@ -76,7 +76,9 @@ pub(crate) fn every_compute_thread_flushes() -> Option<bool> {
     let mut all = vec![flushing()?];
     #[cfg(feature = "native")]
     all.extend(rayon::broadcast(|_| flushing()).into_iter().flatten());
-    all.extend(std::thread::scope(|s| spawn(s, flushing).join().ok().flatten()));
+    all.extend(std::thread::scope(|s| {
+        spawn(s, flushing).join().ok().flatten()
+    }));
     Some(all.into_iter().all(|f| f))
 }
 
@@ -131,4 +133,3 @@ fn set_flush_to_zero(on: bool) {
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
 fn set_flush_to_zero(_on: bool) {}
-
