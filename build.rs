@@ -3,7 +3,7 @@
 //! Under `CI=true` every prerequisite counts as present: every test runs, and fails if its
 //! prerequisite is missing. Sets these cfgs (used only by tests/):
 //! - `pac_test_minilm`: all-MiniLM-L6-v2 (`scripts/fetch-model.sh`, or `$PAC_WGPU_MODEL_DIR`);
-//! - `pac_test_glue`: real GLUE (`$GLUE_DIR`, else `../shared/glue` beside the checkout);
+//! - `pac_test_glue`: real GLUE in `$GLUE_DIR`;
 //! - `pac_test_lavapipe`: Mesa's software Vulkan driver;
 //! - `pac_test_browser`: Chromium, the wasm32 target and the wasm-bindgen CLI that web/ pins.
 
@@ -62,11 +62,9 @@ fn minilm() -> bool {
 }
 
 fn glue() -> bool {
-    let dir = std::env::var_os("GLUE_DIR")
+    std::env::var_os("GLUE_DIR")
         .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate_dir().join("../shared/glue"));
-    watch(&dir.join("MRPC/train.tsv"))
+        .is_some_and(|dir| watch(&PathBuf::from(dir).join("MRPC/train.tsv")))
 }
 
 fn lavapipe() -> bool {

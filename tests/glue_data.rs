@@ -1,4 +1,4 @@
-//! GLUE readers on the real files (env GLUE_DIR, else ../shared/glue), few-shot sampling, batching
+//! GLUE readers on the real files (env GLUE_DIR), few-shot sampling, batching
 //! order, and the `data` and `score` commands.
 
 use std::collections::HashSet;

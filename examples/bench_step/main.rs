@@ -30,7 +30,7 @@
 //! same shapes in the fresh state, and reports the processor, the matrix products' instruction
 //! set, flush-to-zero and GFLOP/s against the processor's peak:
 //!
-//!     cargo run --release --example bench_step -- --mrpc ../shared/glue --device cpu \
+//!     cargo run --release --example bench_step -- --mrpc "$GLUE_DIR" --device cpu \
 //!         --torch-anchor --growth-steps 0 --json out.json
 
 #[path = "../common/mod.rs"]

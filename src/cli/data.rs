@@ -51,7 +51,7 @@ impl DataSourceArgs {
 /// Show a task's splits: rows, label distribution and, with --model, token lengths.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
-  pac-wgpu data --task mrpc --data-dir ../shared/glue
+  pac-wgpu data --task mrpc --data-dir glue_data
   pac-wgpu data --task CoLA --model bert-base-uncased --train-size 100 --seed 42 --json")]
 pub struct DataArgs {
     /// cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli or ax (case-insensitive;

@@ -42,7 +42,7 @@ pub(crate) enum Command {
     Score(score::ScoreArgs),
     /// Fine-tune on a GLUE task (or your own data) and write a run folder.
     #[command(
-        after_help = "Examples:\n  pac-wgpu train --task rte --method vanilla --model assets/models/all-MiniLM-L6-v2 --data-dir ../shared/glue --epochs 10 --device cpu\n  pac-wgpu train --task mrpc --output-dir runs/mrpc --resume"
+        after_help = "Examples:\n  pac-wgpu train --task rte --method vanilla --model assets/models/all-MiniLM-L6-v2 --data-dir glue_data --epochs 10 --device cpu\n  pac-wgpu train --task mrpc --output-dir runs/mrpc --resume"
     )]
     #[command(allow_negative_numbers = true)]
     Train(Box<train::TrainArgs>),

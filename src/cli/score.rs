@@ -11,7 +11,7 @@ use super::data::DataSourceArgs;
 /// metrics.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
-  pac-wgpu score --task mrpc --predictions runs/mrpc-pac-42/dev.tsv --data-dir ../shared/glue
+  pac-wgpu score --task mrpc --predictions runs/mrpc-pac-42/dev.tsv --data-dir glue_data
   pac-wgpu score --task stsb --predictions preds.tsv --json")]
 pub struct ScoreArgs {
     /// cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli or ax (case-insensitive;

@@ -86,13 +86,13 @@ pub fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_pac-wgpu"))
 }
 
-/// `$GLUE_DIR`, else `../shared/glue` beside the checkout. Tests that call it are
+/// `$GLUE_DIR`. Tests that call it are
 /// `#[cfg_attr(not(pac_test_glue), ignore = ...)]`.
 pub fn glue_dir() -> PathBuf {
     let dir = std::env::var_os("GLUE_DIR")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate_dir().join("../shared/glue"));
+        .unwrap_or_default();
     if !dir.join("MRPC/train.tsv").is_file() {
         missing(&format!("GLUE data at {}", dir.display()), "set GLUE_DIR");
     }
