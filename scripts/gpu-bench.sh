@@ -50,7 +50,7 @@ echo "== MiniLM parity on device $device"
 parity_log="$work/parity.log"
 if [ "$build" = 1 ]; then
     PAC_WGPU_TEST_DEVICE="$device" PAC_WGPU_MODEL_DIR="$model" \
-        cargo test --release --test minilm_parity -- --nocapture 2>&1 | tee "$parity_log"
+        cargo test --release --test models minilm_parity:: -- --nocapture 2>&1 | tee "$parity_log"
 else
     parity="$(ls -t "$root"/target/release/deps/minilm_parity-* | grep -v '\.d$' | head -1)"
     PAC_WGPU_TEST_DEVICE="$device" PAC_WGPU_MODEL_DIR="$model" "$parity" --nocapture 2>&1 | tee "$parity_log"

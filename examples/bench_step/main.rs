@@ -490,7 +490,7 @@ fn mrpc_examples(glue_dir: &Path, model: &str, n: usize, seed: u64) -> Result<(P
     }
     let tokenizer = TextTokenizer::from_model_dir(folder, 128)?;
     let source = DataSource::new(Some(glue_dir.to_path_buf()));
-    let train = source.load(Task::Mrpc, Split::Train)?;
+    let train = source.load(&Task::Mrpc, Split::Train)?;
     let rows = few_shot(train.examples.len(), n, seed);
     Ok((
         Prepared::new(&train, Some(&rows), &tokenizer)?,
@@ -623,8 +623,8 @@ fn mib(bytes: Option<u64>) -> String {
 
 fn main() -> Result<()> {
     // K(λ)'s prior models per std: the paper's, as `train` uses them.
-    let prior_models = pac_wgpu::train::TrainConfig::paper("mrpc").prior_models;
-    let gamma = pac_wgpu::train::TrainConfig::paper_gamma(Task::Mrpc);
+    let prior_models = pac_wgpu::train::TrainConfig::paper(pac_wgpu::glue::Task::Mrpc).prior_models;
+    let gamma = pac_wgpu::train::TrainConfig::paper_gamma(&Task::Mrpc);
     let args = Args::parse();
     pac_wgpu::util::device::keep_freed_memory();
     for (flag, value) in [

@@ -124,7 +124,7 @@ fn token_lengths(
 }
 
 /// The JSON key of a label summary.
-fn labels_key(task: Task) -> &'static str {
+fn labels_key(task: &Task) -> &'static str {
     if task.is_regression() {
         "scores"
     } else {
@@ -138,7 +138,7 @@ struct LabelSummary(Vec<(String, Value)>);
 
 impl LabelSummary {
     /// `None` for a split without labels.
-    fn new(task: Task, labels: &[Label]) -> Option<LabelSummary> {
+    fn new(task: &Task, labels: &[Label]) -> Option<LabelSummary> {
         let mut counts = vec![0usize; task.label_names().len()];
         let mut scores = Vec::new();
         for label in labels {
@@ -185,7 +185,7 @@ impl LabelSummary {
 
 /// The task of `args`: a GLUE task as named, or a custom one with its train file's labels.
 fn task(args: &DataArgs) -> anyhow::Result<Task> {
-    match args.task {
+    match &args.task {
         Some(Task::Custom(_)) | None => {
             let Some(train_file) = &args.source.train_file else {
                 anyhow::bail!(
@@ -196,7 +196,7 @@ fn task(args: &DataArgs) -> anyhow::Result<Task> {
             let (names, problem) = custom::infer_labels(train_file, &columns, args.problem_type)?;
             Ok(custom::task(&names, problem))
         }
-        Some(task) => Ok(task),
+        Some(task) => Ok(task.clone()),
     }
 }
 
@@ -222,11 +222,11 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
     let mut lines = Vec::new();
     let mut train = None;
     for &split in task.splits() {
-        if (only_given && !given(split)) || !source.has_split(task, split) {
+        if (only_given && !given(split)) || !source.has_split(&task, split) {
             continue;
         }
-        let dataset = source.load(task, split)?;
-        let labels = LabelSummary::new(task, &dataset.labels());
+        let dataset = source.load(&task, split)?;
+        let labels = LabelSummary::new(&task, &dataset.labels());
         let lengths = match &tokenizer {
             Some(tokenizer) => token_lengths(tokenizer, &dataset, args.max_length)?,
             None => None,
@@ -237,7 +237,7 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
         let mut line = format!("{:<6}{:>7} rows", split.name(), dataset.examples.len());
         match &labels {
             Some(labels) => {
-                entry.insert(labels_key(task).into(), labels.json());
+                entry.insert(labels_key(&task).into(), labels.json());
                 line += &format!("  {}", labels.text());
             }
             None => line += "  (no labels)",
@@ -259,7 +259,7 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
     }
     if splits.is_empty() {
         // No split exists: loading the first one gives the missing-file error.
-        source.load(task, task.splits()[0])?;
+        source.load(&task, task.splits()[0])?;
     }
     let mut out = json!({"task": task.name(), "splits": splits});
     if let Some(train_size) = args.train_size {
@@ -268,7 +268,7 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
         };
         let rows = few_shot(train.examples.len(), train_size, args.seed);
         let labels: Vec<Label> = rows.iter().map(|&i| train.examples[i].label).collect();
-        let summary = LabelSummary::new(task, &labels).unwrap_or(LabelSummary(Vec::new()));
+        let summary = LabelSummary::new(&task, &labels).unwrap_or(LabelSummary(Vec::new()));
         lines.push(format!(
             "sample {} of {} train rows (seed {}): {}",
             rows.len(),
@@ -277,7 +277,7 @@ pub fn run(args: &DataArgs) -> anyhow::Result<()> {
             summary.text()
         ));
         out["sample"] = json!({"train_size": train_size, "seed": args.seed, "rows": rows,
-                               labels_key(task): summary.json()});
+                               labels_key(&task): summary.json()});
     }
     if let Some(model) = &args.model {
         out["model"] = json!(model);

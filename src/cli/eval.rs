@@ -91,10 +91,10 @@ pub fn predict(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
         }
     };
     let text = if args.probabilities {
-        probabilities_tsv(trained.task, &outputs)
+        probabilities_tsv(&trained.task, &outputs)
     } else {
-        let labels: Vec<_> = outputs.iter().map(|r| label_of(trained.task, r)).collect();
-        predictions_tsv(trained.task, &labels)
+        let labels: Vec<_> = outputs.iter().map(|r| label_of(&trained.task, r)).collect();
+        predictions_tsv(&trained.task, &labels)
     };
     write_atomic(&out, text.as_bytes())?;
     println!("wrote {} predictions to {}", outputs.len(), out.display());

@@ -33,9 +33,9 @@ pub struct ScoreArgs {
 }
 
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
-    let task = args.task;
-    let dataset = args.source.source().load(task, args.split)?;
-    let predictions = read_predictions(&args.predictions, task)?;
+    let task = &args.task;
+    let dataset = args.source.source().load(&task, args.split)?;
+    let predictions = read_predictions(&args.predictions, &task)?;
     if predictions.len() != dataset.examples.len() {
         return Err(DataError::new(
             &args.predictions,

@@ -3,8 +3,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
-use pac_wgpu::glue::Task;
 use pac_wgpu::glue::custom::ProblemType;
+use pac_wgpu::glue::{CustomLabels, Task};
 use pac_wgpu::model::HeadKind;
 use pac_wgpu::report::plots;
 use pac_wgpu::run::{EpochRecord, Summary};
@@ -164,12 +164,14 @@ impl TrainArgs {
         let from_base = base.is_some();
         let mut c = match (&self.task, base) {
             (_, Some(base)) => base,
-            (Some(task), None) => TrainConfig::paper(task.name()),
-            (None, None) if self.data.train_file.is_some() => TrainConfig::paper("custom"),
+            (Some(task), None) => TrainConfig::paper(task.clone()),
+            (None, None) if self.data.train_file.is_some() => {
+                TrainConfig::paper(Task::Custom(CustomLabels::unknown()))
+            }
             (None, None) => anyhow::bail!("--task is required (or --config run.json)"),
         };
-        if let Some(task) = self.task {
-            c.task = task.name().to_string();
+        if let Some(task) = &self.task {
+            c.task = task.clone();
         }
         fn set<T>(value: &mut T, flag: Option<T>) {
             if let Some(v) = flag {
@@ -225,7 +227,7 @@ impl TrainArgs {
             None if from_base => c.output_dir,
             None => default_output_dir(&c.task, c.method, c.seed),
         };
-        c.device = global.device.to_string();
+        c.device = global.device;
         Ok(c)
     }
 }
@@ -271,6 +273,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             epoch,
             step_in_epoch,
             loss,
+            ..
         } => {
             if let Some(b) = &bar {
                 b.set_message(format!(

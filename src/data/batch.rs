@@ -81,3 +81,81 @@ impl LengthOrder {
         slots.into_iter().flatten().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch order of each epoch is a known shuffle of the examples.
+    #[test]
+    fn epoch_order_matches_known_answers() {
+        // Python script: epoch_order(n, seed, epoch).
+        assert_eq!(epoch_order(10, 42, 0), [2, 7, 6, 0, 1, 5, 3, 8, 9, 4]);
+        assert_eq!(epoch_order(10, 42, 1), [2, 9, 4, 7, 1, 0, 5, 3, 8, 6]);
+        assert_eq!(epoch_order(7, 0, 3), [0, 1, 6, 2, 4, 5, 3]);
+        // The toy SST-2 of the end-to-end tests (20 examples, seed 5): the first and last of 40
+        // epochs.
+        assert_eq!(
+            epoch_order(20, 5, 0),
+            [
+                4, 3, 18, 0, 17, 11, 19, 10, 6, 16, 5, 2, 14, 8, 15, 7, 13, 1, 9, 12
+            ]
+        );
+        assert_eq!(
+            epoch_order(20, 5, 39),
+            [
+                0, 9, 19, 16, 10, 4, 1, 18, 15, 14, 2, 12, 5, 3, 13, 6, 17, 11, 7, 8
+            ]
+        );
+    }
+
+    /// Costs of a cut, by brute force over every cut into consecutive batches.
+    fn cheapest(sorted: &[usize], max_rows: usize, pass_cost: usize) -> usize {
+        if sorted.is_empty() {
+            return 0;
+        }
+        (1..=max_rows.min(sorted.len()))
+            .map(|k| k * sorted[0] + pass_cost + cheapest(&sorted[k..], max_rows, pass_cost))
+            .min()
+            .unwrap()
+    }
+
+    /// The cuts are the cheapest of all, keep every example once in length order, and respect
+    /// `max_rows`.
+    #[test]
+    fn batches_are_the_cheapest_cut() {
+        let mut rng = crate::util::rng::SplitMix64::new(11);
+        for case in 0..200 {
+            let n = 1 + rng.below(12) as usize;
+            let lengths: Vec<usize> = (0..n).map(|_| 1 + rng.below(40) as usize).collect();
+            let (max_rows, pass_cost) = (1 + rng.below(5) as usize, rng.below(30) as usize);
+            let order = LengthOrder::by_length(&lengths);
+            let batches = order.batches(max_rows, pass_cost);
+            let flat: Vec<usize> = batches.concat();
+            assert_eq!(flat, order.order(), "case {case}");
+            assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= max_rows));
+            let cost: usize = batches
+                .iter()
+                .map(|b| b.len() * lengths[b[0]] + pass_cost)
+                .sum();
+            let sorted: Vec<usize> = order.order().iter().map(|&i| lengths[i]).collect();
+            assert_eq!(
+                cost,
+                cheapest(&sorted, max_rows, pass_cost),
+                "case {case}: {lengths:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn length_order_is_stable_and_restores() {
+        let order = LengthOrder::by_length(&[3, 7, 3, 9, 7]);
+        assert_eq!(order.order(), [3, 1, 4, 0, 2]);
+        let outputs: Vec<usize> = order.order().iter().map(|&i| i * 10).collect();
+        assert_eq!(order.restore(outputs), [0, 10, 20, 30, 40]);
+        // A dear pass takes as many examples as allowed; a free one pads nothing.
+        assert_eq!(order.batches(5, 1000).len(), 1);
+        let distinct = LengthOrder::by_length(&[1, 2, 3, 4]);
+        assert_eq!(distinct.batches(5, 0).len(), 4);
+    }
+}

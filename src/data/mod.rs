@@ -157,7 +157,7 @@ pub fn per_example_loss(logits: Tensor<2>, targets: &Targets) -> Tensor<1> {
 pub async fn predict(
     model: &Classifier,
     split: &Prepared,
-    task: Task,
+    task: &Task,
     batch_size: usize,
     pad_id: u32,
     device: &Device,
@@ -167,7 +167,7 @@ pub async fn predict(
 }
 
 /// The label a row of outputs predicts: the score (STS-B) or the class of the largest logit.
-pub fn label_of(task: Task, row: &[f32]) -> Label {
+pub fn label_of(task: &Task, row: &[f32]) -> Label {
     if task.is_regression() {
         return Label::Score(row[0] as f64);
     }

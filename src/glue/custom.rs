@@ -47,7 +47,7 @@ pub fn infer_labels(
         text_b: None,
         label: columns.label.clone(),
     };
-    let rows = read_user_file(train_file, &as_text, Task::Custom(CustomLabels::UNKNOWN))?;
+    let rows = read_user_file(train_file, &as_text, &Task::Custom(CustomLabels::unknown()))?;
     let mut names: Vec<String> = rows
         .into_iter()
         .map(|e| e.text_a.trim().to_string())
@@ -76,14 +76,10 @@ pub fn infer_labels(
     Ok((names, problem))
 }
 
-/// The task of custom `names` (kept for the life of the process: tasks are `Copy`).
+/// The task of custom `names`.
 pub fn task(names: &[String], problem: ProblemType) -> Task {
-    let names: Vec<&'static str> = names
-        .iter()
-        .map(|n| &*Box::leak(n.clone().into_boxed_str()))
-        .collect();
     Task::Custom(CustomLabels {
-        names: Box::leak(names.into_boxed_slice()),
+        names: names.into(),
         regression: problem == ProblemType::Regression,
     })
 }

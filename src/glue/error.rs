@@ -57,7 +57,7 @@ pub(super) fn io_found(e: &std::io::Error) -> String {
 
 /// The label `text` of `task` at `path`:`line`, or an error saying which labels it takes.
 pub(super) fn parse_label(
-    task: Task,
+    task: &Task,
     text: &str,
     path: &Path,
     line: usize,

@@ -20,7 +20,7 @@ pub const REPO: &str = "nyu-mll/glue";
 const NO_DATA: &str = "pass --data-dir D or set GLUE_DIR to a glue_data folder";
 
 /// The parquet file of `split` of `task` in [`REPO`], or `None` if the task has no such split.
-pub fn parquet_file(task: Task, split: Split) -> Option<String> {
+pub fn parquet_file(task: &Task, split: Split) -> Option<String> {
     let config = match task {
         Task::Cola => "cola",
         Task::Sst2 => "sst2",
@@ -50,7 +50,7 @@ pub fn parquet_file(task: Task, split: Split) -> Option<String> {
 /// The local path of `split` of `task` as parquet: from the HF cache, else downloaded into it.
 /// With `HF_HUB_OFFLINE` set, or with the hub unreachable, fails at once with an error that
 /// says to pass --data-dir or set GLUE_DIR.
-pub fn fetch(task: Task, split: Split) -> anyhow::Result<PathBuf> {
+pub fn fetch(task: &Task, split: Split) -> anyhow::Result<PathBuf> {
     let Some(file) = parquet_file(task, split) else {
         bail!("{task} has no {split} split");
     };
@@ -69,7 +69,7 @@ pub fn fetch(task: Task, split: Split) -> anyhow::Result<PathBuf> {
 }
 
 /// The hub's column names for `task`: text a, text b, label.
-pub fn columns(task: Task) -> Columns {
+pub fn columns(task: &Task) -> Columns {
     let (a, b) = match task {
         Task::Cola | Task::Sst2 | Task::Custom(_) => ("sentence", None),
         Task::Mrpc | Task::Stsb | Task::Rte | Task::Wnli => ("sentence1", Some("sentence2")),
@@ -85,7 +85,7 @@ pub fn columns(task: Task) -> Columns {
 }
 
 /// Reads `split` of `task` from the hub: from the HF cache, else downloaded into it first.
-pub fn load_split(task: Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
+pub fn load_split(task: &Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
     let path = fetch(task, split)?;
     let examples = read_parquet(&path, &columns(task), task, split != Split::Test)?;
     Ok((path, examples))

@@ -20,7 +20,7 @@ use super::task::{Example, Label, Task};
 pub fn read_parquet(
     path: &Path,
     columns: &Columns,
-    task: Task,
+    task: &Task,
     labelled: bool,
 ) -> Result<Vec<Example>, DataError> {
     let whole = |expected: &str, found: String| DataError::new(path, None, expected, found);

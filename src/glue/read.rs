@@ -81,7 +81,7 @@ fn numbered_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
 fn example(
     fields: &[&str],
     layout: &Layout,
-    task: Task,
+    task: &Task,
     path: &Path,
     line: usize,
 ) -> Result<Example, DataError> {
@@ -114,7 +114,7 @@ fn no_rows(path: &Path, text: &str, header: bool) -> DataError {
 }
 
 /// The first of `task`'s files for `split` that exists under `dir`.
-pub fn find_glue_file(dir: &Path, task: Task, split: Split) -> Option<(PathBuf, FileFormat)> {
+pub fn find_glue_file(dir: &Path, task: &Task, split: Split) -> Option<(PathBuf, FileFormat)> {
     task.files(split)
         .into_iter()
         .map(|format| (dir.join(format.path), format))
@@ -124,7 +124,7 @@ pub fn find_glue_file(dir: &Path, task: Task, split: Split) -> Option<(PathBuf, 
 /// Reads `split` of `task` from a `glue_data` folder; returns the file read and its examples.
 pub fn read_glue(
     dir: &Path,
-    task: Task,
+    task: &Task,
     split: Split,
 ) -> Result<(PathBuf, Vec<Example>), DataError> {
     let Some((path, format)) = find_glue_file(dir, task, split) else {
@@ -150,7 +150,7 @@ pub fn read_glue(
     Ok((path, examples))
 }
 
-fn split_names(task: Task) -> String {
+fn split_names(task: &Task) -> String {
     let names: Vec<&str> = task.splits().iter().map(|s| s.name()).collect();
     names.join(", ")
 }
@@ -159,7 +159,7 @@ fn split_names(task: Task) -> String {
 pub fn read_glue_file(
     path: &Path,
     format: &FileFormat,
-    task: Task,
+    task: &Task,
 ) -> Result<Vec<Example>, DataError> {
     parse_glue_file(path, read_text(path)?, format, task)
 }
@@ -169,7 +169,7 @@ pub fn read_glue_bytes(
     path: &Path,
     bytes: Vec<u8>,
     format: &FileFormat,
-    task: Task,
+    task: &Task,
 ) -> Result<Vec<Example>, DataError> {
     parse_glue_file(path, decode_text(path, bytes)?, format, task)
 }
@@ -178,7 +178,7 @@ fn parse_glue_file(
     path: &Path,
     text: String,
     format: &FileFormat,
-    task: Task,
+    task: &Task,
 ) -> Result<Vec<Example>, DataError> {
     let layout = Layout {
         columns: format.columns,
@@ -219,7 +219,7 @@ fn parse_glue_file(
 pub fn read_text_file(
     path: &Path,
     columns: &Columns,
-    task: Task,
+    task: &Task,
 ) -> Result<Vec<Example>, DataError> {
     parse_text_file(path, None, columns, task)
 }
@@ -230,7 +230,7 @@ pub fn read_text_bytes(
     path: &Path,
     bytes: Vec<u8>,
     columns: &Columns,
-    task: Task,
+    task: &Task,
 ) -> Result<Vec<Example>, DataError> {
     parse_text_file(path, Some(bytes), columns, task)
 }
@@ -240,7 +240,7 @@ fn parse_text_file(
     path: &Path,
     bytes: Option<Vec<u8>>,
     columns: &Columns,
-    task: Task,
+    task: &Task,
 ) -> Result<Vec<Example>, DataError> {
     let extension = path
         .extension()
@@ -291,7 +291,7 @@ fn read_table<'a>(
     mut rows: impl Iterator<Item = (usize, Vec<&'a str>)>,
     path: &Path,
     columns: &Columns,
-    task: Task,
+    task: &Task,
 ) -> Result<Vec<Example>, DataError> {
     let Some((header_line, header)) = rows.next() else {
         return Ok(Vec::new());
@@ -367,7 +367,7 @@ fn json_example(
     path: &Path,
     line: usize,
     columns: &Columns,
-    task: Task,
+    task: &Task,
 ) -> Result<Example, DataError> {
     let error = |expected: String, found: String| DataError::new(path, Some(line), expected, found);
     let object = match serde_json::from_str::<serde_json::Value>(row) {
@@ -405,7 +405,7 @@ fn json_example(
 /// Reads a predictions file in GLUE's submission format: `index<TAB>prediction` rows, in any
 /// order, after an optional `index` header; predictions spelled as in [`Task::parse_label`].
 /// The indices must be 0..n, each once; returns the predictions in index order.
-pub fn read_predictions(path: &Path, task: Task) -> Result<Vec<Label>, DataError> {
+pub fn read_predictions(path: &Path, task: &Task) -> Result<Vec<Label>, DataError> {
     let text = read_text(path)?;
     let mut lines = numbered_lines(&text).peekable();
     let header = lines

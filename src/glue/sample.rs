@@ -18,3 +18,47 @@ pub fn few_shot(len: usize, train_size: usize, seed: u64) -> Vec<usize> {
     rows.sort_unstable();
     rows
 }
+
+#[cfg(test)]
+mod tests {
+    //! Known answers from tests/known_answers/sample_rng.py, a plain Python reimplementation of
+    //! the algorithms as documented here: a change of algorithm, constant or platform cannot move
+    //! a draw silently.
+
+    use super::*;
+
+    /// The few-shot draw picks the same rows on every platform, and a larger draw keeps a smaller one.
+    #[test]
+    fn few_shot_draw_matches_known_answers() {
+        // Python script: few_shot(len, n, seed).
+        assert_eq!(few_shot(10, 4, 42), [2, 3, 4, 5]);
+        assert_eq!(
+            few_shot(3668, 10, 7),
+            [386, 584, 776, 1220, 1307, 1813, 2078, 2093, 3096, 3439]
+        );
+        // MRPC's train size with 12 rows: the 10 above plus 135 and 2415.
+        assert_eq!(
+            few_shot(3668, 12, 7),
+            [
+                135, 386, 584, 776, 1220, 1307, 1813, 2078, 2093, 2415, 3096, 3439
+            ]
+        );
+        // SST-2's train size, the paper's n = 100, seed 42: first, middle and last rows and a
+        // checksum of all 100 (their sum and Σ i·row_i, both from the Python script).
+        let rows = few_shot(67349, 100, 42);
+        assert_eq!(rows.len(), 100);
+        assert_eq!(rows[..5], [833, 845, 1297, 2101, 3062]);
+        assert_eq!(rows[50..53], [35604, 35944, 40503]);
+        assert_eq!(rows[95..], [65077, 65651, 66245, 66770, 67248]);
+        assert_eq!(rows.iter().sum::<usize>(), SST2_SUM);
+        let weighted: usize = rows.iter().enumerate().map(|(i, r)| i * r).sum();
+        assert_eq!(weighted, SST2_WEIGHTED);
+        // Every row when train_size is 0 or at least len.
+        assert_eq!(few_shot(20, 0, 3), (0..20).collect::<Vec<_>>());
+        assert_eq!(few_shot(5, 9, 3), [0, 1, 2, 3, 4]);
+    }
+
+    /// sum(few_shot(67349, 100, 42)) and Σ i·row_i from the Python script.
+    const SST2_SUM: usize = 3_444_645;
+    const SST2_WEIGHTED: usize = 232_583_958;
+}

@@ -63,7 +63,7 @@ impl DataSource {
 
     /// Whether `split` can be read without error for a missing file: a user file is given for
     /// it, one of its GLUE files exists, or (with no data folder) the task has it on the hub.
-    pub fn has_split(&self, task: Task, split: Split) -> bool {
+    pub fn has_split(&self, task: &Task, split: Split) -> bool {
         if self.user_file(split).is_some() {
             return true;
         }
@@ -74,7 +74,7 @@ impl DataSource {
     }
 
     /// Reads one split of `task`.
-    pub fn load(&self, task: Task, split: Split) -> anyhow::Result<Dataset> {
+    pub fn load(&self, task: &Task, split: Split) -> anyhow::Result<Dataset> {
         let (source, examples) = if let Some(file) = self.user_file(split) {
             (
                 file.to_path_buf(),
@@ -86,7 +86,7 @@ impl DataSource {
             from_hub(task, split)?
         };
         Ok(Dataset {
-            task,
+            task: task.clone(),
             split,
             source,
             examples,
@@ -95,12 +95,12 @@ impl DataSource {
 }
 
 #[cfg(feature = "native")]
-fn from_hub(task: Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
+fn from_hub(task: &Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
     hub::load_split(task, split)
 }
 
 #[cfg(not(feature = "native"))]
-fn from_hub(task: Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
+fn from_hub(task: &Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)> {
     anyhow::bail!(
         "{task} {}: no data folder given, and this build cannot reach the hub",
         split.name()
@@ -112,7 +112,7 @@ fn from_hub(task: Task, split: Split) -> anyhow::Result<(PathBuf, Vec<Example>)>
 pub fn read_user_file(
     path: &Path,
     columns: &Columns,
-    task: Task,
+    task: &Task,
 ) -> Result<Vec<Example>, DataError> {
     let parquet = path
         .extension()

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use crate::util::metrics::{self, Metric};
 
@@ -26,8 +27,9 @@ pub enum Label {
 }
 
 /// A GLUE task, or the user's own (`custom`). `MnliMm` is MNLI evaluated on the mismatched dev
-/// set; `Ax` is the diagnostic set (test only, scored with an MNLI model).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// set; `Ax` is the diagnostic set (test only, scored with an MNLI model). Not `Copy`: a custom
+/// task holds its label names.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Task {
     Cola,
     Sst2,
@@ -45,19 +47,18 @@ pub enum Task {
 }
 
 /// The labels of a custom task, as found in its train file ([`super::custom::infer_labels`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
 pub struct CustomLabels {
-    /// The class names, sorted; empty for a regression task.
-    pub names: &'static [&'static str],
+    /// The class names, sorted; empty for a regression task (and before they are known).
+    pub names: Arc<[String]>,
     pub regression: bool,
 }
 
 impl CustomLabels {
     /// Not found yet: every label reads as [`Label::None`].
-    pub const UNKNOWN: CustomLabels = CustomLabels {
-        names: &[],
-        regression: false,
-    };
+    pub fn unknown() -> CustomLabels {
+        CustomLabels::default()
+    }
 }
 
 /// A split of a task.
@@ -176,7 +177,7 @@ impl Task {
     ];
 
     /// The canonical lower-case name (`cola`, `mnli-mm`, ...).
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             Task::Cola => "cola",
             Task::Sst2 => "sst2",
@@ -195,8 +196,8 @@ impl Task {
 
     /// Class names in Hugging Face `glue` id order (a custom task's sorted); empty for
     /// regression.
-    pub fn label_names(self) -> &'static [&'static str] {
-        match self {
+    pub fn label_names(&self) -> Vec<&str> {
+        let names: &[&str] = match self {
             Task::Cola => &["unacceptable", "acceptable"],
             Task::Sst2 => &["negative", "positive"],
             Task::Mrpc => &["not_equivalent", "equivalent"],
@@ -205,21 +206,22 @@ impl Task {
             Task::Mnli | Task::MnliMm | Task::Ax => NLI3,
             Task::Qnli | Task::Rte => NLI2,
             Task::Wnli => &["not_entailment", "entailment"],
-            Task::Custom(labels) => labels.names,
-        }
+            Task::Custom(labels) => return labels.names.iter().map(String::as_str).collect(),
+        };
+        names.to_vec()
     }
 
     /// How GLUE's files and submissions spell each class: the id for CoLA, SST-2, MRPC, QQP and
     /// WNLI, the name for the NLI tasks. Empty for STS-B.
-    pub fn glue_labels(self) -> &'static [&'static str] {
+    pub fn glue_labels(&self) -> Vec<&str> {
         match self {
-            Task::Cola | Task::Sst2 | Task::Mrpc | Task::Qqp | Task::Wnli => BINARY_IDS,
+            Task::Cola | Task::Sst2 | Task::Mrpc | Task::Qqp | Task::Wnli => BINARY_IDS.to_vec(),
             _ => self.label_names(),
         }
     }
 
     /// Model outputs: the number of classes, 1 for STS-B.
-    pub fn num_labels(self) -> usize {
+    pub fn num_labels(&self) -> usize {
         if self.is_regression() {
             1
         } else {
@@ -228,7 +230,7 @@ impl Task {
     }
 
     /// STS-B and custom tasks without class names are regression (one output, MSE loss).
-    pub fn is_regression(self) -> bool {
+    pub fn is_regression(&self) -> bool {
         match self {
             Task::Stsb => true,
             Task::Custom(labels) => labels.regression,
@@ -237,7 +239,7 @@ impl Task {
     }
 
     /// The task's GLUE metrics, main metric first.
-    pub fn metrics(self) -> &'static [Metric] {
+    pub fn metrics(&self) -> &'static [Metric] {
         match self {
             Task::Cola | Task::Ax => &[Metric::Mcc],
             Task::Mrpc | Task::Qqp => &[Metric::F1, Metric::Accuracy],
@@ -249,15 +251,15 @@ impl Task {
     }
 
     /// The metric that picks the best checkpoint and that results report.
-    pub fn main_metric(self) -> Metric {
+    pub fn main_metric(&self) -> Metric {
         self.metrics()[0]
     }
 
     /// Parses a label as written in GLUE files, user files and prediction files: a class's
     /// GLUE spelling, its name or its id; for STS-B a finite number.
-    pub fn parse_label(self, text: &str) -> Option<Label> {
+    pub fn parse_label(&self, text: &str) -> Option<Label> {
         let text = text.trim();
-        if self == Task::Custom(CustomLabels::UNKNOWN) {
+        if *self == Task::Custom(CustomLabels::unknown()) {
             return Some(Label::None);
         }
         if self.is_regression() {
@@ -273,14 +275,14 @@ impl Task {
                 .ok()
                 .filter(|&id| id < self.num_labels() && !matches!(self, Task::Custom(_)))
         };
-        by_spelling(self.glue_labels())
-            .or_else(|| by_spelling(self.label_names()))
+        by_spelling(&self.glue_labels())
+            .or_else(|| by_spelling(&self.label_names()))
             .or_else(by_id)
             .map(Label::Class)
     }
 
     /// Splits the task has in GLUE (AX: test only).
-    pub fn splits(self) -> &'static [Split] {
+    pub fn splits(&self) -> &'static [Split] {
         match self {
             Task::Ax => &[Split::Test],
             Task::Custom(_) => &[Split::Train, Split::Dev],
@@ -290,17 +292,17 @@ impl Task {
 
     /// Files that can hold `split` in a `glue_data` folder, in order of preference; empty if
     /// the task has no such split.
-    pub fn files(self, split: Split) -> Vec<FileFormat> {
+    pub fn files(&self, split: Split) -> Vec<FileFormat> {
         GLUE_FILES
             .iter()
-            .filter(|(task, s, _)| *task == self && *s == split)
+            .filter(|(task, s, _)| task == self && *s == split)
             .map(|(_, _, format)| *format)
             .collect()
     }
 
     /// Scores predictions against gold labels with the task's metrics (in [`Task::metrics`]
     /// order). Classification needs [`Label::Class`] on both sides, STS-B [`Label::Score`].
-    pub fn score(self, gold: &[Label], predicted: &[Label]) -> anyhow::Result<Vec<(Metric, f64)>> {
+    pub fn score(&self, gold: &[Label], predicted: &[Label]) -> anyhow::Result<Vec<(Metric, f64)>> {
         anyhow::ensure!(
             gold.len() == predicted.len(),
             "expected {} predictions, found {}",
@@ -362,6 +364,20 @@ impl fmt::Display for Task {
     }
 }
 
+/// run.json's `"task"`: the name ([`Task::name`]); a custom task's labels are stored beside it.
+impl serde::Serialize for Task {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Task {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        name.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Task {
     type Err = UnknownTask;
 
@@ -380,7 +396,7 @@ impl FromStr for Task {
             "rte" => Task::Rte,
             "wnli" => Task::Wnli,
             "ax" | "diagnostic" => Task::Ax,
-            "custom" => Task::Custom(CustomLabels::UNKNOWN),
+            "custom" => Task::Custom(CustomLabels::unknown()),
             _ => return Err(UnknownTask(s.to_string())),
         };
         Ok(task)
@@ -414,5 +430,65 @@ impl FromStr for Split {
             "test" => Ok(Split::Test),
             _ => Err(UnknownSplit(s.to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::metrics::tests::{assert_close, cases, classes, floats, golden};
+    use serde_json::Value;
+
+    fn class_labels(ids: &[usize]) -> Vec<Label> {
+        ids.iter().map(|&id| Label::Class(id)).collect()
+    }
+
+    fn score_labels(values: &[f64]) -> Vec<Label> {
+        values.iter().map(|&v| Label::Score(v)).collect()
+    }
+
+    /// `Task::score` computes each task's GLUE metrics, main metric first.
+    #[test]
+    fn score_reports_the_task_metrics() {
+        let golden = golden();
+        let binary = &cases(&golden, "classification")[0];
+        let three_class = cases(&golden, "classification")
+            .iter()
+            .find(|c| c.get("f1").is_none())
+            .expect("a multi-class case");
+        let regression = &cases(&golden, "regression")[0];
+        let checks: [(Task, &Value, &[&str]); 4] = [
+            (Task::Cola, binary, &["mcc"]),
+            (Task::Mrpc, binary, &["f1", "accuracy"]),
+            (Task::Mnli, three_class, &["accuracy"]),
+            (Task::Stsb, regression, &["pearson", "spearman"]),
+        ];
+        for (task, case, names) in checks {
+            let (gold, predicted) = if task.is_regression() {
+                let (g, p) = (floats(case, "labels"), floats(case, "preds"));
+                (score_labels(&g), score_labels(&p))
+            } else {
+                let (g, p) = (classes(case, "labels"), classes(case, "preds"));
+                (class_labels(&g), class_labels(&p))
+            };
+            let scores = task.score(&gold, &predicted).expect("score");
+            let got: Vec<&str> = scores.iter().map(|(m, _)| m.name()).collect();
+            assert_eq!(got, names, "{task}");
+            assert_eq!(scores[0].0, task.main_metric());
+            for (metric, value) in scores {
+                assert_close(case, metric.name(), value);
+            }
+        }
+    }
+
+    #[test]
+    fn score_rejects_mismatched_inputs() {
+        let gold = class_labels(&[0, 1, 1]);
+        assert!(Task::Rte.score(&gold, &class_labels(&[0, 1])).is_err());
+        assert!(Task::Rte.score(&[], &[]).is_err());
+        let unlabelled = [Label::None; 3];
+        assert!(Task::Rte.score(&unlabelled, &gold).is_err());
+        let scores = score_labels(&[1.0, 2.0, 3.0]);
+        assert!(Task::Stsb.score(&scores, &gold).is_err());
     }
 }

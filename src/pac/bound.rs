@@ -7,7 +7,7 @@
 //! d_j is the number of scalars in tensor j, p the posterior log-std (σ = exp(p)), b_j the prior
 //! log-std of tensor j, theta0 (θ0) the weights at the start of fine-tuning, n the number of
 //! training examples. Everything here is checked against tests/golden/pac-bound.json (the
-//! authors' reference functions in float64) by tests/pac_bound.rs.
+//! authors' reference functions in float64) by tests/pac/pac_bound.rs.
 
 use crate::model::trainable::Group;
 
@@ -416,4 +416,118 @@ pub fn initial_b(groups: &[Group], (p_encoder, p_head): (f64, f64)) -> Vec<f64> 
             Group::Head => p_head,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::rng::SplitMix64;
+
+    fn uniform(rng: &mut SplitMix64, n: usize, lo: f64, hi: f64) -> Vec<f64> {
+        (0..n).map(|_| lo + (hi - lo) * rng.uniform()).collect()
+    }
+
+    /// Random tensors: (θ, θ0, p) per tensor, and b.
+    fn random_sums(rng: &mut SplitMix64) -> (Vec<[Vec<f64>; 3]>, Vec<f64>) {
+        let tensors: Vec<[Vec<f64>; 3]> = [5, 1, 12]
+            .iter()
+            .map(|&n| {
+                let theta = uniform(rng, n, -1.0, 1.0);
+                [
+                    theta,
+                    uniform(rng, n, -1.0, 1.0),
+                    uniform(rng, n, -5.0, -1.0),
+                ]
+            })
+            .collect();
+        (tensors, uniform(rng, 3, -4.0, -2.0))
+    }
+
+    fn sums_of(tensors: &[[Vec<f64>; 3]], b: &[f64]) -> Vec<TensorSums> {
+        tensors
+            .iter()
+            .zip(b)
+            .map(|([theta, theta0, p], &bj)| TensorSums::from_values(theta, theta0, p, bj))
+            .collect()
+    }
+
+    /// `kl` is the KL divergence of two diagonal Gaussians as textbooks write it:
+    /// Σ_i (b − p_i) + (e^{2p_i} + (θ_i − θ0_i)²) / (2 e^{2b}) − ½.
+    #[test]
+    fn kl_is_the_gaussian_kl_divergence() {
+        let mut rng = SplitMix64::new(3);
+        let (tensors, b) = random_sums(&mut rng);
+        let textbook: f64 = tensors
+            .iter()
+            .zip(&b)
+            .flat_map(|([theta, theta0, p], &bj)| {
+                (0..theta.len()).map(move |i| {
+                    let d2 = (theta[i] - theta0[i]).powi(2);
+                    bj - p[i] + ((2.0 * p[i]).exp() + d2) / (2.0 * (2.0 * bj).exp()) - 0.5
+                })
+            })
+            .sum();
+        let ours = kl(&sums_of(&tensors, &b), &b);
+        assert!(
+            (ours - textbook).abs() <= 1e-12 * textbook.abs(),
+            "{ours} vs {textbook}"
+        );
+    }
+
+    /// ∂KL/∂b_j against central differences of `kl` (the sums recomputed at each b).
+    #[test]
+    fn kl_grad_b_is_the_derivative_of_kl() {
+        let mut rng = SplitMix64::new(4);
+        let (tensors, b) = random_sums(&mut rng);
+        let grad = kl_grad_b(&sums_of(&tensors, &b), &b);
+        let h = 1e-6;
+        for j in 0..b.len() {
+            let at = |delta: f64| {
+                let mut moved = b.clone();
+                moved[j] += delta;
+                kl(&sums_of(&tensors, &moved), &moved)
+            };
+            let numeric = (at(h) - at(-h)) / (2.0 * h);
+            assert!(
+                (grad[j] - numeric).abs() <= 1e-6 * numeric.abs().max(1.0),
+                "b_{j}: {} vs {numeric}",
+                grad[j]
+            );
+        }
+    }
+
+    /// Unclipped, γ minimises loss2 = 1.5 K̂² γ + (KL + C)/(nγ); clipped, it is the range's end.
+    #[test]
+    fn gamma_minimises_loss2_within_its_range() {
+        let mut rng = SplitMix64::new(5);
+        let (tensors, b) = random_sums(&mut rng);
+        let sums = sums_of(&tensors, &b);
+        let k_hat = KHat::new(prior_std_grid(), (1..=8).map(|i| 0.1 * i as f64).collect());
+        let free = bound_terms(&sums, &b, 100, (1e-6, 1e6), &k_hat);
+        assert_eq!(free.gamma, free.gamma_unclipped);
+        let loss2 = |g: f64| 1.5 * free.k * free.k * g + (free.kl + free.c) / (100.0 * g);
+        assert!((loss2(free.gamma) - free.loss2).abs() <= 1e-12 * free.loss2);
+        for factor in [0.9, 0.99, 1.01, 1.1] {
+            assert!(loss2(free.gamma * factor) > free.loss2, "γ × {factor}");
+        }
+        let high = free.gamma * 2.0;
+        let clipped = bound_terms(&sums, &b, 100, (high, high * 2.0), &k_hat);
+        assert_eq!(clipped.gamma, high);
+        assert!((clipped.loss2 - loss2(high)).abs() <= 1e-12 * clipped.loss2);
+    }
+
+    #[test]
+    fn grids_end_exactly_at_their_ends() {
+        let s = prior_std_grid();
+        assert_eq!((s.len(), s[0], s[7]), (8, (-6.0f64).exp(), (-2.0f64).exp()));
+        let g = gamma_grid((0.5, 10.0));
+        assert_eq!(g.len(), GAMMA_GRID_POINTS);
+        assert!((g[0] - 0.5).abs() < 1e-15 && (g[9] - 10.0).abs() < 1e-13);
+        assert!(g.windows(2).all(|w| w[1] > w[0]));
+        assert!(
+            gamma_grid(fixed_gamma(3.0))
+                .iter()
+                .all(|&g| (g - 3.0).abs() < 1e-15 * 3.0 * 4.0)
+        );
+    }
 }

@@ -9,7 +9,7 @@
 //! device it runs [`tau_lanes`], bit-identical to [`tau_quad`]. The Philox words are identical
 //! on both. τ takes ln and cos from polynomials built of +, −, × (not the WGSL built-ins, which
 //! Vulkan lets be far off), so it agrees to about an ulp: a driver may still fuse a multiply-add
-//! or round sqrt differently (tests/kernels.rs measures by how much).
+//! or round sqrt differently (tests/kernels/pac_kernels.rs measures by how much).
 //!
 //! Inputs may live on an autodiff device (their values are used); every result is a plain tensor
 //! on the inner device, and none of these operations is recorded for autodiff.

@@ -991,7 +991,7 @@ mod tests {
     #[test]
     fn draws_without_a_font() {
         let tmp = tempfile::tempdir().unwrap();
-        // PAC_WGPU_TEST_PLOTS_DIR keeps the PNGs for a look (as in tests/plots.rs).
+        // PAC_WGPU_TEST_PLOTS_DIR keeps the PNGs for a look (as in tests/cli/plots.rs).
         let kept =
             std::env::var_os("PAC_WGPU_TEST_PLOTS_DIR").map(|d| PathBuf::from(d).join("no-font"));
         let dir: &Path = kept.as_deref().unwrap_or(tmp.path());

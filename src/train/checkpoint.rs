@@ -235,7 +235,7 @@ pub fn load_moments(
 /// weights (dropout off) for a checkpoint or an export to be loaded into; and that config.
 pub(super) fn untrained(
     config: &TrainConfig,
-    task: Task,
+    task: &Task,
     folder: &Path,
     device: &Device,
 ) -> Result<(ModelConfig, Classifier)> {

@@ -94,7 +94,7 @@ pub enum Schedule {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    pub task: String,
+    pub task: Task,
     pub method: Method,
     pub model: String,
     /// The classification head (run.json files without it are `cls` runs).
@@ -148,7 +148,7 @@ pub struct TrainConfig {
     #[serde(default = "default_save_interval")]
     pub save_interval: u64,
     pub output_dir: PathBuf,
-    pub device: String,
+    pub device: DeviceChoice,
     /// Written by the trainer: how many scalars train (the method's trainable set); ignored when
     /// read back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -157,11 +157,12 @@ pub struct TrainConfig {
 
 impl TrainConfig {
     /// The paper's setting for `task` (docs/guide.md, "Training"): every default of
-    /// `pac-wgpu train`, whose help states them (tests/cli_defaults.rs checks that it does).
-    pub fn paper(task: &str) -> TrainConfig {
+    /// `pac-wgpu train`, whose help states them (tests/cli/cli_defaults.rs checks that it does).
+    pub fn paper(task: Task) -> TrainConfig {
         let (method, seed, epochs) = (Method::Pac, 42, 250);
         TrainConfig {
-            task: task.to_string(),
+            output_dir: default_output_dir(&task, method, seed),
+            task,
             method,
             model: "bert-base-uncased".into(),
             head: HeadKind::Cls,
@@ -197,31 +198,37 @@ impl TrainConfig {
             early_stopping: None,
             on_nonfinite: OnNonFinite::Stop,
             save_interval: default_save_interval(),
-            output_dir: default_output_dir(task, method, seed),
-            device: "auto".into(),
+            device: DeviceChoice::Auto,
             trainable_parameters: None,
         }
     }
 
     /// The paper's γ for `task` when `--gamma` is not given: 10 for CoLA and SST-2, 5 for the
     /// other tasks.
-    pub fn paper_gamma(task: Task) -> f64 {
+    pub fn paper_gamma(task: &Task) -> f64 {
         match task {
             Task::Cola | Task::Sst2 => 10.0,
             _ => 5.0,
         }
     }
 
-    /// This config with a custom task's labels found in its train file (when not yet known).
+    /// This config with a custom task's labels, found in its train file when run.json has
+    /// none, in `labels`, `problem_type` and the task itself.
     pub fn with_labels(&self) -> Result<TrainConfig> {
         let mut config = self.clone();
-        if matches!(self.task.parse()?, Task::Custom(_)) && self.labels.is_none() {
+        if !matches!(self.task, Task::Custom(_)) {
+            return Ok(config);
+        }
+        if self.labels.is_none() {
             let train_file = self.custom_files()?;
             let (names, problem) =
                 custom::infer_labels(train_file, &self.columns, self.problem_type)?;
             config.labels = Some(names);
             config.problem_type = Some(problem);
         }
+        let names = config.labels.as_deref().unwrap_or_default();
+        let problem = config.problem_type.unwrap_or(ProblemType::Classification);
+        config.task = custom::task(names, problem);
         Ok(config)
     }
 
@@ -237,24 +244,22 @@ impl TrainConfig {
 
     /// The task, a custom one with its labels (found in the train file if run.json has none).
     fn task(&self) -> Result<Task> {
-        let task: Task = self.task.parse()?;
+        let task = self.task.clone();
         if !matches!(task, Task::Custom(_)) {
             if self.problem_type.is_some() {
                 bail!("--problem-type applies to --task custom only; {task} has its own labels");
             }
             return Ok(task);
         }
-        let config = self.with_labels()?;
-        let names = config.labels.unwrap_or_default();
-        let problem = config.problem_type.unwrap_or(ProblemType::Classification);
-        if problem == ProblemType::Classification && names.len() < 2 {
+        let task = self.with_labels()?.task;
+        if !task.is_regression() && task.num_labels() < 2 {
             bail!(
                 "{}: expected at least two distinct labels for classification, found {}",
                 self.custom_files()?.display(),
-                names.len()
+                task.num_labels()
             );
         }
-        Ok(custom::task(&names, problem))
+        Ok(task)
     }
 
     /// Checks ranges and combinations; the message names the flag.
@@ -330,9 +335,6 @@ impl TrainConfig {
         if self.method == Method::Lora {
             self.check_lora()?;
         }
-        self.device
-            .parse::<DeviceChoice>()
-            .map_err(|e| anyhow!("--device: {e}"))?;
         Ok(task)
     }
 
@@ -436,7 +438,7 @@ pub fn default_stage1_epochs(epochs: usize) -> usize {
 }
 
 /// `runs/<task>-<method>-<seed>`.
-pub fn default_output_dir(task: &str, method: Method, seed: u64) -> PathBuf {
+pub fn default_output_dir(task: &Task, method: Method, seed: u64) -> PathBuf {
     PathBuf::from(format!("runs/{task}-{}-{seed}", method.name()))
 }
 
@@ -460,7 +462,7 @@ mod tests {
             let config = TrainConfig {
                 schedule,
                 warmup_ratio,
-                ..TrainConfig::paper("mrpc")
+                ..TrainConfig::paper(Task::Mrpc)
             };
             for (k, want) in expected.into_iter().enumerate() {
                 let got = lr_scale(&config, k as u64, 5);

@@ -116,7 +116,7 @@ pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Expor
         &partial,
         &ckpt,
         &config,
-        task,
+        &task,
         &model_config,
         &tensors,
         dtype,
@@ -127,7 +127,7 @@ pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Expor
     }
     std::fs::rename(&partial, out)
         .with_context(|| format!("--out {}: cannot move the export in place", out.display()))?;
-    let python = (config.head == HeadKind::Cls).then(|| cls_python(out, &model_config, task));
+    let python = (config.head == HeadKind::Cls).then(|| cls_python(out, &model_config, &task));
     Ok(Exported {
         folder: out.to_path_buf(),
         head: config.head,
@@ -139,7 +139,7 @@ fn write_folder(
     dir: &Path,
     ckpt: &Path,
     config: &TrainConfig,
-    task: Task,
+    task: &Task,
     model_config: &ModelConfig,
     tensors: &TensorFile,
     dtype: Dtype,
@@ -200,7 +200,7 @@ fn pooling(config: &ModelConfig) -> &'static str {
     }
 }
 
-fn problem_type(task: Task) -> &'static str {
+fn problem_type(task: &Task) -> &'static str {
     if task.is_regression() {
         "regression"
     } else {
@@ -215,7 +215,7 @@ fn sorted_names(tensors: &TensorFile) -> Vec<String> {
 }
 
 /// The checkpoint's config.json with the architecture, label map and problem type set.
-fn hf_config(path: &Path, head: HeadKind, model: &ModelConfig, task: Task) -> Result<Value> {
+fn hf_config(path: &Path, head: HeadKind, model: &ModelConfig, task: &Task) -> Result<Value> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let mut config: serde_json::Map<String, Value> = serde_json::from_str(&text)
@@ -228,7 +228,7 @@ fn hf_config(path: &Path, head: HeadKind, model: &ModelConfig, task: Task) -> Re
         (HeadKind::Cls, ModelConfig::Roberta(_)) => "RobertaModel",
         (HeadKind::Cls, ModelConfig::Gpt2(_)) => "GPT2Model",
     };
-    let labels: Vec<String> = match task.label_names() {
+    let labels: Vec<String> = match task.label_names().as_slice() {
         [] => vec!["LABEL_0".to_string()],
         names => names.iter().map(|n| n.to_string()).collect(),
     };
@@ -308,7 +308,7 @@ fn write_noise(
     ckpt: &Path,
     config: &TrainConfig,
     model_config: &ModelConfig,
-    task: Task,
+    task: &Task,
     dtype: Dtype,
 ) -> Result<()> {
     let last = ckpt.with_file_name("last");
@@ -355,13 +355,13 @@ fn bits_to_floats(file: &TensorFile, key: &str) -> Result<Vec<f64>> {
 }
 
 /// The Python that rebuilds a `--head cls` export's logits.
-fn cls_python(folder: &Path, config: &ModelConfig, task: Task) -> String {
+fn cls_python(folder: &Path, config: &ModelConfig, task: &Task) -> String {
     let dir = folder.display();
     let pick = match pooling(config) {
         "last_real" => "h[torch.arange(len(h)), x.attention_mask.sum(1) - 1]",
         _ => "h[:, 0]",
     };
-    let text = match task.label_names() {
+    let text = match task.label_names().as_slice() {
         [] => "\"A man is playing a guitar.\", \"A man plays guitar.\"",
         _ => "\"The cat sat.\", \"A cat was sitting.\"",
     };
@@ -383,7 +383,7 @@ pub fn is_export(dir: &Path) -> bool {
 pub fn load_export(dir: &Path, device: &Device) -> Result<(TrainConfig, Classifier)> {
     let config = super::config::read_config(&dir.join(RUN_FILE))?;
     let task = config.validate()?;
-    let (model_config, model) = checkpoint::untrained(&config, task, dir, device)?;
+    let (model_config, model) = checkpoint::untrained(&config, &task, dir, device)?;
     let prefix = encoder_prefix(&model_config);
     let mut tensors = read_as_f32(&dir.join(MODEL_FILE))?;
     if config.head == HeadKind::Cls {

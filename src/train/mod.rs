@@ -5,12 +5,15 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod epochs;
+pub mod event;
 pub mod export;
 pub mod interrupt;
 pub mod method;
 pub mod session;
 pub mod trained;
 
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -21,61 +24,18 @@ use crate::data::Prepared;
 use crate::glue::sample::few_shot;
 use crate::glue::{Label, Split, Task};
 use crate::model::{Classifier, ModelConfig, Pretrained, resolve_model};
-use crate::optim::AdamW;
 use crate::pac::PacTuning;
 use crate::run::{EpochRecord, RunDir, Summary};
-use crate::step::{NonFinite, Outcome};
 use crate::util::device::select;
 use crate::util::files::{as_written, write_atomic, write_json};
 use crate::util::tokenize::TextTokenizer;
-use checkpoint::LoopState;
+use epochs::{NonFiniteStop, Progress};
 use method::Trainer;
 
 pub use config::{Method, OnNonFinite, Schedule, TrainConfig, read_config};
+pub use event::Event;
 pub use session::{DROPOUT_STREAM, Session};
 pub use trained::{Trained, predictions_tsv, probabilities_tsv};
-
-/// What the loop reports as it goes (the CLI turns these into progress bars or log lines).
-pub enum Event<'a> {
-    Start {
-        device: &'a str,
-        train_examples: usize,
-        dev_examples: usize,
-        first_epoch: usize,
-        epochs: usize,
-        steps_per_epoch: usize,
-    },
-    Step {
-        epoch: usize,
-        step_in_epoch: usize,
-        loss: f64,
-    },
-    /// Progress of the one-off K(λ) estimation (PAC): forward passes done of total.
-    KEstimation {
-        done: usize,
-        total: usize,
-    },
-    /// A step skipped because a term was not finite (`--on-nonfinite skip`).
-    Skipped {
-        epoch: usize,
-        step_in_epoch: usize,
-        why: &'a NonFinite,
-    },
-    Epoch(&'a EpochRecord),
-    /// history.jsonl of the run in `run_dir` was written; `history` holds every epoch so far
-    /// (the CLI draws plots/ from it).
-    History {
-        run_dir: &'a std::path::Path,
-        history: &'a [EpochRecord],
-    },
-    /// PAC, at the end of stage 1: σ per trainable tensor, as sigma_per_layer.json holds it.
-    Sigma {
-        run_dir: &'a std::path::Path,
-        per_tensor: &'a [(String, f64)],
-    },
-    /// Something the user should know that does not stop the run.
-    Note(&'a str),
-}
 
 /// Everything about a run that stays fixed while it trains.
 struct Job<'a> {
@@ -87,17 +47,8 @@ struct Job<'a> {
     /// When this invocation started, and the seconds earlier invocations of the run took.
     started: Instant,
     earlier_seconds: f64,
-}
-
-/// What changes while a run trains.
-struct Progress {
-    model: Classifier,
-    adam: AdamW,
-    method: Trainer,
-    state: LoopState,
-    history: Vec<EpochRecord>,
     /// When `checkpoints/last` was last written (or this invocation started).
-    last_saved: Instant,
+    last_saved: Cell<Instant>,
 }
 
 /// Runs (or, with `resume`, continues) a training run and returns its summary.
@@ -115,14 +66,7 @@ pub fn train(
     let (mut job, model) = prepare(config, task, resume, overwrite)?;
     let mut progress = match &resume_from {
         Some(last) => resumed(&mut job, model, last)?,
-        None => Progress {
-            adam: job.run.new_adamw(),
-            model,
-            method: Trainer::Vanilla,
-            state: LoopState::default(),
-            history: Vec::new(),
-            last_saved: Instant::now(),
-        },
+        None => Progress::new(&job.run, model),
     };
     if let Some(holder) = job.dir.took_over() {
         on_event(Event::Note(&format!(
@@ -173,7 +117,7 @@ fn prepare(
     overwrite: bool,
 ) -> Result<(Job<'_>, Classifier)> {
     let started = Instant::now();
-    let selected = select(config.device.parse().map_err(|e: String| anyhow!(e))?)?;
+    let selected = select(config.device)?;
     let plain = selected.device.clone();
 
     let folder = resolve_model(&config.model)?;
@@ -182,7 +126,7 @@ fn prepare(
     model_config.check_max_length(&config_json, config.max_length)?;
     let tokenizer = TextTokenizer::from_model_dir(&folder, config.max_length)?;
     let source = config.data_source();
-    let train_set = source.load(task, Split::Train)?;
+    let train_set = source.load(&task, Split::Train)?;
     if train_set.examples.is_empty() {
         bail!(
             "{}: the train split has no examples",
@@ -191,7 +135,7 @@ fn prepare(
     }
     let rows = few_shot(train_set.examples.len(), config.train_size, config.seed);
     let train = Prepared::new(&train_set, Some(&rows), &tokenizer)?;
-    let dev = Prepared::new(&source.load(task, Split::Dev)?, None, &tokenizer)?;
+    let dev = Prepared::new(&source.load(&task, Split::Dev)?, None, &tokenizer)?;
 
     let device = plain.clone().autodiff();
     let pretrained = Pretrained::from_config(&folder, model_config, config.dropout, &device)?;
@@ -216,6 +160,7 @@ fn prepare(
         dir: RunDir::open(&config.output_dir, resume, overwrite)?,
         started,
         earlier_seconds: 0.0,
+        last_saved: Cell::new(Instant::now()),
     };
     Ok((job, model))
 }
@@ -250,61 +195,37 @@ fn resumed(job: &mut Job, model: Classifier, last: &std::path::Path) -> Result<P
         method,
         state,
         history,
-        last_saved: Instant::now(),
     })
 }
 
 /// The steps of the current epoch not taken yet, and the seconds they took. Ctrl-C between two
 /// steps writes checkpoint `last` and ends the run with [`interrupt::Interrupted`].
 fn run_epoch(job: &Job, p: &mut Progress, on_event: &mut dyn FnMut(Event)) -> Result<f64> {
-    let started = Instant::now();
-    let run = &job.run;
-    let config = run.config;
-    let epoch = p.state.epoch;
-    for (i, rows) in run.remaining_batches(&p.state) {
-        let model = p.model.clone();
-        let step = run.step(&mut p.method, model, &mut p.adam, &mut p.state, &rows);
-        let (model, stepped) = pollster::block_on(step)
-            .map_err(|e| anyhow!("epoch {} step {}: {e}", epoch + 1, i + 1))?;
-        p.model = model;
-        match stepped {
-            Outcome::Done(stepped) => {
-                let loss = run.keep(&mut p.state, stepped)?;
-                on_event(Event::Step {
-                    epoch,
-                    step_in_epoch: i,
-                    loss,
-                });
-            }
-            Outcome::NonFinite(bad) if config.on_nonfinite == OnNonFinite::Skip => {
-                p.state.epoch_skipped += 1;
-                on_event(Event::Skipped {
-                    epoch,
-                    step_in_epoch: i,
-                    why: &bad,
-                });
-            }
-            Outcome::NonFinite(bad) => bail!(
-                "epoch {} step {}: {bad}; the run stopped (last good checkpoint: {}). Lower the learning rates, or pass --on-nonfinite skip to skip such steps",
-                epoch + 1,
-                i + 1,
-                last_good(job)
-            ),
+    let config = job.run.config;
+    let clock = || job.started.elapsed().as_secs_f64();
+    let after_step = &mut |p: &mut Progress| {
+        if !interrupt::requested() {
+            return Ok(());
         }
-        if interrupt::requested() {
-            p.state.wall_seconds = wall_seconds(job);
-            p.state = as_written(&p.state)?;
-            save_last(job, p)?;
-            return Err(interrupt::Interrupted {
-                output_dir: config.output_dir.clone(),
-                epoch: epoch + 1,
-                step: p.state.step,
-                device: config.device.clone(),
-            }
-            .into());
+        p.state.wall_seconds = wall_seconds(job);
+        p.state = as_written(&p.state)?;
+        save_last(job, p)?;
+        Err(interrupt::Interrupted {
+            output_dir: config.output_dir.clone(),
+            epoch: p.state.epoch + 1,
+            step: p.state.step,
+            device: config.device.to_string(),
         }
-    }
-    Ok(started.elapsed().as_secs_f64())
+        .into())
+    };
+    let epoch = epochs::run_epoch(&job.run, p, &clock, on_event, after_step);
+    pollster::block_on(epoch).map_err(|e| match e.downcast::<NonFiniteStop>() {
+        Ok(stop) => anyhow!(
+            "{stop} (last good checkpoint: {}). Lower the learning rates, or pass --on-nonfinite skip to skip such steps",
+            last_good(job)
+        ),
+        Err(e) => e,
+    })
 }
 
 /// The last checkpoint a stopped run leaves, for its error message.
@@ -331,32 +252,22 @@ fn finish_epoch(
     train_seconds: f64,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<EpochRecord> {
-    let run = &job.run;
-    let finished = run.finish_epoch(&p.method, &mut p.state, train_seconds);
-    let (mut record, sigma_at_stage1_end) = pollster::block_on(finished)?;
-    let predictions = if run.eval_due(&p.state) {
-        let started = Instant::now();
-        let evaluated = run.evaluate(&p.model, &mut p.state, &mut record);
-        let predictions = pollster::block_on(evaluated)?;
-        record.eval_seconds = Some(started.elapsed().as_secs_f64());
-        Some(predictions)
-    } else {
-        None
-    };
-    let improved = predictions.is_some() && p.state.stale_evals == 0;
-    let record = as_written(&record)?;
-    p.history.push(record.clone());
+    let clock = || job.started.elapsed().as_secs_f64();
+    let ended = pollster::block_on(epochs::end_epoch(&job.run, p, train_seconds, &clock))?;
     p.state.wall_seconds = wall_seconds(job);
     p.state = as_written(&p.state)?;
-
-    let predictions = improved.then_some(predictions).flatten();
-    save_epoch(job, p, predictions, on_event).with_context(|| {
+    let record = p
+        .history
+        .last()
+        .expect("end_epoch keeps the record")
+        .clone();
+    save_epoch(job, p, ended.best_predictions, on_event).with_context(|| {
         format!(
             "saving epoch {} failed, the last checkpoint before it is whole: free disk space, then continue with --resume",
             record.epoch
         )
     })?;
-    if let Some(per_tensor) = sigma_at_stage1_end {
+    if let Some(per_tensor) = ended.sigma {
         write_sigma_per_tensor(job, per_tensor, on_event)?;
     }
     Ok(record)
@@ -379,7 +290,7 @@ fn save_epoch(
     if let Some(predictions) = predictions {
         // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
         let best = job.dir.checkpoint("best");
-        let tsv = predictions_tsv(job.run.task, &predictions);
+        let tsv = predictions_tsv(&job.run.task, &predictions);
         let merged = p.model.clone().materialize();
         checkpoint::save(&best, &merged, &job.extra_files, None, &p.state, |dir| {
             write_atomic(&dir.join("dev_predictions.tsv"), tsv.as_bytes())
@@ -387,14 +298,14 @@ fn save_epoch(
     }
     let config = job.run.config;
     let ends = p.state.epoch >= config.epochs || job.run.stop_early(&p.state);
-    if ends || p.last_saved.elapsed().as_secs() >= config.save_interval {
+    if ends || job.last_saved.get().elapsed().as_secs() >= config.save_interval {
         save_last(job, p)?;
     }
     Ok(())
 }
 
 /// Checkpoint `last`: model, optimiser, loop state and the method's state.
-fn save_last(job: &Job, p: &mut Progress) -> Result<()> {
+fn save_last(job: &Job, p: &Progress) -> Result<()> {
     let last = job.dir.checkpoint("last");
     let optimizer = Some((&p.adam, job.run.trainable.as_slice()));
     checkpoint::save(
@@ -405,7 +316,7 @@ fn save_last(job: &Job, p: &mut Progress) -> Result<()> {
         &p.state,
         |dir| p.method.save(dir, &job.run.trainable),
     )?;
-    p.last_saved = Instant::now();
+    job.last_saved.set(Instant::now());
     Ok(())
 }
 
@@ -441,7 +352,7 @@ fn resume_point(config: &TrainConfig) -> Result<PathBuf> {
         );
     }
     let previous = read_config(&run_json)?;
-    if previous.task != config.task
+    if previous.task.name() != config.task.name()
         || previous.model != config.model
         || previous.method != config.method
     {

@@ -101,7 +101,7 @@ impl<'a> Session<'a> {
     pub fn gamma(&self) -> f64 {
         self.config
             .gamma
-            .unwrap_or(TrainConfig::paper_gamma(self.task))
+            .unwrap_or(TrainConfig::paper_gamma(&self.task))
     }
 
     pub fn new_adamw(&self) -> AdamW {
@@ -312,7 +312,7 @@ impl<'a> Session<'a> {
         let predictions = predict(
             &model.valid(),
             &self.dev,
-            self.task,
+            &self.task,
             config.eval_batch_size,
             self.pad,
             &self.plain,

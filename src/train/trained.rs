@@ -42,7 +42,7 @@ impl Trained {
         let config = read_config(&run.join("run.json"))?;
         let task = config.validate()?;
         let dir = checkpoint::checkpoint_dir(run, which)?;
-        let (_, model) = checkpoint::untrained(&config, task, &dir, device)?;
+        let (_, model) = checkpoint::untrained(&config, &task, &dir, device)?;
         // `last` of a LoRA run holds the adapters unmerged; they are merged once loaded.
         let model = match which {
             "last" => super::method::with_adapters(model, &config)?,
@@ -60,7 +60,7 @@ impl Trained {
 
     /// The model's outputs (logits, or the STS-B score) for every example of `split`.
     pub fn outputs(&self, split: Split, device: &Device) -> Result<Vec<Vec<f32>>> {
-        let dataset = self.config.data_source().load(self.task, split)?;
+        let dataset = self.config.data_source().load(&self.task, split)?;
         let data = Prepared::new(&dataset, None, &self.tokenizer)?;
         let pad = self.tokenizer.pad_id();
         let batch_size = self.config.eval_batch_size;
@@ -69,12 +69,12 @@ impl Trained {
 
     /// Predictions for every example of `split`, and the task's metrics when it has labels.
     pub fn evaluate(&self, split: Split, device: &Device) -> Result<(Vec<Label>, Option<Metrics>)> {
-        let dataset = self.config.data_source().load(self.task, split)?;
+        let dataset = self.config.data_source().load(&self.task, split)?;
         let data = Prepared::new(&dataset, None, &self.tokenizer)?;
         let predictions = pollster::block_on(predict(
             &self.model,
             &data,
-            self.task,
+            &self.task,
             self.config.eval_batch_size,
             self.tokenizer.pad_id(),
             device,
@@ -92,7 +92,7 @@ impl Trained {
 
 /// `predictions_tsv` with a third column: the class probabilities (softmax of the logits),
 /// comma-separated, or the score for STS-B.
-pub fn probabilities_tsv(task: Task, outputs: &[Vec<f32>]) -> String {
+pub fn probabilities_tsv(task: &Task, outputs: &[Vec<f32>]) -> String {
     let labels: Vec<Label> = outputs.iter().map(|row| label_of(task, row)).collect();
     let mut text = String::from("index\tprediction\tprobabilities\n");
     for (line, row) in predictions_tsv(task, &labels).lines().skip(1).zip(outputs) {
@@ -111,7 +111,7 @@ pub fn probabilities_tsv(task: Task, outputs: &[Vec<f32>]) -> String {
 }
 
 /// GLUE submission format: `index<TAB>prediction`, label names (STS-B: the score).
-pub fn predictions_tsv(task: Task, predictions: &[Label]) -> String {
+pub fn predictions_tsv(task: &Task, predictions: &[Label]) -> String {
     let mut text = String::from("index\tprediction\n");
     for (i, p) in predictions.iter().enumerate() {
         let value = match p {

@@ -166,3 +166,133 @@ fn average_ranks(values: &[f64]) -> Vec<f64> {
     }
     ranks
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    const TOLERANCE: f64 = 1e-9;
+
+    /// scikit-learn's and SciPy's values for generated cases (tests/golden/metrics.json).
+    pub(crate) fn golden() -> Value {
+        let text = include_str!("../../tests/golden/metrics.json");
+        serde_json::from_str(text).expect("parse metrics.json")
+    }
+
+    pub(crate) fn cases<'a>(golden: &'a Value, kind: &str) -> &'a [Value] {
+        golden[kind].as_array().expect("case list")
+    }
+
+    pub(crate) fn classes(case: &Value, key: &str) -> Vec<usize> {
+        let values = case[key].as_array().expect("class array");
+        values
+            .iter()
+            .map(|v| v.as_u64().expect("id") as usize)
+            .collect()
+    }
+
+    pub(crate) fn floats(case: &Value, key: &str) -> Vec<f64> {
+        let values = case[key].as_array().expect("float array");
+        values.iter().map(|v| v.as_f64().expect("number")).collect()
+    }
+
+    pub(crate) fn assert_close(case: &Value, metric: &str, got: f64) {
+        let want = case[metric].as_f64().expect("golden value");
+        assert!(
+            (got - want).abs() <= TOLERANCE,
+            "{} {metric}: got {got}, sklearn/scipy {want}",
+            case["name"]
+        );
+    }
+
+    #[test]
+    fn classification_metrics_match_sklearn() {
+        let golden = golden();
+        for case in cases(&golden, "classification") {
+            let (gold, predicted) = (classes(case, "labels"), classes(case, "preds"));
+            assert_close(case, "accuracy", accuracy(&gold, &predicted));
+            assert_close(case, "mcc", mcc(&gold, &predicted));
+            if case.get("f1").is_some() {
+                assert_close(case, "f1", f1(&gold, &predicted));
+            }
+        }
+    }
+
+    #[test]
+    fn regression_metrics_match_scipy() {
+        let golden = golden();
+        for case in cases(&golden, "regression") {
+            let (gold, predicted) = (floats(case, "labels"), floats(case, "preds"));
+            assert_close(case, "pearson", pearson(&gold, &predicted));
+            assert_close(case, "spearman", spearman(&gold, &predicted));
+        }
+    }
+
+    #[test]
+    fn mcc_and_f1_are_symmetric() {
+        let golden = golden();
+        for case in cases(&golden, "classification") {
+            let (gold, predicted) = (classes(case, "labels"), classes(case, "preds"));
+            assert!((mcc(&predicted, &gold) - mcc(&gold, &predicted)).abs() <= TOLERANCE);
+            assert!((f1(&predicted, &gold) - f1(&gold, &predicted)).abs() <= TOLERANCE);
+        }
+    }
+
+    #[test]
+    fn spearman_depends_only_on_order() {
+        let golden = golden();
+        for case in cases(&golden, "regression") {
+            let (gold, predicted) = (floats(case, "labels"), floats(case, "preds"));
+            let squashed: Vec<f64> = predicted.iter().map(|v| v.tanh() * 3.0 + v.exp()).collect();
+            let (a, b) = (spearman(&gold, &predicted), spearman(&gold, &squashed));
+            assert!((a - b).abs() <= TOLERANCE, "{}: {a} vs {b}", case["name"]);
+        }
+    }
+
+    #[test]
+    fn correlations_of_constant_or_nan_input_are_nan_as_in_scipy() {
+        let gold = [1.0, 2.0, 3.0, 4.0];
+        assert!(pearson(&gold, &[2.5; 4]).is_nan());
+        assert!(spearman(&[2.5; 4], &gold).is_nan());
+        assert!(pearson(&gold, &[1.0, f64::NAN, 2.0, 3.0]).is_nan());
+        assert!(spearman(&gold, &[1.0, f64::NAN, 2.0, 3.0]).is_nan());
+        assert!(pearson(&[], &[]).is_nan());
+    }
+
+    /// sklearn's `zero_division=0` and `matthews_corrcoef`'s constant cases.
+    #[test]
+    fn degenerate_classifications_score_as_sklearn_does() {
+        // No positive in gold or predictions: F1 0, not NaN.
+        assert_eq!(f1(&[0, 0, 0], &[0, 0, 0]), 0.0);
+        // Everything predicted positive: precision 2/3, recall 1.
+        assert!((f1(&[1, 0, 1], &[1, 1, 1]) - 0.8).abs() <= TOLERANCE);
+        // Constant predictions or constant gold: MCC 0.
+        assert_eq!(mcc(&[0, 1, 1, 0], &[1, 1, 1, 1]), 0.0);
+        assert_eq!(mcc(&[1, 1, 1], &[0, 1, 0]), 0.0);
+        // Perfect and inverted binary predictions.
+        assert!((mcc(&[0, 1, 1, 0], &[0, 1, 1, 0]) - 1.0).abs() <= TOLERANCE);
+        assert!((mcc(&[0, 1, 1, 0], &[1, 0, 0, 1]) + 1.0).abs() <= TOLERANCE);
+        assert!(accuracy(&[], &[]).is_nan());
+    }
+
+    /// A class missing from gold and predictions counts as F1 0 in the macro mean, as
+    /// `labels=range(classes)` makes sklearn do.
+    #[test]
+    fn macro_f1_averages_every_class() {
+        let (gold, predicted) = ([0, 0, 1, 1], [0, 1, 1, 1]);
+        let f1_0 = 2.0 / 3.0;
+        let f1_1 = 0.8;
+        let two = macro_f1(&gold, &predicted, 2);
+        assert!((two - (f1_0 + f1_1) / 2.0).abs() <= TOLERANCE, "{two}");
+        let three = macro_f1(&gold, &predicted, 3);
+        assert!((three - (f1_0 + f1_1) / 3.0).abs() <= TOLERANCE, "{three}");
+    }
+
+    #[test]
+    fn tied_values_share_their_average_rank() {
+        let ranks = average_ranks(&[3.0, 1.0, 3.0, 2.0, 3.0]);
+        assert_eq!(ranks, [4.0, 1.0, 4.0, 2.0, 4.0]);
+        assert_eq!(average_ranks(&[5.0, 5.0]), [1.5, 1.5]);
+    }
+}

@@ -1,7 +1,7 @@
 //! Whole-tensor sums that are right on every backend.
 //!
 //! Burn 0.22's `sum()` over a whole tensor returns wrong values on lavapipe above ~262 000
-//! elements (tests/lavapipe_sum.rs records it). Summing rows of at most `ROW` elements first
+//! elements (tests/kernels/lavapipe_sum.rs records it). Summing rows of at most `ROW` elements first
 //! and then the row sums stays below that size for tensors of up to 268 M elements.
 
 use burn::tensor::Tensor;

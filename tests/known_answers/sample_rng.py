@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-# Known answers for tests/rng_known_answers.rs, from the algorithms as src/glue/sample.rs documents
-# them (not from its code). Prints every value the test pins.
+# Known answers for the unit tests of src/util/rng.rs, src/glue/sample.rs and src/data/batch.rs,
+# from the algorithms as their doc comments state them (not from the code). Prints every value the tests pin.
 # Independent reimplementation of the documented algorithms (src/glue/sample.rs doc comments):
 # SplitMix64 (Vigna's reference constants), few_shot (partial Fisher-Yates with rejection
 # sampling below 2^64 mod n, then sorted), epoch_order (SplitMix64(mix64(seed ^ "epochs") ^ e)).

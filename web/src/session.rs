@@ -9,17 +9,18 @@ use burn::tensor::Device;
 use serde::Serialize;
 
 use pac_wgpu::data::Prepared;
-use pac_wgpu::util::files::as_written;
 use pac_wgpu::glue::read::{read_glue_bytes, read_text_bytes};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{Dataset, Label, Split, Task};
 use pac_wgpu::model::load::load_encoder_bytes;
 use pac_wgpu::model::{Classifier, ModelConfig, to_host};
 use pac_wgpu::run::EpochRecord;
-use pac_wgpu::step::Outcome;
-use pac_wgpu::util::tokenize::{TextTokenizer, TokenizerFile};
 use pac_wgpu::train::checkpoint::{LoopState, model_bytes};
-use pac_wgpu::train::{Method, Session, TrainConfig, predictions_tsv};
+use pac_wgpu::train::epochs::{self, Progress};
+use pac_wgpu::train::{self, Method, Session, TrainConfig, predictions_tsv};
+use pac_wgpu::util::device::DeviceChoice;
+use pac_wgpu::util::files::as_written;
+use pac_wgpu::util::tokenize::{TextTokenizer, TokenizerFile};
 
 /// A file picked or fetched by the page: its name and bytes.
 pub struct NamedFile {
@@ -84,8 +85,8 @@ pub async fn run(
     let (config, train_is_glue) = config_of(&inputs)?;
     let task = config.validate()?;
     let tokenizer = tokenizer_of(&inputs, config.max_length)?;
-    let train_set = dataset(&inputs.train, task, Split::Train, &config, train_is_glue)?;
-    let dev_set = dataset(&inputs.dev, task, Split::Dev, &config, train_is_glue)?;
+    let train_set = dataset(&inputs.train, &task, Split::Train, &config, train_is_glue)?;
+    let dev_set = dataset(&inputs.dev, &task, Split::Dev, &config, train_is_glue)?;
     let rows = few_shot(train_set.examples.len(), config.train_size, config.seed);
     let train = Prepared::new(&train_set, Some(&rows), &tokenizer)?;
     let dev = Prepared::new(&dev_set, None, &tokenizer)?;
@@ -113,7 +114,7 @@ pub async fn run(
     )?;
     on_event(Event::Start {
         device: device_name,
-        metric: task.main_metric().name(),
+        metric: run.task.main_metric().name(),
         train_examples: run.train.len(),
         dev_examples: run.dev.len(),
         epochs: config.epochs,
@@ -168,73 +169,63 @@ struct Best {
     state: LoopState,
 }
 
-/// K(λ) and PAC's init (or the other methods' start), then the epochs, as `pac-wgpu train`'s
-/// loop runs them. `started`: the clock's reading when the run began.
+/// K(λ) and PAC's init (or the other methods' start), then the epochs: the loop of
+/// `pac-wgpu train` ([`epochs`]), keeping the best epoch's checkpoint in memory.
+/// `started`: the clock's reading when the run began.
 async fn train_epochs(
     run: &Session<'_>,
-    mut model: Classifier,
+    model: Classifier,
     (clock, started): (&dyn Fn() -> f64, f64),
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Trained> {
-    let mut state = LoopState::default();
-    let mut adam = run.new_adamw();
+    let mut p = Progress::new(run, model);
     let k_start = clock();
     let on_k = &mut |done, total| on_event(Event::KEstimation { done, total });
-    let mut method = run.start_method(&model, on_k).await?;
+    p.method = run.start_method(&p.model, on_k).await?;
     if run.config.method == Method::Pac {
-        state.k_seconds = Some(clock() - k_start);
+        p.state.k_seconds = Some(clock() - k_start);
     }
-    let (mut history, mut best) = (Vec::new(), None);
-    while state.epoch < run.config.epochs {
-        let epoch = state.epoch;
-        let epoch_start = clock();
-        for (_, rows) in run.remaining_batches(&state) {
-            let stepped = run.step(&mut method, model, &mut adam, &mut state, &rows);
-            let (stepped_model, outcome) = stepped.await?;
-            model = stepped_model;
-            let Outcome::Done(stepped) = outcome else {
-                bail!(
-                    "epoch {} step {}: a term was not finite; lower the learning rates",
-                    epoch + 1,
-                    state.step
-                );
-            };
-            let kl = stepped.bound.as_ref().map(|t| t.kl);
-            let loss1 = run.keep(&mut state, stepped)?;
-            let step = state.step;
-            on_event(Event::Step {
+    let steps_per_epoch = run.steps_per_epoch() as u64;
+    let mut best = None;
+    while p.state.epoch < run.config.epochs {
+        let on_step = &mut |event: train::Event| {
+            if let train::Event::Step {
                 epoch,
-                step,
-                loss1,
+                step_in_epoch,
+                loss,
                 kl,
-            });
-        }
-        let finished = run.finish_epoch(&method, &mut state, clock() - epoch_start);
-        let (mut record, _) = finished.await?;
-        if run.eval_due(&state) {
-            let eval_start = clock();
-            let predictions = run.evaluate(&model, &mut state, &mut record).await?;
-            record.eval_seconds = Some(clock() - eval_start);
-            if state.stale_evals == 0 {
-                state.wall_seconds = clock() - started;
-                let host = to_host(model.valid().materialize(), &Device::flex()).await?;
-                best = Some(Best {
-                    weights: model_bytes(&host)?,
-                    predictions: predictions_tsv(run.task, &predictions),
-                    state: as_written(&state)?,
+            } = event
+            {
+                let step = epoch as u64 * steps_per_epoch + step_in_epoch as u64 + 1;
+                on_event(Event::Step {
+                    epoch,
+                    step,
+                    loss1: loss,
+                    kl,
                 });
             }
+        };
+        let train_seconds = epochs::run_epoch(run, &mut p, clock, on_step, &mut |_| Ok(())).await?;
+        let ended = epochs::end_epoch(run, &mut p, train_seconds, clock).await?;
+        if let Some(predictions) = ended.best_predictions {
+            p.state.wall_seconds = clock() - started;
+            let host = to_host(p.model.valid().materialize(), &Device::flex()).await?;
+            best = Some(Best {
+                weights: model_bytes(&host)?,
+                predictions: predictions_tsv(&run.task, &predictions),
+                state: as_written(&p.state)?,
+            });
         }
-        let record = as_written(&record)?;
-        on_event(Event::Epoch { record: &record });
-        history.push(record);
-        if run.stop_early(&state) {
+        on_event(Event::Epoch {
+            record: p.history.last().expect("end_epoch keeps the record"),
+        });
+        if run.stop_early(&p.state) {
             break;
         }
     }
     Ok(Trained {
-        history,
-        state,
+        history: p.history,
+        state: p.state,
         best,
     })
 }
@@ -248,6 +239,7 @@ fn config_of(inputs: &Inputs) -> Result<(TrainConfig, bool)> {
     if task.eq_ignore_ascii_case("custom") {
         bail!("options: --task custom is not available in the browser; use a GLUE task");
     }
+    let task: Task = task.parse()?;
     let mut merged = serde_json::to_value(TrainConfig::paper(task))?;
     let serde_json::Value::Object(options) = &inputs.options else {
         bail!("options: expected a JSON object");
@@ -278,7 +270,7 @@ fn config_of(inputs: &Inputs) -> Result<(TrainConfig, bool)> {
         ),
     };
     config.output_dir = PathBuf::from("run");
-    config.device = "auto".into();
+    config.device = DeviceChoice::Auto;
     Ok((config, glue))
 }
 
@@ -297,7 +289,7 @@ fn tokenizer_of(inputs: &Inputs, max_length: usize) -> Result<TextTokenizer> {
 /// the config's column names.
 fn dataset(
     file: &NamedFile,
-    task: Task,
+    task: &Task,
     split: Split,
     config: &TrainConfig,
     glue: bool,
@@ -317,7 +309,7 @@ fn dataset(
         bail!("{}: every row needs a label", file.name);
     }
     Ok(Dataset {
-        task,
+        task: task.clone(),
         split,
         source: path,
         examples,

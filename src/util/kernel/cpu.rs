@@ -182,11 +182,20 @@ unsafe fn gemm_rows(
 }
 
 /// The instruction set of the CPU device's matrix products here, and its f32 FMA lanes: gemm
-/// picks its kernels at run time, AVX2 + FMA where the CPU has them. Its AVX-512 kernels (the
-/// `x86-v4` feature) are not enabled: the feature reaches bytemuck, under every crate of Burn.
+/// picks its kernels at run time: AVX-512 where the CPU has x86-64-v4 (its `x86-v4` feature, which
+/// Cargo.toml enables on x86-64), else AVX2 + FMA.
 pub fn gemm_isa() -> (&'static str, usize) {
     #[cfg(target_arch = "x86_64")]
     {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512cd")
+            && has!("avx512dq")
+            && has!("avx512vl")
+        {
+            return ("AVX-512 (x86-64-v4)", 16);
+        }
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             return ("AVX2 + FMA (x86-64-v3)", 8);
@@ -290,7 +299,7 @@ pub(crate) fn max_by_lanes(values: &[f32]) -> f32 {
 /// e^x in f32 for the CPU kernels, without branches or library calls so that a block's lanes
 /// vectorise: x = k·ln 2 + r (Cody–Waite, k rounded by the 1.5·2²³ trick), e^r from Cephes'
 /// expf polynomial, 2^k from the exponent bits. Within 2 ulp of e^x on [−87, 88] (x is clamped
-/// there; tests/kernels.rs sweeps it against f64).
+/// there; tests/kernels/pac_kernels.rs sweeps it against f64).
 #[allow(clippy::excessive_precision)]
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {

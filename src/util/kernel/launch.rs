@@ -107,7 +107,7 @@ pub(crate) fn spare(like: &CubeTensor) -> CubeTensor {
 /// Launches `kernel` on `on`'s device with `buffers` at bindings 0.. and each block of `params`
 /// in a small storage buffer after them. Not a uniform: lavapipe folds uniform values that steer
 /// branches into the shader and compiles it again for every launch (≈5 ms and ≈400 KB of host
-/// memory that is never given back); tests/interruption.rs watches memory over 1 000 steps.
+/// memory that is never given back); tests/cli/interruption.rs watches memory over 1 000 steps.
 pub(crate) fn launch<K: KernelSource>(
     on: &CubeTensor,
     kernel: K,

@@ -3,7 +3,7 @@
 //! token within 1e-4 on the CPU device (lavapipe: within 1e-4 of the CPU device on short inputs),
 //! and right-padded batches equal to HF's and to one by one; plus `encode --json`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -5,7 +5,7 @@
 //! Tensors are compared by their names in the checkpoint (HF layout, e.g.
 //! `bert.encoder.layer.0.attention.self.query.weight`, `out.weight`).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! binary with a tiny random BERT on the CPU device: nothing finished is lost, a resumed run
 //! ends exactly where an uninterrupted one does, and memory stays flat.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -199,7 +199,7 @@ fn kill_delay_is_replayable_from_its_seed() {
 }
 
 /// kill -9 at a moment drawn from a printed seed; a failure replays with
-/// `PAC_WGPU_KILL_SEED=<seed> cargo test --release --test interruption kill_9 -- --nocapture`
+/// `PAC_WGPU_KILL_SEED=<seed> cargo test --release --test cli interruption::kill_9 -- --nocapture`
 /// (the same delay; where the run then is still depends on the machine's speed).
 #[test]
 fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result() {

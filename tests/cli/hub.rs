@@ -3,7 +3,7 @@
 //! a fresh HF cache (`HF_HOME`), offline reruns from it, and every way the network fails
 //! ending in one line that says what to do, with no half file left in the cache as whole.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -69,9 +69,9 @@ fn tiny_model(dir: &Path) -> PathBuf {
 fn serve_mrpc(hub: &Hub, glue: &Path, scratch: &Path) {
     let source = DataSource::new(Some(glue.to_path_buf()));
     for (split, rows) in [(Split::Train, 24), (Split::Dev, 12), (Split::Test, 12)] {
-        let mut examples = source.load(Task::Mrpc, split).unwrap().examples;
+        let mut examples = source.load(&Task::Mrpc, split).unwrap().examples;
         examples.truncate(rows);
-        let file = parquet_file(Task::Mrpc, split).unwrap();
+        let file = parquet_file(&Task::Mrpc, split).unwrap();
         let path = scratch.join(&file);
         write_pair_split(&path, &examples);
         hub.add_file(
@@ -131,7 +131,7 @@ fn a_first_run_downloads_model_and_glue_into_the_hf_cache_and_reruns_offline() {
     assert_eq!(std::fs::read_to_string(refs).unwrap(), COMMIT);
     let data = snapshot(&home, "datasets--nyu-mll--glue");
     for split in [Split::Train, Split::Dev] {
-        let file = parquet_file(Task::Mrpc, split).unwrap();
+        let file = parquet_file(&Task::Mrpc, split).unwrap();
         assert!(data.join(&file).is_file(), "{file} not cached");
     }
 

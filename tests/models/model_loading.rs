@@ -1,6 +1,6 @@
 //! Loading HF folders: task-model names, and one-line errors naming the file and the problem.
 
-mod common;
+use crate::common;
 
 use common::tiny::write_model;
 use common::{binary, max_abs_diff};

@@ -1,7 +1,7 @@
 //! `pac-wgpu train --help` states the defaults of `TrainConfig::paper`, the one place they are
 //! set: every flag whose field has a default shows it, and shows that value.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 
@@ -56,7 +56,7 @@ fn flag_of(field: &str) -> String {
 #[test]
 fn train_help_states_the_config_defaults() {
     let flags = flags();
-    let paper = TrainConfig::paper("rte");
+    let paper = TrainConfig::paper(pac_wgpu::glue::Task::Rte);
     let Value::Object(fields) = serde_json::to_value(&paper).unwrap() else {
         panic!("a config serialises as an object")
     };

@@ -1,7 +1,7 @@
 //! End-to-end training through the binary: the real MiniLM on a toy MRPC on the CPU device,
 //! and a tiny random BERT on lavapipe. Same code path on both devices.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,7 @@
 //! gemm on the CPU), against the same function written from primitive ops and differentiated by
 //! autodiff: values and gradients on random inputs, on every test device.
 
-mod common;
+use crate::common;
 
 use burn::module::Param;
 use burn::nn::LayerNormConfig;

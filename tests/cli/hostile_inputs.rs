@@ -2,7 +2,7 @@
 //! line `error: ...` naming the file or flag at fault, with no panic, no backtrace, and no new
 //! or changed file in the output folder.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

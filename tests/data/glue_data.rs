@@ -12,7 +12,7 @@ use pac_wgpu::util::metrics;
 use pac_wgpu::util::rng::SplitMix64;
 use serde_json::Value;
 
-mod common;
+use crate::common;
 
 /// The real GLUE files (tests that read them are listed as not run without them).
 fn glue_dir() -> PathBuf {
@@ -47,12 +47,12 @@ fn split_sizes_match_glue() {
     for (task, sizes) in SIZES {
         for (split, size) in SPLITS.into_iter().zip(sizes) {
             assert_eq!(
-                source.has_split(task, split),
+                source.has_split(&task, split),
                 size.is_some(),
                 "{task} {split}"
             );
             if let Some(size) = size {
-                let dataset = source.load(task, split).expect("load");
+                let dataset = source.load(&task, split).expect("load");
                 assert_eq!(dataset.examples.len(), size, "{task} {split}");
             }
         }
@@ -67,14 +67,14 @@ fn split_sizes_match_glue() {
 fn every_split_has_texts_and_valid_labels() {
     let dir = glue_dir();
     let source = source(&dir);
-    let is_pair = |task: Task| !matches!(task, Task::Cola | Task::Sst2);
+    let is_pair = |task: &Task| !matches!(task, Task::Cola | Task::Sst2);
     let wordy = |t: &str| t.chars().filter(|c| c.is_alphabetic()).count() >= 2;
     for (task, sizes) in SIZES {
         for (split, size) in SPLITS.into_iter().zip(sizes) {
             if size.is_none() {
                 continue;
             }
-            let examples = source.load(task, split).expect("load").examples;
+            let examples = source.load(&task, split).expect("load").examples;
             let texts = examples
                 .iter()
                 .flat_map(|e| std::iter::once(&e.text_a).chain(&e.text_b));
@@ -86,7 +86,7 @@ fn every_split_has_texts_and_valid_labels() {
             );
             let mut seen = HashSet::new();
             for (i, e) in examples.iter().enumerate() {
-                assert_eq!(e.text_b.is_some(), is_pair(task), "{task} {split} row {i}");
+                assert_eq!(e.text_b.is_some(), is_pair(&task), "{task} {split} row {i}");
                 match (split, e.label) {
                     (Split::Test, label) => assert_eq!(label, Label::None),
                     (_, Label::Class(id)) => {
@@ -113,7 +113,7 @@ fn every_split_has_texts_and_valid_labels() {
 #[test]
 fn task_names_parse_case_insensitively() {
     for task in Task::ALL {
-        assert_eq!(task.name().parse::<Task>().ok(), Some(task));
+        assert_eq!(task.name().parse::<Task>().ok(), Some(task.clone()));
         assert_eq!(task.name().to_uppercase().parse::<Task>().ok(), Some(task));
     }
     for (spelling, task) in [
@@ -148,9 +148,9 @@ fn labels_parse_by_glue_spelling_name_and_id() {
     }
 }
 
-fn load_train(task: Task) -> Vec<pac_wgpu::glue::Example> {
+fn load_train(task: &Task) -> Vec<pac_wgpu::glue::Example> {
     source(&glue_dir())
-        .load(task, Split::Train)
+        .load(&task, Split::Train)
         .expect("train")
         .examples
 }
@@ -291,7 +291,7 @@ fn length_batches_cover_the_order_and_cost_the_least() {
 }
 
 /// Predictions for `gold`: a deterministic fraction of them changed.
-fn noisy_predictions(task: Task, gold: &[Label], seed: u64) -> Vec<Label> {
+fn noisy_predictions(task: &Task, gold: &[Label], seed: u64) -> Vec<Label> {
     let mut rng = SplitMix64::new(seed);
     gold.iter()
         .map(|label| match *label {
@@ -305,7 +305,7 @@ fn noisy_predictions(task: Task, gold: &[Label], seed: u64) -> Vec<Label> {
 }
 
 /// Writes predictions in GLUE's submission format, rows in a shuffled order.
-fn write_predictions(path: &Path, task: Task, predictions: &[Label]) {
+fn write_predictions(path: &Path, task: &Task, predictions: &[Label]) {
     let mut text = String::from("index\tprediction\n");
     for i in epoch_order(predictions.len(), 5, 0) {
         let value = match predictions[i] {
@@ -319,7 +319,7 @@ fn write_predictions(path: &Path, task: Task, predictions: &[Label]) {
 }
 
 /// The metric functions on gold and predicted values, as the score must equal.
-fn direct_scores(task: Task, gold: &[Label], predicted: &[Label]) -> Vec<(&'static str, f64)> {
+fn direct_scores(task: &Task, gold: &[Label], predicted: &[Label]) -> Vec<(&'static str, f64)> {
     let classes = |v: &[Label]| -> Vec<usize> {
         v.iter()
             .map(|l| match l {
@@ -362,14 +362,14 @@ fn score_matches_the_metrics_on_dev() {
     let dir = glue_dir();
     let tmp = tempfile::tempdir().expect("tempdir");
     for task in [Task::Cola, Task::Mrpc, Task::Stsb] {
-        let gold = source(&dir).load(task, Split::Dev).expect("dev").labels();
-        let predicted = noisy_predictions(task, &gold, 3);
+        let gold = source(&dir).load(&task, Split::Dev).expect("dev").labels();
+        let predicted = noisy_predictions(&task, &gold, 3);
         let path = tmp.path().join(format!("{task}.tsv"));
-        write_predictions(&path, task, &predicted);
+        write_predictions(&path, &task, &predicted);
 
-        let read = read_predictions(&path, task).expect("read predictions");
+        let read = read_predictions(&path, &task).expect("read predictions");
         assert_eq!(read, predicted, "{task}: predictions back in index order");
-        let expected = direct_scores(task, &gold, &predicted);
+        let expected = direct_scores(&task, &gold, &predicted);
         let scores = task.score(&gold, &read).expect("score");
         let names: Vec<(&str, f64)> = scores.iter().map(|(m, v)| (m.name(), *v)).collect();
         assert_eq!(names, expected, "{task}");
@@ -436,7 +436,7 @@ fn data_command_reports_glue_split_sizes() {
 #[cfg_attr(not(pac_test_glue), ignore = "needs real GLUE: set GLUE_DIR")]
 fn data_command_shows_the_few_shot_draw() {
     let dir = glue_dir();
-    let train = load_train(Task::Rte);
+    let train = load_train(&Task::Rte);
     let args = |seed: &str| {
         pac_wgpu_json(&[
             "data",

@@ -2,7 +2,7 @@
 //! (wrong: see docs/architecture.md (Burn notes)), so the project never silently relies on it and
 //! learns when an upgrade fixes it. Sums over parameters go through our own reductions instead.
 
-mod common;
+use crate::common;
 
 use burn::tensor::Tensor;
 

@@ -3,7 +3,7 @@
 //! for scores), writes predictions with the label strings, and `data` shows only the splits
 //! given.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 

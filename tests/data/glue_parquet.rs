@@ -3,7 +3,7 @@
 //! files are written here with the `parquet` crate's own writer, snappy-compressed with
 //! nullable columns, as the hub's are.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,8 +22,8 @@ fn hub_cache_with_mrpc(home: &Path, glue: &Path) -> Vec<(Split, PathBuf, Vec<Exa
     [Split::Train, Split::Dev, Split::Test]
         .into_iter()
         .map(|split| {
-            let examples = source.load(Task::Mrpc, split).unwrap().examples;
-            let file = hub::parquet_file(Task::Mrpc, split).unwrap();
+            let examples = source.load(&Task::Mrpc, split).unwrap().examples;
+            let file = hub::parquet_file(&Task::Mrpc, split).unwrap();
             let path = repo.join("snapshots").join(revision).join(file);
             write_pair_split(&path, &examples);
             (split, path, examples)
@@ -39,8 +39,8 @@ fn hub_files_read_back_as_the_glue_tsv() {
     for (split, path, examples) in hub_cache_with_mrpc(home.path(), &glue) {
         let read = read_parquet(
             &path,
-            &hub::columns(Task::Mrpc),
-            Task::Mrpc,
+            &hub::columns(&Task::Mrpc),
+            &Task::Mrpc,
             split != Split::Test,
         )
         .unwrap();
@@ -87,7 +87,7 @@ fn single_sentence_and_score_labels() {
             Column::Int("idx", vec![0, 1]),
         ],
     );
-    let read = read_parquet(&cola, &hub::columns(Task::Cola), Task::Cola, true).unwrap();
+    let read = read_parquet(&cola, &hub::columns(&Task::Cola), &Task::Cola, true).unwrap();
     assert_eq!(
         read,
         vec![
@@ -113,7 +113,7 @@ fn single_sentence_and_score_labels() {
             Column::Float("label", vec![4.75, 0.2]),
         ],
     );
-    let read = read_parquet(&stsb, &hub::columns(Task::Stsb), Task::Stsb, true).unwrap();
+    let read = read_parquet(&stsb, &hub::columns(&Task::Stsb), &Task::Stsb, true).unwrap();
     let scores: Vec<Label> = read.iter().map(|e| e.label).collect();
     // The f32 as written in the file, as a TSV would spell it.
     assert_eq!(scores, vec![Label::Score(4.75), Label::Score(0.2)]);
@@ -131,9 +131,9 @@ fn test_split_labels_are_not_read() {
             Column::Long("label", vec![-1, -1]),
         ],
     );
-    let read = read_parquet(&path, &hub::columns(Task::Sst2), Task::Sst2, false).unwrap();
+    let read = read_parquet(&path, &hub::columns(&Task::Sst2), &Task::Sst2, false).unwrap();
     assert!(read.iter().all(|e| e.label == Label::None));
-    let err = read_parquet(&path, &hub::columns(Task::Sst2), Task::Sst2, true).unwrap_err();
+    let err = read_parquet(&path, &hub::columns(&Task::Sst2), &Task::Sst2, true).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -145,7 +145,7 @@ fn test_split_labels_are_not_read() {
 
 /// The one-line error of reading `path` as an SST-2 file with columns sentence/label.
 fn sst2_error(path: &Path) -> String {
-    read_parquet(path, &Columns::default(), Task::Sst2, true)
+    read_parquet(path, &Columns::default(), &Task::Sst2, true)
         .unwrap_err()
         .to_string()
 }

@@ -1,7 +1,7 @@
 //! Parity with Hugging Face transformers on all-MiniLM-L6-v2 (tests/golden/minilm-forward.json):
 //! identical token ids and [CLS] vectors within 1e-4, on the CPU device and on lavapipe.
 
-mod common;
+use crate::common;
 
 use common::{binary, golden_dir, max_abs_diff, minilm_dir, read_json, test_devices};
 use pac_wgpu::model::{Pretrained, cls_vectors};

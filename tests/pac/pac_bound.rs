@@ -4,7 +4,7 @@
 //! host reference on the golden inputs. Run with `--nocapture` to see the measured errors.
 //!
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Device, DeviceKind, Tensor, TensorData};
 use pac_wgpu::model::trainable::Group;

@@ -3,7 +3,7 @@
 //! f64 from the safetensors file: p = 2·ln(mean |θ0|) over the encoder's trainable scalars,
 //! p = ln(mean |ω0|) over the head's, b_j = its group's value, θ0 = the weights.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 

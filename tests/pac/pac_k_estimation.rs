@@ -10,7 +10,7 @@
 //! with an f64 log-sum-exp, and K_k is checked against the closed form of the search (below)
 //! rather than against `bound::estimate_k`.
 
-mod common;
+use crate::common;
 
 use burn::module::Param;
 use burn::nn::Linear;
@@ -56,7 +56,7 @@ fn k_estimation_matches_the_host_computation() {
 
     let tokenizer = TextTokenizer::from_model_dir(&dir, 128).unwrap();
     let dataset = DataSource::new(Some(tmp.path().to_path_buf()))
-        .load(Task::Sst2, Split::Train)
+        .load(&Task::Sst2, Split::Train)
         .unwrap();
     let train = Prepared::new(&dataset, None, &tokenizer).unwrap();
     let n = train.len();

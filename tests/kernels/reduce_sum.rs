@@ -3,7 +3,7 @@
 //! sizes where its row split changes shape: one element, one short of a row, a row, one over,
 //! and past lavapipe's threshold. On the CPU device, and on lavapipe when present.
 
-mod common;
+use crate::common;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use pac_wgpu::util::reduce;

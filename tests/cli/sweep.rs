@@ -3,7 +3,7 @@
 //! Ctrl-C and a second invocation that finishes the sweep, the Slurm script's command for index 0,
 //! and the report's numbers recomputed here from the runs' summary.json files.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -23,7 +23,7 @@
 //!   (measured 2.7e-4: 0.1·|g|/ε steps of noise).
 //! - p in stage 2: unchanged, bit for bit.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -18,7 +18,7 @@ fn glue_dir_with(file: &str, contents: &[u8]) -> (TempDir, PathBuf) {
 
 fn load_error(dir: &Path, task: Task, split: Split) -> anyhow::Error {
     DataSource::new(Some(dir.to_path_buf()))
-        .load(task, split)
+        .load(&task, split)
         .expect_err("bad input must fail")
 }
 
@@ -109,7 +109,7 @@ fn missing_column_name() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("train.csv");
     std::fs::write(&path, "text,label\n\"Great, really.\",1\n").expect("write");
-    let error = pac_wgpu::glue::read_user_file(&path, &Columns::default(), Task::Sst2)
+    let error = pac_wgpu::glue::read_user_file(&path, &Columns::default(), &Task::Sst2)
         .expect_err("no sentence column");
     assert_error(error, &path, Some(1), "columns text, label");
 }
@@ -129,7 +129,7 @@ fn unterminated_csv_quote() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("dev.csv");
     std::fs::write(&path, "sentence,label\nok,1\n\"open,0\nmore\n").expect("write");
-    let error = pac_wgpu::glue::read_user_file(&path, &Columns::default(), Task::Sst2)
+    let error = pac_wgpu::glue::read_user_file(&path, &Columns::default(), &Task::Sst2)
         .expect_err("unterminated quote");
     assert_error(error, &path, Some(3), "end of file");
 }
@@ -140,7 +140,7 @@ fn jsonl_missing_key() {
     let path = dir.path().join("train.jsonl");
     let rows = "{\"sentence\": \"fine\", \"label\": 1}\n{\"text\": \"oops\", \"label\": 0}\n";
     std::fs::write(&path, rows).expect("write");
-    let error = pac_wgpu::glue::read_user_file(&path, &Columns::default(), Task::Sst2)
+    let error = pac_wgpu::glue::read_user_file(&path, &Columns::default(), &Task::Sst2)
         .expect_err("missing key");
     assert_error(error, &path, Some(2), "keys label, text");
 }
@@ -150,7 +150,7 @@ fn duplicate_prediction_index() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("preds.tsv");
     std::fs::write(&path, "index\tprediction\n0\t1\n1\t0\n1\t1\n").expect("write");
-    let error: DataError = read_predictions(&path, Task::Mrpc).expect_err("duplicate");
+    let error: DataError = read_predictions(&path, &Task::Mrpc).expect_err("duplicate");
     assert_error(error, &path, Some(4), "index 1 again");
 }
 

@@ -1,0 +1,14 @@
+//! The binary end to end: defaults, training behaviours, hostile inputs, the stand-in hub,
+//! interruption and resume, sweeps and plots. `cargo test --release --test cli`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod behaviours;
+mod cli_defaults;
+mod hostile_inputs;
+mod hub;
+mod interruption;
+mod plots;
+mod sweep;
+mod train_e2e;
