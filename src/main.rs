@@ -11,6 +11,8 @@ use pac_wgpu::train::interrupt::Interrupted;
 static PANIC: Mutex<Option<(String, String)>> = Mutex::new(None);
 
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
+    quiet_vulkan_probe();
     pac_wgpu::util::device::keep_freed_memory();
     std::panic::set_hook(Box::new(|info| {
         let message = info
@@ -46,6 +48,28 @@ fn main() -> ExitCode {
             eprintln!("error: {}", panic_line(&message, &location));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `pac-wgpu … | head` ends as other command-line tools do when `head` stops reading: killed by
+/// SIGPIPE (status 141 in a shell), without a message. Rust ignores SIGPIPE by default, which
+/// turns the write into a panic. Sockets are unaffected (std sends with MSG_NOSIGNAL).
+fn quiet_on_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: first thing in main, before any thread exists; SIG_DFL is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Mesa's device-select Vulkan layer looks for a Wayland display to order the GPUs and prints
+/// "error: XDG_RUNTIME_DIR is invalid…" where there is no session (ssh, containers, CI). We pick
+/// adapters ourselves, so without a runtime folder the layer is turned off.
+fn quiet_vulkan_probe() {
+    let runtime_dir = std::env::var_os("XDG_RUNTIME_DIR");
+    if runtime_dir.is_none_or(|dir| !std::path::Path::new(&dir).is_dir()) {
+        // SAFETY: first thing in main, before any thread exists to read the environment.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }
 

@@ -22,9 +22,10 @@ pub struct DataSourceArgs {
     /// Your own dev split: .tsv or .csv with a header, .jsonl or .parquet
     #[arg(long, value_name = "FILE")]
     pub dev_file: Option<PathBuf>,
-    /// Column (or JSON key) of the first text in --train-file/--dev-file
-    #[arg(long, value_name = "NAME", default_value = "sentence")]
-    pub text_a_column: String,
+    /// Column (or JSON key) of the first text in --train-file/--dev-file [default: sentence if
+    /// the file has it, else as run_glue.py picks: the one or two columns besides the label]
+    #[arg(long, value_name = "NAME")]
+    pub text_a_column: Option<String>,
     /// Column (or JSON key) of the second text of pair tasks in --train-file/--dev-file
     #[arg(long, value_name = "NAME")]
     pub text_b_column: Option<String>,
@@ -34,17 +35,35 @@ pub struct DataSourceArgs {
 }
 
 impl DataSourceArgs {
-    pub fn source(&self) -> DataSource {
-        DataSource {
+    /// The data source; with --train-file but no --text-a-column, the text columns are found in
+    /// the file ([`custom::text_columns`]) and a note says which.
+    pub fn source(&self) -> anyhow::Result<DataSource> {
+        let label = self.label_column.clone();
+        let (text_a, text_b) = match (&self.text_a_column, &self.train_file) {
+            (Some(a), _) => (a.clone(), self.text_b_column.clone()),
+            (None, Some(file)) if self.text_b_column.is_none() => {
+                let (a, b) = custom::text_columns(file, &label)?;
+                if a != "sentence" {
+                    let pair = b.as_ref().map_or(String::new(), |b| format!(" and {b:?}"));
+                    eprintln!(
+                        "note: reading the text from column {a:?}{pair} of {} (the columns besides {label:?}); name them with --text-a-column/--text-b-column",
+                        file.display()
+                    );
+                }
+                (a, b)
+            }
+            (None, _) => ("sentence".to_string(), self.text_b_column.clone()),
+        };
+        Ok(DataSource {
             train_file: self.train_file.clone(),
             dev_file: self.dev_file.clone(),
             columns: Columns {
-                text_a: self.text_a_column.clone(),
-                text_b: self.text_b_column.clone(),
-                label: self.label_column.clone(),
+                text_a,
+                text_b,
+                label,
             },
             ..DataSource::new(self.data_dir.clone())
-        }
+        })
     }
 }
 
@@ -192,7 +211,10 @@ fn task(args: &DataArgs) -> anyhow::Result<Task> {
                     "--task is required (a GLUE task), or --train-file with your own data (--task custom)"
                 );
             };
-            let columns = args.source.source().columns;
+            let columns = Columns {
+                label: args.source.label_column.clone(),
+                ..Columns::default()
+            };
             let (names, problem) = custom::infer_labels(train_file, &columns, args.problem_type)?;
             Ok(custom::task(&names, problem))
         }
@@ -202,7 +224,7 @@ fn task(args: &DataArgs) -> anyhow::Result<Task> {
 
 pub fn run(args: &DataArgs) -> anyhow::Result<()> {
     let task = task(args)?;
-    let source = args.source.source();
+    let source = args.source.source()?;
     // Given your own files and no data folder, only the splits you gave.
     let only_given = args.source.data_dir.is_none()
         && (source.train_file.is_some() || source.dev_file.is_some());

@@ -1,7 +1,5 @@
 use pac_wgpu::util::device::{DeviceChoice, adapters, auto_choice};
 
-use super::args::GlobalArgs;
-
 #[derive(clap::Args, Debug)]
 pub struct DevicesArgs {
     /// Print {"adapters": [...], "auto": "N" or "cpu"}.
@@ -9,7 +7,7 @@ pub struct DevicesArgs {
     json: bool,
 }
 
-pub fn run(args: &DevicesArgs, _global: &GlobalArgs) -> anyhow::Result<()> {
+pub fn run(args: &DevicesArgs) -> anyhow::Result<()> {
     let list = adapters();
     let auto = auto_choice();
     if args.json {

@@ -3,10 +3,12 @@ use pac_wgpu::model::{Encoder, ModelConfig, Pretrained, resolve_model, token_sta
 use pac_wgpu::util::device::select;
 use pac_wgpu::util::tokenize::{PaddedBatch, TextTokenizer};
 
-use super::args::GlobalArgs;
+use super::args::DeviceArg;
 
 #[derive(clap::Args, Debug)]
 pub struct EncodeArgs {
+    #[command(flatten)]
+    device: DeviceArg,
     /// A local HF model folder or a hub id (model_type bert, roberta or gpt2).
     #[arg(long, default_value = "bert-base-uncased")]
     model: String,
@@ -25,14 +27,14 @@ pub struct EncodeArgs {
     json: bool,
 }
 
-pub fn run(args: &EncodeArgs, global: &GlobalArgs) -> Result<()> {
+pub fn run(args: &EncodeArgs) -> Result<()> {
     let folder = resolve_model(&args.model)?;
     let config_json = folder.join("config.json");
     let config = ModelConfig::from_file(&config_json)?;
     config.check_max_length(&config_json, args.max_length)?;
     let tokenizer = TextTokenizer::from_model_dir(&folder, args.max_length)?;
     let encoded = tokenizer.encode(&args.text_a, args.text_b.as_deref())?;
-    let selected = select(global.device)?;
+    let selected = select(args.device.choice)?;
     let model = Pretrained::from_config(&folder, config, 0.0, &selected.device)?;
     let batch = PaddedBatch::new(&[&encoded], tokenizer.pad_id());
     let states = pollster::block_on(token_states(&model.encoder, &batch, &selected.device))?;

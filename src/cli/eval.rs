@@ -7,10 +7,12 @@ use pac_wgpu::train::{Trained, predictions_tsv, probabilities_tsv};
 use pac_wgpu::util::device::select;
 use pac_wgpu::util::files::write_atomic;
 
-use super::args::GlobalArgs;
+use super::args::DeviceArg;
 
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
+    #[command(flatten)]
+    device: DeviceArg,
     /// A run folder written by `pac-wgpu train`, or a folder `pac-wgpu export` wrote.
     #[arg(long)]
     run: PathBuf,
@@ -25,8 +27,8 @@ pub struct EvalArgs {
     json: bool,
 }
 
-pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
-    let selected = select(global.device)?;
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let selected = select(args.device.choice)?;
     let trained = Trained::open(&args.run, &args.checkpoint, &selected.device)?;
     let (predictions, metrics) = trained.evaluate(args.split, &selected.device)?;
     let Some(metrics) = metrics else {
@@ -61,6 +63,8 @@ pub fn run(args: &EvalArgs, global: &GlobalArgs) -> Result<()> {
 
 #[derive(clap::Args, Debug)]
 pub struct PredictArgs {
+    #[command(flatten)]
+    device: DeviceArg,
     /// A run folder written by `pac-wgpu train`, or a folder `pac-wgpu export` wrote.
     #[arg(long)]
     run: PathBuf,
@@ -78,8 +82,8 @@ pub struct PredictArgs {
     out: Option<PathBuf>,
 }
 
-pub fn predict(args: &PredictArgs, global: &GlobalArgs) -> Result<()> {
-    let selected = select(global.device)?;
+pub fn predict(args: &PredictArgs) -> Result<()> {
+    let selected = select(args.device.choice)?;
     let trained = Trained::open(&args.run, &args.checkpoint, &selected.device)?;
     let outputs = trained.outputs(args.split, &selected.device)?;
     let out = match &args.out {

@@ -13,7 +13,7 @@ pub struct ExportArgs {
     #[arg(long, default_value = "best")]
     checkpoint: String,
     /// The Hugging Face folder to write (must not exist).
-    #[arg(long)]
+    #[arg(long, visible_alias = "output-dir")]
     out: PathBuf,
     /// f32, or f16/bf16 for a smaller upload (values rounded to nearest).
     #[arg(long, default_value = "f32")]

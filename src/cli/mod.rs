@@ -11,10 +11,8 @@ mod score;
 mod sweep;
 mod train;
 
-use clap::error::ErrorKind;
-use clap::{Parser, Subcommand};
-
-use args::GlobalArgs;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Fine-tune pretrained language models with PAC-tuning on any GPU wgpu reaches, or the CPU.
 #[derive(Parser, Debug)]
@@ -22,8 +20,6 @@ use args::GlobalArgs;
 pub struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
-    #[command(flatten)]
-    global: GlobalArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -74,28 +70,58 @@ pub(crate) enum Command {
     Predict(eval::PredictArgs),
 }
 
+/// clap's error in one line: the problem, then its tip (a similar flag or command), or for a
+/// train flag given to `sweep` before `--`, where it goes.
+fn parse_error_line(e: &clap::Error) -> String {
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let mut line = first.trim_start_matches("error: ").to_string();
+    let unknown = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(arg)) if e.kind() == ErrorKind::UnknownArgument => Some(arg),
+        _ => None,
+    };
+    let in_sweep = std::env::args().nth(1).as_deref() == Some("sweep");
+    if let Some(arg) = unknown.filter(|arg| in_sweep && is_train_flag(arg)) {
+        let flag = arg.split('=').next().unwrap_or(arg);
+        line.push_str(&format!(
+            "; {flag} is a train flag: give it after `--` (pac-wgpu sweep … -- {flag} …)"
+        ));
+    } else if let Some(tip) = text.lines().find_map(|l| l.trim().strip_prefix("tip: ")) {
+        line.push_str(&format!("; {tip}"));
+    }
+    line
+}
+
+/// Whether `arg` (e.g. `--epochs` or `--epochs=3`) is a flag of `pac-wgpu train`.
+fn is_train_flag(arg: &str) -> bool {
+    let name = arg
+        .trim_start_matches("--")
+        .split('=')
+        .next()
+        .unwrap_or_default();
+    let cli = Cli::command();
+    let train = cli.find_subcommand("train");
+    train.is_some_and(|t| t.get_arguments().any(|a| a.get_long() == Some(name)))
+}
+
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::try_parse().map_err(|e| match e.kind() {
         ErrorKind::DisplayHelp
         | ErrorKind::DisplayVersion
         | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => e.exit(),
-        // clap's own first line names the flag and the problem; usage and tips follow.
-        _ => {
-            let text = e.to_string();
-            let first = text.lines().next().unwrap_or_default();
-            anyhow::anyhow!("{}", first.trim_start_matches("error: "))
-        }
+        // clap's own first line names the flag and the problem; its tip joins it on the line.
+        _ => anyhow::anyhow!("{}", parse_error_line(&e)),
     })?;
     match &cli.command {
-        Command::Devices(args) => devices::run(args, &cli.global),
-        Command::Encode(args) => encode::run(args, &cli.global),
+        Command::Devices(args) => devices::run(args),
+        Command::Encode(args) => encode::run(args),
         Command::Data(args) => data::run(args),
         Command::Score(args) => score::run(args),
-        Command::Train(args) => train::run(args, &cli.global),
-        Command::Eval(args) => eval::run(args, &cli.global),
-        Command::Sweep(args) => sweep::run(args, &cli.global),
+        Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Sweep(args) => sweep::run(args),
         Command::Report(args) => report::run(args),
-        Command::Predict(args) => eval::predict(args, &cli.global),
+        Command::Predict(args) => eval::predict(args),
         Command::Export(args) => export::run(args),
     }
 }

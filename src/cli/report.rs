@@ -13,11 +13,10 @@ pub struct ReportArgs {
     #[arg(long)]
     metric: Option<String>,
     /// The evaluation to read: final (last evaluated epoch) or best (best main metric on dev).
-    /// [default: final]
     #[arg(long, default_value = "final")]
     at: At,
     /// Where report.md, report.json and report.png go. [default: the first folder]
-    #[arg(long)]
+    #[arg(long, visible_alias = "output-dir")]
     out: Option<PathBuf>,
 }
 

@@ -11,14 +11,16 @@ use super::data::DataSourceArgs;
 /// metrics.
 #[derive(clap::Args, Debug)]
 #[command(after_help = "Examples:
-  pac-wgpu score --task mrpc --predictions runs/mrpc-pac-42/dev.tsv --data-dir glue_data
+  pac-wgpu score --task mrpc --data-dir glue_data \\
+      --predictions runs/mrpc-pac-42/checkpoints/best/dev_predictions.tsv
   pac-wgpu score --task stsb --predictions preds.tsv --json")]
 pub struct ScoreArgs {
     /// cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli or ax (case-insensitive;
     /// SST-2, STS-B, CoLA accepted)
     #[arg(long)]
     pub task: Task,
-    /// Predictions: `index<TAB>prediction` rows (optional `index` header), labels as in GLUE's
+    /// Predictions: `index<TAB>prediction` rows (optional `index` header; more columns, such
+    /// as `predict --probabilities` writes, when the header names them), labels as in GLUE's
     /// files or by name, STS-B scores as numbers
     #[arg(long, value_name = "FILE")]
     pub predictions: PathBuf,
@@ -34,8 +36,8 @@ pub struct ScoreArgs {
 
 pub fn run(args: &ScoreArgs) -> anyhow::Result<()> {
     let task = &args.task;
-    let dataset = args.source.source().load(&task, args.split)?;
-    let predictions = read_predictions(&args.predictions, &task)?;
+    let dataset = args.source.source()?.load(task, args.split)?;
+    let predictions = read_predictions(&args.predictions, task)?;
     if predictions.len() != dataset.examples.len() {
         return Err(DataError::new(
             &args.predictions,

@@ -10,7 +10,7 @@ use pac_wgpu::sweep::{Plan, parse_seeds};
 use pac_wgpu::train::{Method, interrupt};
 use pac_wgpu::util::device::DeviceChoice;
 
-use super::args::GlobalArgs;
+use super::args::DeviceArg;
 use super::train::TrainArgs;
 
 /// Flags the sweep sets for each run, so not among the shared train flags.
@@ -27,6 +27,9 @@ const SET_BY_SWEEP: [&str; 8] = [
 
 #[derive(clap::Args, Debug)]
 pub struct SweepArgs {
+    /// The device of every run, unless --devices spreads them. [default: auto]
+    #[command(flatten)]
+    device: DeviceArg,
     /// GLUE tasks, comma-separated (e.g. mrpc,rte).
     #[arg(long, value_delimiter = ',')]
     tasks: Vec<Task>,
@@ -37,10 +40,10 @@ pub struct SweepArgs {
     #[arg(long)]
     seeds: Option<String>,
     /// The sweep folder: plan.json, status.json, logs/ and runs/<task>-<method>-<seed>/.
-    #[arg(long)]
+    #[arg(long, visible_alias = "output-dir")]
     out: PathBuf,
     /// Devices to spread the runs over, comma-separated (e.g. 0,1 for two GPUs); each run
-    /// starts on the one running the fewest. [default: the global --device]
+    /// starts on the one running the fewest. [default: --device]
     #[arg(long, value_delimiter = ',', value_name = "D")]
     devices: Vec<DeviceChoice>,
     /// Runs at a time, each a child process. [default: one per device]
@@ -58,9 +61,9 @@ pub struct SweepArgs {
     train_flags: Vec<String>,
 }
 
-pub fn run(args: &SweepArgs, global: &GlobalArgs) -> Result<()> {
+pub fn run(args: &SweepArgs) -> Result<()> {
     let devices: Vec<String> = match args.devices.is_empty() {
-        true => vec![global.device.to_string()],
+        true => vec![args.device.choice.to_string()],
         false => args.devices.iter().map(ToString::to_string).collect(),
     };
     let options = Options {
@@ -210,8 +213,6 @@ fn plan(args: &SweepArgs, out: &std::path::Path) -> Result<Plan> {
 struct TrainLine {
     #[command(subcommand)]
     command: TrainOnly,
-    #[command(flatten)]
-    global: GlobalArgs,
 }
 
 #[derive(clap::Subcommand)]
@@ -234,7 +235,7 @@ fn check(args: &[String]) -> Result<()> {
         )
     })?;
     let TrainOnly::Train(train) = &line.command;
-    train.resolve(&line.global)?.validate()?;
+    train.resolve()?.validate()?;
     Ok(())
 }
 

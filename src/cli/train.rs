@@ -13,7 +13,7 @@ use pac_wgpu::train::{
     Event, Method, OnNonFinite, Schedule, TrainConfig, interrupt, read_config, train,
 };
 
-use super::args::GlobalArgs;
+use super::args::DeviceArg;
 use super::data::DataSourceArgs;
 
 /// Flags left out take the value from --config, else the paper's setting.
@@ -22,124 +22,132 @@ pub struct TrainArgs {
     /// GLUE task: cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli; or custom, your
     /// own --train-file and --dev-file with the labels the train file uses (the default when
     /// --train-file is given without --task).
-    #[arg(long)]
+    #[arg(help_heading = "Data", long)]
     task: Option<Task>,
     /// --task custom: classification or regression. [default: regression when every label is
     /// a number and there are more than 10 distinct ones]
-    #[arg(long, value_name = "KIND")]
+    #[arg(help_heading = "Data", long, value_name = "KIND")]
     problem_type: Option<ProblemType>,
-    /// pac (PAC-tuning), vanilla (AdamW), pgd (fixed isotropic noise), bitfit (biases and head)
-    /// or lora (low-rank adapters and head). [default: pac]
-    #[arg(long)]
-    method: Option<Method>,
     /// A local HF model folder or a hub id (model_type bert, roberta or gpt2).
     /// [default: bert-base-uncased]
-    #[arg(long)]
+    #[arg(help_heading = "Model", long)]
     model: Option<String>,
     /// cls (the paper's linear layer on the first token; GPT-2: the last real token) or hf (the
     /// family's HF *ForSequenceClassification head). [default: cls]
-    #[arg(long)]
+    #[arg(help_heading = "Model", long)]
     head: Option<HeadKind>,
-    #[command(flatten)]
+    /// pac (PAC-tuning), vanilla (AdamW), pgd (fixed isotropic noise), bitfit (biases and head)
+    /// or lora (low-rank adapters and head). [default: pac]
+    #[arg(help_heading = "Training", long)]
+    method: Option<Method>,
+    #[command(flatten, next_help_heading = "Data")]
     data: DataSourceArgs,
-    /// Train examples drawn from the train split (0 = all). [default: 100]
-    #[arg(long)]
+    /// Train examples drawn from the train split (0 = all; with your own --train-file every
+    /// row unless given). [default: 100]
+    #[arg(help_heading = "Data", long)]
     train_size: Option<usize>,
     /// Seed of the few-shot draw, the batch order and the head initialisation. [default: 42]
-    #[arg(long)]
+    #[arg(help_heading = "Data", long)]
     seed: Option<u64>,
-    /// [default: 250]
-    #[arg(long)]
+    /// Passes over the training examples. [default: 250]
+    #[arg(help_heading = "Training", long)]
     epochs: Option<usize>,
     /// PAC-tuning: epochs of stage 1 (the bound), the rest is stage 2. [default: 4/5 of
     /// --epochs, i.e. 200 of 250]
-    #[arg(long)]
+    #[arg(help_heading = "PAC-tuning", long)]
     stage1_epochs: Option<usize>,
     /// Examples per optimiser step. [default: 100]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     batch_size: Option<usize>,
     /// Split each batch into micro-batches of at most 1/N of its examples (same result, less
     /// memory); batches are also cut by length where that saves padding. [default: 1]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     grad_accum: Option<usize>,
     /// Examples per evaluation batch. [default: 64]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     eval_batch_size: Option<usize>,
     /// Tokens per (pair of) sentence(s), truncated longest first. [default: 128]
-    #[arg(long)]
+    #[arg(help_heading = "Data", long)]
     max_length: Option<usize>,
+    /// AdamW's learning rate for the encoder's weights (run_glue's --learning_rate).
     /// [default: 5e-5]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     lr_encoder: Option<f64>,
-    /// [default: 1e-2]
-    #[arg(long)]
+    /// AdamW's learning rate for the classification head. [default: 1e-2]
+    #[arg(help_heading = "Training", long)]
     lr_head: Option<f64>,
     /// AdamW decoupled weight decay. [default: 0.01]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     weight_decay: Option<f64>,
     /// Fraction of steps with linear warm-up. [default: 0]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     warmup_ratio: Option<f64>,
     /// Learning-rate schedule after warm-up: constant or linear (decay to 0). [default: constant]
-    #[arg(long, value_parser = parse_schedule)]
+    #[arg(help_heading = "Training", long, value_parser = parse_schedule)]
     lr_schedule: Option<Schedule>,
     /// Clip the global gradient norm to this value.
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     max_grad_norm: Option<f64>,
     /// PAC-tuning: the bound's temperature γ. [default: the task's, 10 or 5]
-    #[arg(long)]
+    #[arg(help_heading = "PAC-tuning", long)]
     gamma: Option<f64>,
     /// PAC-tuning: prior models drawn per prior std to estimate K(λ) before training (8 stds, so
     /// 8 × N forwards of the train set); fewer is faster and noisier. [default: 10]
-    #[arg(long, value_name = "N")]
+    #[arg(help_heading = "PAC-tuning", long, value_name = "N")]
     prior_models: Option<usize>,
     /// PGD: the fixed noise std.
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     noise_std: Option<f64>,
     /// LoRA: the adapters' rank r. [default: 8]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     lora_rank: Option<usize>,
     /// LoRA: the scale numerator α; the weight becomes W + α/r·A·B. [default: 16]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     lora_alpha: Option<f64>,
     /// LoRA: the encoder Linear layers adapted, among query, key, value, dense (every dense
     /// layer). [default: query,value]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     lora_targets: Option<String>,
     /// Dropout probability everywhere. [default: 0]
-    #[arg(long)]
+    #[arg(help_heading = "Model", long)]
     dropout: Option<f64>,
     /// Also train the embeddings (frozen by default).
-    #[arg(long)]
+    #[arg(help_heading = "Model", long)]
     train_embeddings: bool,
+    #[command(flatten, next_help_heading = "Model")]
+    device: DeviceArg,
     /// Evaluate on dev every N epochs (and after the last). [default: 1]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     eval_every_epochs: Option<usize>,
     /// Stop after N evaluations without improvement of the task's main metric.
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     early_stopping: Option<usize>,
     /// A step whose loss, bound term or gradient is NaN or infinite: stop the run, or skip the
     /// step (counted in history.jsonl). [default: stop]
-    #[arg(long)]
+    #[arg(help_heading = "Training", long)]
     on_nonfinite: Option<OnNonFinite>,
     /// Write checkpoints/last after an epoch once this many seconds have passed since it was
     /// last written (0: after every epoch); the last epoch, an early stop and Ctrl-C always
     /// write it. [default: 60]
-    #[arg(long, value_name = "SECONDS")]
+    #[arg(help_heading = "Output", long, value_name = "SECONDS")]
     save_interval: Option<u64>,
+    /// The run folder: run.json, history.jsonl, summary.json, checkpoints/, plots/.
     /// [default: runs/<task>-<method>-<seed>]
-    #[arg(long)]
+    #[arg(help_heading = "Output", long, visible_alias = "out")]
     output_dir: Option<PathBuf>,
     /// Start from a run.json (flags given here override it).
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     config: Option<PathBuf>,
     /// Continue the run in --output-dir from checkpoints/last, with its run.json (flags given
     /// here override it).
-    #[arg(long)]
+    #[arg(help_heading = "Output", long)]
     resume: bool,
     /// Replace a non-empty --output-dir.
-    #[arg(long, conflicts_with = "resume")]
+    #[arg(help_heading = "Output", long, conflicts_with = "resume")]
     overwrite: bool,
+    /// No progress bars (also implied when stderr is not a terminal).
+    #[arg(help_heading = "Output", long)]
+    quiet: bool,
 }
 
 fn parse_schedule(s: &str) -> Result<Schedule, String> {
@@ -153,7 +161,7 @@ fn parse_schedule(s: &str) -> Result<Schedule, String> {
 impl TrainArgs {
     /// The paper's setting ([`TrainConfig::paper`]), then --config (or the resumed run's
     /// run.json), then the flags given.
-    pub(super) fn resolve(&self, global: &GlobalArgs) -> Result<TrainConfig> {
+    pub(super) fn resolve(&self) -> Result<TrainConfig> {
         let base = match (&self.config, &self.output_dir) {
             (Some(path), _) => Some(read_config(path)?),
             (None, Some(dir)) if self.resume && dir.join("run.json").is_file() => {
@@ -187,7 +195,12 @@ impl TrainArgs {
         set(&mut c.method, self.method);
         set(&mut c.model, self.model.clone());
         set(&mut c.head, self.head);
-        set(&mut c.train_size, self.train_size);
+        // The paper's few-shot n is for GLUE; the user's own files train on every row.
+        let own_files = !from_base && self.data.train_file.is_some();
+        set(
+            &mut c.train_size,
+            self.train_size.or(own_files.then_some(0)),
+        );
         set(&mut c.seed, self.seed);
         set(&mut c.epochs, self.epochs);
         // Stage 1 follows --epochs unless given or taken from a run.json.
@@ -220,22 +233,26 @@ impl TrainArgs {
         set_opt(&mut c.data_dir, data.data_dir.clone());
         set_opt(&mut c.train_file, data.train_file.clone());
         set_opt(&mut c.dev_file, data.dev_file.clone());
-        c.columns = data.source().columns;
+        // A resumed run keeps its columns unless the data flags name others.
+        let data_named = data.train_file.is_some() || data.text_a_column.is_some();
+        if !from_base || data_named || data.text_b_column.is_some() {
+            c.columns = data.source()?.columns;
+        }
         c.train_embeddings |= self.train_embeddings;
         c.output_dir = match &self.output_dir {
             Some(dir) => dir.clone(),
             None if from_base => c.output_dir,
             None => default_output_dir(&c.task, c.method, c.seed),
         };
-        c.device = global.device;
+        c.device = self.device.choice;
         Ok(c)
     }
 }
 
-pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
-    let config = args.resolve(global)?;
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let config = args.resolve()?;
     interrupt::install()?;
-    let bars = !global.quiet && std::io::stderr().is_terminal();
+    let bars = !args.quiet && std::io::stderr().is_terminal();
     let mut bar: Option<ProgressBar> = None;
     let mut on_event = |event: Event| match event {
         Event::Start {
@@ -247,9 +264,9 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             steps_per_epoch,
         } => {
             eprintln!(
-                "training {} ({:?}) on {device}: {train_examples} train / {dev_examples} dev examples, epochs {}..{epochs}, {steps_per_epoch} step(s) per epoch",
+                "training {} ({}) on {device}: {train_examples} train / {dev_examples} dev examples, epochs {}..{epochs}, {steps_per_epoch} step(s) per epoch",
                 config.task,
-                config.method,
+                config.method.name(),
                 first_epoch + 1
             );
             if config.train_size > train_examples {
@@ -333,7 +350,7 @@ pub fn run(args: &TrainArgs, global: &GlobalArgs) -> Result<()> {
             let line = epoch_line(record);
             match &bar {
                 Some(b) => b.println(line),
-                None if !global.quiet => println!("{line}"),
+                None if !args.quiet => println!("{line}"),
                 None => {}
             }
         }

@@ -83,3 +83,44 @@ pub fn task(names: &[String], problem: ProblemType) -> Task {
         regression: problem == ProblemType::Regression,
     })
 }
+
+/// The text columns of a user's file when none are named: `sentence` when the file has it, else
+/// as run_glue.py picks them for its own files from the columns other than the label:
+/// `sentence1` and `sentence2` when present, else the only one (a single text) or the two (a
+/// pair). More than two leave the choice to `--text-a-column`/`--text-b-column`.
+pub fn text_columns(file: &Path, label: &str) -> Result<(String, Option<String>), DataError> {
+    let names = column_names(file)?;
+    let has = |name: &str| names.iter().any(|n| n == name);
+    if has("sentence") {
+        return Ok(("sentence".into(), None));
+    }
+    if has("sentence1") && has("sentence2") {
+        return Ok(("sentence1".into(), Some("sentence2".into())));
+    }
+    let texts: Vec<&String> = names.iter().filter(|n| *n != label).collect();
+    match texts[..] {
+        [a] => Ok((a.clone(), None)),
+        [a, b] => Ok((a.clone(), Some(b.clone()))),
+        _ => Err(DataError::new(
+            file,
+            None,
+            format!(
+                "one or two text columns besides {label:?} (or name them with --text-a-column and --text-b-column)"
+            ),
+            format!("columns {}", names.join(", ")),
+        )),
+    }
+}
+
+/// The columns of a user's file: its header (TSV, CSV), its first object's keys in order (JSON
+/// Lines) or its schema (parquet).
+fn column_names(file: &Path) -> Result<Vec<String>, DataError> {
+    let parquet = file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    if parquet {
+        #[cfg(feature = "native")]
+        return super::parquet::column_names(file);
+    }
+    super::read::column_names(file)
+}

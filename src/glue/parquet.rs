@@ -17,6 +17,17 @@ use super::task::{Example, Label, Task};
 
 /// The examples of the parquet file at `path`, taking the named columns. With `labelled` false
 /// (test splits, whose hub files hold −1) the label column is not read.
+/// The columns of a parquet file, in schema order.
+pub(super) fn column_names(path: &Path) -> Result<Vec<String>, DataError> {
+    let whole = |expected: &str, found: String| DataError::new(path, None, expected, found);
+    let file = File::open(path).map_err(|e| whole("a readable parquet file", io_found(&e)))?;
+    let reader = SerializedFileReader::new(file)
+        .map_err(|e| whole("a parquet file", format!("an unreadable one ({e})")))?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    let fields = schema.root_schema().get_fields();
+    Ok(fields.iter().map(|f| f.name().to_string()).collect())
+}
+
 pub fn read_parquet(
     path: &Path,
     columns: &Columns,

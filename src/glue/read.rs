@@ -286,6 +286,60 @@ fn parse_text_file(
     Ok(examples)
 }
 
+/// The columns of a user's text file: the header of a TSV or CSV file, the keys of a JSON Lines
+/// file's first object in their order.
+pub(super) fn column_names(path: &Path) -> Result<Vec<String>, DataError> {
+    let text = read_text(path)?;
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default();
+    let names = match extension.to_ascii_lowercase().as_str() {
+        "tsv" => numbered_lines(&text)
+            .next()
+            .map(|(_, row)| row.split('\t').map(|c| c.trim().to_string()).collect()),
+        "csv" => csv_records(&text, path)?
+            .into_iter()
+            .next()
+            .map(|(_, header)| header),
+        _ => match numbered_lines(&text).next() {
+            Some((line, row)) => Some(
+                serde_json::from_str::<KeysInOrder>(row)
+                    .map_err(|e| DataError::new(path, Some(line), "a JSON object", e.to_string()))?
+                    .0,
+            ),
+            None => None,
+        },
+    };
+    names.ok_or_else(|| no_rows(path, &text, true))
+}
+
+/// A JSON object's keys in the order they are written.
+struct KeysInOrder(Vec<String>);
+
+impl<'de> serde::Deserialize<'de> for KeysInOrder {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = KeysInOrder;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<KeysInOrder, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, _)) = map.next_entry::<String, serde::de::IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(KeysInOrder(keys))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
 /// Rows of a table whose first row is the header.
 fn read_table<'a>(
     mut rows: impl Iterator<Item = (usize, Vec<&'a str>)>,
@@ -408,21 +462,25 @@ fn json_example(
 pub fn read_predictions(path: &Path, task: &Task) -> Result<Vec<Label>, DataError> {
     let text = read_text(path)?;
     let mut lines = numbered_lines(&text).peekable();
-    let header = lines
-        .next_if(|(_, row)| {
-            row.split('\t')
-                .next()
-                .is_some_and(|f| f.eq_ignore_ascii_case("index"))
-        })
-        .is_some();
+    // `predict --probabilities` adds a third column, named in its header.
+    let header = lines.next_if(|(_, row)| {
+        row.split('\t')
+            .next()
+            .is_some_and(|f| f.eq_ignore_ascii_case("index"))
+    });
+    let columns = header.map_or(2, |(_, row)| row.split('\t').count().max(2));
+    let header = header.is_some();
     let rows = lines
         .map(|(line, row)| {
             let fields: Vec<&str> = row.split('\t').collect();
-            let [index, prediction] = fields[..] else {
+            let (&[index, prediction, ..], true) = (&fields[..], fields.len() == columns) else {
                 return Err(DataError::new(
                     path,
                     Some(line),
-                    "2 columns (index, prediction)",
+                    match columns {
+                        2 => "2 columns (index, prediction)".to_string(),
+                        n => format!("{n} columns, as the header names"),
+                    },
                     fields.len().to_string(),
                 ));
             };

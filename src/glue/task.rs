@@ -88,9 +88,48 @@ pub struct FileFormat {
 /// The error for a task name that is not in the registry.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "unknown task {0:?}: expected one of cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli, ax, or custom (your own --train-file and --dev-file)"
+    "unknown task {0:?}{hint}: expected one of cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli, ax, or custom (your own --train-file and --dev-file)",
+    hint = closest_task(.0).map_or(String::new(), |t| format!(" (did you mean {t}?)"))
 )]
 pub struct UnknownTask(String);
+
+/// The task name within two edits (insert, delete, substitute or swap two neighbours) of
+/// `typed`, if one is.
+fn closest_task(typed: &str) -> Option<&'static str> {
+    let typed = typed.to_ascii_lowercase();
+    Task::ALL
+        .iter()
+        .map(|t| t.name())
+        .chain(["custom"])
+        .map(|name| (edits(&typed, name), name))
+        .filter(|&(distance, _)| distance <= 2)
+        .min()
+        .map(|(_, name)| name)
+}
+
+/// The optimal-string-alignment distance between `a` and `b`.
+fn edits(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
 
 /// The error for a split name other than train, dev (or validation) and test.
 #[derive(Debug, thiserror::Error)]
@@ -479,6 +518,26 @@ mod tests {
                 assert_close(case, metric.name(), value);
             }
         }
+    }
+
+    #[test]
+    fn unknown_tasks_suggest_the_closest_name() {
+        let message = |typed: &str| typed.parse::<Task>().unwrap_err().to_string();
+        assert!(
+            message("mrcp").contains("(did you mean mrpc?)"),
+            "{}",
+            message("mrcp")
+        );
+        assert!(message("sst").contains("(did you mean sst2?)"));
+        assert!(message("costum").contains("(did you mean custom?)"));
+        assert!(
+            !message("imdb").contains("did you mean"),
+            "{}",
+            message("imdb")
+        );
+        assert_eq!(edits("mrcp", "mrpc"), 1);
+        assert_eq!(edits("qnli", "wnli"), 1);
+        assert_eq!(edits("", "rte"), 3);
     }
 
     #[test]

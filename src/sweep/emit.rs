@@ -34,7 +34,7 @@ impl Emit {
         }
     }
 
-    /// The text of the script or list for `plan` in `out`, calling `exe`; `extra` are global
+    /// The text of the script or list for `plan` in `out`, calling `exe`; `extra` are the
     /// flags every run takes (`--device`).
     pub fn text(self, plan: &Plan, out: &Path, exe: &Path, extra: &[String]) -> String {
         let command = |index: &str| {

@@ -225,11 +225,11 @@ fn least_busy(active: &[Active], count: usize) -> usize {
         .unwrap_or(0)
 }
 
-/// `pac-wgpu --device D <plan args> [--resume | --overwrite] <extra>` for a run in `state`.
+/// `pac-wgpu <plan args> --device D [--resume | --overwrite] <extra>` for a run in `state`.
 fn command(run: &PlannedRun, state: RunState, options: &Options, device: &str) -> Command {
     let mut cmd = Command::new(&options.exe);
-    cmd.args(["--device", device])
-        .args(&run.args)
+    cmd.args(&run.args)
+        .args(["--device", device])
         .args(state.continue_flag())
         .args(&options.extra);
     cmd

@@ -61,6 +61,10 @@ pub struct Group {
     pub bound_j: Option<(f64, f64)>,
     /// Whether its mean is the best of its model × task.
     pub best: bool,
+    /// Whether every run's best checkpoint predicts one class for all of dev (the
+    /// majority-class rate in disguise).
+    #[serde(default)]
+    pub one_class: bool,
 }
 
 /// A run with no summary.json: interrupted, failed, or never started.
@@ -183,6 +187,7 @@ fn group(finished: &[Finished], metric: Option<&str>, at: At) -> Result<Vec<Grou
                 .filter_map(|f| f.summary.bound.as_ref().map(|b| b.j))
                 .collect();
             let bound_j = (!bounds.is_empty()).then(|| mean_std(bounds.into_iter()));
+            let one_class = runs.iter().all(|f| predicts_one_class(&f.path));
             let (model, task, method) = key;
             Ok(Group {
                 model,
@@ -194,9 +199,29 @@ fn group(finished: &[Finished], metric: Option<&str>, at: At) -> Result<Vec<Grou
                 std,
                 bound_j,
                 best: false,
+                one_class,
             })
         })
         .collect()
+}
+
+/// Whether the run's best checkpoint predicted one class for every dev example (false when
+/// there are no predictions, or they are scores).
+fn predicts_one_class(run: &Path) -> bool {
+    let path = run.join("checkpoints/best/dev_predictions.tsv");
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return false;
+    };
+    let mut predictions = text
+        .lines()
+        .skip(1)
+        .filter_map(|row| row.split('\t').nth(1));
+    let Some(first) = predictions.next() else {
+        return false;
+    };
+    // STS-B's scores are written with decimals; class ids and names without.
+    let is_class = !(first.contains('.') && first.parse::<f64>().is_ok());
+    is_class && predictions.all(|p| p == first)
 }
 
 /// A model named by its folder's last component (a hub id stays whole).
@@ -329,13 +354,16 @@ impl Report {
             md.push_str(&format!("| {m} |"));
             for t in &tasks {
                 let cell = find(t, m).map_or("—".into(), |g| {
-                    let text = format!(
-                        "{:.1} ± {:.1} ({})",
-                        g.mean * 100.0,
-                        g.std * 100.0,
-                        g.values.len()
-                    );
-                    if g.best { format!("**{text}**") } else { text }
+                    let (mean, std, n) = (g.mean * 100.0, g.std * 100.0, g.values.len());
+                    let text = match n {
+                        1 => format!("{mean:.1} (n = 1)"),
+                        _ => format!("{mean:.1} ± {std:.1} ({n})"),
+                    };
+                    let text = if g.best { format!("**{text}**") } else { text };
+                    match g.one_class {
+                        true => format!("{text} ⚠ predicts one class"),
+                        false => text,
+                    }
                 });
                 md.push_str(&format!(" {cell} |"));
             }
@@ -366,4 +394,77 @@ fn unique(items: impl Iterator<Item = String>) -> Vec<String> {
         }
     }
     seen
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(method: &str, values: &[f64], one_class: bool) -> Group {
+        let (mean, std) = mean_std(values.iter().copied());
+        Group {
+            model: "m".into(),
+            task: "mrpc".into(),
+            method: method.into(),
+            metric: "f1".into(),
+            values: values
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u64, v))
+                .collect(),
+            mean,
+            std,
+            bound_j: None,
+            best: false,
+            one_class,
+        }
+    }
+
+    /// One seed has no spread to show; several show mean ± std (n); a group whose runs all
+    /// predict one class says so.
+    #[test]
+    fn cells_show_n_and_flag_one_class_runs() {
+        let report = Report {
+            metric: None,
+            at: At::Final,
+            groups: vec![
+                group("vanilla", &[0.538], false),
+                group("pac", &[0.80, 0.82], false),
+                group("pgd", &[0.812, 0.812], true),
+            ],
+            incomplete: Vec::new(),
+        };
+        let md = report.markdown();
+        assert!(md.contains("| vanilla | 53.8 (n = 1) |"), "{md}");
+        assert!(md.contains("| pac | 81.0 ± 1.4 (2) |"), "{md}");
+        assert!(
+            md.contains("| pgd | 81.2 ± 0.0 (2) ⚠ predicts one class |"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn one_class_is_read_from_the_best_predictions() {
+        let dir = tempfile::tempdir().unwrap();
+        let best = dir.path().join("checkpoints/best");
+        std::fs::create_dir_all(&best).unwrap();
+        let write = |rows: &[&str]| {
+            let text = format!(
+                "index\tprediction\n{}",
+                rows.iter()
+                    .enumerate()
+                    .map(|(i, r)| format!("{i}\t{r}\n"))
+                    .collect::<String>()
+            );
+            std::fs::write(best.join("dev_predictions.tsv"), text).unwrap();
+        };
+        write(&["1", "1", "1"]);
+        assert!(predicts_one_class(dir.path()));
+        write(&["1", "0", "1"]);
+        assert!(!predicts_one_class(dir.path()));
+        write(&["2.500", "2.500"]);
+        assert!(!predicts_one_class(dir.path()), "scores are not classes");
+        write(&["entailment", "entailment"]);
+        assert!(predicts_one_class(dir.path()));
+    }
 }

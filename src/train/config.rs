@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::glue::custom::{self, ProblemType};
-use crate::glue::{Columns, DataSource, Task};
+use crate::glue::{Columns, DataSource, Split, Task};
 use crate::model::HeadKind;
 use crate::util::device::DeviceChoice;
 
@@ -362,6 +362,17 @@ impl TrainConfig {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .collect()
+    }
+
+    /// Whether an example is a pair of texts: GLUE's pair tasks, or `--text-b-column` given.
+    pub fn is_pair(&self) -> bool {
+        match &self.task {
+            Task::Custom(_) => self.columns.text_b.is_some(),
+            task => [Split::Train, Split::Dev, Split::Test]
+                .into_iter()
+                .flat_map(|split| task.files(split))
+                .any(|format| format.text_b.is_some()),
+        }
     }
 
     pub fn data_source(&self) -> DataSource {

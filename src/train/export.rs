@@ -127,7 +127,7 @@ pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Expor
     }
     std::fs::rename(&partial, out)
         .with_context(|| format!("--out {}: cannot move the export in place", out.display()))?;
-    let python = (config.head == HeadKind::Cls).then(|| cls_python(out, &model_config, &task));
+    let python = (config.head == HeadKind::Cls).then(|| cls_python(out, &model_config, &config));
     Ok(Exported {
         folder: out.to_path_buf(),
         head: config.head,
@@ -355,15 +355,16 @@ fn bits_to_floats(file: &TensorFile, key: &str) -> Result<Vec<f64>> {
 }
 
 /// The Python that rebuilds a `--head cls` export's logits.
-fn cls_python(folder: &Path, config: &ModelConfig, task: &Task) -> String {
+fn cls_python(folder: &Path, config: &ModelConfig, run: &TrainConfig) -> String {
     let dir = folder.display();
     let pick = match pooling(config) {
         "last_real" => "h[torch.arange(len(h)), x.attention_mask.sum(1) - 1]",
         _ => "h[:, 0]",
     };
-    let text = match task.label_names().as_slice() {
-        [] => "\"A man is playing a guitar.\", \"A man plays guitar.\"",
-        _ => "\"The cat sat.\", \"A cat was sitting.\"",
+    let text = match (run.is_pair(), run.task.is_regression()) {
+        (false, _) => "\"The cat sat on the mat.\"",
+        (true, true) => "\"A man is playing a guitar.\", \"A man plays guitar.\"",
+        (true, false) => "\"The cat sat.\", \"A cat was sitting.\"",
     };
     format!(
         "import torch, transformers, safetensors.torch as st\n\

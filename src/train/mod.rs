@@ -63,6 +63,17 @@ pub fn train(
     // Every input is checked before the output folder is touched.
     RunDir::check(&config.output_dir, resume, overwrite)?;
     let resume_from = resume.then(|| resume_point(config)).transpose()?;
+    if let Some(last) = &resume_from
+        && let Some(summary) = finished(config, last)?
+    {
+        on_event(Event::Note(&format!(
+            "{} is complete ({} of {} epochs): nothing to resume, nothing changed",
+            config.output_dir.display(),
+            summary.epochs_run,
+            config.epochs
+        )));
+        return Ok(summary);
+    }
     let (mut job, model) = prepare(config, task, resume, overwrite)?;
     let mut progress = match &resume_from {
         Some(last) => resumed(&mut job, model, last)?,
@@ -341,6 +352,29 @@ fn write_sigma_per_tensor(
     Ok(())
 }
 
+/// The summary of a run that already ended, when `last` is its final checkpoint (the last epoch
+/// or an early stop) and summary.json was written.
+fn finished(config: &TrainConfig, last: &std::path::Path) -> Result<Option<Summary>> {
+    let state = checkpoint::load_state(last)?;
+    let stopped = config
+        .early_stopping
+        .is_some_and(|patience| state.stale_evals >= patience);
+    let path = config.output_dir.join("summary.json");
+    if !(state.epoch >= config.epochs || stopped) || !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let summary = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}:{}: expected a run summary, found {e}",
+            path.display(),
+            e.line()
+        )
+    })?;
+    Ok(Some(summary))
+}
+
 /// The checkpoint a `--resume` continues from, after checking the run there is this run.
 fn resume_point(config: &TrainConfig) -> Result<PathBuf> {
     let dir = &config.output_dir;
@@ -357,14 +391,14 @@ fn resume_point(config: &TrainConfig) -> Result<PathBuf> {
         || previous.method != config.method
     {
         bail!(
-            "--resume {}: that run is task {} / model {} / method {:?}, not {} / {} / {:?}",
+            "--resume {}: that run is task {} / model {} / method {}, not {} / {} / {}",
             dir.display(),
             previous.task,
             previous.model,
-            previous.method,
+            previous.method.name(),
             config.task,
             config.model,
-            config.method
+            config.method.name()
         );
     }
     checkpoint::existing(&dir.join("checkpoints").join("last")).ok_or_else(|| {

@@ -30,7 +30,9 @@ pub enum HubError {
     Refused { status: u16 },
     #[error("the hub answered HTTP {status} for {file}; retry later")]
     Status { status: u16, file: String },
-    #[error("cannot reach the hub at {endpoint} ({why}); check the network and HF_ENDPOINT")]
+    #[error(
+        "cannot reach the hub at {endpoint} ({why}): check the network, or pass a local --model / --data-dir, or set HF_HUB_OFFLINE=1 to use the cache"
+    )]
     Unreachable { endpoint: String, why: String },
     #[error(
         "the download of {file} stalled: no data for {seconds} s (HF_HUB_DOWNLOAD_TIMEOUT / HF_HUB_ETAG_TIMEOUT); retry, a rerun resumes it"
@@ -245,7 +247,7 @@ fn explain(error: ApiError, file: &str) -> HubError {
             ureq::Error::StatusCode(404) => HubError::NotFound { file },
             ureq::Error::StatusCode(status @ (401 | 403)) => HubError::Refused { status },
             ureq::Error::StatusCode(status) => HubError::Status { status, file },
-            ureq::Error::Io(e) if refused(&e) => HubError::Unreachable {
+            ureq::Error::Io(e) if unreachable(&e) => HubError::Unreachable {
                 endpoint: endpoint(),
                 why: e.to_string(),
             },
@@ -259,6 +261,10 @@ fn explain(error: ApiError, file: &str) -> HubError {
                 file,
                 why: e.to_string(),
             },
+        },
+        ApiError::IoError(e) if unreachable(&e) => HubError::Unreachable {
+            endpoint: endpoint(),
+            why: e.to_string(),
         },
         ApiError::IoError(e) if from_network(&e) => HubError::Broken {
             file,
@@ -281,12 +287,26 @@ fn explain(error: ApiError, file: &str) -> HubError {
     }
 }
 
-fn refused(e: &std::io::Error) -> bool {
+/// Whether the hub's host could not be reached at all: no route, a refused connection, or a
+/// name that does not resolve (std's resolver error has no kind of its own, only its text),
+/// also when the HTTP client wraps it.
+fn unreachable(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
-    matches!(
+    let by_kind = matches!(
         e.kind(),
         ConnectionRefused | AddrNotAvailable | HostUnreachable | NetworkUnreachable
-    )
+    );
+    let unresolved = e.to_string().contains("failed to lookup address");
+    let wrapped = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<ureq::Error>());
+    by_kind
+        || unresolved
+        || match wrapped {
+            Some(ureq::Error::HostNotFound | ureq::Error::ConnectionFailed) => true,
+            Some(ureq::Error::Io(inner)) => unreachable(inner),
+            _ => false,
+        }
 }
 
 /// Whether an I/O error of a download came from the connection rather than from the cache's

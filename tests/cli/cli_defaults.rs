@@ -25,7 +25,8 @@ fn flags() -> BTreeMap<String, String> {
                 .next()
                 .unwrap()
                 .to_string();
-            current = Some((name, String::new()));
+            // The description starts on this line (short help) or on the next ones.
+            current = Some((name, trimmed.to_string()));
         } else if let Some((_, text)) = current.as_mut() {
             text.push(' ');
             text.push_str(trimmed);
@@ -63,9 +64,9 @@ fn train_help_states_the_config_defaults() {
     let mut checked = 0;
     for (field, value) in fields.iter().filter(|(field, _)| *field != "task") {
         let Some(text) = flags.get(&flag_of(field)) else {
-            // Set by other means: the global --device, the data-source flags.
+            // Set by the data-source flags.
             assert!(
-                ["device", "columns", "data_dir", "train_file", "dev_file"]
+                ["columns", "data_dir", "train_file", "dev_file"]
                     .contains(&field.as_str()),
                 "config field {field} has no flag --{}",
                 flag_of(field)

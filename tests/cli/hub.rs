@@ -24,14 +24,21 @@ fn pac_wgpu(hub: &Hub, home: &Path) -> Command {
         .env("HF_HUB_DOWNLOAD_TIMEOUT", "5")
         .env_remove("GLUE_DIR")
         .env_remove("HF_TOKEN")
-        .env_remove("HF_HUB_OFFLINE")
-        .args(["--device", "cpu"]);
+        .env_remove("HF_HUB_OFFLINE");
     cmd
 }
 
 fn encode(hub: &Hub, home: &Path, model: &str) -> Command {
     let mut cmd = pac_wgpu(hub, home);
-    cmd.args(["encode", "--text-a", "the cat sat", "--model", model]);
+    cmd.args([
+        "encode",
+        "--device",
+        "cpu",
+        "--text-a",
+        "the cat sat",
+        "--model",
+        model,
+    ]);
     cmd
 }
 
@@ -111,7 +118,15 @@ fn a_first_run_downloads_model_and_glue_into_the_hf_cache_and_reruns_offline() {
             "--quiet",
         ])
         .args(["--method", "vanilla", "--epochs", "1", "--train-size", "0"])
-        .args(["--batch-size", "8", "--max-length", "32", "--output-dir"])
+        .args([
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+            "--max-length",
+            "32",
+            "--output-dir",
+        ])
         .arg(tmp.path().join(out));
         cmd
     };
@@ -258,6 +273,19 @@ fn refused_missing_and_failing_hubs_end_in_one_line_that_says_what_to_do() {
     );
     assert!(
         line.contains(&format!("cannot reach the hub at {endpoint}")),
+        "{line}"
+    );
+    // A name that does not resolve (the .invalid domain never does) is the same: no network,
+    // not a broken download.
+    let line = error_line(
+        &encode(&hub, &tmp.path().join("h3"), "org/flaky")
+            .env("HF_ENDPOINT", "http://pac-wgpu-hub.invalid")
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        line.contains("cannot reach the hub at http://pac-wgpu-hub.invalid")
+            && line.contains("HF_HUB_OFFLINE=1"),
         "{line}"
     );
 }

@@ -6,6 +6,7 @@ mod common;
 
 mod behaviours;
 mod cli_defaults;
+mod first_hour;
 mod hostile_inputs;
 mod hub;
 mod interruption;

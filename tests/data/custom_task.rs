@@ -119,7 +119,7 @@ fn own_csv_files_train_with_their_own_labels_and_metrics() {
     // eval reads the labels back from run.json.
     let eval = run_ok(
         binary()
-            .args(["--device", "cpu", "eval", "--json", "--run"])
+            .args(["eval", "--device", "cpu", "--json", "--run"])
             .arg(&run),
     );
     let eval: serde_json::Value = serde_json::from_str(&eval).unwrap();
@@ -206,6 +206,62 @@ fn scores_make_a_regression_task_and_unseen_dev_labels_are_named() {
         stderr.contains("dev.csv:3")
             && stderr.contains("awful")
             && stderr.contains("meh, neg, pos"),
+        "{stderr}"
+    );
+}
+
+/// A `text,label` CSV (as most people's files are) trains without naming its columns: the text
+/// column is the one besides the label (run_glue.py's rule), a note says so, run.json records
+/// it, and every row trains (the paper's 100 is for GLUE). A file with more candidate columns
+/// than that asks for --text-a-column by name.
+#[test]
+fn own_files_find_their_text_columns_and_train_on_every_row() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny-bert");
+    common::tiny::write_model(&model, 3, |_| {});
+    let (train, dev) = (tmp.path().join("train.csv"), tmp.path().join("dev.csv"));
+    for (path, rows, offset) in [(&train, 130, 0), (&dev, 12, 1)] {
+        write_csv(path, rows, offset);
+        let text = std::fs::read_to_string(path).unwrap();
+        std::fs::write(path, text.replacen("sentence,label", "text,label", 1)).unwrap();
+    }
+    let run = tmp.path().join("run");
+    let train_cmd = |train: &Path| {
+        let mut cmd = binary();
+        cmd.args(["train", "--device", "cpu", "--quiet", "--method", "vanilla"])
+            .args(["--epochs", "1", "--batch-size", "32", "--model"])
+            .arg(&model)
+            .arg("--train-file")
+            .arg(train)
+            .arg("--dev-file")
+            .arg(&dev)
+            .arg("--output-dir")
+            .arg(&run)
+            .env_remove("GLUE_DIR");
+        cmd
+    };
+    let out = train_cmd(&train).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reading the text from column \"text\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("130 train"), "every row trains: {stderr}");
+    let config = read_json(&run.join("run.json"));
+    assert_eq!(config["columns"]["text_a"], "text");
+    assert_eq!(config["train_size"], 0);
+
+    let wide = tmp.path().join("wide.csv");
+    std::fs::write(&wide, "id,title,body,label\n1,a,b,pos\n2,c,d,neg\n").unwrap();
+    let out = train_cmd(&wide).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let line = stderr.trim();
+    assert!(
+        !line.contains('\n')
+            && line.contains("--text-a-column")
+            && line.contains("id, title, body, label"),
         "{stderr}"
     );
 }
