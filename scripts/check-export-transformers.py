@@ -20,12 +20,12 @@ model = transformers.AutoModelForSequenceClassification.from_pretrained(export).
 rows = [line.rstrip("\n").split("\t") for line in open(dev, encoding="utf-8")][1:]
 want = [line.rstrip("\n").split("\t") for line in open(predictions, encoding="utf-8")][1:]
 worst = 0.0
-for (text, _label), (_i, _pred, probs) in zip(rows, want):
+for (text, _label), (_i, _pred, *probs) in zip(rows, want):
     ids = tok(text)["input_ids"]  # tokenizer.json's post-processor adds <s> ... </s>
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0]
     got = torch.softmax(logits, -1).tolist()
-    ref = [float(p) for p in probs.split(",")]
+    ref = [float(p) for p in probs]
     worst = max(worst, max(abs(a - b) for a, b in zip(got, ref)))
 print(f"transformers {transformers.__version__}: {model.__class__.__name__}, "
       f"{len(rows)} examples, max |p_transformers - p_pac-wgpu| = {worst:.2e}")

@@ -6,6 +6,7 @@ mod devices;
 mod encode;
 mod eval;
 mod export;
+mod progress;
 mod report;
 mod score;
 mod sweep;

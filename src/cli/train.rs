@@ -2,7 +2,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use indicatif::{ProgressBar, ProgressStyle};
 use pac_wgpu::glue::custom::ProblemType;
 use pac_wgpu::glue::{CustomLabels, Task};
 use pac_wgpu::model::HeadKind;
@@ -15,6 +14,7 @@ use pac_wgpu::train::{
 
 use super::args::DeviceArg;
 use super::data::DataSourceArgs;
+use super::progress::{self, ProgressLine};
 
 /// Flags left out take the value from --config, else the paper's setting.
 #[derive(clap::Args, Debug)]
@@ -253,7 +253,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let config = args.resolve()?;
     interrupt::install()?;
     let bars = !args.quiet && std::io::stderr().is_terminal();
-    let mut bar: Option<ProgressBar> = None;
+    let mut bar: Option<ProgressLine> = None;
+    let stage1_epochs = (config.method == Method::Pac).then_some(config.stage1_epochs);
     let mut on_event = |event: Event| match event {
         Event::Start {
             device,
@@ -276,14 +277,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
                 );
             }
             if bars {
-                let b = ProgressBar::new(((epochs - first_epoch) * steps_per_epoch) as u64);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "{bar:30} {pos}/{len} steps  {msg}  [{elapsed_precise} < {eta_precise}]",
-                    )
-                    .expect("valid template"),
-                );
-                bar = Some(b);
+                bar = Some(ProgressLine::new(&config, first_epoch, steps_per_epoch));
             }
         }
         Event::Step {
@@ -292,22 +286,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             loss,
             ..
         } => {
-            if let Some(b) = &bar {
-                b.set_message(format!(
-                    "epoch {} step {} loss {loss:.4}",
-                    epoch + 1,
-                    step_in_epoch + 1
-                ));
-                b.inc(1);
+            if let Some(b) = &mut bar {
+                b.step(epoch, step_in_epoch, loss);
             }
         }
         Event::KEstimation { done, total } => {
             if done == 1 {
                 eprintln!("estimating K(λ): {total} forward passes over the training set");
             }
+            if let Some(b) = &mut bar {
+                b.k_estimation(done, total);
+            }
+        }
+        Event::Evaluating { epoch, examples } => {
             if let Some(b) = &bar {
-                b.set_message(format!("K(λ) estimation {done}/{total}"));
-                b.tick();
+                b.evaluating(epoch, examples);
             }
         }
         Event::Skipped {
@@ -327,7 +320,8 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         Event::Note(note) => eprintln!("note: {note}"),
         Event::History { run_dir, history } => {
-            if let Err(e) = plots::write_history_plots(run_dir, history) {
+            let main_metric = config.task.main_metric().name();
+            if let Err(e) = plots::write_history_plots(run_dir, history, Some(main_metric)) {
                 eprintln!(
                     "warning: the plots of {} were not written: {e:#}",
                     run_dir.display()
@@ -348,16 +342,21 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         Event::Epoch(record) => {
             let line = epoch_line(record);
-            match &bar {
-                Some(b) => b.println(line),
-                None if !args.quiet => println!("{line}"),
+            match &mut bar {
+                Some(b) => b.epoch(record, line),
+                None if !args.quiet => {
+                    println!("{line}");
+                    if let Some(switch) = progress::stage_switch(stage1_epochs, record) {
+                        println!("{switch}");
+                    }
+                }
                 None => {}
             }
         }
     };
     let summary = train(&config, args.resume, args.overwrite, &mut on_event)?;
     if let Some(b) = bar {
-        b.finish_and_clear();
+        b.finish();
     }
     print_summary(&summary, &config);
     Ok(())
@@ -368,6 +367,12 @@ fn epoch_line(record: &EpochRecord) -> String {
         "epoch {:>4}  loss {:.4}  {:.1} ex/s",
         record.epoch, record.train_loss, record.examples_per_s
     );
+    if let Some(stage) = record.stage {
+        line.push_str(&format!("  stage {stage}"));
+    }
+    if let Some(j) = record.bound {
+        line.push_str(&format!("  J {j:.4}"));
+    }
     for (name, value) in record.dev.iter().flatten() {
         line.push_str(&format!("  dev {name} {value:.4}"));
     }

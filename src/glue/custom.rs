@@ -112,6 +112,35 @@ pub fn text_columns(file: &Path, label: &str) -> Result<(String, Option<String>)
     }
 }
 
+/// The text columns of new text in `file` for a model trained on `trained`'s columns, with no
+/// label column: the same names when the file has them, else the one or two that
+/// [`text_columns`] finds, when that is as many texts as training had.
+pub fn text_columns_as(file: &Path, trained: &Columns) -> Result<Columns, DataError> {
+    let names = column_names(file)?;
+    let has = |name: &str| names.iter().any(|n| n == name);
+    let same = has(&trained.text_a) && trained.text_b.as_deref().is_none_or(has);
+    let (text_a, text_b) = match same {
+        true => (trained.text_a.clone(), trained.text_b.clone()),
+        false => text_columns(file, &trained.label)?,
+    };
+    if text_b.is_some() != trained.text_b.is_some() {
+        let texts = 1 + usize::from(trained.text_b.is_some());
+        return Err(DataError::new(
+            file,
+            None,
+            format!(
+                "{texts} text column(s), as the model was trained on (name them with --text-a-column and --text-b-column)"
+            ),
+            format!("columns {}", names.join(", ")),
+        ));
+    }
+    Ok(Columns {
+        text_a,
+        text_b,
+        label: String::new(),
+    })
+}
+
 /// The columns of a user's file: its header (TSV, CSV), its first object's keys in order (JSON
 /// Lines) or its schema (parquet).
 fn column_names(file: &Path) -> Result<Vec<String>, DataError> {

@@ -13,7 +13,15 @@ use super::task::{Example, FileFormat, Label, Split, Task};
 pub struct Columns {
     pub text_a: String,
     pub text_b: Option<String>,
+    /// Empty for a file without labels (new text to predict): every label reads as none.
     pub label: String,
+}
+
+impl Columns {
+    /// Whether rows carry a label column.
+    pub fn labelled(&self) -> bool {
+        !self.label.is_empty()
+    }
 }
 
 impl Default for Columns {
@@ -364,7 +372,10 @@ fn read_table<'a>(
         columns: header.len(),
         text_a: find(&columns.text_a)?,
         text_b: columns.text_b.as_deref().map(find).transpose()?,
-        label: Some(find(&columns.label)?),
+        label: columns
+            .labelled()
+            .then(|| find(&columns.label))
+            .transpose()?,
     };
     rows.map(|(line, fields)| example(&fields, &layout, task, path, line))
         .collect()
@@ -445,14 +456,17 @@ fn json_example(
             quoted(&other.to_string()),
         )),
     };
-    let label = match field(&columns.label)? {
-        serde_json::Value::String(text) => text.clone(),
-        other => other.to_string(),
+    let label = match columns.labelled() {
+        false => Label::None,
+        true => match field(&columns.label)? {
+            serde_json::Value::String(text) => parse_label(task, text, path, line)?,
+            other => parse_label(task, &other.to_string(), path, line)?,
+        },
     };
     Ok(Example {
         text_a: text(&columns.text_a)?,
         text_b: columns.text_b.as_deref().map(text).transpose()?,
-        label: parse_label(task, &label, path, line)?,
+        label,
     })
 }
 

@@ -119,7 +119,7 @@ pub fn read_user_file(
         .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
     if parquet {
         #[cfg(feature = "native")]
-        return parquet::read_parquet(path, columns, task, true);
+        return parquet::read_parquet(path, columns, task, columns.labelled());
         #[cfg(not(feature = "native"))]
         return Err(DataError::new(
             path,

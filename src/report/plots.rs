@@ -189,19 +189,42 @@ fn report_panel(
 /// `dir` is the run folder; the plots go to `dir/plots/` (created if missing):
 /// - `loss.png`: train loss per epoch, loss2 on a right axis, and a dashed line where stage 1
 ///   ends (the last epoch with loss2, when later epochs exist);
-/// - `dev.png`: every dev metric per epoch (when any record has dev metrics);
+/// - `dev.png`: every dev metric per epoch (when any record has dev metrics), and a marker at
+///   the best epoch of `main_metric` (the task's, which picks checkpoint `best`);
 /// - `noise.png`: mean σ of the encoder and head and the mean prior std per epoch, log scale
 ///   (PAC runs);
-/// - `kl.png`: KL(posterior ‖ prior) per epoch, log scale (PAC runs with a stage 1).
+/// - `kl.png`: KL(posterior ‖ prior) per epoch, log scale (PAC runs with a stage 1); the KL
+///   is 0 at the start, which a log axis cannot show, and the title says so.
 ///
 /// Log axes span whole decades and label each one; legends sit in a strip right of the chart
 /// ([`LEGEND_WIDTH`]). Non-finite values (and non-positive ones on log axes) are skipped; a
 /// series with no such value is left out.
-pub fn write_history_plots(dir: &Path, history: &[EpochRecord]) -> Result<()> {
-    history_plots(dir, history, text_enabled())
+pub fn write_history_plots(
+    dir: &Path,
+    history: &[EpochRecord],
+    main_metric: Option<&str>,
+) -> Result<()> {
+    history_plots(dir, history, main_metric, text_enabled())
 }
 
-fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> {
+/// The first epoch with the highest `metric` on dev, and that value.
+fn best_epoch(history: &[EpochRecord], metric: &str) -> Option<(f64, f64)> {
+    let evaluated = history.iter().filter_map(|r| {
+        let value = *r.dev.as_ref()?.get(metric)?;
+        value.is_finite().then_some((r.epoch as f64, value))
+    });
+    evaluated.fold(None, |best, (e, v)| match best {
+        Some((_, b)) if b >= v => best,
+        _ => Some((e, v)),
+    })
+}
+
+fn history_plots(
+    dir: &Path,
+    history: &[EpochRecord],
+    main_metric: Option<&str>,
+    text: bool,
+) -> Result<()> {
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots)
         .with_context(|| format!("{}: cannot create folder", plots.display()))?;
@@ -253,7 +276,7 @@ fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> 
                 }
             }
         }
-        let series = names
+        let mut series: Vec<Series> = names
             .iter()
             .map(|&name| {
                 let points = history
@@ -267,6 +290,12 @@ fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> 
                 Series::new(&format!("dev {name}"), points)
             })
             .collect();
+        if let Some((epoch, value)) = main_metric.and_then(|m| best_epoch(history, m)) {
+            series.push(Series::new(
+                &format!("best: epoch {epoch}"),
+                vec![(epoch, value)],
+            ));
+        }
         line_plot(
             &plots.join("dev.png"),
             &Curves {
@@ -319,19 +348,19 @@ fn history_plots(dir: &Path, history: &[EpochRecord], text: bool) -> Result<()> 
 
     // kl.png
     if history.iter().any(|r| r.stage == Some(1)) {
+        let kl = column(|r| r.kl);
+        let positive: Vec<(f64, f64)> = kl.iter().copied().filter(|&(_, v)| v > 0.0).collect();
+        let title = match kl.len() - positive.len() {
+            0 => "KL(posterior || prior)",
+            _ => "KL(posterior || prior); 0 at the start, not drawn on a log axis",
+        };
         line_plot(
             &plots.join("kl.png"),
             &Curves {
-                title: "KL(posterior || prior)",
+                title,
                 y_desc: "KL (nats, log scale)",
                 x_range,
-                series: vec![Series::new(
-                    "KL",
-                    column(|r| r.kl)
-                        .into_iter()
-                        .filter(|&(_, v)| v > 0.0)
-                        .collect(),
-                )],
+                series: vec![Series::new("KL", positive)],
                 secondary: None,
                 secondary_desc: "",
                 log_y: true,
@@ -929,6 +958,28 @@ fn plain(v: f64) -> String {
 mod tests {
     use super::*;
 
+    /// The first epoch with the highest value; evaluations without the metric or with NaN are
+    /// passed over.
+    #[test]
+    fn best_epoch_is_the_first_highest() {
+        let record = |epoch, dev: Option<(&str, f64)>| EpochRecord {
+            epoch,
+            dev: dev.map(|(m, v)| [(m.to_string(), v)].into_iter().collect()),
+            ..EpochRecord::default()
+        };
+        let history = [
+            record(1, Some(("f1", 0.5))),
+            record(2, None),
+            record(3, Some(("f1", 0.8))),
+            record(4, Some(("f1", f64::NAN))),
+            record(5, Some(("f1", 0.8))),
+            record(6, Some(("accuracy", 0.9))),
+        ];
+        assert_eq!(best_epoch(&history, "f1"), Some((3.0, 0.8)));
+        assert_eq!(best_epoch(&history, "accuracy"), Some((6.0, 0.9)));
+        assert_eq!(best_epoch(&history, "mcc"), None);
+    }
+
     #[test]
     fn log_axes_span_and_label_every_decade() {
         assert_eq!(decades(1e-4, 1.0), [1e-4, 1e-3, 1e-2, 1e-1, 1.0]);
@@ -1007,7 +1058,7 @@ mod tests {
                 ..EpochRecord::default()
             })
             .collect();
-        history_plots(dir, &history, false).unwrap();
+        history_plots(dir, &history, Some("accuracy"), false).unwrap();
         let sigma = dir.join("plots/sigma.png");
         let layers = vec![
             (

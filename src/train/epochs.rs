@@ -124,12 +124,16 @@ pub async fn end_epoch(
     p: &mut Progress,
     train_seconds: f64,
     clock: &dyn Fn() -> f64,
+    on_event: &mut dyn FnMut(Event),
 ) -> Result<EpochEnd> {
+    let epoch = p.state.epoch;
     let (mut record, sigma) = run
         .finish_epoch(&p.method, &mut p.state, train_seconds)
         .await?;
     let mut best_predictions = None;
     if run.eval_due(&p.state) {
+        let examples = run.dev.len();
+        on_event(Event::Evaluating { epoch, examples });
         let started = clock();
         let predictions = run.evaluate(&p.model, &mut p.state, &mut record).await?;
         record.eval_seconds = Some(clock() - started);

@@ -31,6 +31,11 @@ pub enum Event<'a> {
         step_in_epoch: usize,
         why: &'a NonFinite,
     },
+    /// The epoch `epoch` (0-based) is being evaluated on the dev set's `examples`.
+    Evaluating {
+        epoch: usize,
+        examples: usize,
+    },
     Epoch(&'a EpochRecord),
     /// history.jsonl of the run in `run_dir` was written; `history` holds every epoch so far
     /// (the CLI draws plots/ from it).

@@ -35,7 +35,7 @@ use method::Trainer;
 pub use config::{Method, OnNonFinite, Schedule, TrainConfig, read_config};
 pub use event::Event;
 pub use session::{DROPOUT_STREAM, Session};
-pub use trained::{Trained, predictions_tsv, probabilities_tsv};
+pub use trained::{Trained, named_predictions_tsv, predictions_tsv, probabilities_tsv};
 
 /// Everything about a run that stays fixed while it trains.
 struct Job<'a> {
@@ -264,7 +264,8 @@ fn finish_epoch(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<EpochRecord> {
     let clock = || job.started.elapsed().as_secs_f64();
-    let ended = pollster::block_on(epochs::end_epoch(&job.run, p, train_seconds, &clock))?;
+    let ended = epochs::end_epoch(&job.run, p, train_seconds, &clock, on_event);
+    let ended = pollster::block_on(ended)?;
     p.state.wall_seconds = wall_seconds(job);
     p.state = as_written(&p.state)?;
     let record = p

@@ -66,8 +66,7 @@ fn train_help_states_the_config_defaults() {
         let Some(text) = flags.get(&flag_of(field)) else {
             // Set by the data-source flags.
             assert!(
-                ["columns", "data_dir", "train_file", "dev_file"]
-                    .contains(&field.as_str()),
+                ["columns", "data_dir", "train_file", "dev_file"].contains(&field.as_str()),
                 "config field {field} has no flag --{}",
                 flag_of(field)
             );

@@ -140,7 +140,7 @@ fn score_reads_predictions_with_probabilities() {
     );
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(
-        text.starts_with("index\tprediction\tprobabilities\n"),
+        text.starts_with("index\tprediction\tnegative\tpositive\n"),
         "{text}"
     );
     let score = |predictions: &Path| {
@@ -169,9 +169,51 @@ fn score_reads_predictions_with_probabilities() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && stderr.contains("3 columns"),
+        !out.status.success() && stderr.contains("4 columns"),
         "{stderr}"
     );
+}
+
+/// `predict --file` labels new, unlabelled text with the label names, and `--probabilities`
+/// adds a column per label, headed by its name, summing to 1.
+#[test]
+fn predict_labels_new_text_from_a_file() {
+    let toy = Toy::new();
+    run_ok(&mut toy.train());
+    let file = toy.tmp.path().join("new.csv");
+    let rows = "text\nthe film is good .\n\"a bad, bad film .\"\nit is red .\n";
+    std::fs::write(&file, rows).unwrap();
+    let predict = |extra: &[&str]| {
+        let mut cmd = binary();
+        cmd.args(["predict", "--device", "cpu", "--run"])
+            .arg(toy.run())
+            .arg("--file")
+            .arg(&file)
+            .args(extra);
+        cmd
+    };
+    run_ok(&mut predict(&["--probabilities"]));
+    let text = std::fs::read_to_string(toy.tmp.path().join("new-predictions.tsv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("index\tprediction\tnegative\tpositive"));
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 3, "{text}");
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row[0], i.to_string());
+        let p: Vec<f64> = row[2..].iter().map(|v| v.parse().unwrap()).collect();
+        assert!((p.iter().sum::<f64>() - 1.0).abs() < 1e-5, "{text}");
+        let named = if p[1] > p[0] { "positive" } else { "negative" };
+        assert_eq!(row[1], named, "{text}");
+    }
+    // Two text columns for a model trained on one: refused, naming the flags.
+    std::fs::write(&file, "title,body\na,b\n").unwrap();
+    let out = predict(&[]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--text-a-column"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
 
 /// `export`'s printed Python tokenizes what the task reads: one sentence for SST-2.
@@ -247,7 +289,9 @@ fn every_flag_has_a_description() {
             );
         }
         let computes = ["train", "eval", "predict", "encode", "sweep"].contains(&command);
-        let has_device = lines.iter().any(|l| l.trim_start().starts_with("--device "));
+        let has_device = lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("--device "));
         assert_eq!(has_device, computes, "`{command} --help`");
     }
 }

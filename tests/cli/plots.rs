@@ -131,7 +131,7 @@ fn vanilla_history_gives_loss_and_dev_plots() {
             record(r)
         })
         .collect();
-    write_history_plots(&s.path, &history).unwrap();
+    write_history_plots(&s.path, &history, None).unwrap();
     let plots = s.path.join("plots");
     assert_eq!(names(&plots), ["dev.png", "loss.png"]);
     check_png(&plots.join("loss.png"), CURVE_SIZE);
@@ -142,7 +142,7 @@ fn vanilla_history_gives_loss_and_dev_plots() {
     assert_no_temp_files(&plots);
 
     // Rewriting over existing plots (every epoch does this) works and leaves no temp file.
-    write_history_plots(&s.path, &history[..4]).unwrap();
+    write_history_plots(&s.path, &history[..4], None).unwrap();
     check_png(&plots.join("loss.png"), CURVE_SIZE);
     assert_no_temp_files(&plots);
 }
@@ -176,7 +176,7 @@ fn pac_history() -> Vec<EpochRecord> {
 #[test]
 fn pac_history_gives_noise_and_kl_plots() {
     let s = scratch("pac");
-    write_history_plots(&s.path, &pac_history()).unwrap();
+    write_history_plots(&s.path, &pac_history(), None).unwrap();
     let plots = s.path.join("plots");
     assert_eq!(
         names(&plots),
@@ -199,7 +199,7 @@ fn pac_history_gives_noise_and_kl_plots() {
 fn degenerate_histories_do_not_panic() {
     // Empty history: an empty loss plot.
     let s = scratch("empty");
-    write_history_plots(&s.path, &[]).unwrap();
+    write_history_plots(&s.path, &[], None).unwrap();
     assert_eq!(names(&s.path.join("plots")), ["loss.png"]);
     let (w, h) = CURVE_SIZE;
     let bytes = std::fs::read(s.path.join("plots/loss.png")).unwrap();
@@ -215,7 +215,7 @@ fn degenerate_histories_do_not_panic() {
         ),
         record(json!({"epoch": 2, "train_loss": 0.5, "dev": {}, "loss2": null})),
     ];
-    write_history_plots(&s.path, &history).unwrap();
+    write_history_plots(&s.path, &history, None).unwrap();
     let plots = s.path.join("plots");
     assert_eq!(
         names(&plots),
@@ -234,6 +234,7 @@ fn degenerate_histories_do_not_panic() {
         &[record(
             json!({"epoch": 1, "train_loss": 0.69, "dev": {"mcc": 0.1}}),
         )],
+        Some("mcc"),
     )
     .unwrap();
     check_png(&s.path.join("plots/loss.png"), CURVE_SIZE);
@@ -382,7 +383,7 @@ fn near(a: [u8; 3], b: [u8; 3]) -> bool {
 #[test]
 fn legends_sit_beside_the_data() {
     let s = scratch("legends");
-    write_history_plots(&s.path, &pac_history()).unwrap();
+    write_history_plots(&s.path, &pac_history(), None).unwrap();
     let (w, _) = CURVE_SIZE;
     let strip = w - LEGEND_WIDTH;
     for name in ["dev.png", "kl.png", "loss.png", "noise.png"] {

@@ -206,7 +206,7 @@ async fn train_epochs(
             }
         };
         let train_seconds = epochs::run_epoch(run, &mut p, clock, on_step, &mut |_| Ok(())).await?;
-        let ended = epochs::end_epoch(run, &mut p, train_seconds, clock).await?;
+        let ended = epochs::end_epoch(run, &mut p, train_seconds, clock, &mut |_| {}).await?;
         if let Some(predictions) = ended.best_predictions {
             p.state.wall_seconds = clock() - started;
             let host = to_host(p.model.valid().materialize(), &Device::flex()).await?;
