@@ -20,8 +20,6 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use burn::module::Module;
 
-use crate::data::Prepared;
-use crate::glue::sample::few_shot;
 use crate::glue::{Label, Split, Task};
 use crate::model::{Classifier, ModelConfig, Pretrained, resolve_model};
 use crate::pac::PacTuning;
@@ -137,25 +135,17 @@ fn prepare(
     model_config.check_max_length(&config_json, config.max_length)?;
     let tokenizer = TextTokenizer::from_model_dir(&folder, config.max_length)?;
     let source = config.data_source();
-    let train_set = source.load(&task, Split::Train)?;
-    if train_set.examples.is_empty() {
-        bail!(
-            "{}: the train split has no examples",
-            train_set.source.display()
-        );
-    }
-    let rows = few_shot(train_set.examples.len(), config.train_size, config.seed);
-    let train = Prepared::new(&train_set, Some(&rows), &tokenizer)?;
-    let dev = Prepared::new(&source.load(&task, Split::Dev)?, None, &tokenizer)?;
-
+    let splits = (
+        &source.load(&task, Split::Train)?,
+        &source.load(&task, Split::Dev)?,
+    );
     let device = plain.clone().autodiff();
     let pretrained = Pretrained::from_config(&folder, model_config, config.dropout, &device)?;
-    let data = (train, dev, tokenizer.pad_id());
-    let (run, model) = Session::new(
+    let (run, model) = Session::from_splits(
         config,
-        task,
         plain,
-        data,
+        splits,
+        &tokenizer,
         pretrained.encoder,
         &pretrained.config,
     )?;

@@ -3,13 +3,14 @@
 //! record, evaluation and the summary. Every read-back is awaited; natively they are driven
 //! by `pollster`.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use burn::module::Module;
 use burn::tensor::Device;
 
 use crate::data::batch::epoch_order;
 use crate::data::{Batch, Examples, Prepared, predict};
-use crate::glue::{Label, Task};
+use crate::glue::sample::few_shot;
+use crate::glue::{Dataset, Label, Task};
 use crate::model::trainable::{self, Trainable};
 use crate::model::{Classifier, Encoder, ModelConfig};
 use crate::optim::{AdamW, AdamWConfig};
@@ -19,6 +20,7 @@ use crate::run::{BoundSummary, EpochRecord, EvalPoint, Summary};
 use crate::step::{Lrs, Outcome, StepContext};
 use crate::util::files::as_written;
 use crate::util::rng::mix64;
+use crate::util::tokenize::TextTokenizer;
 
 use super::checkpoint::LoopState;
 use super::config::{Method, OnNonFinite, TrainConfig, lr_scale};
@@ -43,6 +45,31 @@ pub struct Session<'a> {
 }
 
 impl<'a> Session<'a> {
+    /// A run over its loaded splits, as both front ends start one: the few-shot draw of
+    /// `train_set` (`--train-size`, `--seed`), both splits tokenized, and the classifier over
+    /// `encoder` (loaded on `plain.autodiff()`).
+    pub fn from_splits(
+        config: &'a TrainConfig,
+        plain: Device,
+        (train_set, dev_set): (&Dataset, &Dataset),
+        tokenizer: &TextTokenizer,
+        encoder: Encoder,
+        model_config: &ModelConfig,
+    ) -> Result<(Self, Classifier)> {
+        if train_set.examples.is_empty() {
+            bail!(
+                "{}: the train split has no examples",
+                train_set.source.display()
+            );
+        }
+        let rows = few_shot(train_set.examples.len(), config.train_size, config.seed);
+        let train = Prepared::new(train_set, Some(&rows), tokenizer)?;
+        let dev = Prepared::new(dev_set, None, tokenizer)?;
+        let data = (train, dev, tokenizer.pad_id());
+        let task = train_set.task.clone();
+        Session::new(config, task, plain, data, encoder, model_config)
+    }
+
     /// The run's parts around the classifier it trains, built over `encoder` (loaded on
     /// `plain.autodiff()`) with the method's adapters.
     pub fn new(

@@ -287,6 +287,11 @@ fn every_flag_has_a_description() {
                 "`{command} --help`: {} has no description",
                 line.trim()
             );
+            assert!(
+                description.matches("[default:").count() <= 1,
+                "`{command} --help`: {} states its default twice",
+                line.trim()
+            );
         }
         let computes = ["train", "eval", "predict", "encode", "sweep"].contains(&command);
         let has_device = lines

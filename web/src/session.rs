@@ -8,9 +8,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use serde::Serialize;
 
-use pac_wgpu::data::Prepared;
 use pac_wgpu::glue::read::{read_glue_bytes, read_text_bytes};
-use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{Dataset, Label, Split, Task};
 use pac_wgpu::model::load::load_encoder_bytes;
 use pac_wgpu::model::{Classifier, ModelConfig, to_host};
@@ -87,9 +85,6 @@ pub async fn run(
     let tokenizer = tokenizer_of(&inputs, config.max_length)?;
     let train_set = dataset(&inputs.train, &task, Split::Train, &config, train_is_glue)?;
     let dev_set = dataset(&inputs.dev, &task, Split::Dev, &config, train_is_glue)?;
-    let rows = few_shot(train_set.examples.len(), config.train_size, config.seed);
-    let train = Prepared::new(&train_set, Some(&rows), &tokenizer)?;
-    let dev = Prepared::new(&dev_set, None, &tokenizer)?;
 
     let plain = device;
     let device = plain.clone().autodiff();
@@ -104,14 +99,9 @@ pub async fn run(
         &device,
     )?;
     let config = &config;
-    let (run, model) = Session::new(
-        config,
-        task,
-        plain,
-        (train, dev, tokenizer.pad_id()),
-        encoder,
-        &model_config,
-    )?;
+    let splits = (&train_set, &dev_set);
+    let (run, model) =
+        Session::from_splits(config, plain, splits, &tokenizer, encoder, &model_config)?;
     on_event(Event::Start {
         device: device_name,
         metric: run.task.main_metric().name(),
