@@ -147,6 +147,19 @@ mod tests {
         }
     }
 
+    /// Longest first, and outputs computed in that order come back in example order.
+    #[test]
+    fn length_order_sorts_and_restores_random_lengths() {
+        let mut rng = crate::util::rng::SplitMix64::new(9);
+        let lengths: Vec<usize> = (0..257).map(|_| 3 + rng.below(120) as usize).collect();
+        let order = LengthOrder::by_length(&lengths);
+        let sorted: Vec<usize> = order.order().iter().map(|&i| lengths[i]).collect();
+        assert!(sorted.windows(2).all(|w| w[0] >= w[1]), "longest first");
+        let outputs: Vec<(usize, usize)> = order.order().iter().map(|&i| (i, lengths[i])).collect();
+        let expected: Vec<(usize, usize)> = lengths.iter().copied().enumerate().collect();
+        assert_eq!(order.restore(outputs), expected);
+    }
+
     #[test]
     fn length_order_is_stable_and_restores() {
         let order = LengthOrder::by_length(&[3, 7, 3, 9, 7]);
@@ -157,5 +170,18 @@ mod tests {
         assert_eq!(order.batches(5, 1000).len(), 1);
         let distinct = LengthOrder::by_length(&[1, 2, 3, 4]);
         assert_eq!(distinct.batches(5, 0).len(), 4);
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let n = 100;
+        let order = epoch_order(n, 42, 0);
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..n).collect::<Vec<_>>());
+        assert_eq!(order, epoch_order(n, 42, 0));
+        assert_ne!(order, epoch_order(n, 42, 1));
+        assert_ne!(order, epoch_order(n, 43, 0));
+        assert_ne!(order, sorted);
     }
 }

@@ -61,4 +61,51 @@ mod tests {
     /// sum(few_shot(67349, 100, 42)) and Σ i·row_i from the Python script.
     const SST2_SUM: usize = 3_444_645;
     const SST2_WEIGHTED: usize = 232_583_958;
+
+    #[test]
+    fn few_shot_draw_depends_only_on_size_and_seed() {
+        let train: Vec<usize> = (0..3668).map(|i| i * 7).collect();
+        let draw = |size, seed| -> Vec<_> {
+            few_shot(train.len(), size, seed)
+                .into_iter()
+                .map(|i| train[i].clone())
+                .collect()
+        };
+        assert_eq!(draw(100, 42), draw(100, 42));
+        assert_eq!(draw(100, 42).len(), 100);
+        assert_ne!(draw(100, 42), draw(100, 43));
+        assert_eq!(draw(0, 42), train);
+        assert_eq!(draw(train.len() + 1, 7), train);
+
+        let rows = few_shot(train.len(), 100, 42);
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]),
+            "ascending, no repeats"
+        );
+        let larger: std::collections::HashSet<usize> =
+            few_shot(train.len(), 200, 42).into_iter().collect();
+        assert!(
+            rows.iter().all(|r| larger.contains(r)),
+            "a larger draw keeps the smaller"
+        );
+    }
+
+    #[test]
+    fn few_shot_draw_covers_the_split_evenly() {
+        let (len, size, draws) = (50, 10, 5000u64);
+        let mut hits = vec![0u32; len];
+        for seed in 0..draws {
+            for row in few_shot(len, size, seed) {
+                hits[row] += 1;
+            }
+        }
+        // Each row is drawn with probability 1/5: 1000 expected, standard deviation ~28.
+        let expected = (draws as usize * size / len) as f64;
+        for (row, &h) in hits.iter().enumerate() {
+            assert!(
+                (h as f64 - expected).abs() < 150.0,
+                "row {row} drawn {h} times"
+            );
+        }
+    }
 }

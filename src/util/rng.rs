@@ -135,4 +135,14 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn below_stays_in_range_and_hits_every_value() {
+        let mut rng = SplitMix64::new(1);
+        let mut seen = [false; 7];
+        for _ in 0..1000 {
+            seen[rng.below(7) as usize] = true;
+        }
+        assert!(seen.iter().all(|&s| s));
+    }
 }

@@ -1,11 +1,11 @@
-//! GLUE readers on the real files (env GLUE_DIR), few-shot sampling, batching
-//! order, and the `data` and `score` commands.
+//! GLUE readers on the real files (env GLUE_DIR), the task registry's labels, and the `data`
+//! and `score` commands. (Sampling and batching are unit-tested beside their code.)
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use pac_wgpu::data::batch::{LengthOrder, epoch_order};
+use pac_wgpu::data::batch::epoch_order;
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{DataSource, Label, Split, Task, read_predictions};
 use pac_wgpu::util::metrics;
@@ -153,141 +153,6 @@ fn load_train(task: &Task) -> Vec<pac_wgpu::glue::Example> {
         .load(&task, Split::Train)
         .expect("train")
         .examples
-}
-
-#[test]
-fn few_shot_draw_depends_only_on_size_and_seed() {
-    let train: Vec<usize> = (0..3668).map(|i| i * 7).collect();
-    let draw = |size, seed| -> Vec<_> {
-        few_shot(train.len(), size, seed)
-            .into_iter()
-            .map(|i| train[i].clone())
-            .collect()
-    };
-    assert_eq!(draw(100, 42), draw(100, 42));
-    assert_eq!(draw(100, 42).len(), 100);
-    assert_ne!(draw(100, 42), draw(100, 43));
-    assert_eq!(draw(0, 42), train);
-    assert_eq!(draw(train.len() + 1, 7), train);
-
-    let rows = few_shot(train.len(), 100, 42);
-    assert!(
-        rows.windows(2).all(|w| w[0] < w[1]),
-        "ascending, no repeats"
-    );
-    let larger: HashSet<usize> = few_shot(train.len(), 200, 42).into_iter().collect();
-    assert!(
-        rows.iter().all(|r| larger.contains(r)),
-        "a larger draw keeps the smaller"
-    );
-}
-
-#[test]
-fn few_shot_draw_covers_the_split_evenly() {
-    let (len, size, draws) = (50, 10, 5000u64);
-    let mut hits = vec![0u32; len];
-    for seed in 0..draws {
-        for row in few_shot(len, size, seed) {
-            hits[row] += 1;
-        }
-    }
-    // Each row is drawn with probability 1/5: 1000 expected, standard deviation ~28.
-    let expected = (draws as usize * size / len) as f64;
-    for (row, &h) in hits.iter().enumerate() {
-        assert!(
-            (h as f64 - expected).abs() < 150.0,
-            "row {row} drawn {h} times"
-        );
-    }
-}
-
-#[test]
-fn epoch_order_is_a_seeded_permutation() {
-    let n = 100;
-    let order = epoch_order(n, 42, 0);
-    let mut sorted = order.clone();
-    sorted.sort_unstable();
-    assert_eq!(sorted, (0..n).collect::<Vec<_>>());
-    assert_eq!(order, epoch_order(n, 42, 0));
-    assert_ne!(order, epoch_order(n, 42, 1));
-    assert_ne!(order, epoch_order(n, 43, 0));
-    assert_ne!(order, sorted);
-}
-
-#[test]
-fn below_stays_in_range_and_hits_every_value() {
-    let mut rng = SplitMix64::new(1);
-    let mut seen = [false; 7];
-    for _ in 0..1000 {
-        seen[rng.below(7) as usize] = true;
-    }
-    assert!(seen.iter().all(|&s| s));
-}
-
-#[test]
-fn eval_order_sorts_by_length_and_restores_outputs() {
-    let mut rng = SplitMix64::new(9);
-    let lengths: Vec<usize> = (0..257).map(|_| 3 + rng.below(120) as usize).collect();
-    let order = LengthOrder::by_length(&lengths);
-    let sorted: Vec<usize> = order.order().iter().map(|&i| lengths[i]).collect();
-    assert!(sorted.windows(2).all(|w| w[0] >= w[1]), "longest first");
-    // Outputs computed in evaluation order come back in example order.
-    let outputs: Vec<(usize, usize)> = order.order().iter().map(|&i| (i, lengths[i])).collect();
-    let restored = order.restore(outputs);
-    let expected: Vec<(usize, usize)> = lengths.iter().copied().enumerate().collect();
-    assert_eq!(restored, expected);
-}
-
-/// The least cost of cutting `sorted` (longest first) into consecutive batches, by trying every
-/// set of cut points.
-fn brute_force_cost(sorted: &[usize], max_rows: usize, pass_cost: usize) -> usize {
-    let n = sorted.len();
-    (0..1u32 << (n - 1))
-        .filter_map(|cuts| {
-            let mut starts = vec![0];
-            starts.extend((1..n).filter(|k| cuts >> (k - 1) & 1 == 1));
-            starts.push(n);
-            let spans: Vec<(usize, usize)> = starts.windows(2).map(|w| (w[0], w[1])).collect();
-            spans.iter().all(|&(i, j)| j - i <= max_rows).then(|| {
-                spans
-                    .iter()
-                    .map(|&(i, j)| (j - i) * sorted[i] + pass_cost)
-                    .sum()
-            })
-        })
-        .min()
-        .unwrap()
-}
-
-#[test]
-fn length_batches_cover_the_order_and_cost_the_least() {
-    let mut rng = SplitMix64::new(4);
-    for case in 0..60 {
-        let n = 1 + rng.below(11) as usize;
-        let lengths: Vec<usize> = (0..n).map(|_| 2 + rng.below(126) as usize).collect();
-        let (max_rows, pass_cost) = (1 + rng.below(n as u64) as usize, rng.below(400) as usize);
-        let order = LengthOrder::by_length(&lengths);
-        let batches = order.batches(max_rows, pass_cost);
-        assert_eq!(
-            batches.concat(),
-            order.order(),
-            "case {case}: in order, each example once"
-        );
-        assert!(
-            batches.iter().all(|b| !b.is_empty() && b.len() <= max_rows),
-            "case {case}"
-        );
-        let cost: usize = batches
-            .iter()
-            .map(|b| b.len() * lengths[b[0]] + pass_cost)
-            .sum();
-        let sorted: Vec<usize> = order.order().iter().map(|&i| lengths[i]).collect();
-        assert_eq!(
-            cost,
-            brute_force_cost(&sorted, max_rows, pass_cost),
-            "case {case}: {lengths:?}"
-        );
-    }
 }
 
 /// Predictions for `gold`: a deterministic fraction of them changed.
