@@ -21,8 +21,9 @@
 //! - [`data`]: tokenized splits, batches, losses and predictions; [`report`]: plots;
 //! - [`step`]: the parts of an optimiser step every method shares;
 //! - [`pac`]: PAC-tuning;
-//! - [`train`]: the training loop over vanilla, PGD, PAC, BitFit and LoRA, checkpoints, exact
-//!   resume, export ([`train::Trained`] loads a run or an exported folder back);
+//! - [`train`]: the training loop over vanilla, PGD, PAC, BitFit and LoRA (its epochs in
+//!   [`train::epochs`], which the browser build runs too), checkpoints, exact resume, export
+//!   ([`train::Trained`] loads a run or an exported folder back);
 //! - [`sweep`]: many runs as one (plan, child processes, Slurm/list emission) and their table;
 //! - the `pac-wgpu` binary (src/cli) parses flags into [`train::TrainConfig`] and friends.
 //!
