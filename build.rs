@@ -5,16 +5,18 @@
 //! - `pac_test_minilm`: all-MiniLM-L6-v2 (`scripts/fetch-model.sh`, or `$PAC_WGPU_MODEL_DIR`);
 //! - `pac_test_glue`: real GLUE in `$GLUE_DIR`;
 //! - `pac_test_lavapipe`: Mesa's software Vulkan driver;
-//! - `pac_test_browser`: Chromium, the wasm32 target and the wasm-bindgen CLI that web/ pins.
+//! - `pac_test_browser`: Chromium, the wasm32 target and the wasm-bindgen CLI that web/ pins;
+//! - `pac_test_checkpoints`: the tiny golden checkpoints (`scripts/fetch-golden.sh`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CFGS: [&str; 4] = [
+const CFGS: [&str; 5] = [
     "pac_test_minilm",
     "pac_test_glue",
     "pac_test_lavapipe",
     "pac_test_browser",
+    "pac_test_checkpoints",
 ];
 
 fn main() {
@@ -32,7 +34,7 @@ fn main() {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    let found = [minilm(), glue(), lavapipe(), browser()];
+    let found = [minilm(), glue(), lavapipe(), browser(), checkpoints()];
     for (cfg, found) in CFGS.into_iter().zip(found) {
         if ci || found {
             println!("cargo::rustc-cfg={cfg}");
@@ -59,6 +61,19 @@ fn minilm() -> bool {
         .map(PathBuf::from)
         .unwrap_or_else(|| crate_dir().join("assets/models/all-MiniLM-L6-v2"));
     watch(&dir.join("model.safetensors"))
+}
+
+/// The model weights the parity tests load, which git does not hold (scripts/fetch-golden.sh).
+fn checkpoints() -> bool {
+    let golden = crate_dir().join("tests/golden");
+    [
+        "families/tiny-roberta/model.safetensors",
+        "families/tiny-gpt2/model.safetensors",
+        "pac-step/pac-step.safetensors",
+        "pac-step/tiny-bert/model.safetensors",
+    ]
+    .iter()
+    .all(|file| watch(&golden.join(file)))
 }
 
 fn glue() -> bool {

@@ -78,6 +78,10 @@ fn token_ids_match_hf() {
 }
 
 #[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
 fn hidden_states_match_hf_one_by_one_and_padded() {
     for family in FAMILIES {
         let (dir, golden) = family_dir(family);
@@ -174,8 +178,8 @@ fn hidden_states_match_hf_one_by_one_and_padded() {
 /// CPU. GPT-2's first position sees only itself, so there it also equals HF's directly.
 #[test]
 #[cfg_attr(
-    not(pac_test_lavapipe),
-    ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1"
+    not(all(pac_test_lavapipe, pac_test_checkpoints)),
+    ignore = "needs lavapipe (apt-get install mesa-vulkan-drivers libvulkan1) and the tiny golden checkpoints (scripts/fetch-golden.sh)"
 )]
 fn lavapipe_matches_the_cpu_device() {
     let lavapipe = common::lavapipe();
@@ -245,6 +249,10 @@ fn golden_padded_batch(padded: &Value) -> PaddedBatch {
 }
 
 #[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
 fn encode_json_prints_ids_and_first_and_last() {
     for family in FAMILIES {
         let (dir, golden) = family_dir(family);
@@ -321,6 +329,10 @@ fn train_cmd(model: &Path, glue: &Path, out: &Path, extra: &[&str]) -> std::proc
 /// PAC (`--head cls`) and vanilla (`--head hf`) train on each tiny family; a run cut after one
 /// epoch and resumed ends with the same history and weights as the uncut run.
 #[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
 fn pac_and_vanilla_train_on_each_family_and_resume_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let glue = tmp.path().join("glue");
@@ -411,6 +423,10 @@ fn assert_fails(cmd: &mut std::process::Command, out: &Path, needles: &[&str]) {
 }
 
 #[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
 fn bad_family_folders_fail_with_one_line_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let glue = tmp.path().join("glue");
@@ -475,6 +491,10 @@ fn layout(path: &Path) -> std::collections::BTreeMap<String, (String, Vec<usize>
 /// One epoch on the toy SST-2, exported; the export predicts what the run predicts, and its
 /// files have HF's names, shapes and dtypes for each family and head.
 #[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
 fn export_round_trips_and_has_the_hf_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let glue = tmp.path().join("glue");

@@ -584,6 +584,10 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
 }
 
 #[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
 fn three_pac_steps_match_the_reference_on_every_device() {
     let dir = golden_dir().join("pac-step");
     let golden = Golden::load(&dir);
