@@ -71,6 +71,11 @@ fn checkpoints() -> bool {
         "families/tiny-gpt2/model.safetensors",
         "pac-step/pac-step.safetensors",
         "pac-step/tiny-bert/model.safetensors",
+        "modern/tiny-llama/model.safetensors",
+        "modern/tiny-qwen2/model.safetensors",
+        "modern/tiny-qwen3/model.safetensors",
+        "modern/tiny-modernbert/model.safetensors",
+        "modern/modernbert-seqcls-head.safetensors",
     ]
     .iter()
     .all(|file| watch(&golden.join(file)))

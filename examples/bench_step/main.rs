@@ -425,11 +425,11 @@ fn build_model(name: &str, seed: u64, device: &Device) -> Result<(Classifier, Mo
     let (encoder, config) = match name {
         "bert-base" => {
             let c = ModelConfig::Bert(BertConfig::bert_base());
-            (Encoder::new(&c, 0.0, device), c)
+            (Encoder::new(&c, 0.0, device)?, c)
         }
         "small" => {
             let c = ModelConfig::Bert(BertConfig::sized(30522, 128, 2, 2, 512));
-            (Encoder::new(&c, 0.0, device), c)
+            (Encoder::new(&c, 0.0, device)?, c)
         }
         folder => {
             let path = Path::new(folder);

@@ -31,7 +31,7 @@ pub(crate) fn padding_bias(attention_mask: Tensor<2>) -> Tensor<4> {
 
 /// A layer's Linear as HF BERT draws one: N(0, 0.02²).
 fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
-    Linear::normal(d_in, d_out, 0.02, device)
+    Linear::normal(d_in, d_out, 0.02, true, device)
 }
 
 #[derive(Module, Debug)]

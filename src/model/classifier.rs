@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::bert::Pooler;
 use super::config::ModelConfig;
 use super::encoder::Encoder;
+use super::modernbert::PredictionHead;
+use super::pooling::{first_token, last_non_pad_token, mean_of_real_tokens};
 use super::roberta::ClassificationHead;
 use crate::util::rng::SplitMix64;
 
@@ -65,6 +67,21 @@ pub enum Head {
     Roberta(ClassificationHead),
     /// HF `GPT2ForSequenceClassification`: `score`, without bias, at the last real token.
     Gpt2(Linear),
+    /// HF `LlamaForSequenceClassification` (and Mistral's, Qwen2's, Qwen3's): `score`, without
+    /// bias, at the last token that is not the pad token.
+    Decoder(Linear),
+    /// HF `ModernBertForSequenceClassification`.
+    ModernBert(ModernBertHead),
+}
+
+/// `ModernBertForSequenceClassification`'s head: the \[CLS\] vector or the mean of the real
+/// tokens' (`classifier_pooling`), the MLM checkpoint's `head`, then `classifier`.
+#[derive(Module, Debug)]
+pub struct ModernBertHead {
+    pub head: PredictionHead,
+    pub classifier: Linear,
+    mean_pooling: bool,
+    drop: Dropout,
 }
 
 impl Head {
@@ -73,7 +90,9 @@ impl Head {
         match self {
             Head::Cls(_) => "out",
             Head::Bert(_) | Head::Roberta(_) => "classifier",
-            Head::Gpt2(_) => "score",
+            Head::Gpt2(_) | Head::Decoder(_) => "score",
+            // Its fields' names are HF's top-level names: `head.…`, `classifier.…`.
+            Head::ModernBert(_) => "",
         }
     }
 
@@ -117,6 +136,13 @@ impl Classifier {
                     Head::Cls(uniform_linear(&mut rng, hidden, num_labels, device)),
                 )
             }
+            (HeadKind::Cls, Encoder::ModernBert(mut m)) => {
+                m.head = None;
+                (
+                    Encoder::ModernBert(m),
+                    Head::Cls(uniform_linear(&mut rng, hidden, num_labels, device)),
+                )
+            }
             (HeadKind::Cls, encoder) => (
                 encoder,
                 Head::Cls(uniform_linear(&mut rng, hidden, num_labels, device)),
@@ -140,6 +166,26 @@ impl Classifier {
             (HeadKind::Hf, encoder @ Encoder::Gpt2(_)) => {
                 (encoder, Head::Gpt2(normal(num_labels, false)))
             }
+            (HeadKind::Hf, encoder @ Encoder::Llama(_)) => {
+                (encoder, Head::Decoder(normal(num_labels, false)))
+            }
+            (HeadKind::Hf, Encoder::ModernBert(mut m)) => {
+                let ModelConfig::ModernBert(c) = config else {
+                    unreachable!("a ModernBERT encoder has a ModernBERT config")
+                };
+                let head = m
+                    .head
+                    .take()
+                    .unwrap_or_else(|| PredictionHead::new(c, device));
+                let classifier = normal(num_labels, true);
+                let head = ModernBertHead {
+                    head,
+                    classifier,
+                    mean_pooling: c.classifier_pooling == "mean",
+                    drop: DropoutConfig::new(c.classifier_dropout).init(),
+                };
+                (Encoder::ModernBert(m), Head::ModernBert(head))
+            }
         };
         Classifier {
             encoder,
@@ -155,7 +201,25 @@ impl Classifier {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Tensor<2>,
     ) -> Tensor<2> {
-        // Every head reads one vector per sequence (GPT-2's score head too: HF's pooled logits).
+        match (&self.head, &self.encoder) {
+            (Head::Decoder(score), Encoder::Llama(m)) => {
+                let hidden = m.forward(input_ids.clone(), attention_mask);
+                return score.forward(last_non_pad_token(hidden, input_ids, m.pad_id()));
+            }
+            (Head::ModernBert(head), Encoder::ModernBert(m)) => {
+                let hidden = m.forward(input_ids, attention_mask.clone());
+                let pooled = if head.mean_pooling {
+                    mean_of_real_tokens(hidden, attention_mask)
+                } else {
+                    first_token(hidden)
+                };
+                let pooled = head.drop.forward(head.head.forward(pooled));
+                return head.classifier.forward(pooled);
+            }
+            _ => {}
+        }
+        // Every other head reads one vector per sequence (GPT-2's score head too: HF's pooled
+        // logits).
         let summary = self
             .encoder
             .summary(input_ids, token_type_ids, attention_mask);
@@ -171,7 +235,9 @@ impl Classifier {
             }
             (Head::Roberta(head), _) => head.forward(summary),
             (Head::Gpt2(score), _) => score.forward(summary),
-            (Head::Bert(_), _) => unreachable!("Classifier::new pairs BERT's hf head with BERT"),
+            (Head::Bert(_) | Head::Decoder(_) | Head::ModernBert(_), _) => {
+                unreachable!("Classifier::new pairs each family's hf head with its encoder")
+            }
         }
     }
 
@@ -181,7 +247,10 @@ impl Classifier {
         let renamed = if let Some(rest) = path.strip_prefix("encoder.") {
             format!("{}.{rest}", self.encoder.hf_prefix())
         } else if let Some(rest) = path.strip_prefix("head.") {
-            format!("{}.{rest}", self.head.hf_prefix())
+            match self.head.hf_prefix() {
+                "" => rest.to_string(),
+                prefix => format!("{prefix}.{rest}"),
+            }
         } else {
             path.to_string()
         };

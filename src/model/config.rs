@@ -1,10 +1,13 @@
 //! The subset of a Hugging Face `config.json` that defines an encoder: [`ModelConfig`] picks the
-//! family from `model_type` (`bert`, `roberta`, `gpt2`) and holds its hyper-parameters.
+//! family from `model_type` and holds its hyper-parameters.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+
+pub use super::llama::LlamaConfig;
+pub use super::modernbert::ModernBertConfig;
 
 /// An encoder's family and hyper-parameters, from `model_type` in config.json.
 #[derive(Debug, Clone, PartialEq)]
@@ -12,7 +15,13 @@ pub enum ModelConfig {
     Bert(BertConfig),
     Roberta(BertConfig),
     Gpt2(Gpt2Config),
+    /// `llama`, `mistral`, `qwen2` and `qwen3`.
+    Llama(LlamaConfig),
+    ModernBert(ModernBertConfig),
 }
+
+/// The `model_type`s of the Llama family.
+const LLAMA_TYPES: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
 
 impl ModelConfig {
     /// Reads `config.json` and validates it for its family; every error names the file.
@@ -33,11 +42,15 @@ impl ModelConfig {
             "bert" => ModelConfig::Bert(parse(path, text, "BERT")?),
             "roberta" => ModelConfig::Roberta(parse(path, text, "RoBERTa")?),
             "gpt2" => ModelConfig::Gpt2(parse(path, text, "GPT-2")?),
+            kind if LLAMA_TYPES.contains(&kind) => ModelConfig::Llama(parse(path, text, kind)?),
+            "modernbert" => ModelConfig::ModernBert(parse(path, text, "ModernBERT")?),
             other => bail!("{}: {}", path.display(), unsupported(other)),
         };
         let checked = match &config {
             ModelConfig::Bert(c) | ModelConfig::Roberta(c) => c.validate(),
             ModelConfig::Gpt2(c) => c.validate(),
+            ModelConfig::Llama(c) => c.validate(),
+            ModelConfig::ModernBert(c) => c.validate(),
         };
         checked.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Ok(config)
@@ -48,6 +61,8 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) | ModelConfig::Roberta(c) => c.hidden_size,
             ModelConfig::Gpt2(c) => c.n_embd,
+            ModelConfig::Llama(c) => c.hidden_size,
+            ModelConfig::ModernBert(c) => c.hidden_size,
         }
     }
 
@@ -55,6 +70,8 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) | ModelConfig::Roberta(c) => c.vocab_size,
             ModelConfig::Gpt2(c) => c.vocab_size,
+            ModelConfig::Llama(c) => c.vocab_size,
+            ModelConfig::ModernBert(c) => c.vocab_size,
         }
     }
 
@@ -63,6 +80,8 @@ impl ModelConfig {
         match self {
             ModelConfig::Bert(c) | ModelConfig::Roberta(c) => c.initializer_range,
             ModelConfig::Gpt2(c) => c.initializer_range,
+            ModelConfig::Llama(c) => c.initializer_range,
+            ModelConfig::ModernBert(c) => c.initializer_range,
         }
     }
 
@@ -72,6 +91,21 @@ impl ModelConfig {
             ModelConfig::Bert(_) => "bert",
             ModelConfig::Roberta(_) => "roberta",
             ModelConfig::Gpt2(_) => "gpt2",
+            ModelConfig::Llama(c) => LLAMA_TYPES
+                .into_iter()
+                .find(|t| *t == c.model_type)
+                .unwrap_or("llama"),
+            ModelConfig::ModernBert(_) => "modernbert",
+        }
+    }
+
+    /// The id that pads a batch where config.json says (decoders without a pad token pad with
+    /// their end-of-sequence token); None leaves it to the tokenizer.
+    pub fn pad_id(&self) -> Option<u32> {
+        match self {
+            ModelConfig::Llama(c) => c.pad_id(),
+            ModelConfig::ModernBert(c) => c.pad_token_id,
+            _ => None,
         }
     }
 
@@ -81,6 +115,8 @@ impl ModelConfig {
             ModelConfig::Bert(c) => c.max_position_embeddings,
             ModelConfig::Roberta(c) => c.max_position_embeddings.saturating_sub(c.pad_token_id + 1),
             ModelConfig::Gpt2(c) => c.n_positions,
+            ModelConfig::Llama(c) => c.max_position_embeddings,
+            ModelConfig::ModernBert(c) => c.max_position_embeddings,
         }
     }
 
@@ -88,8 +124,8 @@ impl ModelConfig {
     /// config.json) names it in the error. The one check of `--max-length` against a model.
     pub fn check_max_length(&self, path: &Path, max_length: usize) -> Result<()> {
         let positions = match self {
-            ModelConfig::Bert(c) => {
-                format!("max_position_embeddings {}", c.max_position_embeddings)
+            ModelConfig::Bert(_) | ModelConfig::Llama(_) | ModelConfig::ModernBert(_) => {
+                format!("max_position_embeddings {}", self.max_tokens())
             }
             ModelConfig::Gpt2(c) => format!("n_positions {}", c.n_positions),
             ModelConfig::Roberta(c) => format!(
@@ -121,7 +157,7 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str, what: &str) ->
 
 fn unsupported(model_type: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "unsupported architecture: model_type \"{model_type}\" (pac-wgpu implements \"bert\", \"roberta\" and \"gpt2\")"
+        "unsupported architecture: model_type \"{model_type}\" (pac-wgpu implements bert, roberta, gpt2, llama, mistral, qwen2, qwen3 and modernbert)"
     )
 }
 

@@ -1,6 +1,9 @@
-//! Loads HF `model.safetensors` weights into an [`Encoder`] through burn-store.
+//! Loads HF `model.safetensors` weights (or a sharded checkpoint's
+//! `model.safetensors.index.json` and its shards; 16-bit floats widened to f32) into an
+//! [`Encoder`] through burn-store.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 use burn::module::Module;
@@ -12,11 +15,19 @@ use super::config::ModelConfig;
 use super::encoder::Encoder;
 use super::gpt2::Gpt2;
 use super::hf_names::{from_hf_names, hf_name};
+use super::llama::Llama;
+use super::modernbert::ModernBert;
 use super::roberta::Roberta;
+
+/// A folder's one-file checkpoint.
+pub const WEIGHTS: &str = "model.safetensors";
+/// A sharded checkpoint's map from tensor names to shard files.
+pub const WEIGHTS_INDEX: &str = "model.safetensors.index.json";
 
 /// Checkpoint tensors that the encoder does not use and that need no warning: the pooler (the
 /// `cls` head reads the first token directly), pre-training and task heads, and buffers.
-const KNOWN_UNUSED: [&str; 8] = [
+const KNOWN_UNUSED: [&str; 9] = [
+    "decoder.",
     "pooler.",
     "cls.",
     "classifier.",
@@ -27,10 +38,147 @@ const KNOWN_UNUSED: [&str; 8] = [
     "masked_bias",
 ];
 
+/// Reads a model folder's checkpoint ([`WEIGHTS`], or [`WEIGHTS_INDEX`] and its shards) into a
+/// freshly built encoder of `config`'s family; see [`load_encoder`].
+pub fn load_folder(
+    folder: &Path,
+    config: &ModelConfig,
+    dropout: f64,
+    device: &Device,
+) -> Result<(Encoder, Vec<String>)> {
+    let single = folder.join(WEIGHTS);
+    let files = if single.is_file() {
+        vec![single]
+    } else {
+        shards(&folder.join(WEIGHTS_INDEX))?
+    };
+    if let [file] = files.as_slice()
+        && all_f32(&read_weights(file)?)
+    {
+        return load_encoder(file, config, dropout, device);
+    }
+    let bytes = widened(&files)?;
+    load_encoder_bytes(bytes, &files[0], config, dropout, device)
+}
+
+/// The shard files an index names, each once, in order; an error names a missing one.
+fn shards(index: &Path) -> Result<Vec<PathBuf>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let folder = index.parent().unwrap_or(Path::new("."));
+    let text = std::fs::read_to_string(index).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot read model weights ({WEIGHTS} or {WEIGHTS_INDEX}): {e}",
+            folder.display()
+        )
+    })?;
+    let index_file: Index = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}: expected a safetensors index with a \"weight_map\" ({e})",
+            index.display(),
+            e.line()
+        )
+    })?;
+    let names: BTreeSet<&String> = index_file.weight_map.values().collect();
+    let mut files = Vec::new();
+    for name in names {
+        let file = folder.join(name);
+        if name.contains('/') || name.contains("..") || !file.is_file() {
+            bail!(
+                "{}: shard {name} is missing (named in weight_map)",
+                index.display()
+            );
+        }
+        files.push(file);
+    }
+    if files.is_empty() {
+        bail!("{}: weight_map names no shard", index.display());
+    }
+    Ok(files)
+}
+
+/// Whether every tensor of a safetensors file is f32 (an unreadable header counts as f32, so
+/// that the usual path reports it).
+fn all_f32(bytes: &[u8]) -> bool {
+    safetensors::SafeTensors::read_metadata(bytes).is_ok_and(|(_, header)| {
+        header
+            .tensors()
+            .values()
+            .all(|info| info.dtype == safetensors::Dtype::F32)
+    })
+}
+
+/// The tensors of `files` as one safetensors image, bf16 and f16 widened to f32.
+fn widened(files: &[PathBuf]) -> Result<Vec<u8>> {
+    use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for file in files {
+        let bytes = read_weights(file)?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: expected a safetensors file, found a corrupt header ({e})",
+                file.display()
+            )
+        })?;
+        for (name, view) in st.tensors() {
+            let data = view.data();
+            let words = |n: usize| data.chunks_exact(n);
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => words(4)
+                    .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+                    .collect(),
+                Dtype::BF16 => words(2)
+                    .map(|w| f32::from_bits(u32::from(u16::from_le_bytes([w[0], w[1]])) << 16))
+                    .collect(),
+                Dtype::F16 => words(2)
+                    .map(|w| f16_to_f32(u16::from_le_bytes([w[0], w[1]])))
+                    .collect(),
+                other => bail!(
+                    "{}: tensor {name} has dtype {other:?}, expected F32, BF16 or F16",
+                    file.display()
+                ),
+            };
+            tensors.push((
+                name,
+                view.shape().to_vec(),
+                bytemuck::cast_slice(&values).to_vec(),
+            ));
+        }
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| {
+            TensorView::new(Dtype::F32, shape.clone(), data).map(|view| (name.clone(), view))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", files[0].display()))?;
+    safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("{}: {e}", files[0].display()))
+}
+
+/// IEEE half precision to single.
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = u32::from(h >> 15) << 31;
+    let exponent = u32::from((h >> 10) & 0x1f);
+    let mantissa = u32::from(h & 0x3ff);
+    let bits = match (exponent, mantissa) {
+        (0, 0) => sign,
+        // Subnormal halves are normal singles: scale the mantissa up.
+        (0, m) => {
+            let shift = m.leading_zeros() - 21;
+            sign | ((113 - shift) << 23) | (((m << shift) & 0x3ff) << 13)
+        }
+        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
+        (e, m) => sign | ((e + 112) << 23) | (m << 13),
+    };
+    f32::from_bits(bits)
+}
+
 /// Reads `model.safetensors` into a freshly built encoder of `config`'s family.
 ///
 /// Accepts both base-model names (`encoder.layer.0...`, `h.0...`) and task-model names
-/// (`bert.`, `roberta.`, `transformer.` prefixes). A missing or mis-shaped tensor is an error
+/// (`bert.`, `roberta.`, `transformer.`, `model.` prefixes). A missing or mis-shaped tensor is an error
 /// naming the tensor (BERT's pooler may be missing); extra tensors other than `KNOWN_UNUSED` are
 /// returned as warnings.
 pub fn load_encoder(
@@ -111,6 +259,22 @@ fn build(
             let (missing, unused) = apply(store, path, &mut gpt2)?;
             (Encoder::Gpt2(gpt2), checked(path, missing, unused)?)
         }
+        ModelConfig::Llama(c) => {
+            let mut llama = Llama::new(c, device)?;
+            let (missing, unused) = apply(store, path, &mut llama)?;
+            (Encoder::Llama(llama), checked(path, missing, unused)?)
+        }
+        ModelConfig::ModernBert(c) => {
+            // The MLM head is optional, as BERT's pooler is.
+            let mut modernbert = ModernBert::new(c, device)?;
+            let (missing, unused) = apply(store, path, &mut modernbert)?;
+            if missing.iter().any(|n| n.starts_with("head.")) {
+                modernbert.head = None;
+            }
+            let missing = missing.into_iter().filter(|n| !n.starts_with("head."));
+            let encoder = Encoder::ModernBert(modernbert);
+            (encoder, checked(path, missing.collect(), unused)?)
+        }
     })
 }
 
@@ -121,7 +285,7 @@ fn apply<M: Module>(
     path: &Path,
     module: &mut M,
 ) -> Result<(Vec<String>, Vec<String>)> {
-    let mut store = from_hf_names(store, false);
+    let mut store = from_hf_names(store, None);
     let result = module
         .load_from(&mut store)
         .map_err(|e| anyhow::anyhow!("{}: cannot read tensors: {e}", path.display()))?;
@@ -211,9 +375,26 @@ fn check_header(path: &Path, bytes: &[u8], config: &ModelConfig) -> Result<()> {
             [c.vocab_size, c.n_embd],
             "vocab_size × n_embd",
         )],
+        ModelConfig::Llama(c) => vec![
+            (
+                "embed_tokens.weight",
+                [c.vocab_size, c.hidden_size],
+                "vocab_size × hidden_size",
+            ),
+            (
+                "layers.0.mlp.up_proj.weight",
+                [c.intermediate_size, c.hidden_size],
+                "intermediate_size × hidden_size",
+            ),
+        ],
+        ModelConfig::ModernBert(c) => vec![(
+            "embeddings.tok_embeddings.weight",
+            [c.vocab_size, c.hidden_size],
+            "vocab_size × hidden_size",
+        )],
     };
     let unprefixed = |n: &str| {
-        ["bert.", "roberta.", "transformer."]
+        ["bert.", "roberta.", "transformer.", "model."]
             .iter()
             .find_map(|p| n.strip_prefix(p))
             .unwrap_or(n)

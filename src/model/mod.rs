@@ -1,5 +1,5 @@
-//! The pretrained encoders (BERT, RoBERTa, GPT-2, chosen by `model_type`), the classifier heads
-//! on top of them, weight loading and model resolution.
+//! The pretrained encoders (BERT, RoBERTa, GPT-2, the Llama family, ModernBERT, chosen by
+//! `model_type`), the classifier heads on top of them, weight loading and model resolution.
 
 pub mod bert;
 pub mod classifier;
@@ -9,10 +9,13 @@ pub mod gpt2;
 pub mod hf_names;
 #[cfg(feature = "native")]
 pub mod hub;
+pub mod llama;
 pub mod load;
+pub mod modernbert;
 pub mod pooling;
 pub mod pretrained;
 pub mod roberta;
+pub mod rotary;
 pub mod trainable;
 
 #[cfg(not(feature = "native"))]
@@ -23,7 +26,7 @@ use anyhow::Result;
 
 pub use bert::Bert;
 pub use classifier::{Classifier, Head, HeadKind};
-pub use config::{BertConfig, Gpt2Config, ModelConfig};
+pub use config::{BertConfig, Gpt2Config, LlamaConfig, ModelConfig, ModernBertConfig};
 pub use encoder::Encoder;
 pub use gpt2::Gpt2;
 #[cfg(feature = "native")]

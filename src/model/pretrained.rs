@@ -57,14 +57,14 @@ pub struct Pretrained {
 }
 
 impl Pretrained {
-    /// Loads `folder/config.json` and `folder/model.safetensors` onto `device`; extra tensors in
+    /// Loads `folder/config.json` and the folder's checkpoint onto `device`; extra tensors in
     /// the checkpoint are reported on stderr.
     pub fn load(folder: &Path, dropout: f64, device: &Device) -> Result<Self> {
         let config = ModelConfig::from_file(&folder.join("config.json"))?;
         Self::from_config(folder, config, dropout, device)
     }
 
-    /// Loads `folder/model.safetensors` onto `device` as a model of `config` (its config.json,
+    /// Loads the folder's checkpoint onto `device` as a model of `config` (its config.json,
     /// read already).
     pub fn from_config(
         folder: &Path,
@@ -72,8 +72,7 @@ impl Pretrained {
         dropout: f64,
         device: &Device,
     ) -> Result<Self> {
-        let (encoder, warnings) =
-            load::load_encoder(&folder.join("model.safetensors"), &config, dropout, device)?;
+        let (encoder, warnings) = load::load_folder(folder, &config, dropout, device)?;
         for warning in warnings {
             eprintln!("warning: {warning}");
         }

@@ -32,7 +32,8 @@ use crate::util::kernel::launch::{
 #[derive(Module, Debug)]
 pub struct LayerNorm {
     pub gamma: Param<Tensor<1>>,
-    pub beta: Param<Tensor<1>>,
+    /// None for HF's `LayerNorm(bias=False)`: β = 0.
+    pub beta: Option<Param<Tensor<1>>>,
     epsilon: f64,
 }
 
@@ -41,8 +42,16 @@ impl LayerNorm {
     pub fn new(d: usize, epsilon: f64, device: &Device) -> Self {
         LayerNorm {
             gamma: Initializer::Ones.init([d], device),
-            beta: Initializer::Zeros.init([d], device),
+            beta: Some(Initializer::Zeros.init([d], device)),
             epsilon,
+        }
+    }
+
+    /// γ = 1 over `d` features, without β.
+    pub fn without_bias(d: usize, epsilon: f64, device: &Device) -> Self {
+        LayerNorm {
+            beta: None,
+            ..Self::new(d, epsilon, device)
         }
     }
 
@@ -50,7 +59,11 @@ impl LayerNorm {
         let (y, _stats) = <Dispatch as LayerNormBackend>::layer_norm_forward(
             x.into_dispatch(),
             self.gamma.val().into_dispatch(),
-            self.beta.val().into_dispatch(),
+            match &self.beta {
+                Some(beta) => beta.val(),
+                None => Tensor::zeros(self.gamma.dims(), &self.gamma.device()),
+            }
+            .into_dispatch(),
             self.epsilon as f32,
         );
         Tensor::from_dispatch(y)

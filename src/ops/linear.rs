@@ -24,25 +24,30 @@ use crate::util::kernel::cpu::{
 };
 
 /// x·W + b over the last dimension of x, with W stored `[in, out]` as Burn's `Linear` stores
-/// it (the name `Linear` tells burn-store to transpose HF's `[out, in]` weights).
+/// it (the name `Linear` tells burn-store to transpose HF's `[out, in]` weights). Without a
+/// bias (HF's `bias=False`), b is 0.
 #[derive(Module, Debug)]
 pub struct Linear {
     pub weight: Param<Tensor<2>>,
-    pub bias: Param<Tensor<1>>,
+    pub bias: Option<Param<Tensor<1>>>,
 }
 
 impl Linear {
-    /// A `d_in → d_out` layer with weights and biases drawn N(0, `std`²).
-    pub fn normal(d_in: usize, d_out: usize, std: f64, device: &Device) -> Self {
+    /// A `d_in → d_out` layer with weights (and a bias, if `bias`) drawn N(0, `std`²).
+    pub fn normal(d_in: usize, d_out: usize, std: f64, bias: bool, device: &Device) -> Self {
         let init = Initializer::Normal { mean: 0.0, std };
         Linear {
             weight: init.init([d_in, d_out], device),
-            bias: init.init([d_out], device),
+            bias: bias.then(|| init.init([d_out], device)),
         }
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        linear(x, self.weight.val(), self.bias.val())
+        let bias = match &self.bias {
+            Some(bias) => bias.val(),
+            None => Tensor::zeros([self.weight.dims()[1]], &x.device()),
+        };
+        linear(x, self.weight.val(), bias)
     }
 }
 

@@ -183,7 +183,7 @@ fn load_model_from(
     path: &Path,
     mut model: Classifier,
 ) -> Result<Classifier> {
-    let mut store = from_hf_names(store, true);
+    let mut store = from_hf_names(store, Some(model.head.hf_prefix()));
     let result = model
         .load_from(&mut store)
         .map_err(|e| anyhow!("{}: cannot read checkpoint: {e}", path.display()))?;
@@ -241,7 +241,7 @@ pub(super) fn untrained(
 ) -> Result<(ModelConfig, Classifier)> {
     let model_config = ModelConfig::from_file(&folder.join("config.json"))?;
     let model = Classifier::new(
-        Encoder::new(&model_config, 0.0, device),
+        Encoder::new(&model_config, 0.0, device)?,
         &model_config,
         config.head,
         task.num_labels(),

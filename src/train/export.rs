@@ -190,13 +190,29 @@ fn encoder_prefix(config: &ModelConfig) -> &'static str {
         ModelConfig::Bert(_) => "bert",
         ModelConfig::Roberta(_) => "roberta",
         ModelConfig::Gpt2(_) => "transformer",
+        ModelConfig::Llama(_) | ModelConfig::ModernBert(_) => "model",
     }
 }
 
 fn pooling(config: &ModelConfig) -> &'static str {
     match config {
-        ModelConfig::Gpt2(_) => "last_real",
+        ModelConfig::Gpt2(_) | ModelConfig::Llama(_) => "last_real",
         _ => "first",
+    }
+}
+
+/// The stem of the family's transformers classes (`{stem}Model`,
+/// `{stem}ForSequenceClassification`).
+fn class_stem(config: &ModelConfig) -> &'static str {
+    match config.model_type() {
+        "bert" => "Bert",
+        "roberta" => "Roberta",
+        "gpt2" => "GPT2",
+        "mistral" => "Mistral",
+        "qwen2" => "Qwen2",
+        "qwen3" => "Qwen3",
+        "modernbert" => "ModernBert",
+        _ => "Llama",
     }
 }
 
@@ -220,13 +236,9 @@ fn hf_config(path: &Path, head: HeadKind, model: &ModelConfig, task: &Task) -> R
         .with_context(|| format!("{}: cannot read", path.display()))?;
     let mut config: serde_json::Map<String, Value> = serde_json::from_str(&text)
         .map_err(|e| anyhow!("{}: expected a JSON object ({e})", path.display()))?;
-    let architecture = match (head, model) {
-        (HeadKind::Hf, ModelConfig::Bert(_)) => "BertForSequenceClassification",
-        (HeadKind::Hf, ModelConfig::Roberta(_)) => "RobertaForSequenceClassification",
-        (HeadKind::Hf, ModelConfig::Gpt2(_)) => "GPT2ForSequenceClassification",
-        (HeadKind::Cls, ModelConfig::Bert(_)) => "BertModel",
-        (HeadKind::Cls, ModelConfig::Roberta(_)) => "RobertaModel",
-        (HeadKind::Cls, ModelConfig::Gpt2(_)) => "GPT2Model",
+    let architecture = match head {
+        HeadKind::Hf => format!("{}ForSequenceClassification", class_stem(model)),
+        HeadKind::Cls => format!("{}Model", class_stem(model)),
     };
     let labels: Vec<String> = match task.label_names().as_slice() {
         [] => vec!["LABEL_0".to_string()],
@@ -252,6 +264,10 @@ fn hf_config(path: &Path, head: HeadKind, model: &ModelConfig, task: &Task) -> R
         // GPT-2 has no pad token; its end-of-text token pads, and the HF head needs to know it.
         let eos = config.get("eos_token_id").cloned().unwrap_or(json!(50256));
         config.insert("pad_token_id".into(), eos);
+    }
+    if let Some(pad) = model.pad_id() {
+        // Decoders without a pad token pad with end of sequence; the HF head reads up to it.
+        config.insert("pad_token_id".into(), json!(pad));
     }
     Ok(Value::Object(config))
 }
@@ -315,7 +331,7 @@ fn write_noise(
     let pac = TensorFile::read(&last.join("pac.safetensors"))?;
     let device = Device::flex();
     let model = Classifier::new(
-        Encoder::new(model_config, 0.0, &device),
+        Encoder::new(model_config, 0.0, &device)?,
         model_config,
         config.head,
         task.num_labels(),

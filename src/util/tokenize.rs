@@ -104,10 +104,20 @@ impl TextTokenizer {
         })
     }
 
-    /// The id used for padding: `[PAD]` (BERT), `<pad>` (RoBERTa), GPT-2's end of text
-    /// `<|endoftext|>` (it has no pad token), else 0.
+    /// The id used for padding: the model config's where it names one (see [`Self::with_pad_id`]),
+    /// else `[PAD]` (BERT), `<pad>` (RoBERTa), GPT-2's end of text `<|endoftext|>` (it has no pad
+    /// token), else 0.
     pub fn pad_id(&self) -> u32 {
         self.pad_id
+    }
+
+    /// The tokenizer padding with `pad_id` where the model's config names one
+    /// (`ModelConfig::pad_id`).
+    pub fn with_pad_id(mut self, pad_id: Option<u32>) -> Self {
+        if let Some(id) = pad_id {
+            self.pad_id = id;
+        }
+        self
     }
 }
 

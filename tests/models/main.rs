@@ -7,3 +7,4 @@ mod common;
 mod families;
 mod minilm_parity;
 mod model_loading;
+mod modern;
