@@ -8,8 +8,8 @@
 //!     cargo run --release --example bench_step -- --model small --device 0 --batch 8 --seq 32 \
 //!         --steps 30 --k-examples 8 --growth-batch 2 --growth-seq 16
 //!
-//! Models: a local HF folder, `bert-base` (12 layers, hidden 768) or `small` (2 layers, hidden
-//! 128), the last two with random weights. Inputs are random token ids of exactly `seq` tokens
+//! Models: a local HF folder, or with random weights: `bert-base` (12 layers, hidden 768),
+//! `small` (2 layers, hidden 128), `qwen2.5-0.5b` and `modernbert-base` (the real shapes). Inputs are random token ids of exactly `seq` tokens
 //! (full attention mask) with random binary labels, from `--seed`. One model and one AdamW are
 //! shared by all methods (a step costs the same whatever the weights), and the methods' timed
 //! steps are interleaved, in an order that rotates and reverses, so that machine noise hits
@@ -67,7 +67,8 @@ use torch::{AnchorInputs, TorchAnchor, cpu_threads};
 
 #[derive(Parser)]
 struct Args {
-    /// A local HF model folder, `bert-base` or `small` (random weights).
+    /// A local HF model folder, or `bert-base`, `small`, `qwen2.5-0.5b`, `modernbert-base`
+    /// (random weights).
     #[arg(long, default_value = "assets/models/all-MiniLM-L6-v2")]
     model: String,
     /// auto, cpu or a wgpu adapter index (`pac-wgpu devices`).
@@ -431,11 +432,15 @@ fn build_model(name: &str, seed: u64, device: &Device) -> Result<(Classifier, Mo
             let c = ModelConfig::Bert(BertConfig::sized(30522, 128, 2, 2, 512));
             (Encoder::new(&c, 0.0, device)?, c)
         }
+        "qwen2.5-0.5b" | "modernbert-base" => {
+            let c = ModelConfig::from_text(Path::new(name), real_size_config(name))?;
+            (Encoder::new(&c, 0.0, device)?, c)
+        }
         folder => {
             let path = Path::new(folder);
             if !path.join("config.json").is_file() {
                 bail!(
-                    "--model {folder:?}: not a HF model folder (no config.json), bert-base or small"
+                    "--model {folder:?}: not a HF model folder (no config.json), bert-base, small, qwen2.5-0.5b or modernbert-base"
                 );
             }
             let m = Pretrained::load(path, 0.0, device)?;
@@ -448,6 +453,29 @@ fn build_model(name: &str, seed: u64, device: &Device) -> Result<(Classifier, Mo
     };
     let model = Classifier::new(encoder, &config, HeadKind::Cls, 2, 0.0, seed, device);
     Ok((model, config))
+}
+
+/// The hub's config.json of Qwen/Qwen2.5-0.5B or answerdotai/ModernBERT-base (the keys that
+/// set the shapes and the maths), for random weights of the real sizes.
+fn real_size_config(name: &str) -> &'static str {
+    match name {
+        "qwen2.5-0.5b" => {
+            r#"{"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+            "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+            "vocab_size": 151936, "max_position_embeddings": 32768, "rms_norm_eps": 1e-6,
+            "rope_theta": 1000000.0, "tie_word_embeddings": true, "use_sliding_window": false,
+            "sliding_window": 32768, "max_window_layers": 24, "hidden_act": "silu",
+            "bos_token_id": 151643, "eos_token_id": 151643}"#
+        }
+        _ => {
+            r#"{"model_type": "modernbert", "hidden_size": 768, "intermediate_size": 1152,
+            "num_hidden_layers": 22, "num_attention_heads": 12, "vocab_size": 50368,
+            "max_position_embeddings": 8192, "global_attn_every_n_layers": 3,
+            "local_attention": 128, "global_rope_theta": 160000.0, "local_rope_theta": 10000.0,
+            "norm_eps": 1e-5, "norm_bias": false, "pad_token_id": 50283,
+            "classifier_pooling": "mean"}"#
+        }
+    }
 }
 
 /// `count` examples of exactly `seq` random token ids and random binary labels.

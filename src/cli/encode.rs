@@ -1,7 +1,7 @@
 use anyhow::Result;
 use pac_wgpu::model::{Encoder, ModelConfig, Pretrained, resolve_model, token_states};
 use pac_wgpu::util::device::select;
-use pac_wgpu::util::tokenize::{PaddedBatch, TextTokenizer};
+use pac_wgpu::util::tokenize::PaddedBatch;
 
 use super::args::DeviceArg;
 
@@ -32,7 +32,7 @@ pub fn run(args: &EncodeArgs) -> Result<()> {
     let config_json = folder.join("config.json");
     let config = ModelConfig::from_file(&config_json)?;
     config.check_max_length(&config_json, args.max_length)?;
-    let tokenizer = TextTokenizer::from_model_dir(&folder, args.max_length)?;
+    let tokenizer = pac_wgpu::model::tokenizer(&folder, &config, args.max_length)?;
     let encoded = tokenizer.encode(&args.text_a, args.text_b.as_deref())?;
     let selected = select(args.device.choice)?;
     let model = Pretrained::from_config(&folder, config, 0.0, &selected.device)?;

@@ -104,8 +104,9 @@ pub struct TrainArgs {
     /// LoRA: the scale numerator α; the weight becomes W + α/r·A·B. [default: 16]
     #[arg(help_heading = "Training", long)]
     lora_alpha: Option<f64>,
-    /// LoRA: the encoder Linear layers adapted, among query, key, value, dense (every dense
-    /// layer). [default: query,value]
+    /// LoRA: the encoder's layers adapted, by the family's names (BERT: query, key, value,
+    /// dense; Llama family: q_proj … down_proj; ModernBERT: Wqkv, Wo, Wi). [default: the
+    /// attention's query and value: query,value; q_proj,v_proj; Wqkv; GPT-2 c_attn]
     #[arg(help_heading = "Training", long)]
     lora_targets: Option<String>,
     /// Dropout probability everywhere. [default: 0]

@@ -13,21 +13,12 @@ use burn::tensor::activation::tanh;
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
+use super::mask::padding_bias;
 use crate::ops::attention::attention;
 use crate::ops::gelu::gelu;
 use crate::ops::layer_norm::LayerNorm;
 use crate::ops::linear::Linear;
 use crate::ops::softmax::softmax;
-
-/// Added to attention scores at masked key positions (HF uses the dtype's minimum; any value
-/// that underflows `exp` gives the same probabilities).
-pub(crate) const MASKED_SCORE: f32 = -1e9;
-
-/// `[batch, 1, 1, seq]`: 0 at real tokens and [`MASKED_SCORE`] at padding, from a 0/1 mask.
-pub(crate) fn padding_bias(attention_mask: Tensor<2>) -> Tensor<4> {
-    let [batch, seq] = attention_mask.dims();
-    (attention_mask.neg().add_scalar(1.0) * MASKED_SCORE).reshape([batch, 1, 1, seq])
-}
 
 /// A layer's Linear as HF BERT draws one: N(0, 0.02²).
 fn linear(d_in: usize, d_out: usize, device: &Device) -> Linear {
@@ -88,7 +79,7 @@ pub struct SelfAttention {
 impl SelfAttention {
     /// What the positions of `queries` (`[batch, q, hidden]`) read from all positions of `x`
     /// (`[batch, seq, hidden]`). `mask_bias`: `[batch, 1, 1, seq]`, 0 for real tokens and
-    /// [`MASKED_SCORE`] for padding.
+    /// [`MASKED_SCORE`](super::mask::MASKED_SCORE) for padding.
     fn forward(&self, queries: Tensor<3>, x: Tensor<3>, mask_bias: Tensor<4>) -> Tensor<3> {
         if self.dropout.prob == 0.0 {
             let [batch, _, _, len] = mask_bias.dims();

@@ -53,6 +53,17 @@ impl Encoder {
         }
     }
 
+    /// The layers LoRA adapts unless `--lora-targets` says otherwise, by the family's own names:
+    /// the attention's query and value projections (ModernBERT's fused `Wqkv`, GPT-2's `c_attn`).
+    pub fn default_lora_targets(&self) -> &'static str {
+        match self {
+            Encoder::Bert(_) | Encoder::Roberta(_) => "query,value",
+            Encoder::Gpt2(_) => "c_attn",
+            Encoder::Llama(_) => "q_proj,v_proj",
+            Encoder::ModernBert(_) => "Wqkv",
+        }
+    }
+
     /// The prefix of the encoder's tensors in an HF task model.
     pub fn hf_prefix(&self) -> &'static str {
         match self {

@@ -8,8 +8,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 
-use super::bert::{MASKED_SCORE, padding_bias};
 use super::config::Gpt2Config;
+use super::mask::{causal_bias, padding_bias};
 use crate::ops::layer_norm::LayerNorm;
 use crate::ops::linear::linear;
 use crate::ops::softmax::softmax;
@@ -56,7 +56,7 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `bias`: `[batch, 1, seq, seq]`, 0 where a query may see a key, else [`MASKED_SCORE`].
+    /// `bias`: `[batch, 1, seq, seq]`, 0 where a query may see a key, else [`MASKED_SCORE`](super::mask::MASKED_SCORE).
     fn forward(&self, x: Tensor<3>, bias: Tensor<4>) -> Tensor<3> {
         let [batch, seq, hidden] = x.dims();
         let head_dim = hidden / self.heads;
@@ -159,16 +159,10 @@ impl Gpt2 {
         let mut x = self
             .drop
             .forward(self.wte.forward(input_ids) + self.wpe.forward(positions));
-        let bias = padding_bias(attention_mask) + causal_bias(seq, &device);
+        let bias = padding_bias(attention_mask) + causal_bias(seq, None, &device);
         for block in &self.h {
             x = block.forward(x, bias.clone());
         }
         self.ln_f.forward(x)
     }
-}
-
-/// `[1, 1, seq, seq]`: [`MASKED_SCORE`] where the key comes after the query, else 0.
-fn causal_bias(seq: usize, device: &Device) -> Tensor<4> {
-    let future = Tensor::<2>::ones([seq, seq], device).triu(1);
-    (future * MASKED_SCORE).reshape([1, 1, seq, seq])
 }

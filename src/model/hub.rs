@@ -5,10 +5,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use hf_hub::Repo;
 
+use super::load::{WEIGHTS, WEIGHTS_INDEX, shard_names};
 use crate::util::hub::{self, HubError};
 
-/// Files a model folder needs; the tokenizer may be `tokenizer.json` or `vocab.txt`.
-const REQUIRED: [&str; 2] = ["config.json", "model.safetensors"];
+/// A model folder needs config.json, its weights ([`WEIGHTS`], or [`WEIGHTS_INDEX`] and the
+/// shards it names) and a tokenizer, `tokenizer.json` or `vocab.txt`.
+const CONFIG: &str = "config.json";
 const TOKENIZER_FILES: [&str; 2] = ["tokenizer.json", "vocab.txt"];
 
 const LOCAL: &str =
@@ -45,10 +47,14 @@ fn check_folder(path: &Path) -> Result<PathBuf> {
             if path.exists() { "a file" } else { "nothing" }
         );
     }
-    for file in REQUIRED {
-        if !path.join(file).is_file() {
-            bail!("{}: model folder has no {file}", path.display());
-        }
+    if !path.join(CONFIG).is_file() {
+        bail!("{}: model folder has no {CONFIG}", path.display());
+    }
+    if !path.join(WEIGHTS).is_file() && !path.join(WEIGHTS_INDEX).is_file() {
+        bail!(
+            "{}: model folder has no {WEIGHTS} (nor a sharded {WEIGHTS_INDEX})",
+            path.display()
+        );
     }
     if !TOKENIZER_FILES.iter().any(|f| path.join(f).is_file()) {
         bail!(
@@ -60,20 +66,30 @@ fn check_folder(path: &Path) -> Result<PathBuf> {
 }
 
 fn cached_folder(repo: &Repo) -> Option<PathBuf> {
-    let mut folder = None;
-    for file in REQUIRED {
-        folder = Some(hub::cached(repo, file)?.parent()?.to_path_buf());
-    }
-    TOKENIZER_FILES
+    let folder = hub::cached(repo, CONFIG)?.parent()?.to_path_buf();
+    let weights = hub::cached(repo, WEIGHTS).is_some()
+        || hub::cached(repo, WEIGHTS_INDEX).is_some_and(|index| {
+            shard_names(&index)
+                .is_ok_and(|names| names.iter().all(|n| hub::cached(repo, n).is_some()))
+        });
+    let tokenizer = TOKENIZER_FILES
         .iter()
-        .any(|f| hub::cached(repo, f).is_some())
-        .then_some(folder?)
+        .any(|f| hub::cached(repo, f).is_some());
+    (weights && tokenizer).then_some(folder)
 }
 
 /// Downloads the model files of `repo`; the snapshot folder holding them.
 fn download(id: &str, repo: &Repo) -> Result<PathBuf, HubError> {
-    let config = hub::get(repo, "config.json")?;
-    match hub::get(repo, "model.safetensors") {
+    let config = hub::get(repo, CONFIG)?;
+    match hub::get(repo, WEIGHTS) {
+        Err(HubError::NotFound { .. }) if hub::exists(repo, WEIGHTS_INDEX)? => {
+            let index = hub::get(repo, WEIGHTS_INDEX)?;
+            let names = shard_names(&index).map_err(|e| HubError::Setting(e.to_string()))?;
+            for name in names {
+                hub::get(repo, &name)?;
+            }
+            index
+        }
         Err(HubError::NotFound { .. }) if hub::exists(repo, "pytorch_model.bin")? => {
             return Err(HubError::Setting(format!(
                 "{id} has only pytorch_model.bin, a PyTorch pickle, which pac-wgpu does not load (unpickling can run code); use a repository with model.safetensors, or convert it with transformers (`save_pretrained(dir, safe_serialization=True)`)"

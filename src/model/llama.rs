@@ -13,7 +13,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::bert::{MASKED_SCORE, padding_bias};
+use super::mask::{causal_bias, padding_bias};
 use super::rotary::{self, Rope, RopeScaling};
 use crate::ops::linear::Linear;
 use crate::ops::softmax::softmax;
@@ -281,7 +281,7 @@ impl Attention {
         }
     }
 
-    /// `bias`: `[batch, 1, seq, seq]`, 0 where a query may read a key, else [`MASKED_SCORE`].
+    /// `bias`: `[batch, 1, seq, seq]`, 0 where a query may read a key, else [`MASKED_SCORE`](super::mask::MASKED_SCORE).
     fn forward(&self, x: Tensor<3>, bias: Tensor<4>, rope: &(Tensor<4>, Tensor<4>)) -> Tensor<3> {
         let [batch, seq, _] = x.dims();
         let heads = |t: Tensor<3>, n: usize, norm: &Option<RmsNorm>| {
@@ -418,15 +418,4 @@ impl Llama {
         }
         self.norm.forward(x)
     }
-}
-
-/// `[1, 1, seq, seq]`: [`MASKED_SCORE`] where key j is after query i, or, with a window w,
-/// where i − j ≥ w; else 0.
-fn causal_bias(seq: usize, window: Option<usize>, device: &Device) -> Tensor<4> {
-    let future = Tensor::<2>::ones([seq, seq], device).triu(1);
-    let masked = match window {
-        Some(w) if w < seq => future + Tensor::<2>::ones([seq, seq], device).tril(-(w as i64)),
-        _ => future,
-    };
-    (masked * MASKED_SCORE).reshape([1, 1, seq, seq])
 }

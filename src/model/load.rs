@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Result, bail};
 use burn::module::Module;
 use burn::store::{ApplyError, ModuleSnapshot, SafetensorsStore};
-use burn::tensor::Device;
+use burn::tensor::{Device, bf16, f16};
 
 use super::bert::Bert;
 use super::config::ModelConfig;
@@ -53,7 +53,7 @@ pub fn load_folder(
         shards(&folder.join(WEIGHTS_INDEX))?
     };
     if let [file] = files.as_slice()
-        && all_f32(&read_weights(file)?)
+        && !has_16_bit_floats(&read_weights(file)?)
     {
         return load_encoder(file, config, dropout, device);
     }
@@ -63,29 +63,17 @@ pub fn load_folder(
 
 /// The shard files an index names, each once, in order; an error names a missing one.
 fn shards(index: &Path) -> Result<Vec<PathBuf>> {
-    #[derive(serde::Deserialize)]
-    struct Index {
-        weight_map: std::collections::BTreeMap<String, String>,
-    }
     let folder = index.parent().unwrap_or(Path::new("."));
-    let text = std::fs::read_to_string(index).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: cannot read model weights ({WEIGHTS} or {WEIGHTS_INDEX}): {e}",
+    if !index.is_file() {
+        bail!(
+            "{}: model folder has no {WEIGHTS} (nor a sharded {WEIGHTS_INDEX})",
             folder.display()
-        )
-    })?;
-    let index_file: Index = serde_json::from_str(&text).map_err(|e| {
-        anyhow::anyhow!(
-            "{}:{}: expected a safetensors index with a \"weight_map\" ({e})",
-            index.display(),
-            e.line()
-        )
-    })?;
-    let names: BTreeSet<&String> = index_file.weight_map.values().collect();
+        );
+    }
     let mut files = Vec::new();
-    for name in names {
-        let file = folder.join(name);
-        if name.contains('/') || name.contains("..") || !file.is_file() {
+    for name in shard_names(index)? {
+        let file = folder.join(&name);
+        if !file.is_file() {
             bail!(
                 "{}: shard {name} is missing (named in weight_map)",
                 index.display()
@@ -93,86 +81,113 @@ fn shards(index: &Path) -> Result<Vec<PathBuf>> {
         }
         files.push(file);
     }
-    if files.is_empty() {
-        bail!("{}: weight_map names no shard", index.display());
-    }
     Ok(files)
 }
 
-/// Whether every tensor of a safetensors file is f32 (an unreadable header counts as f32, so
-/// that the usual path reports it).
-fn all_f32(bytes: &[u8]) -> bool {
+/// The shard file names a `model.safetensors.index.json` maps tensors to, each once, sorted.
+pub fn shard_names(index: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Index {
+        weight_map: std::collections::BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index)
+        .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", index.display()))?;
+    let parsed: Index = serde_json::from_str(&text).map_err(|e| {
+        anyhow::anyhow!(
+            "{}:{}: expected a safetensors index with a \"weight_map\" ({e})",
+            index.display(),
+            e.line()
+        )
+    })?;
+    let names: BTreeSet<String> = parsed.weight_map.into_values().collect();
+    if let Some(bad) = names
+        .iter()
+        .find(|n| n.contains('/') || n.contains('\\') || n.starts_with('.'))
+    {
+        bail!(
+            "{}: shard name {bad:?} is not a file name in the folder",
+            index.display()
+        );
+    }
+    if names.is_empty() {
+        bail!("{}: weight_map names no shard", index.display());
+    }
+    Ok(names.into_iter().collect())
+}
+
+/// Whether a safetensors file holds f16 or bf16 tensors (an unreadable header counts as not,
+/// so that the usual path reports it).
+fn has_16_bit_floats(bytes: &[u8]) -> bool {
+    use safetensors::Dtype;
     safetensors::SafeTensors::read_metadata(bytes).is_ok_and(|(_, header)| {
-        header
-            .tensors()
-            .values()
-            .all(|info| info.dtype == safetensors::Dtype::F32)
+        (header.tensors().values()).any(|info| matches!(info.dtype, Dtype::F16 | Dtype::BF16))
     })
 }
 
+/// A tensor as `(name, shape, little-endian f32 bytes)`.
+pub type RawTensor = (String, Vec<usize>, Vec<u8>);
+
 /// The tensors of `files` as one safetensors image, bf16 and f16 widened to f32.
 fn widened(files: &[PathBuf]) -> Result<Vec<u8>> {
-    use safetensors::{Dtype, SafeTensors, tensor::TensorView};
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors = Vec::new();
     for file in files {
-        let bytes = read_weights(file)?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: expected a safetensors file, found a corrupt header ({e})",
-                file.display()
-            )
-        })?;
-        for (name, view) in st.tensors() {
-            let data = view.data();
-            let words = |n: usize| data.chunks_exact(n);
-            let values: Vec<f32> = match view.dtype() {
-                Dtype::F32 => words(4)
-                    .map(|w| f32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-                    .collect(),
-                Dtype::BF16 => words(2)
-                    .map(|w| f32::from_bits(u32::from(u16::from_le_bytes([w[0], w[1]])) << 16))
-                    .collect(),
-                Dtype::F16 => words(2)
-                    .map(|w| f16_to_f32(u16::from_le_bytes([w[0], w[1]])))
-                    .collect(),
-                other => bail!(
-                    "{}: tensor {name} has dtype {other:?}, expected F32, BF16 or F16",
-                    file.display()
-                ),
-            };
-            tensors.push((
-                name,
-                view.shape().to_vec(),
-                bytemuck::cast_slice(&values).to_vec(),
-            ));
-        }
+        tensors.extend(read_as_f32(file)?);
     }
-    let views = tensors
-        .iter()
-        .map(|(name, shape, data)| {
-            TensorView::new(Dtype::F32, shape.clone(), data).map(|view| (name.clone(), view))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow::anyhow!("{}: {e}", files[0].display()))?;
-    safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("{}: {e}", files[0].display()))
+    f32_image(&tensors, &files[0])
 }
 
-/// IEEE half precision to single.
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = u32::from(h >> 15) << 31;
-    let exponent = u32::from((h >> 10) & 0x1f);
-    let mantissa = u32::from(h & 0x3ff);
-    let bits = match (exponent, mantissa) {
-        (0, 0) => sign,
-        // Subnormal halves are normal singles: scale the mantissa up.
-        (0, m) => {
-            let shift = m.leading_zeros() - 21;
-            sign | ((113 - shift) << 23) | (((m << shift) & 0x3ff) << 13)
-        }
-        (0x1f, m) => sign | 0x7f80_0000 | (m << 13),
-        (e, m) => sign | ((e + 112) << 23) | (m << 13),
-    };
-    f32::from_bits(bits)
+/// Every float tensor of a safetensors file as f32 (16-bit floats widened); integer buffers
+/// such as `position_ids`, which no module reads, are left out.
+pub fn read_as_f32(path: &Path) -> Result<Vec<RawTensor>> {
+    use safetensors::Dtype;
+    let bytes = read_weights(path)?;
+    let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: expected a safetensors file, found a corrupt header ({e})",
+            path.display()
+        )
+    })?;
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let data = view.data();
+            let values: Vec<f32> = match view.dtype() {
+                Dtype::F32 => bytemuck::pod_collect_to_vec(data),
+                Dtype::F16 => data
+                    .chunks_exact(2)
+                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::BF16 => data
+                    .chunks_exact(2)
+                    .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                    .collect(),
+                Dtype::I64 | Dtype::I32 | Dtype::I16 | Dtype::I8 | Dtype::U8 | Dtype::BOOL => {
+                    return Ok(None);
+                }
+                other => bail!(
+                    "{}: tensor {name} has dtype {other:?}, expected F32, F16 or BF16",
+                    path.display()
+                ),
+            };
+            let bytes = bytemuck::cast_slice(&values).to_vec();
+            Ok(Some((name, view.shape().to_vec(), bytes)))
+        })
+        .filter_map(Result::transpose)
+        .collect()
+}
+
+/// `tensors` as the bytes of one f32 safetensors file; `name` names it in errors.
+pub fn f32_image(tensors: &[RawTensor], name: &Path) -> Result<Vec<u8>> {
+    use safetensors::tensor::TensorView;
+    let views = tensors
+        .iter()
+        .map(|(tensor, shape, bytes)| {
+            TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|view| (tensor.clone(), view))
+                .map_err(|e| anyhow::anyhow!("{}: {tensor}: {e}", name.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| anyhow::anyhow!("{}: {e}", name.display()))
 }
 
 /// Reads `model.safetensors` into a freshly built encoder of `config`'s family.

@@ -11,6 +11,7 @@ pub mod hf_names;
 pub mod hub;
 pub mod llama;
 pub mod load;
+pub mod mask;
 pub mod modernbert;
 pub mod pooling;
 pub mod pretrained;
@@ -32,7 +33,7 @@ pub use gpt2::Gpt2;
 #[cfg(feature = "native")]
 pub use hub::resolve_model;
 pub use pooling::{first_token, last_real_token};
-pub use pretrained::{Pretrained, TokenStates, cls_vectors, to_host, token_states};
+pub use pretrained::{Pretrained, TokenStates, cls_vectors, to_host, token_states, tokenizer};
 
 /// Without the hub (the browser build), `--model` must name a local folder.
 #[cfg(not(feature = "native"))]

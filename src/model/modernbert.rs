@@ -15,7 +15,7 @@ use burn::tensor::{Device, Int, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::bert::{MASKED_SCORE, padding_bias};
+use super::mask::{padding_bias, window_bias};
 use super::rotary::{self, Rope, RopeScaling};
 use crate::ops::gelu::gelu;
 use crate::ops::layer_norm::LayerNorm;
@@ -379,11 +379,4 @@ impl ModernBert {
         }
         self.final_norm.forward(x)
     }
-}
-
-/// `[1, 1, seq, seq]`: [`MASKED_SCORE`] where |i − j| > `half`, else 0.
-fn window_bias(seq: usize, half: usize, device: &Device) -> Tensor<4> {
-    let ones = || Tensor::<2>::ones([seq, seq], device);
-    let outside = ones().triu(half as i64 + 1) + ones().tril(-(half as i64) - 1);
-    (outside * MASKED_SCORE).reshape([1, 1, seq, seq])
 }

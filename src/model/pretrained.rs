@@ -11,6 +11,7 @@ use super::config::ModelConfig;
 use super::encoder::Encoder;
 use super::load;
 use super::pooling::{first_token, last_real_token};
+use crate::util::tokenize::TextTokenizer;
 
 /// `model` with every float tensor copied to `host` (the CPU device) through reads that await the
 /// device: Burn's store reads synchronously, which a browser's GPU cannot.
@@ -82,6 +83,12 @@ impl Pretrained {
             encoder,
         })
     }
+}
+
+/// The tokenizer of a model folder, truncating to `max_length` and padding as `config` says
+/// (decoders without a pad token pad with their end of sequence).
+pub fn tokenizer(folder: &Path, config: &ModelConfig, max_length: usize) -> Result<TextTokenizer> {
+    Ok(TextTokenizer::from_model_dir(folder, max_length)?.with_pad_id(config.pad_id()))
 }
 
 /// The final hidden states at the first and at the last real token of every row of a batch.

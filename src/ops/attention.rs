@@ -6,7 +6,7 @@
 //! wgpu devices it is Burn's products around our softmax kernel.
 //!
 //! q `[batch, q_len, heads·d]`, k and v `[batch, len, heads·d]`, mask `[batch, len]` (0 or
-//! `model::bert::MASKED_SCORE`); the scores of head h are q_h·k_hᵀ/√d + mask, the output
+//! `model::mask::MASKED_SCORE`); the scores of head h are q_h·k_hᵀ/√d + mask, the output
 //! softmax(scores)·v_h, in the columns of head h.
 
 use burn::backend::autodiff::Autodiff;

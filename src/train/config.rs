@@ -153,6 +153,10 @@ pub struct TrainConfig {
     /// read back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trainable_parameters: Option<usize>,
+    /// Written by the trainer: the token id that padded the batches (a decoder without a pad
+    /// token pads with its end-of-sequence id); ignored when read back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
 }
 
 impl TrainConfig {
@@ -200,6 +204,7 @@ impl TrainConfig {
             save_interval: default_save_interval(),
             device: DeviceChoice::Auto,
             trainable_parameters: None,
+            pad_token_id: None,
         }
     }
 
@@ -345,12 +350,9 @@ impl TrainConfig {
         if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0) {
             bail!("--lora-alpha must be > 0, found {}", self.lora_alpha);
         }
-        let targets = self.lora_target_list();
-        if targets.is_empty() {
-            bail!("--lora-targets needs at least one of {LORA_TARGETS:?}");
-        }
-        if let Some(bad) = targets.iter().find(|t| !LORA_TARGETS.contains(t)) {
-            bail!("--lora-targets: expected names among {LORA_TARGETS:?}, found {bad:?}");
+        let name = |t: &&str| t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if let Some(bad) = self.lora_target_list().iter().find(|t| !name(t)) {
+            bail!("--lora-targets: expected layer names such as q_proj or query, found {bad:?}");
         }
         Ok(())
     }
@@ -415,9 +417,6 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
     })
 }
 
-/// The encoder's Linear layers LoRA can adapt, by field name (`dense` is every dense layer).
-pub const LORA_TARGETS: [&str; 4] = ["query", "key", "value", "dense"];
-
 fn default_save_interval() -> u64 {
     60
 }
@@ -439,8 +438,9 @@ fn default_lora_alpha() -> f64 {
     16.0
 }
 
+/// Empty: the family's default ([`crate::model::Encoder::default_lora_targets`]).
 fn default_lora_targets() -> String {
-    "query,value".into()
+    String::new()
 }
 
 /// Stage 1's default length: 4/5 of the epochs (the authors' 200 of 250).

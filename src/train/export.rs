@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 use super::checkpoint;
 use super::config::{Method, TrainConfig};
 use crate::glue::Task;
+use crate::model::load::{RawTensor, f32_image, read_as_f32};
 use crate::model::trainable;
 use crate::model::{Classifier, Encoder, HeadKind, ModelConfig};
 use crate::util::files::TensorFile;
@@ -409,52 +410,7 @@ pub fn load_export(dir: &Path, device: &Device) -> Result<(TrainConfig, Classifi
         }
         tensors.extend(read_as_f32(&dir.join(HEAD_FILE))?);
     }
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            let view =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .map_err(|e| anyhow!("{name}: {e}"))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<_>>()?;
-    let bytes = safetensors::serialize(views, None)?;
+    let bytes = f32_image(&tensors, &dir.join(MODEL_FILE))?;
     let model = checkpoint::load_model_bytes(bytes, &dir.join(MODEL_FILE), model)?;
     Ok((config, model))
-}
-
-/// A tensor as `(name, shape, little-endian f32 bytes)`.
-type RawTensor = (String, Vec<usize>, Vec<u8>);
-
-/// Every tensor of a safetensors file as f32.
-fn read_as_f32(path: &Path) -> Result<Vec<RawTensor>> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let file = safetensors::SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow!("{}: corrupt safetensors file ({e})", path.display()))?;
-    file.tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            let data = view.data();
-            let values: Vec<f32> = match view.dtype() {
-                safetensors::Dtype::F32 => data
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-                safetensors::Dtype::F16 => data
-                    .chunks_exact(2)
-                    .map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                safetensors::Dtype::BF16 => data
-                    .chunks_exact(2)
-                    .map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect(),
-                other => bail!(
-                    "{}: tensor {name} has dtype {other:?}, expected F32, F16 or BF16",
-                    path.display()
-                ),
-            };
-            let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-            Ok((name, view.shape().to_vec(), bytes))
-        })
-        .collect()
 }

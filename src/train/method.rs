@@ -1,7 +1,7 @@
 //! The fine-tuning methods the training loop runs: each takes one optimiser step on a batch and
 //! keeps whatever state it carries between steps.
 
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use burn::module::{Lora, Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 
@@ -53,12 +53,43 @@ pub fn with_adapters(mut model: Classifier, config: &TrainConfig) -> Result<Clas
     if config.method != Method::Lora {
         return Ok(model);
     }
-    let targets = config.lora_target_list().join("|");
+    let targets = lora_targets(config, &model)?.join("|");
     let group = ParamGroup::from_regex(format!(r"(^|\.)({targets})\.weight$"))
         .map_err(|e| anyhow!("--lora-targets {:?}: {e:?}", config.lora_targets))?;
     let lora = Lora::new(config.lora_rank, config.lora_alpha).set_param_group(group);
     model.encoder = model.encoder.apply_lora(lora);
     Ok(model)
+}
+
+/// The layers a LoRA run adapts: `--lora-targets`, else the family's default; each must name
+/// weights of the encoder.
+pub fn lora_targets(config: &TrainConfig, model: &Classifier) -> Result<Vec<String>> {
+    let given = config.lora_target_list();
+    let targets = match given.is_empty() {
+        true => model.encoder.default_lora_targets().split(',').collect(),
+        false => given,
+    };
+    let weights: Vec<String> = trainable::list(model, Scope::from(false))
+        .into_iter()
+        .filter(|t| t.group == trainable::Group::Encoder && t.shape.len() == 2)
+        .map(|t| t.name)
+        .collect();
+    let layer = |name: &String| {
+        let stem = name.strip_suffix(".weight").unwrap_or(name);
+        stem.rsplit('.').next().unwrap_or(stem).to_string()
+    };
+    for target in &targets {
+        if !weights.iter().any(|w| layer(w) == *target) {
+            let mut layers: Vec<String> = weights.iter().map(layer).collect();
+            layers.sort();
+            layers.dedup();
+            bail!(
+                "--lora-targets: this model has no layer named {target:?}; its weight matrices are {}",
+                layers.join(", ")
+            );
+        }
+    }
+    Ok(targets.into_iter().map(String::from).collect())
 }
 
 /// A method and its state.

@@ -26,7 +26,6 @@ use crate::pac::PacTuning;
 use crate::run::{EpochRecord, RunDir, Summary};
 use crate::util::device::select;
 use crate::util::files::{as_written, write_atomic, write_json};
-use crate::util::tokenize::TextTokenizer;
 use epochs::{NonFiniteStop, Progress};
 use method::Trainer;
 
@@ -133,7 +132,7 @@ fn prepare(
     let config_json = folder.join("config.json");
     let model_config = ModelConfig::from_file(&config_json)?;
     model_config.check_max_length(&config_json, config.max_length)?;
-    let tokenizer = TextTokenizer::from_model_dir(&folder, config.max_length)?;
+    let tokenizer = crate::model::tokenizer(&folder, &model_config, config.max_length)?;
     let source = config.data_source();
     let splits = (
         &source.load(&task, Split::Train)?,

@@ -42,6 +42,8 @@ pub struct Session<'a> {
     pub train: Prepared,
     pub dev: Prepared,
     pub trainable: Vec<Trainable>,
+    /// A LoRA run's adapted layers (`--lora-targets` or the family's default).
+    pub lora_targets: Option<String>,
 }
 
 impl<'a> Session<'a> {
@@ -94,6 +96,10 @@ impl<'a> Session<'a> {
             config.seed,
             &device,
         );
+        let lora_targets = match config.method {
+            Method::Lora => Some(method::lora_targets(config, &model)?.join(",")),
+            _ => None,
+        };
         let model = method::prepare_model(model, config, &device)?;
         let session = Session {
             config,
@@ -104,14 +110,17 @@ impl<'a> Session<'a> {
             train,
             dev,
             trainable: trainable::list(&model, method::scope(config)),
+            lora_targets,
         };
         Ok((session, model))
     }
 
-    /// The config as run.json records it: with the number of trainable parameters.
+    /// The config as run.json records it: with the number of trainable parameters and the pad id.
     pub fn written_config(&self) -> TrainConfig {
         TrainConfig {
             trainable_parameters: Some(self.trainable.iter().map(Trainable::numel).sum()),
+            pad_token_id: Some(self.pad),
+            lora_targets: (self.lora_targets.clone()).unwrap_or(self.config.lora_targets.clone()),
             ..self.config.clone()
         }
     }

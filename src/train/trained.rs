@@ -12,7 +12,7 @@ use super::export::{is_export, load_export};
 use crate::data::{Prepared, label_of, outputs, predict};
 use crate::glue::custom;
 use crate::glue::{Dataset, Label, Split, Task, read_user_file};
-use crate::model::Classifier;
+use crate::model::{Classifier, ModelConfig};
 use crate::run::Metrics;
 use crate::util::metrics::Metric;
 use crate::util::tokenize::TextTokenizer;
@@ -32,7 +32,8 @@ impl Trained {
         if is_export(run) {
             let (config, model) = load_export(run, device)?;
             let task = config.validate()?;
-            let tokenizer = TextTokenizer::from_model_dir(run, config.max_length)?;
+            let model_config = ModelConfig::from_file(&run.join("config.json"))?;
+            let tokenizer = crate::model::tokenizer(run, &model_config, config.max_length)?;
             return Ok(Trained {
                 config,
                 task,
@@ -43,14 +44,14 @@ impl Trained {
         let config = read_config(&run.join("run.json"))?;
         let task = config.validate()?;
         let dir = checkpoint::checkpoint_dir(run, which)?;
-        let (_, model) = checkpoint::untrained(&config, &task, &dir, device)?;
+        let (model_config, model) = checkpoint::untrained(&config, &task, &dir, device)?;
         // `last` of a LoRA run holds the adapters unmerged; they are merged once loaded.
         let model = match which {
             "last" => super::method::with_adapters(model, &config)?,
             _ => model,
         };
         let model = checkpoint::load_model(&dir, model)?.materialize();
-        let tokenizer = TextTokenizer::from_model_dir(&dir, config.max_length)?;
+        let tokenizer = crate::model::tokenizer(&dir, &model_config, config.max_length)?;
         Ok(Trained {
             config,
             task,

@@ -85,6 +85,17 @@ fn train_help_states_the_config_defaults() {
                 );
                 assert!(stated.contains(&expected), "--stage1-epochs: {stated:?}");
             }
+            ("lora_targets", _) => {
+                // Empty: each family's own default, which the help names.
+                assert_eq!(value, "", "--lora-targets");
+                let stated = stated.expect("--lora-targets states its default");
+                for family_default in ["query,value", "q_proj,v_proj", "Wqkv", "c_attn"] {
+                    assert!(
+                        stated.contains(family_default),
+                        "--lora-targets: {stated:?}"
+                    );
+                }
+            }
             ("output_dir", _) => {
                 assert_eq!(stated, Some("runs/<task>-<method>-<seed>"));
                 assert_eq!(value, "runs/rte-pac-42");

@@ -320,7 +320,7 @@ fn bad_sweep_flags_are_one_line_errors_and_write_nothing() {
         ),
         (
             &["--methods", "lora", "--seeds", "1"],
-            &["--lora-targets", "query,foo"],
+            &["--lora-targets", "query,*"],
             "--lora-targets",
         ),
     ];

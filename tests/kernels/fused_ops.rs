@@ -148,8 +148,9 @@ fn layer_norm_matches_burns_module_in_value_and_gradients_on_every_device() {
         let x = Tensor::<3>::from_data(x.to_data(), device).require_grad();
         let (y, g, b) = if ours {
             let mut m = LayerNorm::new(37, eps, device);
-            (m.gamma, m.beta) = (on(&gamma), on(&beta));
-            (m.forward(x.clone()), m.gamma.val(), m.beta.val())
+            (m.gamma, m.beta) = (on(&gamma), Some(on(&beta)));
+            let b = m.beta.as_ref().expect("β").val();
+            (m.forward(x.clone()), m.gamma.val(), b)
         } else {
             let mut m = LayerNormConfig::new(37).with_epsilon(eps).init(device);
             (m.gamma, m.beta) = (on(&gamma), Some(on(&beta)));

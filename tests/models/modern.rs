@@ -191,3 +191,238 @@ fn seqcls_logits(dir: &Path, family: &str, batch: &PaddedBatch, device: &Device)
         .map(|r| flat[r * labels..(r + 1) * labels].to_vec())
         .collect()
 }
+
+/// A writable copy of the tiny `family` folder under `to`, with `edit` applied to config.json.
+fn tiny_copy(family: &str, to: &Path, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let (dir, _) = family_dir(family);
+    std::fs::create_dir_all(to).unwrap();
+    for file in ["model.safetensors", "tokenizer.json"] {
+        std::fs::write(to.join(file), std::fs::read(dir.join(file)).unwrap()).unwrap();
+    }
+    let mut config = read_json(&dir.join("config.json"));
+    edit(&mut config);
+    std::fs::write(to.join("config.json"), config.to_string()).unwrap();
+    to.to_path_buf()
+}
+
+/// The golden padded batch's hidden states through the model in `dir`.
+fn padded_states(dir: &Path, family: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let device = &test_devices()[0].device;
+    let (_, golden) = family_dir(family);
+    let model = Pretrained::load(dir, 0.0, device).unwrap();
+    let batch = golden_batch(&golden["padded_batch"]);
+    let states = pollster::block_on(token_states(&model.encoder, &batch, device)).unwrap();
+    (states.first, states.last)
+}
+
+/// `tensors` written as safetensors of `dtype` (values rounded to nearest).
+fn write_as(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)], dtype: safetensors::Dtype) {
+    use burn::tensor::{bf16, f16};
+    let bytes: Vec<Vec<u8>> = tensors
+        .iter()
+        .map(|(_, _, values)| match dtype {
+            safetensors::Dtype::BF16 => values
+                .iter()
+                .flat_map(|v| bf16::from_f32(*v).to_le_bytes())
+                .collect(),
+            safetensors::Dtype::F16 => values
+                .iter()
+                .flat_map(|v| f16::from_f32(*v).to_le_bytes())
+                .collect(),
+            _ => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        })
+        .collect();
+    let views: Vec<_> = tensors
+        .iter()
+        .zip(&bytes)
+        .map(|((name, shape, _), b)| {
+            let view = safetensors::tensor::TensorView::new(dtype, shape.clone(), b).unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+fn read_f32(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = bytemuck::pod_collect_to_vec::<u8, f32>(view.data());
+            (name, view.shape().to_vec(), values)
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+#[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
+fn sharded_and_16_bit_checkpoints_load_as_the_same_model() {
+    use burn::tensor::{bf16, f16};
+    let tmp = tempfile::tempdir().unwrap();
+    let family = "qwen2";
+    let (dir, _) = family_dir(family);
+    let original = padded_states(&dir, family);
+    let tensors = read_f32(&dir.join("model.safetensors"));
+
+    // Three shards and an index, as `save_pretrained(max_shard_size=…)` writes them.
+    let sharded = tiny_copy(family, &tmp.path().join("sharded"), |_| {});
+    std::fs::remove_file(sharded.join("model.safetensors")).unwrap();
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in tensors.chunks(tensors.len().div_ceil(3)).enumerate() {
+        let file = format!("model-{:05}-of-00003.safetensors", i + 1);
+        write_as(&sharded.join(&file), part, safetensors::Dtype::F32);
+        for (name, _, _) in part {
+            weight_map.insert(name.clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        sharded.join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    assert_eq!(padded_states(&sharded, family), original, "sharded");
+
+    // bf16 and f16 copies equal f32 copies of the same rounded values, bit for bit.
+    let round: [(safetensors::Dtype, fn(f32) -> f32); 2] = [
+        (safetensors::Dtype::BF16, |v| bf16::from_f32(v).to_f32()),
+        (safetensors::Dtype::F16, |v| f16::from_f32(v).to_f32()),
+    ];
+    for (dtype, round) in round {
+        let low = tiny_copy(family, &tmp.path().join(format!("{dtype:?}")), |_| {});
+        write_as(&low.join("model.safetensors"), &tensors, dtype);
+        let rounded: Vec<_> = tensors
+            .iter()
+            .map(|(n, s, v)| (n.clone(), s.clone(), v.iter().map(|x| round(*x)).collect()))
+            .collect();
+        let wide = tiny_copy(family, &tmp.path().join(format!("{dtype:?}-f32")), |_| {});
+        write_as(
+            &wide.join("model.safetensors"),
+            &rounded,
+            safetensors::Dtype::F32,
+        );
+        let states = padded_states(&low, family);
+        assert_eq!(states, padded_states(&wide, family), "{dtype:?}");
+        assert_ne!(states, original, "{dtype:?}: rounding changes something");
+    }
+
+    // A shard the index names but the folder lacks.
+    std::fs::remove_file(sharded.join("model-00002-of-00003.safetensors")).unwrap();
+    let device = &test_devices()[0].device;
+    let error = Pretrained::load(&sharded, 0.0, device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("model.safetensors.index.json")
+            && error.contains("model-00002-of-00003.safetensors is missing"),
+        "{error}"
+    );
+}
+
+/// transformers 5 writes `rope_parameters` (and `layer_types`) where the hub's configs have
+/// `rope_theta`, `rope_scaling` and ModernBERT's own keys: both layouts give the same model.
+#[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
+fn transformers_5_config_layout_gives_the_same_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llama = tiny_copy("llama", &tmp.path().join("llama"), |c| {
+        let mut rope = c["rope_scaling"].clone();
+        rope["rope_theta"] = c["rope_theta"].clone();
+        c["rope_parameters"] = rope;
+        let map = c.as_object_mut().unwrap();
+        map.remove("rope_scaling");
+        map.remove("rope_theta");
+    });
+    let modernbert = tiny_copy("modernbert", &tmp.path().join("modernbert"), |c| {
+        let theta = |key: &str| serde_json::json!({"rope_type": "default", "rope_theta": c[key]});
+        c["rope_parameters"] = serde_json::json!({
+            "full_attention": theta("global_rope_theta"),
+            "sliding_attention": theta("local_rope_theta"),
+        });
+        let every = c["global_attn_every_n_layers"].as_u64().unwrap();
+        let layers = c["num_hidden_layers"].as_u64().unwrap();
+        c["layer_types"] = (0..layers)
+            .map(|i| match i % every {
+                0 => "full_attention",
+                _ => "sliding_attention",
+            })
+            .collect();
+        let map = c.as_object_mut().unwrap();
+        for key in [
+            "global_rope_theta",
+            "local_rope_theta",
+            "global_attn_every_n_layers",
+        ] {
+            map.remove(key);
+        }
+    });
+    for (family, copy) in [("llama", llama), ("modernbert", modernbert)] {
+        let (dir, _) = family_dir(family);
+        assert_eq!(
+            padded_states(&copy, family),
+            padded_states(&dir, family),
+            "{family}"
+        );
+    }
+}
+
+/// Config values that change the maths in ways this code does not implement are refused,
+/// naming the file and the key.
+#[test]
+fn configs_this_code_cannot_follow_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&str, fn(&mut Value), &str); 6] = [
+        (
+            "llama",
+            |c| c["rope_scaling"]["rope_type"] = "yarn".into(),
+            "rope type \"yarn\"",
+        ),
+        (
+            "llama",
+            |c| c["num_key_value_heads"] = 3.into(),
+            "num_key_value_heads 3 does not divide",
+        ),
+        (
+            "llama",
+            |c| c["hidden_act"] = "gelu".into(),
+            "hidden_act \"gelu\"",
+        ),
+        (
+            "qwen3",
+            |c| c["partial_rotary_factor"] = 0.5.into(),
+            "partial_rotary_factor",
+        ),
+        (
+            "modernbert",
+            |c| c["classifier_pooling"] = "max".into(),
+            "classifier_pooling \"max\"",
+        ),
+        (
+            "qwen2",
+            |c| c["layer_types"] = serde_json::json!(["full_attention"]),
+            "layer_types",
+        ),
+    ];
+    for (i, (family, edit, needle)) in cases.into_iter().enumerate() {
+        let dir = tiny_copy(family, &tmp.path().join(i.to_string()), edit);
+        let error = ModelConfig::from_file(&dir.join("config.json"))
+            .err()
+            .unwrap_or_else(|| panic!("{family}: accepted, expected {needle}"))
+            .to_string();
+        assert!(
+            error.contains("config.json") && error.contains(needle),
+            "{error}"
+        );
+    }
+}

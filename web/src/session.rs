@@ -82,15 +82,15 @@ pub async fn run(
     let started = clock();
     let (config, train_is_glue) = config_of(&inputs)?;
     let task = config.validate()?;
-    let tokenizer = tokenizer_of(&inputs, config.max_length)?;
+    let config_path = Path::new("config.json");
+    let model_config = ModelConfig::from_text(config_path, &inputs.config_json)?;
+    model_config.check_max_length(config_path, config.max_length)?;
+    let tokenizer = tokenizer_of(&inputs, config.max_length)?.with_pad_id(model_config.pad_id());
     let train_set = dataset(&inputs.train, &task, Split::Train, &config, train_is_glue)?;
     let dev_set = dataset(&inputs.dev, &task, Split::Dev, &config, train_is_glue)?;
 
     let plain = device;
     let device = plain.clone().autodiff();
-    let config_path = Path::new("config.json");
-    let model_config = ModelConfig::from_text(config_path, &inputs.config_json)?;
-    model_config.check_max_length(config_path, config.max_length)?;
     let (encoder, _) = load_encoder_bytes(
         inputs.weights,
         Path::new("model.safetensors"),
