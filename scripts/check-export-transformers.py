@@ -5,6 +5,7 @@ usage: python3 scripts/check-export-transformers.py EXPORT_DIR PREDICTIONS_TSV D
 Exits 0 when every probability agrees within 1e-5; prints "skipped" and exits 0 when
 transformers is not installed.
 """
+import json
 import sys
 
 try:
@@ -17,11 +18,13 @@ except ImportError:
 export, predictions, dev = sys.argv[1:4]
 tok = transformers.PreTrainedTokenizerFast(tokenizer_file=f"{export}/tokenizer.json")
 model = transformers.AutoModelForSequenceClassification.from_pretrained(export).eval()
+max_length = json.load(open(f"{export}/pac_wgpu_run.json"))["max_length"]
 rows = [line.rstrip("\n").split("\t") for line in open(dev, encoding="utf-8")][1:]
 want = [line.rstrip("\n").split("\t") for line in open(predictions, encoding="utf-8")][1:]
 worst = 0.0
 for (text, _label), (_i, _pred, *probs) in zip(rows, want):
-    ids = tok(text)["input_ids"]  # tokenizer.json's post-processor adds <s> ... </s>
+    # tokenizer.json's post-processor adds the special tokens; truncated as the run was.
+    ids = tok(text, truncation=True, max_length=max_length)["input_ids"]
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([ids])).logits[0]
     got = torch.softmax(logits, -1).tolist()

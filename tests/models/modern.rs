@@ -426,3 +426,103 @@ fn configs_this_code_cannot_follow_are_refused_by_name() {
         );
     }
 }
+
+/// LoRA adapts each family's own layers: the query and value projections by default
+/// (recorded in run.json), and a layer name the model lacks is refused with the names it has.
+#[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
+fn lora_targets_use_each_family_s_layer_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let glue = tmp.path().join("glue");
+    common::tiny::write_toy_sst2(&glue);
+    let train = |family: &str, out: &Path, extra: &[&str]| {
+        let mut cmd = common::binary();
+        cmd.args(["train", "--task", "sst2", "--device", "cpu", "--quiet"])
+            .args(["--method", "lora", "--epochs", "1", "--train-size", "0"])
+            .args(["--batch-size", "8", "--max-length", "32", "--model"])
+            .arg(family_dir(family).0)
+            .arg("--data-dir")
+            .arg(&glue)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        cmd
+    };
+    for (family, targets) in [("llama", "q_proj,v_proj"), ("modernbert", "Wqkv")] {
+        let out = tmp.path().join(family);
+        common::run_ok(&mut train(family, &out, &[]));
+        let run = read_json(&out.join("run.json"));
+        assert_eq!(run["lora_targets"], targets, "{family}");
+        let adapters = common::last_weights(&out)
+            .into_keys()
+            .filter(|name| name.contains("lora"))
+            .count();
+        assert!(
+            adapters > 0,
+            "{family}: no adapter tensors in the checkpoint"
+        );
+    }
+    let out = tmp.path().join("bad");
+    let output = train("qwen2", &out, &["--lora-targets", "query"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("\"query\"") && stderr.contains("q_proj") && stderr.contains("down_proj"),
+        "{stderr}"
+    );
+}
+
+/// lavapipe computes what the CPU device does (which matches HF above) on a short padded batch,
+/// the logits of the `hf` head included (lavapipe compiles kernels per shape, slowly, so the
+/// 128-token inputs stay on the CPU).
+#[test]
+#[cfg_attr(
+    not(all(pac_test_lavapipe, pac_test_checkpoints)),
+    ignore = "needs lavapipe (apt-get install mesa-vulkan-drivers libvulkan1) and the tiny golden checkpoints (scripts/fetch-golden.sh)"
+)]
+fn lavapipe_matches_the_cpu_device() {
+    let lavapipe = common::lavapipe();
+    for family in FAMILIES {
+        let (dir, golden) = family_dir(family);
+        let short: Vec<Encoded> = golden["cases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip([16, 12, 9])
+            .map(|(case, n)| {
+                let e = encode(&dir, case);
+                Encoded {
+                    input_ids: e.input_ids[..n].to_vec(),
+                    token_type_ids: e.token_type_ids[..n].to_vec(),
+                }
+            })
+            .collect();
+        let pad = tokenizer(&dir, 128).pad_id();
+        let batch = PaddedBatch::new(&short.iter().collect::<Vec<_>>(), pad);
+        let on = |device: &Device| {
+            let model = Pretrained::load(&dir, 0.0, device).unwrap();
+            let states = pollster::block_on(token_states(&model.encoder, &batch, device)).unwrap();
+            let logits = seqcls_logits(&dir, family, &batch, device);
+            [states.first, states.last, logits]
+        };
+        let cpu = on(&test_devices()[0].device.clone());
+        let gpu = on(&lavapipe.device);
+        for (what, (a, b)) in ["first", "last", "logits"].iter().zip(cpu.iter().zip(&gpu)) {
+            for (row, (x, y)) in a.iter().zip(b).enumerate() {
+                let diff = max_abs_diff(x, y);
+                println!("{family}: lavapipe {what} row {row} max diff {diff:.2e}");
+                assert!(
+                    diff <= TOLERANCE,
+                    "{family}: lavapipe {what} differs by {diff}"
+                );
+            }
+        }
+    }
+}
