@@ -526,3 +526,45 @@ fn lavapipe_matches_the_cpu_device() {
         }
     }
 }
+
+/// Sliding windows, which the hub's tiny checkpoints do not use, against transformers
+/// (tests/golden/modern/sliding-window.json, from scripts/golden-sliding-window.py): tiny-llama as
+/// Mistral with a window of 8 on every layer, tiny-qwen2 with a window from layer 1 on.
+#[test]
+#[cfg_attr(
+    not(pac_test_checkpoints),
+    ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
+)]
+fn sliding_windows_match_hf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let golden = read_json(&golden_dir().join("modern/sliding-window.json"));
+    let device = &test_devices()[0].device;
+    for (name, variant) in golden["variants"].as_object().unwrap() {
+        let base = variant["base"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("tiny-");
+        let dir = tiny_copy(base, &tmp.path().join(name), |c| {
+            for (key, value) in variant["edits"].as_object().unwrap() {
+                match value {
+                    Value::Null => _ = c.as_object_mut().unwrap().remove(key),
+                    v => c[key] = v.clone(),
+                }
+            }
+        });
+        let enc = tokenizer(&dir, 128)
+            .encode(golden["text"].as_str().unwrap(), None)
+            .unwrap();
+        let ids: Vec<i64> = enc.input_ids.iter().map(|&i| i64::from(i)).collect();
+        assert_eq!(ids, ints(&variant["input_ids"]), "{name}");
+        assert!(ids.len() > 16, "{name}: the input must cross the window");
+        let model = Pretrained::load(&dir, 0.0, device).unwrap();
+        let batch = PaddedBatch::new(&[&enc], 0);
+        let states = pollster::block_on(token_states(&model.encoder, &batch, device)).unwrap();
+        for (key, got) in [("first", &states.first[0]), ("last", &states.last[0])] {
+            let diff = max_abs_diff(got, &floats(&variant[key]));
+            println!("{name}: {key} max diff {diff:.2e}");
+            assert!(diff <= TOLERANCE, "{name}: {key} differs from HF by {diff}");
+        }
+    }
+}
