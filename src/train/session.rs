@@ -101,6 +101,17 @@ impl<'a> Session<'a> {
             _ => None,
         };
         let model = method::prepare_model(model, config, &device)?;
+        let trainable = trainable::list(&model, method::scope(config));
+        if config.method == Method::Bitfit
+            && !trainable
+                .iter()
+                .any(|t| t.group == trainable::Group::Encoder)
+        {
+            bail!(
+                "--method bitfit: this {} model has no bias terms, so only its head would train; use --method lora or vanilla",
+                model_config.model_type()
+            );
+        }
         let session = Session {
             config,
             task,
@@ -109,7 +120,7 @@ impl<'a> Session<'a> {
             pad,
             train,
             dev,
-            trainable: trainable::list(&model, method::scope(config)),
+            trainable,
             lora_targets,
         };
         Ok((session, model))

@@ -429,6 +429,7 @@ fn configs_this_code_cannot_follow_are_refused_by_name() {
 
 /// LoRA adapts each family's own layers: the query and value projections by default
 /// (recorded in run.json), and a layer name the model lacks is refused with the names it has.
+/// BitFit trains the bias terms a family has, and is refused where it has none.
 #[test]
 #[cfg_attr(
     not(pac_test_checkpoints),
@@ -441,7 +442,7 @@ fn lora_targets_use_each_family_s_layer_names() {
     let train = |family: &str, out: &Path, extra: &[&str]| {
         let mut cmd = common::binary();
         cmd.args(["train", "--task", "sst2", "--device", "cpu", "--quiet"])
-            .args(["--method", "lora", "--epochs", "1", "--train-size", "0"])
+            .args(["--epochs", "1", "--train-size", "0"])
             .args(["--batch-size", "8", "--max-length", "32", "--model"])
             .arg(family_dir(family).0)
             .arg("--data-dir")
@@ -454,7 +455,7 @@ fn lora_targets_use_each_family_s_layer_names() {
     };
     for (family, targets) in [("llama", "q_proj,v_proj"), ("modernbert", "Wqkv")] {
         let out = tmp.path().join(family);
-        common::run_ok(&mut train(family, &out, &[]));
+        common::run_ok(&mut train(family, &out, &["--method", "lora"]));
         let run = read_json(&out.join("run.json"));
         assert_eq!(run["lora_targets"], targets, "{family}");
         let adapters = common::last_weights(&out)
@@ -467,9 +468,8 @@ fn lora_targets_use_each_family_s_layer_names() {
         );
     }
     let out = tmp.path().join("bad");
-    let output = train("qwen2", &out, &["--lora-targets", "query"])
-        .output()
-        .unwrap();
+    let lora = ["--method", "lora", "--lora-targets", "query"];
+    let output = train("qwen2", &out, &lora).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
@@ -477,6 +477,20 @@ fn lora_targets_use_each_family_s_layer_names() {
         stderr.contains("\"query\"") && stderr.contains("q_proj") && stderr.contains("down_proj"),
         "{stderr}"
     );
+    // BitFit needs bias terms: Llama has none (refused), Qwen2's q/k/v projections have them.
+    let bitfit = ["--method", "bitfit"];
+    let output = train("llama", &out, &bitfit).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("no bias terms"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a refused run wrote {}", out.display());
+    common::run_ok(&mut train("qwen2", &out, &bitfit));
+    let biases = 2 * (32 + 16 + 16);
+    let head = 2 * 32 + 2;
+    let run = read_json(&out.join("run.json"));
+    assert_eq!(run["trainable_parameters"], biases + head);
 }
 
 /// lavapipe computes what the CPU device does (which matches HF above) on a short padded batch,
