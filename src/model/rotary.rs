@@ -14,7 +14,10 @@ pub enum RopeScaling {
     None,
     /// `linear`: every frequency divided by `factor` (positions interpolated).
     Linear { factor: f64 },
-    /// `dynamic` (NTK): θ grows once the input is longer than `original_max`.
+    /// `dynamic` (NTK): θ grows once the input is longer than `original_max`, which is
+    /// `max_position_embeddings` (as in transformers 5, which ignores the config's
+    /// `original_max_position_embeddings` for this type), so within the positions a model
+    /// accepts it changes nothing.
     Dynamic { factor: f64, original_max: usize },
     /// `llama3`: low frequencies divided by `factor`, high ones kept, a blend in between.
     Llama3 {
@@ -50,10 +53,6 @@ impl RopeScaling {
                 _ => bail!("rope type \"{kind}\" needs a positive number \"{key}\""),
             }
         };
-        let original_max = value
-            .get("original_max_position_embeddings")
-            .and_then(Value::as_u64)
-            .map_or(max_positions, |v| v as usize);
         Ok(match kind {
             "default" => RopeScaling::None,
             "linear" => RopeScaling::Linear {
@@ -61,7 +60,7 @@ impl RopeScaling {
             },
             "dynamic" => RopeScaling::Dynamic {
                 factor: number("factor")?,
-                original_max,
+                original_max: max_positions,
             },
             "llama3" => RopeScaling::Llama3 {
                 factor: number("factor")?,

@@ -541,17 +541,18 @@ fn lavapipe_matches_the_cpu_device() {
     }
 }
 
-/// Sliding windows, which the hub's tiny checkpoints do not use, against transformers
-/// (tests/golden/modern/sliding-window.json, from scripts/golden-sliding-window.py): tiny-llama as
-/// Mistral with a window of 8 on every layer, tiny-qwen2 with a window from layer 1 on.
+/// What the hub's tiny checkpoints do not use, against transformers
+/// (tests/golden/modern/variants.json, from scripts/golden-variants.py): sliding windows
+/// (tiny-llama as Mistral with a window of 8 on every layer, tiny-qwen2 with a window from
+/// layer 1 on) and `linear` and `dynamic` rope scaling.
 #[test]
 #[cfg_attr(
     not(pac_test_checkpoints),
     ignore = "needs the tiny golden checkpoints: run scripts/fetch-golden.sh"
 )]
-fn sliding_windows_match_hf() {
+fn config_variants_match_hf() {
     let tmp = tempfile::tempdir().unwrap();
-    let golden = read_json(&golden_dir().join("modern/sliding-window.json"));
+    let golden = read_json(&golden_dir().join("modern/variants.json"));
     let device = &test_devices()[0].device;
     for (name, variant) in golden["variants"].as_object().unwrap() {
         let base = variant["base"]
@@ -571,7 +572,10 @@ fn sliding_windows_match_hf() {
             .unwrap();
         let ids: Vec<i64> = enc.input_ids.iter().map(|&i| i64::from(i)).collect();
         assert_eq!(ids, ints(&variant["input_ids"]), "{name}");
-        assert!(ids.len() > 16, "{name}: the input must cross the window");
+        assert!(
+            ids.len() > 32,
+            "{name}: the input must cross the window and 32 positions"
+        );
         let model = Pretrained::load(&dir, 0.0, device).unwrap();
         let batch = PaddedBatch::new(&[&enc], 0);
         let states = pollster::block_on(token_states(&model.encoder, &batch, device)).unwrap();

@@ -1,9 +1,10 @@
-"""Writes tests/golden/modern/sliding-window.json: transformers' last hidden states of two
-sliding-window variants of the tiny golden checkpoints, which the hub's tiny files do not cover:
-tiny-llama as `mistral` (window 8 on every layer, no rope scaling) and tiny-qwen2 with
-`use_sliding_window` (window 8 from layer 1 on, as `max_window_layers` 1 says).
+"""Writes tests/golden/modern/variants.json: transformers' last hidden states of variants of
+the tiny golden checkpoints for what the hub's tiny files do not cover: tiny-llama as `mistral`
+(a sliding window of 8 on every layer, no rope scaling), tiny-qwen2 with `use_sliding_window`
+(window 8 from layer 1 on, as `max_window_layers` 1 says), and tiny-llama with `linear` and
+`dynamic` rope scaling (the input is longer than the dynamic one's original 32 positions).
 
-usage: python3 scripts/golden-sliding-window.py   (needs torch and transformers; run
+usage: python3 scripts/golden-variants.py   (needs torch and transformers; run
 scripts/fetch-golden.sh first)
 """
 import json
@@ -21,6 +22,9 @@ EDITS = {
                                "rope_scaling": None, "sliding_window": 8}),
     "qwen2-sliding": ("tiny-qwen2", {"use_sliding_window": True, "sliding_window": 8,
                                      "max_window_layers": 1, "layer_types": None}),
+    "llama-linear-rope": ("tiny-llama", {"rope_scaling": {"rope_type": "linear", "factor": 4.0}}),
+    "llama-dynamic-rope": ("tiny-llama", {"rope_scaling": {
+        "rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 32}}),
 }
 
 out = {"transformers": transformers.__version__, "text": TEXT, "variants": {}}
@@ -43,5 +47,5 @@ for name, (base, edits) in EDITS.items():
             hidden = model(input_ids=torch.tensor([ids])).last_hidden_state[0]
     out["variants"][name] = {"base": base, "edits": edits, "input_ids": ids,
                              "first": hidden[0].tolist(), "last": hidden[-1].tolist()}
-(ROOT / "sliding-window.json").write_text(json.dumps(out, indent=1) + "\n")
-print(f"wrote {ROOT / 'sliding-window.json'}")
+(ROOT / "variants.json").write_text(json.dumps(out, indent=1) + "\n")
+print(f"wrote {ROOT / 'variants.json'}")
