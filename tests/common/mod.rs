@@ -73,6 +73,34 @@ pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A golden file's JSON array of numbers.
+pub fn floats(v: &serde_json::Value) -> Vec<f32> {
+    let values = v
+        .as_array()
+        .unwrap_or_else(|| panic!("expected an array, found {v}"));
+    values.iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+/// A golden file's `padded_batch` (`input_ids` and `attention_mask` rows) as a batch, token
+/// types 0.
+pub fn golden_padded_batch(padded: &serde_json::Value) -> pac_wgpu::util::tokenize::PaddedBatch {
+    let rows = padded["input_ids"].as_array().unwrap();
+    let input_ids: Vec<i64> = rows
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()))
+        .collect();
+    let mask = padded["attention_mask"].as_array().unwrap();
+    let attention_mask: Vec<f32> = mask.iter().flat_map(floats).collect();
+    let batch = rows.len();
+    pac_wgpu::util::tokenize::PaddedBatch {
+        batch,
+        seq: input_ids.len() / batch,
+        token_type_ids: vec![0; input_ids.len()],
+        input_ids,
+        attention_mask,
+    }
+}
+
 pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     a.iter()

@@ -1,6 +1,8 @@
-//! Records what Burn 0.22's whole-tensor `sum()` does on lavapipe above ~262 000 elements
-//! (wrong: see docs/architecture.md (Burn notes)), so the project never silently relies on it and
-//! learns when an upgrade fixes it. Sums over parameters go through our own reductions instead.
+//! Burn 0.22's whole-tensor `sum()` on lavapipe above ~262 000 elements is wrong with some of
+//! the reduction kernels its autotune can pick (see docs/architecture.md (Burn notes)); which one
+//! it picks depends on timing, so a run alone gets 262 132 for a million ones while a loaded
+//! machine may get the right sum. The test checks the row-wise workaround the project's sums
+//! over parameters use, and prints what the whole-tensor sum gave.
 
 use crate::common;
 
@@ -33,9 +35,5 @@ fn whole_tensor_sum_on_lavapipe_is_recorded() {
     assert_eq!(two_stage, n as f32, "the row-wise workaround must be exact");
 
     let whole: f32 = ones.sum().into_scalar();
-    println!("lavapipe: sum() of {n} ones = {whole} (expected {n})");
-    assert_ne!(
-        whole, n as f32,
-        "Burn's whole-tensor sum() is now correct on lavapipe: update burn-notes.md and this test"
-    );
+    println!("lavapipe: sum() of {n} ones = {whole} (expected {n}; the autotuned kernel decides)");
 }

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::{binary, golden_dir, max_abs_diff, read_json, run_ok, test_devices};
+use common::{binary, floats, golden_dir, max_abs_diff, read_json, run_ok, test_devices};
 use pac_wgpu::model::{Pretrained, token_states};
 use pac_wgpu::util::tokenize::{Encoded, PaddedBatch, TextTokenizer};
 use serde_json::Value;
@@ -28,14 +28,6 @@ fn ints(v: &Value) -> Vec<u32> {
         .unwrap()
         .iter()
         .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
         .collect()
 }
 
@@ -86,7 +78,7 @@ fn hidden_states_match_hf_one_by_one_and_padded() {
     for family in FAMILIES {
         let (dir, golden) = family_dir(family);
         let (encoded, pad) = encode_cases(&dir, &golden);
-        let golden_batch = golden_padded_batch(&golden["padded_batch"]);
+        let golden_batch = common::golden_padded_batch(&golden["padded_batch"]);
         let refs: Vec<&Encoded> = encoded.iter().take(3).collect();
         let ours = PaddedBatch::new(&refs, pad);
         assert!(
@@ -219,32 +211,6 @@ fn lavapipe_matches_the_cpu_device() {
                 "gpt2: lavapipe first differs from HF by {diff}"
             );
         }
-    }
-}
-
-/// The golden `padded_batch` as a batch (token types 0). Its rows are HF's own tokenization;
-/// the RoBERTa file's single-sentence row was tokenized as a pair with an empty second text
-/// (`</s></s></s>` at its end), so rows are compared through the model, not id by id.
-fn golden_padded_batch(padded: &Value) -> PaddedBatch {
-    let rows = padded["input_ids"].as_array().unwrap();
-    let input_ids: Vec<i64> = rows
-        .iter()
-        .flat_map(|row| ints(row).into_iter().map(i64::from))
-        .collect();
-    let attention_mask: Vec<f32> = padded["attention_mask"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(floats)
-        .collect();
-    let batch = rows.len();
-    let seq = input_ids.len() / batch;
-    PaddedBatch {
-        batch,
-        seq,
-        token_type_ids: vec![0; input_ids.len()],
-        input_ids,
-        attention_mask,
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use burn::store::ModuleSnapshot;
 use burn::store::SafetensorsStore;
 use burn::tensor::Device;
-use common::{golden_dir, max_abs_diff, read_json, test_devices};
+use common::{floats, golden_dir, max_abs_diff, read_json, test_devices};
 use pac_wgpu::model::hf_names::from_hf_names;
 use pac_wgpu::model::{Classifier, HeadKind, ModelConfig, Pretrained, token_states};
 use pac_wgpu::util::tokenize::{Encoded, PaddedBatch, TextTokenizer};
@@ -36,14 +36,6 @@ fn ints(v: &Value) -> Vec<i64> {
         .collect()
 }
 
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
 fn tokenizer(dir: &Path, max_length: usize) -> TextTokenizer {
     let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     TextTokenizer::from_model_dir(dir, max_length)
@@ -56,26 +48,6 @@ fn encode(dir: &Path, case: &Value) -> Encoded {
     tokenizer(dir, max_length)
         .encode(case["text_a"].as_str().unwrap(), case["text_b"].as_str())
         .unwrap()
-}
-
-/// The golden `padded_batch` as a batch (token types 0).
-fn golden_batch(padded: &Value) -> PaddedBatch {
-    let rows = padded["input_ids"].as_array().unwrap();
-    let input_ids: Vec<i64> = rows.iter().flat_map(ints).collect();
-    let attention_mask: Vec<f32> = padded["attention_mask"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(floats)
-        .collect();
-    let batch = rows.len();
-    PaddedBatch {
-        batch,
-        seq: input_ids.len() / batch,
-        token_type_ids: vec![0; input_ids.len()],
-        input_ids,
-        attention_mask,
-    }
 }
 
 #[test]
@@ -125,7 +97,7 @@ fn hidden_states_and_logits_match_hf() {
             }
         }
         let padded = &golden["padded_batch"];
-        let batch = golden_batch(padded);
+        let batch = common::golden_padded_batch(padded);
         let states = pollster::block_on(token_states(&model.encoder, &batch, device)).unwrap();
         for (key, got) in [("first", &states.first), ("last_real", &states.last)] {
             for (row, want) in padded[key].as_array().unwrap().iter().enumerate() {
@@ -210,7 +182,7 @@ fn padded_states(dir: &Path, family: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let device = &test_devices()[0].device;
     let (_, golden) = family_dir(family);
     let model = Pretrained::load(dir, 0.0, device).unwrap();
-    let batch = golden_batch(&golden["padded_batch"]);
+    let batch = common::golden_padded_batch(&golden["padded_batch"]);
     let states = pollster::block_on(token_states(&model.encoder, &batch, device)).unwrap();
     (states.first, states.last)
 }
