@@ -16,7 +16,7 @@ use super::bert::Pooler;
 use super::config::ModelConfig;
 use super::encoder::Encoder;
 use super::modernbert::PredictionHead;
-use super::pooling::{first_token, last_non_pad_token, mean_of_real_tokens};
+use super::pooling::{first_token, last_non_pad_token, last_real_token, mean_of_real_tokens};
 use super::roberta::ClassificationHead;
 use crate::util::rng::SplitMix64;
 
@@ -85,14 +85,14 @@ pub struct ModernBertHead {
 }
 
 impl Head {
-    /// The prefix of the head's tensors in HF's layout.
-    pub fn hf_prefix(&self) -> &'static str {
+    /// Where the head's tensors go in HF's layout: (module path prefix, HF prefix) pairs,
+    /// applied in order (ModernBERT's head splits into HF's top-level `head.` and `classifier.`).
+    pub fn hf_renames(&self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Head::Cls(_) => "out",
-            Head::Bert(_) | Head::Roberta(_) => "classifier",
-            Head::Gpt2(_) | Head::Decoder(_) => "score",
-            // Its fields' names are HF's top-level names: `head.…`, `classifier.…`.
-            Head::ModernBert(_) => "",
+            Head::Cls(_) => &[("head.", "out.")],
+            Head::Bert(_) | Head::Roberta(_) => &[("head.", "classifier.")],
+            Head::Gpt2(_) | Head::Decoder(_) => &[("head.", "score.")],
+            Head::ModernBert(_) => &[("head.head.", "head."), ("head.classifier.", "classifier.")],
         }
     }
 
@@ -203,8 +203,12 @@ impl Classifier {
     ) -> Tensor<2> {
         match (&self.head, &self.encoder) {
             (Head::Decoder(score), Encoder::Llama(m)) => {
-                let hidden = m.forward(input_ids.clone(), attention_mask);
-                return score.forward(last_non_pad_token(hidden, input_ids, m.pad_id()));
+                let hidden = m.forward(input_ids.clone(), attention_mask.clone());
+                let last = match m.pad_id() {
+                    Some(pad) => last_non_pad_token(hidden, input_ids, pad),
+                    None => last_real_token(hidden, attention_mask),
+                };
+                return score.forward(last);
             }
             (Head::ModernBert(head), Encoder::ModernBert(m)) => {
                 let hidden = m.forward(input_ids, attention_mask.clone());
@@ -244,15 +248,14 @@ impl Classifier {
     /// The HF name of a module path (enum variants left out), e.g. `encoder.encoder.layer.0.
     /// attention.self_attn.query.weight` → `bert.encoder.layer.0.attention.self.query.weight`.
     pub fn hf_name(&self, path: &str) -> String {
-        let renamed = if let Some(rest) = path.strip_prefix("encoder.") {
-            format!("{}.{rest}", self.encoder.hf_prefix())
-        } else if let Some(rest) = path.strip_prefix("head.") {
-            match self.head.hf_prefix() {
-                "" => rest.to_string(),
-                prefix => format!("{prefix}.{rest}"),
-            }
-        } else {
-            path.to_string()
+        let head = self
+            .head
+            .hf_renames()
+            .iter()
+            .find_map(|(ours, hf)| path.strip_prefix(ours).map(|rest| format!("{hf}{rest}")));
+        let renamed = match path.strip_prefix("encoder.") {
+            Some(rest) => format!("{}.{rest}", self.encoder.hf_prefix()),
+            None => head.unwrap_or_else(|| path.to_string()),
         };
         super::hf_names::hf_name(&renamed)
     }

@@ -41,7 +41,7 @@ impl Conv1D {
     }
 
     fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        linear(x, self.weight.val(), self.bias.val())
+        linear(x, self.weight.val(), Some(self.bias.val()))
     }
 }
 

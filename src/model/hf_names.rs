@@ -4,26 +4,22 @@ use burn::store::{BurnToPyTorchAdapter, PyTorchToBurnAdapter, SafetensorsStore};
 
 /// `store` read with HF's tensor names mapped onto this crate's module paths: the family's
 /// prefix (`bert.`, `roberta.`, `transformer.`, `model.`) dropped, or for a whole classifier
-/// whose head's HF prefix is `Some(head_prefix)` (`out`, `classifier`, `score`; "" for heads
-/// whose tensors are top-level names) made `encoder.`, with the head's made `head.`;
-/// `LayerNorm` made `layer_norm` and `attention.self` made `attention.self_attn`.
-/// [`hf_name`] maps back.
-pub fn from_hf_names(store: SafetensorsStore, head_prefix: Option<&str>) -> SafetensorsStore {
-    let store = store.with_from_adapter(PyTorchToBurnAdapter);
-    let store = if let Some(head_prefix) = head_prefix {
-        let head = match head_prefix {
-            "" => (
-                r"^(head|classifier)\.".to_string(),
-                "head.${1}.".to_string(),
-            ),
-            prefix => (format!(r"^{prefix}\."), "head.".to_string()),
-        };
-        store
-            .skip_enum_variants(true)
-            .with_key_remapping(r"^(bert|roberta|transformer|model)\.", "encoder.")
-            .with_key_remapping(&head.0, head.1)
-    } else {
-        store.with_key_remapping(r"^(bert|roberta|transformer|model)\.", "")
+/// made `encoder.`, with the head's HF prefixes mapped back by `head`'s (module path, HF)
+/// pairs (`Head::hf_renames`); `LayerNorm` made `layer_norm` and `attention.self` made
+/// `attention.self_attn`. [`hf_name`] maps back.
+pub fn from_hf_names(store: SafetensorsStore, head: Option<&[(&str, &str)]>) -> SafetensorsStore {
+    let mut store = store.with_from_adapter(PyTorchToBurnAdapter);
+    store = match head {
+        Some(renames) => {
+            let mut store = store
+                .skip_enum_variants(true)
+                .with_key_remapping(r"^(bert|roberta|transformer|model)\.", "encoder.");
+            for (ours, hf) in renames {
+                store = store.with_key_remapping(&format!("^{}", escaped(hf)), *ours);
+            }
+            store
+        }
+        None => store.with_key_remapping(r"^(bert|roberta|transformer|model)\.", ""),
     };
     store
         .with_key_remapping(r"LayerNorm", "layer_norm")
@@ -33,28 +29,29 @@ pub fn from_hf_names(store: SafetensorsStore, head_prefix: Option<&str>) -> Safe
 }
 
 /// `store` set to write a classifier under HF's names: `encoder.` becomes `encoder_prefix`
-/// (`bert`, `roberta`, `transformer`, `model`), `head.` becomes `head_prefix` (dropped when
-/// ""), and the inverse of [`from_hf_names`]'s renames.
+/// (`bert`, `roberta`, `transformer`, `model`), the head's module paths become HF's by `head`'s
+/// pairs, and the inverse of [`from_hf_names`]'s renames.
 pub fn to_hf_names(
     store: SafetensorsStore,
     encoder_prefix: &str,
-    head_prefix: &str,
+    head: &[(&str, &str)],
 ) -> SafetensorsStore {
-    store
+    let mut store = store
         .with_to_adapter(BurnToPyTorchAdapter)
         .skip_enum_variants(true)
-        .with_key_remapping(r"^encoder\.", format!("{encoder_prefix}."))
-        .with_key_remapping(
-            r"^head\.",
-            match head_prefix {
-                "" => String::new(),
-                prefix => format!("{prefix}."),
-            },
-        )
+        .with_key_remapping(r"^encoder\.", format!("{encoder_prefix}."));
+    for (ours, hf) in head {
+        store = store.with_key_remapping(&format!("^{}", escaped(ours)), *hf);
+    }
+    store
         .with_key_remapping(r"layer_norm", "LayerNorm")
         .with_key_remapping(r"\.attention\.self_attn\.", ".attention.self.")
 }
 
+/// A dotted name as a regex that matches it literally.
+fn escaped(name: &str) -> String {
+    name.replace('.', r"\.")
+}
 /// The HF spelling of a module path (after the family prefix; inverse of [`from_hf_names`]).
 pub fn hf_name(path: &str) -> String {
     let path = path

@@ -24,21 +24,17 @@ pub fn last_real_token(hidden: Tensor<3>, attention_mask: Tensor<2>) -> Tensor<2
 }
 
 /// The hidden state at each row's last token whose id is not `pad_id` (transformers' rule for
-/// the decoders' `score` head), or at the last real token when there is no pad id.
+/// the decoders' `score` head), `[batch, hidden]`.
 pub fn last_non_pad_token(
     hidden: Tensor<3>,
     input_ids: Tensor<2, Int>,
-    pad_id: Option<usize>,
+    pad_id: usize,
 ) -> Tensor<2> {
     let [batch, seq, width] = hidden.dims();
-    let Some(pad) = pad_id else {
-        let mask = Tensor::<2>::ones([batch, seq], &hidden.device());
-        return last_real_token(hidden, mask);
-    };
     let positions = Tensor::<1, Int>::arange(0..seq as i64, &hidden.device())
         .unsqueeze::<2>()
         .expand([batch, seq]);
-    let last = (positions * input_ids.not_equal_elem(pad as i64).int()).argmax(1);
+    let last = (positions * input_ids.not_equal_elem(pad_id as i64).int()).argmax(1);
     let index = last.reshape([batch, 1, 1]).expand([batch, 1, width]);
     hidden.gather(1, index).reshape([batch, width])
 }

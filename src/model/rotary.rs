@@ -4,7 +4,7 @@
 //! `dynamic` or `llama3`).
 
 use anyhow::{Result, bail};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use serde_json::Value;
 
 /// How the frequencies are rescaled for contexts longer than the pretraining one.
@@ -105,25 +105,20 @@ impl Rope {
     }
 
     /// (cos, sin), each `[1, 1, seq, dim]`, for positions 0..seq: the angle of position t and
-    /// pair i is t·inv_freq[i], repeated over both halves.
+    /// pair i is t·inv_freq[i] (in f32, as transformers computes it), repeated over both halves.
+    /// Only the `dim` frequencies go to the device.
     pub fn tables(&self, seq: usize, device: &Device) -> (Tensor<4>, Tensor<4>) {
         let inv_freq = self.inv_freq(seq);
-        let mut cos = Vec::with_capacity(seq * self.dim);
-        let mut sin = Vec::with_capacity(seq * self.dim);
-        for t in 0..seq {
-            for _half in 0..2 {
-                for &f in &inv_freq {
-                    // transformers multiplies in f32.
-                    let angle = (t as f32 * f as f32) as f64;
-                    cos.push(angle.cos() as f32);
-                    sin.push(angle.sin() as f32);
-                }
-            }
-        }
-        let table = |values: Vec<f32>| {
-            Tensor::<4>::from_data(TensorData::new(values, [1, 1, seq, self.dim]), device)
-        };
-        (table(cos), table(sin))
+        let both_halves: Vec<f32> = inv_freq
+            .iter()
+            .chain(&inv_freq)
+            .map(|&f| f as f32)
+            .collect();
+        let freq = Tensor::<1>::from_data(TensorData::new(both_halves, [self.dim]), device);
+        let positions = Tensor::<1, Int>::arange(0..seq as i64, device).float();
+        let angles = positions.reshape([seq, 1]) * freq.reshape([1, self.dim]);
+        let table = |t: Tensor<2>| t.reshape([1, 1, seq, self.dim]);
+        (table(angles.clone().cos()), table(angles.sin()))
     }
 }
 

@@ -43,21 +43,22 @@ impl Linear {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let bias = match &self.bias {
-            Some(bias) => bias.val(),
-            None => Tensor::zeros([self.weight.dims()[1]], &x.device()),
-        };
-        linear(x, self.weight.val(), bias)
+        linear(x, self.weight.val(), self.bias.as_ref().map(Param::val))
     }
 }
 
-/// x·W + b over the last dimension of `x`, W `[in, out]`; differentiable on autodiff devices.
-pub fn linear<const D: usize>(x: Tensor<D>, weight: Tensor<2>, bias: Tensor<1>) -> Tensor<D> {
-    Tensor::from_dispatch(<Dispatch as LinearBackend>::linear_forward(
-        x.into_dispatch(),
-        weight.into_dispatch(),
-        bias.into_dispatch(),
-    ))
+/// x·W + b over the last dimension of `x` (x·W without a bias), W `[in, out]`; differentiable on
+/// autodiff devices.
+pub fn linear<const D: usize>(
+    x: Tensor<D>,
+    weight: Tensor<2>,
+    bias: Option<Tensor<1>>,
+) -> Tensor<D> {
+    let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
+    Tensor::from_dispatch(match bias {
+        Some(bias) => <Dispatch as LinearBackend>::linear_forward(x, weight, bias.into_dispatch()),
+        None => <Dispatch as LinearBackend>::linear_forward_unbiased(x, weight),
+    })
 }
 
 #[backend_extension(Cube, Flex, Autodiff)]
@@ -67,6 +68,11 @@ pub trait LinearBackend: Backend {
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
         bias: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+    /// x·W over the last dimension of x.
+    fn linear_forward_unbiased(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
     /// dy·Wᵀ: the gradient for x of Σ dy·(x·W + b).
     fn linear_backward_input(weight: FloatTensor<Self>, dy: FloatTensor<Self>)
@@ -82,6 +88,10 @@ pub trait LinearBackend: Backend {
 impl LinearBackend for Cube {
     fn linear_forward(x: CubeTensor, weight: CubeTensor, bias: CubeTensor) -> CubeTensor {
         Cube::linear(x, weight, Some(bias))
+    }
+
+    fn linear_forward_unbiased(x: CubeTensor, weight: CubeTensor) -> CubeTensor {
+        Cube::linear(x, weight, None)
     }
 
     fn linear_backward_input(weight: CubeTensor, dy: CubeTensor) -> CubeTensor {
@@ -122,18 +132,28 @@ impl RowSums for ColumnSums<'_> {
     }
 }
 
+/// x·W added to `y` (the bias repeated per row, or zeros), the product straight into `y`.
+fn flex_linear(x: FlexTensor, weight: FlexTensor, mut y: Vec<f32>) -> FlexTensor {
+    let shape = x.shape();
+    let ((n, d_in), d_out) = (rows(&shape), weight.shape()[1]);
+    let (x, weight) = (values(&x), values(&weight));
+    let (x, w) = (
+        Matrix::new(&x, n, d_in, d_in),
+        Matrix::new(&weight, d_in, d_out, d_out),
+    );
+    matmul_add(&mut y, x, w);
+    flex_tensor(y, with_last(&shape, d_out))
+}
+
 impl LinearBackend for Flex {
     fn linear_forward(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
-        let shape = x.shape();
-        let ((n, d_in), d_out) = (rows(&shape), weight.shape()[1]);
-        let (x, weight) = (values(&x), values(&weight));
-        let mut y = values(&bias).repeat(n);
-        let (x, w) = (
-            Matrix::new(&x, n, d_in, d_in),
-            Matrix::new(&weight, d_in, d_out, d_out),
-        );
-        matmul_add(&mut y, x, w);
-        flex_tensor(y, with_last(&shape, d_out))
+        let n = rows(&x.shape()).0;
+        flex_linear(x, weight, values(&bias).repeat(n))
+    }
+
+    fn linear_forward_unbiased(x: FlexTensor, weight: FlexTensor) -> FlexTensor {
+        let (n, d_out) = (rows(&x.shape()).0, weight.shape()[1]);
+        flex_linear(x, weight, vec![0.0; n * d_out])
     }
 
     fn linear_backward_input(weight: FlexTensor, dy: FlexTensor) -> FlexTensor {
@@ -177,21 +197,21 @@ impl LinearBackend for Flex {
 #[derive(Debug)]
 struct LinearGrad;
 
-impl<B: LinearBackend> Backward<B, 3> for LinearGrad {
+/// Parents x, W and, with N = 3, b.
+impl<B: LinearBackend, const N: usize> Backward<B, N> for LinearGrad {
     /// x and W.
     type State = (FloatTensor<B>, FloatTensor<B>);
 
-    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+    fn backward(self, ops: Ops<Self::State, N>, grads: &mut Gradients, _: &mut Checkpointer) {
         let (x, weight) = ops.state;
         let dy = grads.consume::<B>(&ops.node);
-        let [x_node, weight_node, bias_node] = ops.parents;
-        if let Some(node) = bias_node {
+        if let Some(Some(node)) = ops.parents.get(2) {
             grads.register::<B>(node.id, B::linear_backward_bias(dy.clone()));
         }
-        if let Some(node) = weight_node {
+        if let Some(node) = &ops.parents[1] {
             grads.register::<B>(node.id, B::linear_backward_weight(x, dy.clone()));
         }
-        if let Some(node) = x_node {
+        if let Some(node) = &ops.parents[0] {
             grads.register::<B>(node.id, B::linear_backward_input(weight, dy));
         }
     }
@@ -207,6 +227,22 @@ impl<B: LinearBackend, C: CheckpointStrategy> LinearBackend for Autodiff<B, C> {
         let y = B::linear_forward(xp.clone(), wp.clone(), bias.primitive().clone());
         match LinearGrad
             .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((xp, wp), y),
+            OpsKind::UnTracked(prep) => prep.finish(y),
+        }
+    }
+
+    fn linear_forward_unbiased(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
+        let (xp, wp) = (x.primitive().clone(), weight.primitive().clone());
+        let y = B::linear_forward_unbiased(xp.clone(), wp.clone());
+        match LinearGrad
+            .prepare::<C>([x.node(), weight.node()])
             .compute_bound()
             .stateful()
         {

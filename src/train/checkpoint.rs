@@ -160,7 +160,7 @@ pub fn model_bytes(model: &Classifier) -> Result<Vec<u8>> {
 
 /// `store` set to write `model` with HF names.
 fn hf_layout(store: SafetensorsStore, model: &Classifier) -> SafetensorsStore {
-    to_hf_names(store, model.encoder.hf_prefix(), model.head.hf_prefix())
+    to_hf_names(store, model.encoder.hf_prefix(), model.head.hf_renames())
 }
 
 /// Loads the weights of a checkpoint into `model` (built from the same config).
@@ -183,7 +183,7 @@ fn load_model_from(
     path: &Path,
     mut model: Classifier,
 ) -> Result<Classifier> {
-    let mut store = from_hf_names(store, Some(model.head.hf_prefix()));
+    let mut store = from_hf_names(store, Some(model.head.hf_renames()));
     let result = model
         .load_from(&mut store)
         .map_err(|e| anyhow!("{}: cannot read checkpoint: {e}", path.display()))?;

@@ -131,7 +131,10 @@ impl<'a> Session<'a> {
         TrainConfig {
             trainable_parameters: Some(self.trainable.iter().map(Trainable::numel).sum()),
             pad_token_id: Some(self.pad),
-            lora_targets: (self.lora_targets.clone()).unwrap_or(self.config.lora_targets.clone()),
+            lora_targets: match &self.lora_targets {
+                Some(targets) => targets.clone(),
+                None => self.config.lora_targets.clone(),
+            },
             ..self.config.clone()
         }
     }

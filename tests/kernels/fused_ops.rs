@@ -207,7 +207,7 @@ fn check_linear(
         let weight = Tensor::<2>::from_data(weight.to_data(), device).require_grad();
         let bias = Tensor::<1>::from_data(bias.to_data(), device).require_grad();
         let y = if ours {
-            linear(x.clone(), weight.clone(), bias.clone())
+            linear(x.clone(), weight.clone(), Some(bias.clone()))
         } else {
             x.clone().matmul(weight.clone().unsqueeze()) + bias.clone().unsqueeze()
         };

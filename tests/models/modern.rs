@@ -140,7 +140,7 @@ fn seqcls_logits(dir: &Path, family: &str, batch: &PaddedBatch, device: &Device)
     let head = golden_dir().join(format!("modern/{family}-seqcls-head.safetensors"));
     let mut store = from_hf_names(
         SafetensorsStore::from_file(&head),
-        Some(model.head.hf_prefix()),
+        Some(model.head.hf_renames()),
     );
     let result = model.load_from(&mut store).unwrap();
     assert!(result.errors.is_empty(), "{family}: {:?}", result.errors);
