@@ -123,22 +123,7 @@ fn score_reads_predictions_with_probabilities() {
     let toy = Toy::new();
     run_ok(&mut toy.train());
     let file = toy.tmp.path().join("dev-probabilities.tsv");
-    run_ok(
-        binary()
-            .args([
-                "predict",
-                "--device",
-                "cpu",
-                "--split",
-                "dev",
-                "--probabilities",
-            ])
-            .arg("--run")
-            .arg(toy.run())
-            .arg("--out")
-            .arg(&file),
-    );
-    let text = std::fs::read_to_string(&file).unwrap();
+    let text = common::predict_dev_probabilities(&toy.run(), &file);
     assert!(
         text.starts_with("index\tprediction\tnegative\tpositive\n"),
         "{text}"

@@ -109,6 +109,27 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// `predict --probabilities` of the dev split of `run` (a run or an export folder) on the CPU,
+/// written to `out`; the file's text.
+pub fn predict_dev_probabilities(run: &Path, out: &Path) -> String {
+    run_ok(
+        binary()
+            .args([
+                "predict",
+                "--device",
+                "cpu",
+                "--split",
+                "dev",
+                "--probabilities",
+            ])
+            .arg("--run")
+            .arg(run)
+            .arg("--out")
+            .arg(out),
+    );
+    std::fs::read_to_string(out).unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+}
+
 /// The `pac-wgpu` binary built for this test run.
 pub fn binary() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_pac-wgpu"))

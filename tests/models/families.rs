@@ -511,23 +511,7 @@ fn export_round_trips_and_has_the_hf_layout() {
 
             // Round trip: the same logits (as probabilities to 6 decimals) from run and export.
             let predict = |from: &Path, file: &str| {
-                let tsv = tmp.path().join(file);
-                run_ok(
-                    binary()
-                        .args([
-                            "predict",
-                            "--device",
-                            "cpu",
-                            "--split",
-                            "dev",
-                            "--probabilities",
-                        ])
-                        .arg("--run")
-                        .arg(from)
-                        .arg("--out")
-                        .arg(&tsv),
-                );
-                std::fs::read_to_string(tsv).unwrap()
+                common::predict_dev_probabilities(from, &tmp.path().join(file))
             };
             let from_run = predict(&run, &format!("{family}-{head}-run.tsv"));
             assert_eq!(from_run.lines().count(), 11, "{from_run}");
