@@ -101,6 +101,10 @@ pub struct EvalPoint {
 pub struct Summary {
     pub task: String,
     pub method: String,
+    /// What trained: full, bitfit or lora (summaries without it: `full`, or the set named as
+    /// the method).
+    #[serde(default)]
+    pub trainable: Option<String>,
     pub model: String,
     pub seed: u64,
     pub train_size: usize,

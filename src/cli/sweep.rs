@@ -7,16 +7,17 @@ use pac_wgpu::run::Summary;
 use pac_wgpu::sweep::emit::Emit;
 use pac_wgpu::sweep::runner::{self, Event, Options, Outcome};
 use pac_wgpu::sweep::{Plan, parse_seeds};
-use pac_wgpu::train::{Method, interrupt};
+use pac_wgpu::train::{MethodArg, TrainSet, interrupt, run_label};
 use pac_wgpu::util::device::DeviceChoice;
 
 use super::args::DeviceArg;
 use super::train::TrainArgs;
 
 /// Flags the sweep sets for each run, so not among the shared train flags.
-const SET_BY_SWEEP: [&str; 8] = [
+const SET_BY_SWEEP: [&str; 9] = [
     "--task",
     "--method",
+    "--trainable",
     "--seed",
     "--output-dir",
     "--resume",
@@ -33,13 +34,18 @@ pub struct SweepArgs {
     /// GLUE tasks, comma-separated (e.g. mrpc,rte).
     #[arg(long, value_delimiter = ',')]
     tasks: Vec<Task>,
-    /// Methods, comma-separated: pac, vanilla, pgd, bitfit, lora.
+    /// Methods, comma-separated: pac, vanilla, pgd (bitfit and lora: vanilla on that set).
     #[arg(long, value_delimiter = ',')]
-    methods: Vec<Method>,
+    methods: Vec<MethodArg>,
+    /// Trainable sets, comma-separated: full, bitfit, lora; each method runs on each.
+    /// [default: full]
+    #[arg(long, value_delimiter = ',', value_name = "SETS")]
+    trainable: Vec<TrainSet>,
     /// Seeds: a range (1-5), a list (1,3,7) or both.
     #[arg(long)]
     seeds: Option<String>,
-    /// The sweep folder: plan.json, status.json, logs/ and runs/<task>-<method>-<seed>/.
+    /// The sweep folder: plan.json, status.json, logs/ and runs/<task>-<variant>-<seed>/ (the
+    /// variant: pac, vanilla, lora for vanilla on LoRA, pac-lora, ...).
     #[arg(long, visible_alias = "output-dir")]
     out: PathBuf,
     /// Devices to spread the runs over, comma-separated (e.g. 0,1 for two GPUs); each run
@@ -199,12 +205,32 @@ fn plan(args: &SweepArgs, out: &std::path::Path) -> Result<Plan> {
         );
     }
     let tasks: Vec<String> = args.tasks.iter().map(|t| t.name().to_string()).collect();
-    let methods: Vec<String> = args.methods.iter().map(|m| m.name().to_string()).collect();
-    let plan = Plan::new(out, &tasks, &methods, &seeds, &args.train_flags);
+    let plan = Plan::new(out, &tasks, &variants(args)?, &seeds, &args.train_flags);
     for run in &plan.runs {
         check(&run.args).map_err(|e| anyhow!("run {}: {e}", run.name))?;
     }
     Ok(plan)
+}
+
+/// Each method on each trainable set, as a label and its flags, without repeats.
+fn variants(args: &SweepArgs) -> Result<Vec<(String, Vec<String>)>> {
+    let sets: Vec<Option<TrainSet>> = match args.trainable.is_empty() {
+        true => vec![None],
+        false => args.trainable.iter().copied().map(Some).collect(),
+    };
+    let mut variants: Vec<(String, Vec<String>)> = Vec::new();
+    for method in &args.methods {
+        for set in &sets {
+            let (method, set) = method.resolve(*set)?;
+            let set = set.unwrap_or_default();
+            let flags = ["--method", method.name(), "--trainable", set.name()];
+            let variant = (run_label(method, set), flags.map(String::from).into());
+            if !variants.contains(&variant) {
+                variants.push(variant);
+            }
+        }
+    }
+    Ok(variants)
 }
 
 /// `pac-wgpu train …` as a run of the sweep spells it.

@@ -9,7 +9,8 @@ use pac_wgpu::report::plots;
 use pac_wgpu::run::{EpochRecord, Summary};
 use pac_wgpu::train::config::{default_output_dir, default_stage1_epochs};
 use pac_wgpu::train::{
-    Event, Method, OnNonFinite, Schedule, TrainConfig, interrupt, read_config, train,
+    Event, Method, MethodArg, OnNonFinite, Schedule, TrainConfig, TrainSet, interrupt, read_config,
+    run_label, train,
 };
 
 use super::args::DeviceArg;
@@ -36,10 +37,14 @@ pub struct TrainArgs {
     /// family's HF *ForSequenceClassification head). [default: cls]
     #[arg(help_heading = "Model", long)]
     head: Option<HeadKind>,
-    /// pac (PAC-tuning), vanilla (AdamW), pgd (fixed isotropic noise), bitfit (biases and head)
-    /// or lora (low-rank adapters and head). [default: pac]
+    /// How a step is taken: pac (PAC-tuning), vanilla (AdamW) or pgd (fixed isotropic noise);
+    /// bitfit and lora mean vanilla with --trainable bitfit or lora. [default: pac]
     #[arg(help_heading = "Training", long)]
-    method: Option<Method>,
+    method: Option<MethodArg>,
+    /// What trains: full (every encoder weight), bitfit (the encoder's biases) or lora (LoRA
+    /// adapters); the head always trains. [default: full]
+    #[arg(help_heading = "Training", long, value_name = "SET")]
+    trainable: Option<TrainSet>,
     #[command(flatten, next_help_heading = "Data")]
     data: DataSourceArgs,
     /// Train examples drawn from the train split (0 = all; with your own --train-file every
@@ -193,7 +198,13 @@ impl TrainArgs {
             }
         }
         set_opt(&mut c.problem_type, self.problem_type);
-        set(&mut c.method, self.method);
+        if let Some(arg) = self.method {
+            let (method, trainable) = arg.resolve(self.trainable)?;
+            c.method = method;
+            set(&mut c.trainable, trainable);
+        } else {
+            set(&mut c.trainable, self.trainable);
+        }
         set(&mut c.model, self.model.clone());
         set(&mut c.head, self.head);
         // The paper's few-shot n is for GLUE; the user's own files train on every row.
@@ -243,7 +254,7 @@ impl TrainArgs {
         c.output_dir = match &self.output_dir {
             Some(dir) => dir.clone(),
             None if from_base => c.output_dir,
-            None => default_output_dir(&c.task, c.method, c.seed),
+            None => default_output_dir(&c.task, &run_label(c.method, c.trainable), c.seed),
         };
         c.device = self.device.choice;
         Ok(c)
@@ -268,7 +279,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
             eprintln!(
                 "training {} ({}) on {device}: {train_examples} train / {dev_examples} dev examples, epochs {}..{epochs}, {steps_per_epoch} step(s) per epoch",
                 config.task,
-                config.method.name(),
+                run_label(config.method, config.trainable),
                 first_epoch + 1
             );
             if config.train_size > train_examples {

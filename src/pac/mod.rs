@@ -35,7 +35,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::data::{Batch, Examples, per_example_loss};
 use crate::model::Classifier;
-use crate::model::trainable::{self, Group, Trainable};
+use crate::model::trainable::{self, Group, Scope, Trainable};
 use crate::step::{self, Grads, NonFinite, Outcome, Part, Report, StepContext};
 use crate::util::reduce;
 use bound::{BoundTerms, KEstimate, KHat};
@@ -135,7 +135,7 @@ pub const PRIOR_STEPS: u32 = 1 << 31;
 /// model's number); `progress(done, total)` hears each prior model.
 pub async fn estimate_k(
     model: &Classifier,
-    train_embeddings: bool,
+    scope: Scope,
     train: &Examples<'_>,
     gamma_range: (f64, f64),
     draws: PriorDraws,
@@ -149,7 +149,7 @@ pub async fn estimate_k(
         let mut per_model = Vec::with_capacity(models);
         for r in 0..models {
             let step = PRIOR_STEPS + (k * models + r) as u32;
-            let prior = trainable::map(model.clone(), train_embeddings, |j, theta0| {
+            let prior = trainable::map(model.clone(), scope, |j, theta0| {
                 noise::prior(theta0, s as f32, draws.seed as u32, step, j as u32)
             });
             per_model.push(example_losses(&prior, train, device).await?);
@@ -188,7 +188,7 @@ impl PacTuning {
     pub async fn init(
         model: &Classifier,
         trainable: &[Trainable],
-        train_embeddings: bool,
+        scope: Scope,
         n: usize,
         gamma: f64,
         k_hat: KHat,
@@ -197,9 +197,7 @@ impl PacTuning {
         let mut theta0 = Vec::with_capacity(trainable.len());
         // θ0 in buffers of its own (× 1 is exact): WebGPU refuses θ and θ0 in one buffer when a
         // kernel binds both.
-        trainable::visit(model, train_embeddings, None, |_, value, _| {
-            theta0.push(value * 1.0)
-        });
+        trainable::visit(model, scope, None, |_, value, _| theta0.push(value * 1.0));
         let (mut abs_sum, mut count) = ([0.0f64; 2], [0usize; 2]);
         for (t, value) in trainable.iter().zip(&theta0) {
             let g = (t.group == Group::Head) as usize;

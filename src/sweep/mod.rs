@@ -1,5 +1,6 @@
-//! Many runs as one: a plan of `pac-wgpu train` invocations over tasks × methods × seeds
-//! (plan.json), each run a child process of the same binary in `<out>/runs/<task>-<method>-<seed>`,
+//! Many runs as one: a plan of `pac-wgpu train` invocations over tasks × variants (method ×
+//! trainable set) × seeds (plan.json), each run a child process of the same binary in
+//! `<out>/runs/<task>-<variant>-<seed>`,
 //! resumable and recorded in status.json ([`runner`]); the plan as a Slurm job array or a list of
 //! commands ([`emit`]); and the table of a sweep's results ([`table`]).
 
@@ -26,9 +27,10 @@ pub struct Plan {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlannedRun {
-    /// `<task>-<method>-<seed>`, the run folder's name.
+    /// `<task>-<variant>-<seed>`, the run folder's name.
     pub name: String,
     pub task: String,
+    /// The variant's label (`pac`, `pac-lora`, `lora`, ...).
     pub method: String,
     pub seed: u64,
     pub output_dir: PathBuf,
@@ -37,33 +39,25 @@ pub struct PlannedRun {
 }
 
 impl Plan {
-    /// One run per task × method × seed, in that nesting order, each with the flags `shared`
-    /// (already checked) after its own.
+    /// One run per task × variant × seed, in that nesting order. A variant is a label and its
+    /// flags (`--method .. --trainable ..`); each run has the flags `shared` (already checked)
+    /// after its own.
     pub fn new(
         out: &Path,
         tasks: &[String],
-        methods: &[String],
+        variants: &[(String, Vec<String>)],
         seeds: &[u64],
         shared: &[String],
     ) -> Plan {
         let mut runs = Vec::new();
         for task in tasks {
-            for method in methods {
+            for (method, flags) in variants {
                 for &seed in seeds {
                     let name = format!("{task}-{method}-{seed}");
                     let output_dir = out.join("runs").join(&name);
-                    let mut args: Vec<String> = [
-                        "train",
-                        "--task",
-                        task,
-                        "--method",
-                        method,
-                        "--seed",
-                        &seed.to_string(),
-                        "--output-dir",
-                    ]
-                    .map(String::from)
-                    .into();
+                    let mut args: Vec<String> = vec!["train".into(), "--task".into(), task.clone()];
+                    args.extend(flags.iter().cloned());
+                    args.extend(["--seed".into(), seed.to_string(), "--output-dir".into()]);
                     args.push(output_dir.display().to_string());
                     args.extend(shared.iter().cloned());
                     runs.push(PlannedRun {

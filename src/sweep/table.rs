@@ -12,6 +12,7 @@ use super::runner::Status;
 use super::{Plan, RunState};
 use crate::report::plots::Panel;
 use crate::run::Summary;
+use crate::train::{MethodArg, TrainSet, run_label};
 
 /// Which evaluation of a run the table reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,12 +45,15 @@ pub struct Report {
     pub incomplete: Vec<Incomplete>,
 }
 
-/// The finished runs of one model × task × method.
+/// The finished runs of one model × task × method × trainable set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Group {
     pub model: String,
     pub task: String,
     pub method: String,
+    /// What trained: full, bitfit or lora.
+    #[serde(default = "full")]
+    pub trainable: String,
     pub metric: String,
     /// Each seed and its metric value.
     pub values: Vec<(u64, f64)>,
@@ -160,13 +164,31 @@ fn read_summary(run: &Path) -> Result<Summary> {
         .with_context(|| format!("{}: expected a pac-wgpu summary.json", path.display()))
 }
 
-/// Groups the finished runs by model × task × method (in first-seen order) with their stats.
+fn full() -> String {
+    "full".into()
+}
+
+/// A summary's method and trainable set; summaries written before the set had its own field
+/// name `bitfit` or `lora` as their method (vanilla steps on that set).
+fn method_and_set(s: &Summary) -> (String, String) {
+    match (s.method.as_str(), &s.trainable) {
+        (_, Some(set)) => (s.method.clone(), set.clone()),
+        (set @ ("bitfit" | "lora"), None) => ("vanilla".into(), set.into()),
+        (method, None) => (method.into(), full()),
+    }
+}
+
+type GroupKey = (String, String, String, String);
+
+/// Groups the finished runs by model × task × method × trainable set (in first-seen order)
+/// with their stats.
 fn group(finished: &[Finished], metric: Option<&str>, at: At) -> Result<Vec<Group>> {
-    let mut order: Vec<(String, String, String)> = Vec::new();
-    let mut members: BTreeMap<(String, String, String), Vec<&Finished>> = BTreeMap::new();
+    let mut order: Vec<GroupKey> = Vec::new();
+    let mut members: BTreeMap<GroupKey, Vec<&Finished>> = BTreeMap::new();
     for f in finished {
         let s = &f.summary;
-        let key = (model_name(&s.model), s.task.clone(), s.method.clone());
+        let (method, set) = method_and_set(s);
+        let key = (model_name(&s.model), s.task.clone(), method, set);
         if !members.contains_key(&key) {
             order.push(key.clone());
         }
@@ -188,11 +210,12 @@ fn group(finished: &[Finished], metric: Option<&str>, at: At) -> Result<Vec<Grou
                 .collect();
             let bound_j = (!bounds.is_empty()).then(|| mean_std(bounds.into_iter()));
             let one_class = runs.iter().all(|f| predicts_one_class(&f.path));
-            let (model, task, method) = key;
+            let (model, task, method, trainable) = key;
             Ok(Group {
                 model,
                 task,
                 method,
+                trainable,
                 metric,
                 values,
                 mean,
@@ -277,6 +300,17 @@ fn mark_best(groups: &mut [Group]) {
     }
 }
 
+impl Group {
+    /// The run label of its method and trainable set (`pac`, `pac-lora`, `lora`, ...).
+    pub fn label(&self) -> String {
+        let method = self.method.parse::<MethodArg>().map(|m| m.method);
+        match (method, self.trainable.parse::<TrainSet>()) {
+            (Ok(method), Ok(set)) => run_label(method, set),
+            _ => format!("{}-{}", self.method, self.trainable),
+        }
+    }
+}
+
 fn display_list(dirs: &[PathBuf]) -> String {
     dirs.iter()
         .map(|d| d.display().to_string())
@@ -302,7 +336,7 @@ impl Report {
                     y_desc: format!("dev {}", of_task[0].metric),
                     methods: of_task
                         .iter()
-                        .map(|g| (g.method.clone(), g.values.iter().map(|(_, v)| *v).collect()))
+                        .map(|g| (g.label(), g.values.iter().map(|(_, v)| *v).collect()))
                         .collect(),
                 });
             }
@@ -339,9 +373,9 @@ impl Report {
     fn model_table(&self, model: &str) -> String {
         let groups: Vec<&Group> = self.groups.iter().filter(|g| g.model == model).collect();
         let tasks = unique(groups.iter().map(|g| g.task.clone()));
-        let methods = unique(groups.iter().map(|g| g.method.clone()));
-        let find = |t: &str, m: &str| groups.iter().find(|g| g.task == t && g.method == m);
-        let mut md = format!("\n## {model}\n\n| method |");
+        let variants = unique(groups.iter().map(|g| g.label()));
+        let find = |t: &str, v: &str| groups.iter().find(|g| g.task == t && g.label() == v);
+        let mut md = format!("\n## {model}\n\n| method | trains |");
         for t in &tasks {
             let metric = groups
                 .iter()
@@ -349,11 +383,15 @@ impl Report {
                 .map_or(String::new(), |g| format!(" ({})", g.metric));
             md.push_str(&format!(" {t}{metric} |"));
         }
-        md.push_str(&format!("\n|---|{}\n", "---|".repeat(tasks.len())));
-        for m in &methods {
-            md.push_str(&format!("| {m} |"));
+        md.push_str(&format!("\n|---|---|{}\n", "---|".repeat(tasks.len())));
+        for v in &variants {
+            let first = groups
+                .iter()
+                .find(|g| &g.label() == v)
+                .expect("a group per variant");
+            md.push_str(&format!("| {} | {} |", first.method, first.trainable));
             for t in &tasks {
-                let cell = find(t, m).map_or("—".into(), |g| {
+                let cell = find(t, v).map_or("—".into(), |g| {
                     let (mean, std, n) = (g.mean * 100.0, g.std * 100.0, g.values.len());
                     let text = match n {
                         1 => format!("{mean:.1} (n = 1)"),
@@ -369,17 +407,21 @@ impl Report {
             }
             md.push('\n');
         }
-        if groups.iter().any(|g| g.bound_j.is_some()) {
-            md.push_str("| PAC bound J (end of stage 1) |");
-            for t in &tasks {
-                let cell = groups
-                    .iter()
-                    .find(|g| &g.task == t && g.bound_j.is_some())
-                    .and_then(|g| g.bound_j)
-                    .map_or("—".into(), |(mean, std)| format!("{mean:.3} ± {std:.3}"));
-                md.push_str(&format!(" {cell} |"));
+        for v in &variants {
+            let of_variant = |t: &String| find(t, v).and_then(|g| g.bound_j);
+            if let Some(first) = groups
+                .iter()
+                .find(|g| &g.label() == v && g.bound_j.is_some())
+            {
+                let row = format!("| PAC bound J (end of stage 1) | {} |", first.trainable);
+                md.push_str(&row);
+                for t in &tasks {
+                    let cell = of_variant(t)
+                        .map_or("—".into(), |(mean, std)| format!("{mean:.3} ± {std:.3}"));
+                    md.push_str(&format!(" {cell} |"));
+                }
+                md.push('\n');
             }
-            md.push('\n');
         }
         md
     }
@@ -406,6 +448,7 @@ mod tests {
             model: "m".into(),
             task: "mrpc".into(),
             method: method.into(),
+            trainable: full(),
             metric: "f1".into(),
             values: values
                 .iter()

@@ -12,7 +12,7 @@ use crate::glue::{Columns, DataSource, Split, Task};
 use crate::model::HeadKind;
 use crate::util::device::DeviceChoice;
 
-/// How to fine-tune.
+/// How a step is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
@@ -22,10 +22,6 @@ pub enum Method {
     Vanilla,
     /// Perturbed gradient descent with a fixed isotropic noise std (`noise_std`).
     Pgd,
-    /// BitFit: AdamW on the encoder's biases and the head only.
-    Bitfit,
-    /// LoRA: AdamW on low-rank adapters of the `lora_targets` weights, and the head.
-    Lora,
 }
 
 impl Method {
@@ -35,25 +31,96 @@ impl Method {
             Method::Pac => "pac",
             Method::Vanilla => "vanilla",
             Method::Pgd => "pgd",
-            Method::Bitfit => "bitfit",
-            Method::Lora => "lora",
         }
     }
 }
 
-impl FromStr for Method {
+/// What trains, apart from how it steps ([`Method`]): the head always, and of the encoder all,
+/// its biases, or LoRA adapters on its weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrainSet {
+    /// Every encoder tensor (full fine-tuning).
+    #[default]
+    Full,
+    /// BitFit: the encoder's biases.
+    Bitfit,
+    /// LoRA: low-rank adapters of the `lora_targets` weights; the base weights stay frozen.
+    Lora,
+}
+
+impl TrainSet {
+    pub fn name(self) -> &'static str {
+        match self {
+            TrainSet::Full => "full",
+            TrainSet::Bitfit => "bitfit",
+            TrainSet::Lora => "lora",
+        }
+    }
+}
+
+impl FromStr for TrainSet {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s.to_ascii_lowercase().as_str() {
-            "pac" => Ok(Method::Pac),
-            "vanilla" => Ok(Method::Vanilla),
-            "pgd" => Ok(Method::Pgd),
-            "bitfit" => Ok(Method::Bitfit),
-            "lora" => Ok(Method::Lora),
-            _ => Err(format!(
-                "expected pac, vanilla, pgd, bitfit or lora, found {s:?}"
-            )),
+            "full" => Ok(TrainSet::Full),
+            "bitfit" => Ok(TrainSet::Bitfit),
+            "lora" => Ok(TrainSet::Lora),
+            _ => Err(format!("expected full, bitfit or lora, found {s:?}")),
         }
+    }
+}
+
+/// A `--method` value: a method, or one of the names that chose the trainable set before
+/// `--trainable` existed (`bitfit`, `lora`: vanilla steps on that set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodArg {
+    pub method: Method,
+    pub trainable: Option<TrainSet>,
+}
+
+impl FromStr for MethodArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (method, trainable) = match s.to_ascii_lowercase().as_str() {
+            "pac" => (Method::Pac, None),
+            "vanilla" => (Method::Vanilla, None),
+            "pgd" => (Method::Pgd, None),
+            "bitfit" => (Method::Vanilla, Some(TrainSet::Bitfit)),
+            "lora" => (Method::Vanilla, Some(TrainSet::Lora)),
+            _ => {
+                return Err(format!(
+                    "expected pac, vanilla, pgd, bitfit or lora, found {s:?}"
+                ));
+            }
+        };
+        Ok(MethodArg { method, trainable })
+    }
+}
+
+impl MethodArg {
+    /// The method and trainable set, with `--trainable` (if given) checked against an alias.
+    pub fn resolve(self, trainable: Option<TrainSet>) -> Result<(Method, Option<TrainSet>)> {
+        match (self.trainable, trainable) {
+            (Some(alias), Some(given)) if alias != given => bail!(
+                "--method {} means --method vanilla --trainable {}; it conflicts with --trainable {}",
+                alias.name(),
+                alias.name(),
+                given.name()
+            ),
+            (alias, given) => Ok((self.method, given.or(alias))),
+        }
+    }
+}
+
+/// A run's short name: the method, the trainable set when it is not `full`, and vanilla steps
+/// on a narrower set named by the set alone (`pac`, `pac-lora`, `lora`, `vanilla`), as run
+/// folders and reports name it.
+pub fn run_label(method: Method, trainable: TrainSet) -> String {
+    match (method, trainable) {
+        (method, TrainSet::Full) => method.name().into(),
+        (Method::Vanilla, set) => set.name().into(),
+        (method, set) => format!("{}-{}", method.name(), set.name()),
     }
 }
 
@@ -96,6 +163,9 @@ pub enum Schedule {
 pub struct TrainConfig {
     pub task: Task,
     pub method: Method,
+    /// What trains (run.json files without it are `full` runs, or name the set as their method).
+    #[serde(default)]
+    pub trainable: TrainSet,
     pub model: String,
     /// The classification head (run.json files without it are `cls` runs).
     #[serde(default)]
@@ -165,9 +235,10 @@ impl TrainConfig {
     pub fn paper(task: Task) -> TrainConfig {
         let (method, seed, epochs) = (Method::Pac, 42, 250);
         TrainConfig {
-            output_dir: default_output_dir(&task, method, seed),
+            output_dir: default_output_dir(&task, &run_label(method, TrainSet::Full), seed),
             task,
             method,
+            trainable: TrainSet::Full,
             model: "bert-base-uncased".into(),
             head: HeadKind::Cls,
             data_dir: None,
@@ -337,7 +408,7 @@ impl TrainConfig {
         {
             bail!("--method pgd needs --noise-std S with S > 0");
         }
-        if self.method == Method::Lora {
+        if self.trainable == TrainSet::Lora {
             self.check_lora()?;
         }
         Ok(task)
@@ -404,17 +475,33 @@ pub(crate) fn lr_scale(config: &TrainConfig, step: u64, total: u64) -> f64 {
     }
 }
 
-/// Reads a run.json.
+/// Reads a run.json (one written before `trainable` existed, with `"method": "bitfit"` or
+/// `"lora"`, reads as the vanilla method on that set).
 pub fn read_config(path: &Path) -> Result<TrainConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read run config", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| {
-        anyhow!(
-            "{}:{}: expected a pac-wgpu run.json, found {e}",
-            path.display(),
-            e.line()
-        )
+    serde_json::from_str(&text).or_else(|e| {
+        from_legacy(&text).ok_or_else(|| {
+            anyhow!(
+                "{}:{}: expected a pac-wgpu run.json, found {e}",
+                path.display(),
+                e.line()
+            )
+        })
     })
+}
+
+/// A run.json whose method names its trainable set, read as the vanilla method on that set.
+fn from_legacy(text: &str) -> Option<TrainConfig> {
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    let fields = value.as_object_mut()?;
+    let set = match fields.get("method")?.as_str()? {
+        set @ ("bitfit" | "lora") if !fields.contains_key("trainable") => set.to_string(),
+        _ => return None,
+    };
+    fields.insert("method".into(), "vanilla".into());
+    fields.insert("trainable".into(), set.into());
+    serde_json::from_value(value).ok()
 }
 
 fn default_save_interval() -> u64 {
@@ -448,9 +535,9 @@ pub fn default_stage1_epochs(epochs: usize) -> usize {
     epochs * 4 / 5
 }
 
-/// `runs/<task>-<method>-<seed>`.
-pub fn default_output_dir(task: &Task, method: Method, seed: u64) -> PathBuf {
-    PathBuf::from(format!("runs/{task}-{}-{seed}", method.name()))
+/// `runs/<task>-<label>-<seed>`, the label from [`run_label`].
+pub fn default_output_dir(task: &Task, label: &str, seed: u64) -> PathBuf {
+    PathBuf::from(format!("runs/{task}-{label}-{seed}"))
 }
 
 #[cfg(test)]

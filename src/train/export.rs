@@ -340,7 +340,9 @@ fn write_noise(
         0,
         &device,
     );
-    let list = trainable::list(&model, config.train_embeddings);
+    let model = super::method::with_adapters(model, config)?;
+    let scope = super::method::scope(config);
+    let list = trainable::list(&model, scope);
     let p: Vec<Tensor<1>> = list
         .iter()
         .map(|t| {
@@ -349,7 +351,7 @@ fn write_noise(
         })
         .collect::<Result<_>>()?;
     // The model's own writer puts p into HF layout (Linear weights transposed) under HF names.
-    let as_model = trainable::map(model, config.train_embeddings, |j, _| p[j].clone());
+    let as_model = trainable::map(model, scope, |j, _| p[j].clone());
     let scratch = dir.join(".noise-scratch.safetensors");
     checkpoint::save_model(&scratch, &as_model)?;
     let written = TensorFile::read(&scratch)?;

@@ -5,7 +5,7 @@ use anyhow::{Result, anyhow, bail};
 use burn::module::{Lora, Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 
-use super::config::{Method, TrainConfig};
+use super::config::{TrainConfig, TrainSet};
 use crate::data::Batch;
 use crate::model::Classifier;
 use crate::model::trainable::{self, EncoderPart, Scope, Trainable};
@@ -18,13 +18,12 @@ use crate::util::rng::mix64;
 /// Separates the LoRA factors' draws from the other streams of the same seed (ASCII "lora").
 const LORA_STREAM: u64 = 0x6c6f_7261;
 
-/// The tensors a run's method trains. BitFit and LoRA take the vanilla step on their narrower
-/// scope.
+/// The tensors a run trains (`--trainable`), whatever its method.
 pub fn scope(config: &TrainConfig) -> Scope {
-    let encoder = match config.method {
-        Method::Bitfit => EncoderPart::Biases,
-        Method::Lora => EncoderPart::Adapters,
-        Method::Pac | Method::Vanilla | Method::Pgd => EncoderPart::All,
+    let encoder = match config.trainable {
+        TrainSet::Full => EncoderPart::All,
+        TrainSet::Bitfit => EncoderPart::Biases,
+        TrainSet::Lora => EncoderPart::Adapters,
     };
     Scope {
         embeddings: config.train_embeddings,
@@ -32,25 +31,25 @@ pub fn scope(config: &TrainConfig) -> Scope {
     }
 }
 
-/// The model as the run's method trains it: with LoRA's adapters when the method is LoRA
-/// ([`with_adapters`]), and gradients off outside the method's [`scope`].
+/// The model as the run trains it: with LoRA's adapters for `--trainable lora`
+/// ([`with_adapters`]), and gradients off outside the run's [`scope`].
 pub fn prepare_model(
     model: Classifier,
     config: &TrainConfig,
     device: &Device,
 ) -> Result<Classifier> {
-    if config.method == Method::Lora {
+    if config.trainable == TrainSet::Lora {
         device.seed(mix64(config.seed ^ LORA_STREAM));
     }
     let model = with_adapters(model, config)?;
     Ok(trainable::freeze_outside(model, scope(config)))
 }
 
-/// For LoRA runs, `model` with Burn's LoRA adapters on the encoder weights that
+/// For `--trainable lora`, `model` with Burn's LoRA adapters on the encoder weights that
 /// `--lora-targets` names (A ~ N(0, 1/r), B = 0, so the model starts unchanged; the weight
 /// becomes W + α/r·A·B); other runs' models unchanged.
 pub fn with_adapters(mut model: Classifier, config: &TrainConfig) -> Result<Classifier> {
-    if config.method != Method::Lora {
+    if config.trainable != TrainSet::Lora {
         return Ok(model);
     }
     let targets = lora_targets(config, &model)?.join("|");

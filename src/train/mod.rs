@@ -29,7 +29,9 @@ use crate::util::files::{as_written, write_atomic, write_json};
 use epochs::{NonFiniteStop, Progress};
 use method::Trainer;
 
-pub use config::{Method, OnNonFinite, Schedule, TrainConfig, read_config};
+pub use config::{
+    Method, MethodArg, OnNonFinite, Schedule, TrainConfig, TrainSet, read_config, run_label,
+};
 pub use event::Event;
 pub use session::{DROPOUT_STREAM, Session};
 pub use trained::{Trained, named_predictions_tsv, predictions_tsv, probabilities_tsv};
@@ -174,7 +176,7 @@ fn resumed(job: &mut Job, model: Classifier, last: &std::path::Path) -> Result<P
     checkpoint::load_moments(last, &mut adam, &run.trainable, &run.plain)?;
     let state = checkpoint::load_state(last)?;
     let method = match config.method {
-        Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
+        Method::Vanilla => Trainer::Vanilla,
         Method::Pgd => Trainer::pgd(&run.trainable, run.noise_std()?, &run.plain),
         Method::Pac => Trainer::Pac(Box::new(PacTuning::load(
             last,
@@ -379,16 +381,17 @@ fn resume_point(config: &TrainConfig) -> Result<PathBuf> {
     if previous.task.name() != config.task.name()
         || previous.model != config.model
         || previous.method != config.method
+        || previous.trainable != config.trainable
     {
         bail!(
             "--resume {}: that run is task {} / model {} / method {}, not {} / {} / {}",
             dir.display(),
             previous.task,
             previous.model,
-            previous.method.name(),
+            run_label(previous.method, previous.trainable),
             config.task,
             config.model,
-            config.method.name()
+            run_label(config.method, config.trainable)
         );
     }
     checkpoint::existing(&dir.join("checkpoints").join("last")).ok_or_else(|| {

@@ -23,7 +23,7 @@ use crate::util::rng::mix64;
 use crate::util::tokenize::TextTokenizer;
 
 use super::checkpoint::LoopState;
-use super::config::{Method, OnNonFinite, TrainConfig, lr_scale};
+use super::config::{Method, OnNonFinite, TrainConfig, TrainSet, lr_scale};
 use super::method::{self, Stepped, Trainer};
 use super::trained;
 
@@ -96,19 +96,19 @@ impl<'a> Session<'a> {
             config.seed,
             &device,
         );
-        let lora_targets = match config.method {
-            Method::Lora => Some(method::lora_targets(config, &model)?.join(",")),
+        let lora_targets = match config.trainable {
+            TrainSet::Lora => Some(method::lora_targets(config, &model)?.join(",")),
             _ => None,
         };
         let model = method::prepare_model(model, config, &device)?;
         let trainable = trainable::list(&model, method::scope(config));
-        if config.method == Method::Bitfit
+        if config.trainable == TrainSet::Bitfit
             && !trainable
                 .iter()
                 .any(|t| t.group == trainable::Group::Encoder)
         {
             bail!(
-                "--method bitfit: this {} model has no bias terms, so only its head would train; use --method lora or vanilla",
+                "--trainable bitfit: this {} model has no bias terms, so only its head would train; use --trainable lora or full",
                 model_config.model_type()
             );
         }
@@ -177,7 +177,7 @@ impl<'a> Session<'a> {
     ) -> Result<Trainer> {
         let config = self.config;
         Ok(match config.method {
-            Method::Vanilla | Method::Bitfit | Method::Lora => Trainer::Vanilla,
+            Method::Vanilla => Trainer::Vanilla,
             Method::Pgd => Trainer::pgd(&self.trainable, self.noise_std()?, &self.plain),
             Method::Pac => {
                 let examples = Examples {
@@ -188,7 +188,7 @@ impl<'a> Session<'a> {
                 let gamma = self.gamma();
                 let (k_hat, _) = pac::estimate_k(
                     &model.valid(),
-                    config.train_embeddings,
+                    method::scope(config),
                     &examples,
                     pac::bound::fixed_gamma(gamma),
                     PriorDraws {
@@ -202,7 +202,7 @@ impl<'a> Session<'a> {
                 let pac = PacTuning::init(
                     model,
                     &self.trainable,
-                    config.train_embeddings,
+                    method::scope(config),
                     self.train.len(),
                     gamma,
                     k_hat,
@@ -417,6 +417,7 @@ impl<'a> Session<'a> {
         Summary {
             task: self.task.name().to_string(),
             method: config.method.name().to_string(),
+            trainable: Some(config.trainable.name().to_string()),
             model: config.model.clone(),
             seed: config.seed,
             train_size: self.train.len(),

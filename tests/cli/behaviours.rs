@@ -16,12 +16,12 @@ use common::{binary, history_without_timings, read_json, run_ok};
 const ADAM_EPS: f64 = 1e-8;
 
 /// A tiny model and the toy SST-2 under one temporary folder.
-struct Toy {
-    tmp: tempfile::TempDir,
-    model: PathBuf,
+pub(crate) struct Toy {
+    pub(crate) tmp: tempfile::TempDir,
+    pub(crate) model: PathBuf,
 }
 
-fn toy() -> Toy {
+pub(crate) fn toy() -> Toy {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("tiny-bert");
     common::tiny::write_model(&model, 3, |_| {});
@@ -32,7 +32,7 @@ fn toy() -> Toy {
 impl Toy {
     /// `pac-wgpu train --task <task>` on the toy data into `<tmp>/<name>` on the CPU device, seed
     /// 5, every example, plus `args` (each test names the method and what else it relies on).
-    fn command(&self, name: &str, task: &str, args: &[&str]) -> std::process::Command {
+    pub(crate) fn command(&self, name: &str, task: &str, args: &[&str]) -> std::process::Command {
         let mut cmd = binary();
         cmd.args(["train", "--task", task, "--device", "cpu", "--quiet"])
             .args(["--train-size", "0", "--seed", "5", "--model"])
@@ -46,18 +46,18 @@ impl Toy {
     }
 
     /// Trains the toy SST-2 with `args` (see [`Toy::command`]) and returns the run folder.
-    fn train(&self, name: &str, args: &[&str]) -> PathBuf {
+    pub(crate) fn train(&self, name: &str, args: &[&str]) -> PathBuf {
         run_ok(&mut self.command(name, "sst2", args));
         self.out(name)
     }
 
-    fn out(&self, name: &str) -> PathBuf {
+    pub(crate) fn out(&self, name: &str) -> PathBuf {
         self.tmp.path().join(name)
     }
 }
 
 /// Every tensor of a safetensors file, by name, as f32.
-fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
+pub(crate) fn tensors(path: &Path) -> BTreeMap<String, Vec<f32>> {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     file.tensors()
@@ -80,7 +80,7 @@ fn last_weights(run: &Path) -> BTreeMap<String, Vec<f32>> {
 }
 
 /// The tiny model's weights as written, under the checkpoint's names (`bert.` in front).
-fn initial_encoder(model: &Path) -> BTreeMap<String, Vec<f32>> {
+pub(crate) fn initial_encoder(model: &Path) -> BTreeMap<String, Vec<f32>> {
     tensors(&model.join("model.safetensors"))
         .into_iter()
         .map(|(name, v)| (format!("bert.{name}"), v))

@@ -13,3 +13,4 @@ mod interruption;
 mod plots;
 mod sweep;
 mod train_e2e;
+mod trainable;
