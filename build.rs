@@ -6,17 +6,19 @@
 //! - `pac_test_glue`: real GLUE in `$GLUE_DIR`;
 //! - `pac_test_lavapipe`: Mesa's software Vulkan driver;
 //! - `pac_test_browser`: Chromium, the wasm32 target and the wasm-bindgen CLI that web/ pins;
-//! - `pac_test_checkpoints`: the tiny golden checkpoints (`scripts/fetch-golden.sh`).
+//! - `pac_test_checkpoints`: the tiny golden checkpoints (`scripts/fetch-golden.sh`);
+//! - `pac_test_peft`: Python 3 with torch, transformers and peft (PEFT adapter exports).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CFGS: [&str; 5] = [
+const CFGS: [&str; 6] = [
     "pac_test_minilm",
     "pac_test_glue",
     "pac_test_lavapipe",
     "pac_test_browser",
     "pac_test_checkpoints",
+    "pac_test_peft",
 ];
 
 fn main() {
@@ -34,7 +36,14 @@ fn main() {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
     let ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "0" && v != "false");
-    let found = [minilm(), glue(), lavapipe(), browser(), checkpoints()];
+    let found = [
+        minilm(),
+        glue(),
+        lavapipe(),
+        browser(),
+        checkpoints(),
+        python_peft(),
+    ];
     for (cfg, found) in CFGS.into_iter().zip(found) {
         if ci || found {
             println!("cargo::rustc-cfg={cfg}");
@@ -79,6 +88,13 @@ fn checkpoints() -> bool {
     ]
     .iter()
     .all(|file| watch(&golden.join(file)))
+}
+
+fn python_peft() -> bool {
+    Command::new("python3")
+        .args(["-c", "import torch, transformers, peft"])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 fn glue() -> bool {

@@ -136,6 +136,7 @@ async function startFromPage() {
       options: {
         task: $("task").value,
         method: $("method").value,
+        trainable: $("trainable").value,
         epochs: Number($("epochs").value),
         train_size: Number($("train-size").value),
         seed: Number($("seed").value),

@@ -52,13 +52,14 @@ use common::{git_revision, write_report};
 use pac_wgpu::data::{Batch, Examples, Prepared, pass_cost};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{DataSource, Label, Split, Task};
-use pac_wgpu::model::trainable::{self, Trainable};
+use pac_wgpu::model::trainable::{self, Scope, Trainable};
 use pac_wgpu::model::{BertConfig, Classifier, Encoder, HeadKind, ModelConfig, Pretrained};
 use pac_wgpu::optim::{AdamW, AdamWConfig};
 use pac_wgpu::pac::noise::NoiseSource;
 use pac_wgpu::pac::{self, PacTuning, PriorDraws, bound};
 use pac_wgpu::pac::{KERNEL_PARTS, PARTS};
 use pac_wgpu::step::{self, Lrs, Part, StepContext};
+use pac_wgpu::train::{TrainConfig, TrainSet, method};
 use pac_wgpu::util::device::{DeviceChoice, MemoryReading, memory, select};
 use pac_wgpu::util::tokenize::{Encoded, TextTokenizer};
 use pollster::block_on;
@@ -123,6 +124,13 @@ struct Args {
     /// The Python that runs the PyTorch anchor.
     #[arg(long, default_value = "python3")]
     python: String,
+    /// What trains (`train --trainable`): full, bitfit, or lora (rank 8 on the family's
+    /// query and value layers, as `train` defaults).
+    #[arg(long, default_value = "full")]
+    trainable: TrainSet,
+    /// Recompute activations in the backward pass (`train --checkpoint-activations`).
+    #[arg(long)]
+    checkpoint_activations: bool,
     /// Also write the results here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -135,6 +143,16 @@ const LRS: Lrs = Lrs {
     max_grad_norm: None,
 };
 const TRAIN_EMBEDDINGS: bool = false;
+
+/// `train`'s config with the `--trainable` set (adapters, scope), the rest the paper's.
+fn run_config(trainable: TrainSet, checkpoint_activations: bool) -> TrainConfig {
+    TrainConfig {
+        trainable,
+        checkpoint_activations,
+        train_embeddings: TRAIN_EMBEDDINGS,
+        ..TrainConfig::paper(Task::Mrpc)
+    }
+}
 /// n of the PAC state (the paper's few-shot size).
 const N_TRAIN: usize = 100;
 /// PGD's fixed noise std (any value costs the same).
@@ -220,6 +238,8 @@ struct Bench {
     noise_step: u32,
     /// Largest device allocator reservation seen after a step.
     peak_device: Option<u64>,
+    /// The tensors that train.
+    scope: Scope,
 }
 
 impl Bench {
@@ -255,7 +275,7 @@ impl Bench {
         let model = self.model.take().context("the model is lost")?;
         let mut ctx = StepContext {
             trainable: &self.trainable,
-            scope: TRAIN_EMBEDDINGS.into(),
+            scope: self.scope,
             adam: &mut self.adam,
             lrs: LRS,
             device: &self.device,
@@ -290,7 +310,7 @@ impl Bench {
         let model = self.model.as_ref().context("the model is lost")?;
         let ctx = StepContext {
             trainable: &self.trainable,
-            scope: TRAIN_EMBEDDINGS.into(),
+            scope: self.scope,
             adam: &mut self.adam,
             lrs: LRS,
             device: &self.device,
@@ -675,8 +695,11 @@ fn main() -> Result<()> {
     let started = Instant::now();
     let selected = select(args.device)?;
     let plain = selected.device.clone();
-    let device = plain.clone().autodiff();
+    let run_config = run_config(args.trainable, args.checkpoint_activations);
+    let device = run_config.training_device(&plain);
+    let scope = method::scope(&run_config);
     let (model, config) = build_model(&args.model, args.seed, &device)?;
+    let model = method::prepare_model(model, &run_config, &device)?;
     let longest = args.seq.max(args.growth_seq);
     if longest > config.max_tokens() {
         bail!(
@@ -684,7 +707,8 @@ fn main() -> Result<()> {
             config.max_tokens()
         );
     }
-    let tensors = trainable::list(&model, TRAIN_EMBEDDINGS);
+    let tensors = trainable::list(&model, scope);
+    let model_params = model.num_params();
     let trainable: usize = tensors.iter().map(Trainable::numel).sum();
     let vocab = config.vocab_size();
     eprintln!(
@@ -715,7 +739,7 @@ fn main() -> Result<()> {
     };
     let (k_hat, _) = block_on(pac::estimate_k(
         &model.valid(),
-        TRAIN_EMBEDDINGS,
+        scope,
         &k_examples,
         bound::fixed_gamma(gamma),
         PriorDraws {
@@ -759,6 +783,7 @@ fn main() -> Result<()> {
         seed: args.seed as u32,
         noise_step: 0,
         peak_device: None,
+        scope,
     };
 
     // --mrpc: the trained state, what its gradients hold, and a fresh model on random inputs of
@@ -776,12 +801,13 @@ fn main() -> Result<()> {
         let held = real::subnormals(model, &plain, &bench.batch, &grads, &names);
         subnormals = Some(block_on(held)?);
         let (model, _) = build_model(&args.model, args.seed ^ 0xf4e5, &bench.device)?;
+        let model = method::prepare_model(model, &run_config, &bench.device)?;
         let data = real::random_like(&k_data, vocab, args.seed ^ 0x72);
         fresh = Some(Bench {
             device: bench.device.clone(),
             plain: plain.clone(),
             adam: AdamW::new(AdamWConfig::default(), bench.trainable.len()),
-            trainable: trainable::list(&model, TRAIN_EMBEDDINGS),
+            trainable: trainable::list(&model, scope),
             model: Some(model),
             pac: None,
             pgd_p: Vec::new(),
@@ -789,6 +815,7 @@ fn main() -> Result<()> {
             seed: args.seed as u32,
             noise_step: 0,
             peak_device: None,
+            scope,
         });
     }
 
@@ -802,11 +829,12 @@ fn main() -> Result<()> {
         }
     }
     let without_pac = Snapshot::take(&plain)?;
+    let heap_peak_without_pac = HEAP_PEAK.load(Ordering::Relaxed);
     let model = bench.model.as_ref().context("the model is lost")?;
     bench.pac = Some(block_on(PacTuning::init(
         model,
         &bench.trainable,
-        TRAIN_EMBEDDINGS,
+        scope,
         N_TRAIN,
         gamma,
         k_hat,
@@ -992,11 +1020,17 @@ fn main() -> Result<()> {
         k_forwards,
         k_ms
     );
+    let heap_peak = HEAP_PEAK.load(Ordering::Relaxed);
+    let pac_adds_to_peak = heap_peak as f64 / heap_peak_without_pac as f64 - 1.0;
     println!(
-        "memory: peak RSS {}, peak live heap {}, peak device reservation {}",
+        "memory ({} trainable): peak RSS {}, peak live heap {} ({:+.1} % over the {} before the PAC state existed), peak device reservation {}; {} model parameters",
+        args.trainable.name(),
         mib(end.peak_rss_bytes),
-        mib(Some(HEAP_PEAK.load(Ordering::Relaxed))),
-        mib(bench.peak_device)
+        mib(Some(heap_peak)),
+        100.0 * pac_adds_to_peak,
+        mib(Some(heap_peak_without_pac)),
+        mib(bench.peak_device),
+        model_params
     );
     println!(
         "PAC state: {:.2} bytes ({:.2} f32) per trainable parameter measured ({measured_with} {} → {}), 16 bytes (4 f32: θ0, p, m_p, v_p) by arithmetic",
@@ -1138,8 +1172,11 @@ fn main() -> Result<()> {
         "steps": args.steps,
         "warmup": args.warmup,
         "seed": args.seed,
+        "trainable": args.trainable.name(),
+        "checkpoint_activations": args.checkpoint_activations,
         "trainable_tensors": bench.trainable.len(),
         "trainable_params": trainable,
+        "model_params": model_params,
         "ms": {
             "vanilla": ms["vanilla"],
             "pac_stage1": ms["pac_stage1"],
@@ -1190,7 +1227,10 @@ fn main() -> Result<()> {
         "memory": {
             "peak_rss_bytes": end.peak_rss_bytes,
             "peak_device_bytes": bench.peak_device,
-            "peak_heap_bytes": HEAP_PEAK.load(Ordering::Relaxed),
+            "peak_heap_bytes": heap_peak,
+            "peak_heap_bytes_before_pac_state": heap_peak_without_pac,
+            "pac_adds_to_peak_heap": pac_adds_to_peak,
+            "peak_rss_bytes_per_model_param": end.peak_rss_bytes.map(|b| b as f64 / model_params as f64),
             "pac_state_bytes_per_param": pac_bytes_per_param,
             "pac_state_bytes_per_param_arithmetic": 16,
             "pac_state_measured_with": measured_with,

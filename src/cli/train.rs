@@ -120,6 +120,10 @@ pub struct TrainArgs {
     /// Also train the embeddings (frozen by default).
     #[arg(help_heading = "Model", long)]
     train_embeddings: bool,
+    /// Recompute activations in the backward pass instead of keeping them all (less memory for
+    /// long sequences, more time).
+    #[arg(help_heading = "Training", long)]
+    checkpoint_activations: bool,
     #[command(flatten, next_help_heading = "Model")]
     device: DeviceArg,
     /// Evaluate on dev every N epochs (and after the last). [default: 1]
@@ -251,6 +255,7 @@ impl TrainArgs {
             c.columns = data.source()?.columns;
         }
         c.train_embeddings |= self.train_embeddings;
+        c.checkpoint_activations |= self.checkpoint_activations;
         c.output_dir = match &self.output_dir {
             Some(dir) => dir.clone(),
             None if from_base => c.output_dir,

@@ -227,14 +227,19 @@ impl<F: FnMut(usize, Tensor<1>) -> Tensor<1>> ModuleMapper for TrainableMapper<F
         }
         let (id, tensor, mapper): (ParamId, Tensor<D>, _) = param.consume();
         let dims = tensor.dims();
-        let tracked = tensor.is_autodiff();
-        let plain = if tracked { tensor.inner() } else { tensor };
+        // Tracked again with the device's gradient-checkpointing strategy (operands must share one).
+        let strategy = tensor.gradient_checkpointing_strategy();
+        let plain = match strategy {
+            Some(_) => tensor.inner(),
+            None => tensor,
+        };
         let updated = (self.f)(self.index, flat(plain)).reshape(dims);
         self.index += 1;
-        let updated = if tracked {
-            Tensor::from_inner(updated).require_grad()
-        } else {
-            updated
+        let updated = match strategy {
+            Some(s) => Tensor::from_inner(updated)
+                .with_gradient_checkpointing_strategy(s)
+                .require_grad(),
+            None => updated,
         };
         Param::from_mapped_value(id, updated, mapper)
     }

@@ -474,16 +474,44 @@ mod tests {
                 group("vanilla", &[0.538], false),
                 group("pac", &[0.80, 0.82], false),
                 group("pgd", &[0.812, 0.812], true),
+                Group {
+                    trainable: "lora".into(),
+                    ..group("pac", &[0.70], false)
+                },
             ],
             incomplete: Vec::new(),
         };
         let md = report.markdown();
-        assert!(md.contains("| vanilla | 53.8 (n = 1) |"), "{md}");
-        assert!(md.contains("| pac | 81.0 ± 1.4 (2) |"), "{md}");
+        assert!(md.contains("| vanilla | full | 53.8 (n = 1) |"), "{md}");
+        assert!(md.contains("| pac | full | 81.0 ± 1.4 (2) |"), "{md}");
+        assert!(md.contains("| pac | lora | 70.0 (n = 1) |"), "{md}");
         assert!(
-            md.contains("| pgd | 81.2 ± 0.0 (2) ⚠ predicts one class |"),
+            md.contains("| pgd | full | 81.2 ± 0.0 (2) ⚠ predicts one class |"),
             "{md}"
         );
+    }
+
+    /// A summary written before `trainable` existed names BitFit or LoRA as its method: it is
+    /// vanilla on that set, and its group's label is the old name.
+    #[test]
+    fn old_summaries_read_as_vanilla_on_their_set() {
+        let text = r#"{"task": "rte", "method": "lora", "model": "m", "seed": 1,
+            "train_size": 10, "dev_size": 5, "metric": "accuracy", "best": null,
+            "final": {"epoch": 1, "accuracy": 0.5}, "epochs_run": 1, "bound": null,
+            "k_estimation_seconds": null, "wall_seconds": 1.0, "device": "cpu"}"#;
+        let summary: Summary = serde_json::from_str(text).unwrap();
+        assert_eq!(method_and_set(&summary), ("vanilla".into(), "lora".into()));
+        let pac_lora = Summary {
+            method: "pac".into(),
+            trainable: Some("lora".into()),
+            ..summary.clone()
+        };
+        assert_eq!(method_and_set(&pac_lora), ("pac".into(), "lora".into()));
+        let lora = Group {
+            trainable: "lora".into(),
+            ..group("vanilla", &[0.5], false)
+        };
+        assert_eq!(lora.label(), "lora");
     }
 
     #[test]

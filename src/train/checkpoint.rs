@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
+use burn::module::Module;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -250,4 +251,31 @@ pub(super) fn untrained(
         device,
     );
     Ok((model_config, model))
+}
+
+/// The classifier of checkpoint folder `dir` on `device`, LoRA's adapters (kept unmerged in
+/// the checkpoints of `--trainable lora` runs) merged into their weights; and its config.
+pub(super) fn load_trained(
+    config: &TrainConfig,
+    task: &Task,
+    dir: &Path,
+    device: &Device,
+) -> Result<(ModelConfig, Classifier)> {
+    let (model_config, model) = untrained(config, task, dir, device)?;
+    let model = match has_adapters(&dir.join(MODEL))? {
+        true => super::method::with_adapters(model, config)?,
+        false => model,
+    };
+    Ok((model_config, load_model(dir, model)?.materialize()))
+}
+
+/// Whether the model file at `path` holds LoRA factors.
+pub fn has_adapters(path: &Path) -> Result<bool> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow!("{}: corrupt safetensors file ({e})", path.display()))?;
+    Ok(header
+        .tensors()
+        .keys()
+        .any(|name| super::peft::is_adapter(name)))
 }

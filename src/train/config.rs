@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::glue::custom::{self, ProblemType};
@@ -209,6 +210,10 @@ pub struct TrainConfig {
     pub lora_targets: String,
     pub dropout: f64,
     pub train_embeddings: bool,
+    /// Recompute activations in the backward pass instead of keeping them (Burn's balanced
+    /// gradient checkpointing).
+    #[serde(default)]
+    pub checkpoint_activations: bool,
     pub eval_every_epochs: usize,
     pub early_stopping: Option<usize>,
     #[serde(default)]
@@ -269,6 +274,7 @@ impl TrainConfig {
             lora_targets: default_lora_targets(),
             dropout: 0.0,
             train_embeddings: false,
+            checkpoint_activations: false,
             eval_every_epochs: 1,
             early_stopping: None,
             on_nonfinite: OnNonFinite::Stop,
@@ -471,6 +477,18 @@ pub(crate) fn lr_scale(config: &TrainConfig, step: u64, total: u64) -> f64 {
         Schedule::Linear => {
             let left = total.saturating_sub(step) as f64;
             left / (total - warmup).max(1) as f64
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The device the model trains on: `plain` with autodiff, and gradient checkpointing when
+    /// `--checkpoint-activations` asks for it.
+    pub fn training_device(&self, plain: &Device) -> Device {
+        let device = plain.clone().autodiff();
+        match self.checkpoint_activations {
+            true => device.gradient_checkpointing(),
+            false => device,
         }
     }
 }

@@ -18,10 +18,11 @@ use serde_json::{Value, json};
 
 use super::checkpoint;
 use super::config::{Method, TrainConfig};
+use super::peft;
 use crate::glue::Task;
 use crate::model::load::{RawTensor, f32_image, read_as_f32};
 use crate::model::trainable;
-use crate::model::{Classifier, Encoder, HeadKind, ModelConfig};
+use crate::model::{Classifier, HeadKind, ModelConfig};
 use crate::util::files::TensorFile;
 
 /// The run's settings inside an exported folder, so `predict` and `eval` can use it.
@@ -88,13 +89,30 @@ pub struct ClsHead {
 pub struct Exported {
     pub folder: PathBuf,
     pub head: HeadKind,
+    /// Whether it is a PEFT adapter folder (a `--trainable lora` run without `--merge`).
+    pub peft: bool,
     /// The Python lines that rebuild the logits of a `--head cls` export.
     pub python: Option<String>,
 }
 
+/// What an export writes for a `--trainable lora` run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adapters {
+    /// A PEFT adapter folder (the default).
+    Peft,
+    /// The adapters merged into their weights: a whole model, as for the other runs.
+    Merge,
+}
+
 /// Writes checkpoint `which` of `run` as an HF folder `out` (which must not exist yet); the
 /// folder appears whole or not at all.
-pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Exported> {
+pub fn export(
+    run: &Path,
+    which: &str,
+    out: &Path,
+    dtype: Dtype,
+    adapters: Adapters,
+) -> Result<Exported> {
     if out.exists() {
         bail!("--out {}: already exists; pass a new folder", out.display());
     }
@@ -102,7 +120,12 @@ pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Expor
     let task = config.validate()?;
     let ckpt = checkpoint::checkpoint_dir(run, which)?;
     let model_config = ModelConfig::from_file(&ckpt.join("config.json"))?;
-    let tensors = TensorFile::read(&ckpt.join(MODEL_FILE))?;
+    let unmerged = checkpoint::has_adapters(&ckpt.join(MODEL_FILE))?;
+    let peft = unmerged && adapters == Adapters::Peft;
+    let tensors = match unmerged && !peft {
+        true => merged(&config, &task, &ckpt)?,
+        false => TensorFile::read(&ckpt.join(MODEL_FILE))?,
+    };
 
     let name = out
         .file_name()
@@ -113,27 +136,165 @@ pub fn export(run: &Path, which: &str, out: &Path, dtype: Dtype) -> Result<Expor
     }
     std::fs::create_dir_all(&partial)
         .with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
-    let written = write_folder(
-        &partial,
-        &ckpt,
-        &config,
-        &task,
-        &model_config,
-        &tensors,
-        dtype,
-    );
+    let written = match peft {
+        true => write_peft_folder(
+            &partial,
+            &ckpt,
+            &config,
+            &task,
+            &model_config,
+            &tensors,
+            dtype,
+        ),
+        false => write_folder(
+            &partial,
+            &ckpt,
+            &config,
+            &task,
+            &model_config,
+            &tensors,
+            dtype,
+        ),
+    };
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&partial);
         return Err(e);
     }
     std::fs::rename(&partial, out)
         .with_context(|| format!("--out {}: cannot move the export in place", out.display()))?;
-    let python = (config.head == HeadKind::Cls).then(|| cls_python(out, &model_config, &config));
+    let python = match (peft, config.head) {
+        (true, _) => Some(peft_python(out, &config, &task)),
+        (false, HeadKind::Cls) => Some(cls_python(out, &model_config, &config)),
+        (false, HeadKind::Hf) => None,
+    };
     Ok(Exported {
         folder: out.to_path_buf(),
         head: config.head,
+        peft,
         python,
     })
+}
+
+/// The model of checkpoint folder `ckpt` with its LoRA adapters merged, in HF layout.
+fn merged(config: &TrainConfig, task: &Task, ckpt: &Path) -> Result<TensorFile> {
+    let (_, model) = checkpoint::load_trained(config, task, ckpt, &Device::flex())?;
+    let scratch = ckpt.with_file_name(".merged-scratch.safetensors");
+    checkpoint::save_model(&scratch, &model)?;
+    let file = TensorFile::read(&scratch);
+    std::fs::remove_file(&scratch)?;
+    file
+}
+
+/// A PEFT adapter folder ([`super::peft`]): the adapters, and for `--head hf` runs the head as
+/// `modules_to_save`; a `--head cls` run's head as in [`write_folder`]. PAC runs' noise covers
+/// the adapters under the same names.
+fn write_peft_folder(
+    dir: &Path,
+    ckpt: &Path,
+    config: &TrainConfig,
+    task: &Task,
+    model_config: &ModelConfig,
+    tensors: &TensorFile,
+    dtype: Dtype,
+) -> Result<()> {
+    let prefix = encoder_prefix(model_config);
+    let head: Vec<String> = head_names(config, task, ckpt)?;
+    let mut names: Vec<String> = sorted_names(tensors)
+        .into_iter()
+        .filter(|n| peft::is_adapter(n))
+        .collect();
+    let strip = match config.head {
+        HeadKind::Hf => {
+            names.extend(head.iter().cloned());
+            None
+        }
+        HeadKind::Cls => {
+            write_cls_head(dir, tensors, &head, model_config, task, dtype)?;
+            Some(prefix)
+        }
+    };
+    let renamed = peft::renamed(tensors, &names, strip);
+    let peft_names = sorted_names(&renamed);
+    write_safetensors(
+        &dir.join(peft::WEIGHTS_FILE),
+        &renamed,
+        &peft_names,
+        dtype,
+        None,
+    )?;
+    let adapter = peft::AdapterConfig::new(config, model_config.model_type(), &head, prefix);
+    peft::write_config(dir, &adapter)?;
+    for file in ["tokenizer.json", "vocab.txt"] {
+        if ckpt.join(file).is_file() {
+            std::fs::copy(ckpt.join(file), dir.join(file))?;
+        }
+    }
+    std::fs::write(dir.join(RUN_FILE), serde_json::to_string_pretty(config)?)?;
+    if config.method == Method::Pac {
+        let noise = read_noise(dir, ckpt, config, task)?;
+        let names = sorted_names(&noise.p);
+        let noise = Noise {
+            p: peft::renamed(&noise.p, &names, strip),
+            b: noise
+                .b
+                .into_iter()
+                .map(|(n, b)| (peft::name(&n, strip), b))
+                .collect(),
+        };
+        write_noise(dir, &noise, dtype)?;
+    }
+    Ok(())
+}
+
+/// A `--head cls` run's head: `head.safetensors` (tensors `head`) and `head.json`.
+fn write_cls_head(
+    dir: &Path,
+    tensors: &TensorFile,
+    head: &[String],
+    model_config: &ModelConfig,
+    task: &Task,
+    dtype: Dtype,
+) -> Result<()> {
+    write_safetensors(&dir.join(HEAD_FILE), tensors, head, dtype, None)?;
+    let head_json = ClsHead {
+        pooling: pooling(model_config).into(),
+        num_labels: task.num_labels(),
+        problem_type: problem_type(task).into(),
+    };
+    std::fs::write(
+        dir.join(HEAD_JSON),
+        serde_json::to_string_pretty(&head_json)?,
+    )?;
+    Ok(())
+}
+
+/// The HF names of the head's tensors of `config`'s classifier, with BERT's pooler (which
+/// `--head hf` reads, and which the base checkpoint may lack, so that the run drew it).
+fn head_names(config: &TrainConfig, task: &Task, ckpt: &Path) -> Result<Vec<String>> {
+    let (_, model) = checkpoint::untrained(config, task, ckpt, &Device::flex())?;
+    Ok(trainable::list(&model, false)
+        .into_iter()
+        .filter(|t| t.group == trainable::Group::Head || t.name.contains(".pooler."))
+        .map(|t| t.name)
+        .collect())
+}
+
+/// The Python lines that load a PEFT export onto its base model.
+fn peft_python(folder: &Path, config: &TrainConfig, task: &Task) -> String {
+    let dir = folder.display();
+    let base = &config.model;
+    let class = match config.head {
+        HeadKind::Hf => format!(
+            "AutoModelForSequenceClassification.from_pretrained(\"{base}\", num_labels={})",
+            task.num_labels()
+        ),
+        HeadKind::Cls => format!("AutoModel.from_pretrained(\"{base}\")"),
+    };
+    format!(
+        "import peft, transformers\n\
+         base = transformers.{class}\n\
+         model = peft.PeftModel.from_pretrained(base, \"{dir}\")"
+    )
 }
 
 fn write_folder(
@@ -157,16 +318,7 @@ fn write_folder(
                 .map(|n| (n.trim_start_matches(&format!("{prefix}.")).to_string(), n))
                 .collect();
             write_with(&dir.join(MODEL_FILE), tensors, &base, dtype, None)?;
-            write_safetensors(&dir.join(HEAD_FILE), tensors, &head, dtype, None)?;
-            let head_json = ClsHead {
-                pooling: pooling(model_config).into(),
-                num_labels: task.num_labels(),
-                problem_type: problem_type(task).into(),
-            };
-            std::fs::write(
-                dir.join(HEAD_JSON),
-                serde_json::to_string_pretty(&head_json)?,
-            )?;
+            write_cls_head(dir, tensors, &head, model_config, task, dtype)?;
         }
     }
     let hf_config = hf_config(&ckpt.join("config.json"), config.head, model_config, task)?;
@@ -181,7 +333,7 @@ fn write_folder(
     }
     std::fs::write(dir.join(RUN_FILE), serde_json::to_string_pretty(config)?)?;
     if config.method == Method::Pac {
-        write_noise(dir, ckpt, config, model_config, task, dtype)?;
+        write_noise(dir, &read_noise(dir, ckpt, config, task)?, dtype)?;
     }
     Ok(())
 }
@@ -318,28 +470,20 @@ fn write_with(
     std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }
 
-/// `noise.safetensors`: p of every trainable tensor in HF layout and names (`p.<name>`), and b
-/// per tensor (as JSON in the metadata), from checkpoint `last` (σ is fixed after stage 1).
-fn write_noise(
-    dir: &Path,
-    ckpt: &Path,
-    config: &TrainConfig,
-    model_config: &ModelConfig,
-    task: &Task,
-    dtype: Dtype,
-) -> Result<()> {
+/// PAC's learned noise as an export holds it: p per trainable tensor in HF layout under its
+/// checkpoint name, and b per tensor by that name.
+struct Noise {
+    p: TensorFile,
+    b: BTreeMap<String, f64>,
+}
+
+/// The noise of the run (from checkpoint `last`: σ is fixed after stage 1); `scratch` is a
+/// folder to write a temporary file in.
+fn read_noise(scratch: &Path, ckpt: &Path, config: &TrainConfig, task: &Task) -> Result<Noise> {
     let last = ckpt.with_file_name("last");
     let pac = TensorFile::read(&last.join("pac.safetensors"))?;
     let device = Device::flex();
-    let model = Classifier::new(
-        Encoder::new(model_config, 0.0, &device)?,
-        model_config,
-        config.head,
-        task.num_labels(),
-        0.0,
-        0,
-        &device,
-    );
+    let (_, model) = checkpoint::untrained(config, task, ckpt, &device)?;
     let model = super::method::with_adapters(model, config)?;
     let scope = super::method::scope(config);
     let list = trainable::list(&model, scope);
@@ -352,18 +496,26 @@ fn write_noise(
         .collect::<Result<_>>()?;
     // The model's own writer puts p into HF layout (Linear weights transposed) under HF names.
     let as_model = trainable::map(model, scope, |j, _| p[j].clone());
-    let scratch = dir.join(".noise-scratch.safetensors");
-    checkpoint::save_model(&scratch, &as_model)?;
-    let written = TensorFile::read(&scratch)?;
-    std::fs::remove_file(&scratch)?;
-    let pairs: Vec<(String, String)> = list
-        .iter()
-        .map(|t| (format!("p.{}", t.name), t.name.clone()))
-        .collect();
+    let file = scratch.join(".noise-scratch.safetensors");
+    checkpoint::save_model(&file, &as_model)?;
+    let mut written = TensorFile::read(&file)?;
+    std::fs::remove_file(&file)?;
+    let names: Vec<&String> = list.iter().map(|t| &t.name).collect();
+    written.tensors.retain(|name, _| names.contains(&name));
+    written.shapes.retain(|name, _| names.contains(&name));
     let b = bits_to_floats(&pac, "b")?;
-    let b_named: BTreeMap<&str, f64> = list.iter().map(|t| t.name.as_str()).zip(b).collect();
-    let meta = HashMap::from([("b".to_string(), serde_json::to_string(&b_named)?)]);
-    write_with(&dir.join(NOISE_FILE), &written, &pairs, dtype, Some(meta))
+    let b = list.iter().map(|t| t.name.clone()).zip(b).collect();
+    Ok(Noise { p: written, b })
+}
+
+/// `noise.safetensors`: `p.<name>` per tensor of `noise.p` and b (as JSON in the metadata).
+fn write_noise(dir: &Path, noise: &Noise, dtype: Dtype) -> Result<()> {
+    let pairs: Vec<(String, String)> = sorted_names(&noise.p)
+        .into_iter()
+        .map(|n| (format!("p.{n}"), n))
+        .collect();
+    let meta = HashMap::from([("b".to_string(), serde_json::to_string(&noise.b)?)]);
+    write_with(&dir.join(NOISE_FILE), &noise.p, &pairs, dtype, Some(meta))
 }
 
 fn bits_to_floats(file: &TensorFile, key: &str) -> Result<Vec<f64>> {

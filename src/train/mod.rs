@@ -10,6 +10,7 @@ pub mod event;
 pub mod export;
 pub mod interrupt;
 pub mod method;
+pub mod peft;
 pub mod session;
 pub mod trained;
 
@@ -18,7 +19,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail};
-use burn::module::Module;
 
 use crate::glue::{Label, Split, Task};
 use crate::model::{Classifier, ModelConfig, Pretrained, resolve_model};
@@ -140,7 +140,7 @@ fn prepare(
         &source.load(&task, Split::Train)?,
         &source.load(&task, Split::Dev)?,
     );
-    let device = plain.clone().autodiff();
+    let device = config.training_device(&plain);
     let pretrained = Pretrained::from_config(&folder, model_config, config.dropout, &device)?;
     let (run, model) = Session::from_splits(
         config,
@@ -291,11 +291,10 @@ fn save_epoch(
         history: &p.history,
     });
     if let Some(predictions) = predictions {
-        // LoRA's adapters merged into their weights: `best` is a plain model in HF layout.
+        // LoRA's adapters stay unmerged, so that `export` can write them as PEFT's.
         let best = job.dir.checkpoint("best");
         let tsv = predictions_tsv(&job.run.task, &predictions);
-        let merged = p.model.clone().materialize();
-        checkpoint::save(&best, &merged, &job.extra_files, None, &p.state, |dir| {
+        checkpoint::save(&best, &p.model, &job.extra_files, None, &p.state, |dir| {
             write_atomic(&dir.join("dev_predictions.tsv"), tsv.as_bytes())
         })?;
     }

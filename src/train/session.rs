@@ -49,7 +49,7 @@ pub struct Session<'a> {
 impl<'a> Session<'a> {
     /// A run over its loaded splits, as both front ends start one: the few-shot draw of
     /// `train_set` (`--train-size`, `--seed`), both splits tokenized, and the classifier over
-    /// `encoder` (loaded on `plain.autodiff()`).
+    /// `encoder` (loaded on [`TrainConfig::training_device`]).
     pub fn from_splits(
         config: &'a TrainConfig,
         plain: Device,
@@ -73,7 +73,7 @@ impl<'a> Session<'a> {
     }
 
     /// The run's parts around the classifier it trains, built over `encoder` (loaded on
-    /// `plain.autodiff()`) with the method's adapters.
+    /// [`TrainConfig::training_device`]) with the method's adapters.
     pub fn new(
         config: &'a TrainConfig,
         task: Task,
@@ -82,7 +82,7 @@ impl<'a> Session<'a> {
         encoder: Encoder,
         model_config: &ModelConfig,
     ) -> Result<(Self, Classifier)> {
-        let device = plain.clone().autodiff();
+        let device = config.training_device(&plain);
         let encoder = match config.train_embeddings {
             true => encoder,
             false => encoder.freeze_embeddings(),

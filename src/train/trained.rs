@@ -3,7 +3,6 @@
 use std::path::Path;
 
 use anyhow::Result;
-use burn::module::Module;
 use burn::tensor::Device;
 
 use super::checkpoint;
@@ -44,13 +43,7 @@ impl Trained {
         let config = read_config(&run.join("run.json"))?;
         let task = config.validate()?;
         let dir = checkpoint::checkpoint_dir(run, which)?;
-        let (model_config, model) = checkpoint::untrained(&config, &task, &dir, device)?;
-        // `last` of a LoRA run holds the adapters unmerged; they are merged once loaded.
-        let model = match which {
-            "last" => super::method::with_adapters(model, &config)?,
-            _ => model,
-        };
-        let model = checkpoint::load_model(&dir, model)?.materialize();
+        let (model_config, model) = checkpoint::load_trained(&config, &task, &dir, device)?;
         let tokenizer = crate::model::tokenizer(&dir, &model_config, config.max_length)?;
         Ok(Trained {
             config,

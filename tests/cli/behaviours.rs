@@ -641,9 +641,9 @@ fn bitfit_trains_only_the_biases_and_the_head() {
     );
 }
 
-/// `--method lora`: the base weights keep every bit and only the targeted ones get factors; the
-/// best checkpoint holds the merged weight W + α/r·A·B (A `[in, r]`, B `[r, out]` in the last
-/// checkpoint, W stored `[out, in]`); both checkpoints reload to the same predictions.
+/// `--method lora`: the base weights keep every bit and only the targeted ones get factors (A
+/// `[in, r]`, B `[r, out]` in the checkpoints); `export --merge` writes the merged weight W +
+/// α/r·A·B (W stored `[out, in]`); both checkpoints reload to the same predictions.
 #[test]
 fn lora_merges_into_base_plus_scaled_a_b_and_reloads() {
     let toy = toy();
@@ -664,7 +664,18 @@ fn lora_merges_into_base_plus_scaled_a_b_and_reloads() {
     ];
     let run = toy.train("lora", &args);
     let last = last_weights(&run);
-    let best = tensors(&run.join("checkpoints/best/model.safetensors"));
+    let merged = toy.out("merged");
+    run_ok(
+        binary()
+            .args(["export", "--merge", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&merged),
+    );
+    let best: BTreeMap<String, Vec<f32>> = tensors(&merged.join("model.safetensors"))
+        .into_iter()
+        .map(|(name, v)| (format!("bert.{name}"), v))
+        .collect();
     let initial = initial_encoder(&toy.model);
     let hidden = common::tiny::HIDDEN;
     let mut adapted = 0;

@@ -128,10 +128,16 @@ fn report_groups(report: &serde_json::Value) -> BTreeMap<(String, String), (usiz
         .unwrap()
         .iter()
         .map(|g| {
-            let key = (
-                g["task"].as_str().unwrap().to_string(),
-                g["method"].as_str().unwrap().to_string(),
-            );
+            // The run label: the method, or vanilla on a narrower set named by the set.
+            let label = match (
+                g["method"].as_str().unwrap(),
+                g["trainable"].as_str().unwrap(),
+            ) {
+                (method, "full") => method.to_string(),
+                ("vanilla", set) => set.to_string(),
+                (method, set) => format!("{method}-{set}"),
+            };
+            let key = (g["task"].as_str().unwrap().to_string(), label);
             let n = g["values"].as_array().unwrap().len();
             (
                 key,

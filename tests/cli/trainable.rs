@@ -354,3 +354,111 @@ fn burn_layout(name: &str, values: &[f32]) -> Vec<f32> {
     }
     t
 }
+
+/// A PAC-over-LoRA run of the tiny BERT with the HF head, exported as a PEFT adapter folder:
+/// adapter_config.json names the rank, α, targets and the head's modules (BERT's pooler with
+/// its classifier); the noise covers exactly the adapters and the classifier under PEFT's names; and peft + transformers reload it onto
+/// the base model with `predict --probabilities`' probabilities (≤ 1e-5,
+/// scripts/check-export-transformers.py).
+#[test]
+#[cfg_attr(
+    not(pac_test_peft),
+    ignore = "needs python3 with torch, transformers and peft (pip install torch transformers peft)"
+)]
+fn peft_export_reloads_in_peft_with_the_same_probabilities() {
+    let toy = toy();
+    let mut train = pac_run(&toy, "run", "lora", "2", "1");
+    run_ok(train.args(["--head", "hf", "--lora-alpha", "6"]));
+    let (run, export) = (toy.out("run"), toy.out("export"));
+    let printed = run_ok(
+        binary()
+            .args(["export", "--run"])
+            .arg(&run)
+            .arg("--out")
+            .arg(&export),
+    );
+    assert!(printed.contains("PeftModel.from_pretrained"), "{printed}");
+    let adapter = read_json(&export.join("adapter_config.json"));
+    assert_eq!(adapter["peft_type"], "LORA");
+    assert_eq!(adapter["task_type"], "SEQ_CLS");
+    assert_eq!(
+        (adapter["r"].as_u64(), adapter["lora_alpha"].as_f64()),
+        (Some(2), Some(6.0))
+    );
+    assert_eq!(
+        adapter["target_modules"],
+        serde_json::json!(["query", "value"])
+    );
+    assert_eq!(
+        adapter["modules_to_save"],
+        serde_json::json!(["pooler", "classifier"])
+    );
+    let weights = tensors(&export.join("adapter_model.safetensors"));
+    let noise = tensors(&export.join("noise.safetensors"));
+    let mut adapted: Vec<&String> = weights.keys().collect();
+    adapted.sort();
+    let mut noisy: Vec<String> = noise.keys().map(|k| k.replacen("p.", "", 1)).collect();
+    noisy.sort();
+    assert_eq!(
+        adapted.len(),
+        2 * 2 * common::tiny::LAYERS + 4,
+        "{adapted:?}"
+    );
+    // The pooler is saved (the run drew it) but frozen: no noise.
+    let trained: Vec<&&String> = adapted.iter().filter(|n| !n.contains(".pooler.")).collect();
+    assert_eq!(trained.len(), noisy.len(), "{noisy:?}");
+    assert!(
+        trained.iter().zip(&noisy).all(|(a, n)| **a == n),
+        "{noisy:?}"
+    );
+    let a = "base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight";
+    assert_eq!(weights[a].len(), 2 * common::tiny::HIDDEN);
+
+    let probabilities = toy.out("probabilities.tsv");
+    common::predict_dev_probabilities(&run, &probabilities);
+    let output = std::process::Command::new("python3")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/check-export-transformers.py"
+        ))
+        .arg(&export)
+        .arg(&probabilities)
+        .arg(toy.tmp.path().join("SST-2/dev.tsv"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        output.status.success() && stdout.contains("peft"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `--checkpoint-activations` (activations recomputed in the backward pass) trains the weights
+/// of a run that keeps them, bit for bit, with PAC over LoRA and over every weight.
+#[test]
+fn checkpointed_activations_train_the_same_weights() {
+    let toy = toy();
+    for set in ["lora", "full"] {
+        let kept = format!("kept-{set}");
+        run_ok(&mut pac_run(&toy, &kept, set, "2", "1"));
+        let recomputed = format!("recomputed-{set}");
+        let mut cmd = pac_run(&toy, &recomputed, set, "2", "1");
+        run_ok(cmd.arg("--checkpoint-activations"));
+        let (kept, recomputed) = (toy.out(&kept), toy.out(&recomputed));
+        assert_eq!(
+            read_json(&recomputed.join("run.json"))["checkpoint_activations"],
+            true
+        );
+        assert_eq!(
+            history_without_timings(&kept),
+            history_without_timings(&recomputed),
+            "{set}"
+        );
+        assert!(
+            common::last_weights(&kept) == common::last_weights(&recomputed),
+            "{set}: checkpointed activations trained other weights"
+        );
+    }
+}

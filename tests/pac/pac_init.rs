@@ -89,8 +89,15 @@ fn pac_init_follows_the_spec_formulas() {
             });
             let slots = trainable::list(&model, train_embeddings);
             let k_hat = KHat::new(vec![0.01, 0.1], vec![0.2, 0.3]);
-            let init =
-                PacTuning::init(&model, &slots, train_embeddings, 20, 10.0, k_hat.clone(), 1);
+            let init = PacTuning::init(
+                &model,
+                &slots,
+                train_embeddings.into(),
+                20,
+                10.0,
+                k_hat.clone(),
+                1,
+            );
             let state = pollster::block_on(init).unwrap();
 
             // The spec on the host: the encoder's trainable scalars are every tensor of the

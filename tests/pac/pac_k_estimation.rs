@@ -87,7 +87,7 @@ fn k_estimation_matches_the_host_computation() {
     };
     let (k_hat, estimate) = pollster::block_on(estimate_k(
         &model,
-        false,
+        false.into(),
         &examples,
         (gamma, gamma),
         PriorDraws { models, seed },

@@ -90,7 +90,7 @@ pub async fn run(
     let dev_set = dataset(&inputs.dev, &task, Split::Dev, &config, train_is_glue)?;
 
     let plain = device;
-    let device = plain.clone().autodiff();
+    let device = config.training_device(&plain);
     let (encoder, _) = load_encoder_bytes(
         inputs.weights,
         Path::new("model.safetensors"),
