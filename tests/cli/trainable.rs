@@ -5,6 +5,7 @@
 
 use crate::common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{binary, history_without_timings, read_json, run_ok};
@@ -23,6 +24,101 @@ fn legacy_args(set: &str) -> Vec<&'static str> {
 
 fn legacy_dir(set: &str) -> PathBuf {
     common::golden_dir().join("legacy-runs").join(set)
+}
+
+/// Tensors of the golden run's `tensors.json` at JSON pointer `at`: name → (shape, values), the
+/// values as their f32 bit patterns.
+fn legacy_tensors(set: &str, at: &str) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let doc = read_json(&legacy_dir(set).join("tensors.json"));
+    let entries = doc.pointer(at).and_then(Value::as_object).expect(at);
+    let numbers = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_u64().unwrap())
+            .collect()
+    };
+    entries
+        .iter()
+        .map(|(name, t)| {
+            let shape = numbers(&t["shape"])
+                .into_iter()
+                .map(|d| d as usize)
+                .collect();
+            let values = numbers(&t["bits"])
+                .into_iter()
+                .map(|b| f32::from_bits(b as u32))
+                .collect();
+            (name.clone(), (shape, values))
+        })
+        .collect()
+}
+
+/// Writes `tensors` as a safetensors file with metadata `at`/metadata of the golden run's
+/// tensors.json.
+fn write_legacy_file(
+    path: &Path,
+    set: &str,
+    at: &str,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) {
+    let doc = read_json(&legacy_dir(set).join("tensors.json"));
+    let metadata: std::collections::HashMap<String, String> =
+        serde_json::from_value(doc.pointer(&format!("{at}/metadata")).unwrap().clone()).unwrap();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, (shape, values))| {
+            let data = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            (name.clone(), shape.clone(), data)
+        })
+        .collect();
+    let views = bytes.iter().map(|(name, shape, data)| {
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data);
+        (name.clone(), view.unwrap())
+    });
+    std::fs::write(path, safetensors::serialize(views, Some(metadata)).unwrap()).unwrap();
+}
+
+/// The golden one-epoch run folder of `set` in `run`: its JSON and text files as written, its
+/// checkpoint's model (the tiny model `model` with the tensors the epoch changed) and optimiser
+/// state rebuilt from tensors.json.
+fn legacy_run_folder(set: &str, model: &Path, run: &Path) {
+    copy_dir(&legacy_dir(set).join("epoch1"), run);
+    let last = run.join("checkpoints/last");
+    let mut weights: BTreeMap<String, (Vec<usize>, Vec<f32>)> =
+        tensors_with_shapes(&model.join("model.safetensors"))
+            .into_iter()
+            .map(|(name, t)| (format!("bert.{name}"), t))
+            .collect();
+    weights.extend(legacy_tensors(set, "/epoch1_model/changed"));
+    write_legacy_file(
+        &last.join("model.safetensors"),
+        set,
+        "/epoch1_model",
+        &weights,
+    );
+    let optimizer = legacy_tensors(set, "/epoch1_optimizer/tensors");
+    write_legacy_file(
+        &last.join("optimizer.safetensors"),
+        set,
+        "/epoch1_optimizer",
+        &optimizer,
+    );
+}
+
+/// Every tensor of a safetensors file with its shape, by name, as f32.
+fn tensors_with_shapes(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    file.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let values = view.data().chunks_exact(4);
+            let values = values.map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            (name, (view.shape().to_vec(), values.collect()))
+        })
+        .collect()
 }
 
 /// `a` and `b` equal, numbers within `tol` relative (another CPU's matrix products may round
@@ -57,7 +153,10 @@ fn assert_json_close(what: &str, a: &Value, b: &Value, tol: f64) {
 /// trained within 1e-6, every other one equal to the initial model's.
 fn assert_matches_legacy(run: &Path, model: &Path, set: &str) {
     let weights = tensors(&run.join("checkpoints/last/model.safetensors"));
-    let trained = tensors(&legacy_dir(set).join("epoch2/trained.safetensors"));
+    let trained: BTreeMap<String, Vec<f32>> = legacy_tensors(set, "/epoch2_trained")
+        .into_iter()
+        .map(|(name, (_, values))| (name, values))
+        .collect();
     let initial = initial_encoder(model);
     for (name, values) in &weights {
         let expected = trained.get(name).or(initial.get(name));
@@ -127,7 +226,7 @@ fn run_folders_from_before_trainable_resume() {
     let toy = toy();
     for set in ["bitfit", "lora"] {
         let run = toy.out(&format!("old-{set}"));
-        copy_dir(&legacy_dir(set).join("epoch1"), &run);
+        legacy_run_folder(set, &toy.model, &run);
         let mut config = read_json(&run.join("run.json"));
         assert_eq!(config["method"], set, "the fixture is an old run folder");
         config["model"] = toy.model.display().to_string().into();
