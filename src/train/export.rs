@@ -178,11 +178,7 @@ pub fn export(
 /// The model of checkpoint folder `ckpt` with its LoRA adapters merged, in HF layout.
 fn merged(config: &TrainConfig, task: &Task, ckpt: &Path) -> Result<TensorFile> {
     let (_, model) = checkpoint::load_trained(config, task, ckpt, &Device::flex())?;
-    let scratch = ckpt.with_file_name(".merged-scratch.safetensors");
-    checkpoint::save_model(&scratch, &model)?;
-    let file = TensorFile::read(&scratch);
-    std::fs::remove_file(&scratch)?;
-    file
+    TensorFile::from_bytes(&checkpoint::model_bytes(&model)?, &ckpt.join(MODEL_FILE))
 }
 
 /// A PEFT adapter folder ([`super::peft`]): the adapters, and for `--head hf` runs the head as
@@ -198,7 +194,8 @@ fn write_peft_folder(
     dtype: Dtype,
 ) -> Result<()> {
     let prefix = encoder_prefix(model_config);
-    let head: Vec<String> = head_names(config, task, ckpt)?;
+    let (_, untrained) = checkpoint::untrained(config, task, ckpt, &Device::flex())?;
+    let head = head_names(&untrained);
     let mut names: Vec<String> = sorted_names(tensors)
         .into_iter()
         .filter(|n| peft::is_adapter(n))
@@ -224,14 +221,9 @@ fn write_peft_folder(
     )?;
     let adapter = peft::AdapterConfig::new(config, model_config.model_type(), &head, prefix);
     peft::write_config(dir, &adapter)?;
-    for file in ["tokenizer.json", "vocab.txt"] {
-        if ckpt.join(file).is_file() {
-            std::fs::copy(ckpt.join(file), dir.join(file))?;
-        }
-    }
-    std::fs::write(dir.join(RUN_FILE), serde_json::to_string_pretty(config)?)?;
+    write_run_files(dir, ckpt, config)?;
     if config.method == Method::Pac {
-        let noise = read_noise(dir, ckpt, config, task)?;
+        let noise = read_noise(untrained, ckpt, config)?;
         let names = sorted_names(&noise.p);
         let noise = Noise {
             p: peft::renamed(&noise.p, &names, strip),
@@ -268,15 +260,25 @@ fn write_cls_head(
     Ok(())
 }
 
-/// The HF names of the head's tensors of `config`'s classifier, with BERT's pooler (which
-/// `--head hf` reads, and which the base checkpoint may lack, so that the run drew it).
-fn head_names(config: &TrainConfig, task: &Task, ckpt: &Path) -> Result<Vec<String>> {
-    let (_, model) = checkpoint::untrained(config, task, ckpt, &Device::flex())?;
-    Ok(trainable::list(&model, false)
+/// The HF names of the head's tensors of `model`, with BERT's pooler (which `--head hf`
+/// reads, and which the base checkpoint may lack, so that the run drew it).
+fn head_names(model: &Classifier) -> Vec<String> {
+    trainable::list(model, false)
         .into_iter()
         .filter(|t| t.group == trainable::Group::Head || t.name.contains(".pooler."))
         .map(|t| t.name)
-        .collect())
+        .collect()
+}
+
+/// The tokenizer files of checkpoint `ckpt` and the run's config (`pac_wgpu_run.json`).
+fn write_run_files(dir: &Path, ckpt: &Path, config: &TrainConfig) -> Result<()> {
+    for file in ["tokenizer.json", "vocab.txt"] {
+        if ckpt.join(file).is_file() {
+            std::fs::copy(ckpt.join(file), dir.join(file))?;
+        }
+    }
+    std::fs::write(dir.join(RUN_FILE), serde_json::to_string_pretty(config)?)?;
+    Ok(())
 }
 
 /// The Python lines that load a PEFT export onto its base model.
@@ -326,14 +328,10 @@ fn write_folder(
         dir.join("config.json"),
         serde_json::to_string_pretty(&hf_config)?,
     )?;
-    for file in ["tokenizer.json", "vocab.txt"] {
-        if ckpt.join(file).is_file() {
-            std::fs::copy(ckpt.join(file), dir.join(file))?;
-        }
-    }
-    std::fs::write(dir.join(RUN_FILE), serde_json::to_string_pretty(config)?)?;
+    write_run_files(dir, ckpt, config)?;
     if config.method == Method::Pac {
-        write_noise(dir, &read_noise(dir, ckpt, config, task)?, dtype)?;
+        let (_, untrained) = checkpoint::untrained(config, task, ckpt, &Device::flex())?;
+        write_noise(dir, &read_noise(untrained, ckpt, config)?, dtype)?;
     }
     Ok(())
 }
@@ -477,14 +475,13 @@ struct Noise {
     b: BTreeMap<String, f64>,
 }
 
-/// The noise of the run (from checkpoint `last`: σ is fixed after stage 1); `scratch` is a
-/// folder to write a temporary file in.
-fn read_noise(scratch: &Path, ckpt: &Path, config: &TrainConfig, task: &Task) -> Result<Noise> {
+/// The noise of the run (from checkpoint `last`: σ is fixed after stage 1), laid out through
+/// `untrained`, the run's classifier on the CPU device.
+fn read_noise(untrained: Classifier, ckpt: &Path, config: &TrainConfig) -> Result<Noise> {
     let last = ckpt.with_file_name("last");
     let pac = TensorFile::read(&last.join("pac.safetensors"))?;
     let device = Device::flex();
-    let (_, model) = checkpoint::untrained(config, task, ckpt, &device)?;
-    let model = super::method::with_adapters(model, config)?;
+    let model = super::method::with_adapters(untrained, config)?;
     let scope = super::method::scope(config);
     let list = trainable::list(&model, scope);
     let p: Vec<Tensor<1>> = list
@@ -496,10 +493,7 @@ fn read_noise(scratch: &Path, ckpt: &Path, config: &TrainConfig, task: &Task) ->
         .collect::<Result<_>>()?;
     // The model's own writer puts p into HF layout (Linear weights transposed) under HF names.
     let as_model = trainable::map(model, scope, |j, _| p[j].clone());
-    let file = scratch.join(".noise-scratch.safetensors");
-    checkpoint::save_model(&file, &as_model)?;
-    let mut written = TensorFile::read(&file)?;
-    std::fs::remove_file(&file)?;
+    let mut written = TensorFile::from_bytes(&checkpoint::model_bytes(&as_model)?, &pac.path)?;
     let names: Vec<&String> = list.iter().map(|t| &t.name).collect();
     written.tensors.retain(|name, _| names.contains(&name));
     written.shapes.retain(|name, _| names.contains(&name));

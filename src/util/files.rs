@@ -73,9 +73,14 @@ impl TensorFile {
     pub fn read(path: &Path) -> Result<TensorFile> {
         let bytes =
             std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-        let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        TensorFile::from_bytes(&bytes, path)
+    }
+
+    /// The tensors of a safetensors file's `bytes`; `path` names the file in errors.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TensorFile> {
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
             .map_err(|e| anyhow!("{}: corrupt safetensors file ({e})", path.display()))?;
-        let file = safetensors::SafeTensors::deserialize(&bytes)?;
+        let file = safetensors::SafeTensors::deserialize(bytes)?;
         let (mut tensors, mut shapes) = (HashMap::new(), HashMap::new());
         for (name, view) in file.tensors() {
             let values = view
