@@ -1,6 +1,8 @@
 //! Checkpoints: a folder holding the model in HF layout (so `--model` can load its encoder),
-//! the optimiser moments and the loop position. Written to a sibling folder, then swapped in,
-//! so a crash at any moment leaves the previous checkpoint whole.
+//! the optimiser moments, the loop position and, written last, a manifest of its files' sizes
+//! and checksums. Written to a sibling folder, then swapped in, so a crash at any moment leaves
+//! the previous checkpoint whole; `last` keeps the one before as `last.old`, which `--resume`
+//! falls back to when `last` fails its manifest.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +22,7 @@ use crate::optim::AdamW;
 use crate::pac::bound::BoundTerms;
 use crate::run::BoundSummary;
 use crate::util::files::{TensorFile, write_tensors};
+use crate::util::manifest::{self, Integrity};
 
 const MODEL: &str = "model.safetensors";
 const OPTIMIZER: &str = "optimizer.safetensors";
@@ -57,12 +60,15 @@ pub struct LoopState {
 
 /// Writes `model` (+ optimiser moments and loop state when given, + what `more` writes into
 /// the folder) as folder `dir`, atomically: a failed write leaves the previous `dir` whole.
+/// With `keep_previous`, the previous `dir` stays as `dir.old`.
+#[allow(clippy::too_many_arguments)]
 pub fn save(
     dir: &Path,
     model: &Classifier,
     extra_files: &[PathBuf],
     optimizer: Option<(&AdamW, &[Trainable])>,
     state: &LoopState,
+    keep_previous: bool,
     more: impl FnOnce(&Path) -> Result<()>,
 ) -> Result<()> {
     let partial = dir.with_extension("partial");
@@ -84,8 +90,9 @@ pub fn save(
     more(&partial)?;
     std::fs::write(partial.join(STATE), serde_json::to_string_pretty(state)?)
         .with_context(|| format!("{}: cannot write", partial.join(STATE).display()))?;
+    manifest::write(&partial)?;
 
-    // Swap: dir -> dir.old, partial -> dir, drop dir.old. `load_state` falls back to dir.old.
+    // Swap: dir -> dir.old, partial -> dir. [`existing`] falls back to dir.old.
     let old = dir.with_extension("old");
     if old.exists() {
         std::fs::remove_dir_all(&old)?;
@@ -94,7 +101,7 @@ pub fn save(
         std::fs::rename(dir, &old)?;
     }
     std::fs::rename(&partial, dir)?;
-    if old.exists() {
+    if old.exists() && !keep_previous {
         std::fs::remove_dir_all(&old)?;
     }
     Ok(())
@@ -112,12 +119,61 @@ pub fn checkpoint_dir(run: &Path, which: &str) -> Result<PathBuf> {
         );
     }
     let dir = run.join("checkpoints").join(which);
-    existing(&dir).ok_or_else(|| {
+    let dir = existing(&dir).ok_or_else(|| {
         anyhow!(
             "{}: no {which} checkpoint (has the run finished an epoch?)",
             dir.display()
         )
-    })
+    })?;
+    if let Some(note) = whole(&dir)? {
+        eprintln!("note: {note}");
+    }
+    Ok(dir)
+}
+
+/// The checkpoint `--resume` continues from: `dir` when its files match its manifest, else
+/// `dir.old` when that one does; and a note when it is `dir.old` or has no manifest.
+pub fn resumable(dir: &Path) -> Result<Option<(PathBuf, Option<String>)>> {
+    let old = dir.with_extension("old");
+    let mut found = [dir.to_path_buf(), old].into_iter().filter(|d| d.is_dir());
+    let Some(first) = found.next() else {
+        return Ok(None);
+    };
+    let failure = match whole(&first) {
+        Ok(note) => return Ok(Some((first, note))),
+        Err(e) => e,
+    };
+    match found.next() {
+        Some(old) if manifest::verify(&old).is_ok_and(|i| i == Integrity::Verified) => {
+            let epoch = load_state(&old)?.epoch;
+            let note = format!(
+                "{failure:#}; resuming from {} (epoch {epoch}) instead",
+                old.display()
+            );
+            Ok(Some((old, Some(note))))
+        }
+        _ => Err(failure),
+    }
+}
+
+/// Checks checkpoint folder `dir` against its manifest; a note when it has none.
+fn whole(dir: &Path) -> Result<Option<String>> {
+    match manifest::verify(dir)? {
+        Integrity::Verified => Ok(None),
+        Integrity::Unverified if existing(dir).as_deref() == Some(dir) => Ok(Some(unverified(dir))),
+        Integrity::Unverified => bail!(
+            "{}: not a whole checkpoint (no {STATE} or {MODEL})",
+            dir.display()
+        ),
+    }
+}
+
+fn unverified(dir: &Path) -> String {
+    format!(
+        "{}: no {} (an older pac-wgpu wrote it), so its files are not verified",
+        dir.display(),
+        manifest::MANIFEST
+    )
 }
 
 /// The checkpoint folder to read: `dir`, or the previous one if a crash interrupted the swap.

@@ -62,6 +62,10 @@ pub fn train(
     // Every input is checked before the output folder is touched.
     RunDir::check(&config.output_dir, resume, overwrite)?;
     let resume_from = resume.then(|| resume_point(config)).transpose()?;
+    let (resume_from, note) = resume_from.unzip();
+    if let Some(note) = note.flatten() {
+        on_event(Event::Note(&note));
+    }
     if let Some(last) = &resume_from
         && let Some(summary) = finished(config, last)?
     {
@@ -294,9 +298,16 @@ fn save_epoch(
         // LoRA's adapters stay unmerged, so that `export` can write them as PEFT's.
         let best = job.dir.checkpoint("best");
         let tsv = predictions_tsv(&job.run.task, &predictions);
-        checkpoint::save(&best, &p.model, &job.extra_files, None, &p.state, |dir| {
-            write_atomic(&dir.join("dev_predictions.tsv"), tsv.as_bytes())
-        })?;
+        let state = &p.state;
+        checkpoint::save(
+            &best,
+            &p.model,
+            &job.extra_files,
+            None,
+            state,
+            false,
+            |dir| write_atomic(&dir.join("dev_predictions.tsv"), tsv.as_bytes()),
+        )?;
     }
     let config = job.run.config;
     let ends = p.state.epoch >= config.epochs || job.run.stop_early(&p.state);
@@ -316,6 +327,7 @@ fn save_last(job: &Job, p: &Progress) -> Result<()> {
         &job.extra_files,
         optimizer,
         &p.state,
+        true,
         |dir| p.method.save(dir, &job.run.trainable),
     )?;
     job.last_saved.set(Instant::now());
@@ -366,8 +378,9 @@ fn finished(config: &TrainConfig, last: &std::path::Path) -> Result<Option<Summa
     Ok(Some(summary))
 }
 
-/// The checkpoint a `--resume` continues from, after checking the run there is this run.
-fn resume_point(config: &TrainConfig) -> Result<PathBuf> {
+/// The checkpoint a `--resume` continues from, after checking the run there is this run, and
+/// a note on it ([`checkpoint::resumable`]).
+fn resume_point(config: &TrainConfig) -> Result<(PathBuf, Option<String>)> {
     let dir = &config.output_dir;
     let run_json = dir.join("run.json");
     if !run_json.is_file() {
@@ -393,7 +406,7 @@ fn resume_point(config: &TrainConfig) -> Result<PathBuf> {
             run_label(config.method, config.trainable)
         );
     }
-    checkpoint::existing(&dir.join("checkpoints").join("last")).ok_or_else(|| {
+    checkpoint::resumable(&dir.join("checkpoints").join("last"))?.ok_or_else(|| {
         anyhow!(
             "--resume {}: no checkpoint to resume from (checkpoints/last is missing)",
             dir.display()

@@ -5,6 +5,7 @@ pub mod files;
 #[cfg(feature = "native")]
 pub mod hub;
 pub mod kernel;
+pub mod manifest;
 pub mod metrics;
 pub mod reduce;
 pub mod rng;

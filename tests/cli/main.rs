@@ -9,6 +9,7 @@ mod cli_defaults;
 mod first_hour;
 mod hostile_inputs;
 mod hub;
+mod integrity;
 mod interruption;
 mod plots;
 mod sweep;
