@@ -352,3 +352,61 @@ fn broken_short_and_stalled_downloads_never_leave_a_whole_looking_file() {
         "a silent hub hung the run"
     );
 }
+
+/// `HF_TOKEN` goes to the hub's own origin only: the CDN on another port gets the LFS files'
+/// requests without it, and a redirect loop ends in one line instead of a hang.
+#[test]
+fn the_token_stays_with_the_hubs_host_and_a_redirect_loop_ends_in_one_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("hf-home");
+    let model = tiny_model(tmp.path());
+    let (hub, cdn) = (Hub::start(), Hub::start());
+    for server in [&hub, &cdn] {
+        server.add_folder("org/gated", &model);
+    }
+    hub.gate("org/gated", TOKEN);
+    hub.use_cdn(&cdn.endpoint);
+    let out = encode(&hub, &home, "org/gated")
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let bearer = format!("Bearer {TOKEN}");
+    let hub_requests = hub.requests();
+    assert!(
+        hub_requests
+            .iter()
+            .all(|r| r.headers.get("authorization") == Some(&bearer)),
+        "a request to the hub went without the token"
+    );
+    let cdn_requests = cdn.requests();
+    assert!(
+        cdn_requests.iter().any(|r| r.path.starts_with("/cdn/")),
+        "the weights did not come from the CDN"
+    );
+    for r in &cdn_requests {
+        assert_eq!(
+            r.headers.get("authorization"),
+            None,
+            "{} got the token",
+            r.path
+        );
+    }
+
+    hub.add_folder("org/loop", &model);
+    hub.set_fault("org/loop", "config.json", Some(Fault::RedirectLoop));
+    let started = Instant::now();
+    let out = encode(&hub, &home, "org/loop")
+        .env("HF_TOKEN", TOKEN)
+        .output()
+        .unwrap();
+    let line = error_line(&out);
+    assert!(
+        line.contains("redirect loop") && !line.contains(TOKEN),
+        "{line}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a redirect loop hung the run"
+    );
+}

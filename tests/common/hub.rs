@@ -2,7 +2,8 @@
 //! with `HF_ENDPOINT`. It answers what the hub client asks: `GET /<repo>/resolve/<rev>/<file>`
 //! (datasets under `/datasets/`) with `ETag` and `X-Repo-Commit`, byte ranges (`Range:
 //! bytes=a-` / `a-b`, answered 206 with `Content-Range`), and for large files a 302 to a CDN
-//! path as the hub does for LFS files. Faults can be set per file, and every request is recorded.
+//! path as the hub does for LFS files (on this server, or on another one standing in for the
+//! CDN). Faults can be set per file, and every request is recorded.
 //! Connections close after each answer; the server stops when dropped.
 
 use std::collections::HashMap;
@@ -31,6 +32,8 @@ pub enum Fault {
     StallMidBody,
     /// Accept the connection and never answer.
     NoAnswer,
+    /// Redirect to the same path, for ever.
+    RedirectLoop,
 }
 
 /// One request as the server saw it.
@@ -48,6 +51,8 @@ struct State {
     /// Repositories that need `Authorization: Bearer <token>`.
     gated: HashMap<String, String>,
     requests: Vec<Request>,
+    /// Where LFS files are redirected ("http://host:port"); this server when `None`.
+    cdn: Option<String>,
 }
 
 pub struct Hub {
@@ -111,6 +116,11 @@ impl Hub {
             Some(f) => state.faults.insert(key, f),
             None => state.faults.remove(&key),
         };
+    }
+
+    /// Redirects LFS files to `cdn` (another stand-in hub serving the same files).
+    pub fn use_cdn(&self, cdn: &str) {
+        self.state.lock().unwrap().cdn = Some(cdn.to_string());
     }
 
     pub fn requests(&self) -> Vec<Request> {
@@ -185,7 +195,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     let auth = request.headers.get("authorization").cloned();
     let range = request.headers.get("range").cloned();
     let path = request.path.clone();
-    let (known, bytes, fault, gate) = {
+    let (known, bytes, fault, gate, cdn) = {
         let mut s = state.lock().unwrap();
         s.requests.push(request);
         if let Some(tag) = path.strip_prefix("/cdn/") {
@@ -207,6 +217,7 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
             s.files.get(&key).cloned(),
             s.faults.get(&key).copied(),
             s.gated.get(&repo).cloned(),
+            s.cdn.clone().unwrap_or_else(|| host_of(&stream)),
         )
     };
     if let Some(token) = gate
@@ -217,10 +228,11 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
     match (fault, bytes) {
         (Some(Fault::Status(code)), _) => respond(&mut stream, code, &[], b""),
         (Some(Fault::NoAnswer), _) => wait_until_stopped(stop),
+        (Some(Fault::RedirectLoop), _) => respond(&mut stream, 302, &[("Location", &path)], b""),
         (_, None) if !known => respond(&mut stream, 401, &[("X-Error-Code", "RepoNotFound")], b""),
         (_, None) => respond(&mut stream, 404, &[("X-Error-Code", "EntryNotFound")], b""),
         (fault, Some(bytes)) if bytes.len() >= LFS_FROM && fault.is_none() => {
-            let location = format!("{}/cdn/{}", host_of(&stream), etag(&bytes));
+            let location = format!("{cdn}/cdn/{}", etag(&bytes));
             let tag = format!("\"{}\"", etag(&bytes));
             respond(
                 &mut stream,

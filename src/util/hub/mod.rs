@@ -14,10 +14,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use hf_hub::api::Progress;
-use hf_hub::api::sync::{Api, ApiBuilder, ApiError};
 use hf_hub::{Cache, Repo};
 use indicatif::ProgressBar;
+
+mod http;
 
 /// Why a hub file could not be had. Each message says what failed and what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +48,10 @@ pub enum HubError {
         cache: String,
         why: String,
     },
+    #[error(
+        "the hub redirected {file} more than {limit} times (a redirect loop); retry later, or pass a local --model / --data-dir"
+    )]
+    Redirects { file: String, limit: usize },
     #[error("{0}")]
     Setting(String),
 }
@@ -73,19 +77,17 @@ pub fn get(repo: &Repo, file: &str) -> Result<PathBuf, HubError> {
 
 /// Whether the hub has `file` in `repo` (asks for its first byte only).
 pub fn exists(repo: &Repo, file: &str) -> Result<bool, HubError> {
-    let api = api()?;
-    let url = api.repo(repo.clone()).url(file);
+    let client = client();
     let (tx, rx) = mpsc::channel();
+    let (repo, name) = (repo.clone(), file.to_string());
     std::thread::spawn(move || {
-        let _ = tx.send(api.metadata(&url));
+        let _ = tx.send(client.metadata(&repo, &name));
     });
     let limit = seconds("HF_HUB_ETAG_TIMEOUT")?;
     match rx.recv_timeout(limit) {
         Ok(Ok(_)) => Ok(true),
-        Ok(Err(e)) => match explain(e, file) {
-            HubError::NotFound { .. } => Ok(false),
-            other => Err(other),
-        },
+        Ok(Err(HubError::NotFound { .. })) => Ok(false),
+        Ok(Err(other)) => Err(other),
         Err(_) => Err(HubError::Stalled {
             file: file.to_string(),
             seconds: limit.as_secs_f64(),
@@ -94,20 +96,18 @@ pub fn exists(repo: &Repo, file: &str) -> Result<bool, HubError> {
 }
 
 fn endpoint() -> String {
-    std::env::var("HF_ENDPOINT").unwrap_or_else(|_| "https://huggingface.co".to_string())
+    let endpoint = std::env::var("HF_ENDPOINT");
+    let endpoint = endpoint.as_deref().unwrap_or("https://huggingface.co");
+    endpoint.trim_end_matches('/').to_string()
 }
 
-fn api() -> Result<Api, HubError> {
+/// The hub's client, with `HF_TOKEN` when set.
+fn client() -> http::Client {
     let token = std::env::var("HF_TOKEN")
         .ok()
-        .filter(|t| !t.trim().is_empty());
-    let mut builder = ApiBuilder::from_env().with_progress(false).with_retries(0);
-    if let Some(token) = token {
-        builder = builder.with_token(Some(token.trim().to_string()));
-    }
-    builder
-        .build()
-        .map_err(|e| HubError::Setting(e.to_string()))
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    http::Client::new(token)
 }
 
 /// A timeout in seconds from the environment variable `name`, 10 s when unset.
@@ -140,13 +140,18 @@ struct Watch {
 }
 
 impl Watch {
-    fn new() -> Watch {
+    fn new(file: &str) -> Watch {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::hidden().with_message(file.to_string());
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            bar
+        });
         Watch {
             start: Instant::now(),
             last_ms: Arc::default(),
             body: Arc::default(),
             size: Arc::default(),
-            bar: std::io::stderr().is_terminal().then(ProgressBar::hidden),
+            bar,
         }
     }
 
@@ -158,30 +163,23 @@ impl Watch {
     fn idle(&self) -> Duration {
         self.start.elapsed() - Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
     }
-}
 
-impl Progress for Watch {
-    fn init(&mut self, size: usize, filename: &str) {
-        self.size.store(size as u64, Ordering::Relaxed);
+    /// The body of `size` bytes starts arriving, `from` of them already in the cache.
+    fn started(&self, size: u64, from: u64) {
+        self.size.store(size, Ordering::Relaxed);
         self.body.store(true, Ordering::Relaxed);
-        if let Some(bar) = &mut self.bar {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            Progress::init(bar, size, filename);
-        }
-        self.touch();
-    }
-
-    fn update(&mut self, size: usize) {
-        if let Some(bar) = &mut self.bar {
-            Progress::update(bar, size);
-        }
-        self.touch();
-    }
-
-    fn finish(&mut self) {
         if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+            bar.set_length(size);
+            bar.set_position(from);
         }
+        self.touch();
+    }
+
+    fn advanced(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(bytes);
+        }
+        self.touch();
     }
 }
 
@@ -190,37 +188,41 @@ fn download(repo: &Repo, file: &str) -> Result<PathBuf, HubError> {
         seconds("HF_HUB_ETAG_TIMEOUT")?,
         seconds("HF_HUB_DOWNLOAD_TIMEOUT")?,
     );
-    let repo_api = api()?.repo(repo.clone());
-    let watch = Watch::new();
+    let client = client();
+    let watch = Watch::new(file);
     let (tx, rx) = mpsc::channel();
-    let (name, progress) = (file.to_string(), watch.clone());
+    let (repo, name, progress) = (repo.clone(), file.to_string(), watch.clone());
     std::thread::spawn(move || {
-        let _ = tx.send(repo_api.download_with_progress(&name, progress));
+        let _ = tx.send(client.download(&repo, &name, &progress));
     });
-    loop {
+    let result = loop {
         let limit = if watch.body.load(Ordering::Relaxed) {
             body_limit
         } else {
             etag_limit
         };
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ok(path)) => return whole(path, file, watch.size.load(Ordering::Relaxed)),
-            Ok(Err(e)) => return Err(explain(e, file)),
+            Ok(Ok(path)) => break whole(path, file, watch.size.load(Ordering::Relaxed)),
+            Ok(Err(e)) => break Err(e),
             Err(RecvTimeoutError::Timeout) if watch.idle() > limit => {
-                return Err(HubError::Stalled {
+                break Err(HubError::Stalled {
                     file: file.to_string(),
                     seconds: limit.as_secs_f64(),
                 });
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => {
-                return Err(HubError::Broken {
+                break Err(HubError::Broken {
                     file: file.to_string(),
                     why: "the download thread ended without an answer".to_string(),
                 });
             }
         }
+    };
+    if let Some(bar) = &watch.bar {
+        bar.finish_and_clear();
     }
+    result
 }
 
 /// `path` if it holds all `size` bytes the hub announced; otherwise the short copy leaves the
@@ -240,50 +242,52 @@ fn whole(path: PathBuf, file: &str, size: u64) -> Result<PathBuf, HubError> {
     })
 }
 
-fn explain(error: ApiError, file: &str) -> HubError {
+/// The error of a failed HTTP status (404, 401/403, other 4xx and 5xx); `Ok` otherwise.
+fn check_status(status: u16, file: &str) -> Result<(), HubError> {
     let file = file.to_string();
+    match status {
+        404 => Err(HubError::NotFound { file }),
+        401 | 403 => Err(HubError::Refused { status }),
+        400.. => Err(HubError::Status { status, file }),
+        _ => Ok(()),
+    }
+}
+
+/// A request that got no answer.
+fn from_ureq(error: ureq::Error, file: &str) -> HubError {
+    let why = error.to_string();
     match error {
-        ApiError::RequestError(e) => match *e {
-            ureq::Error::StatusCode(404) => HubError::NotFound { file },
-            ureq::Error::StatusCode(status @ (401 | 403)) => HubError::Refused { status },
-            ureq::Error::StatusCode(status) => HubError::Status { status, file },
-            ureq::Error::Io(e) if unreachable(&e) => HubError::Unreachable {
+        ureq::Error::Io(e) if !unreachable(&e) => HubError::Broken {
+            file: file.to_string(),
+            why,
+        },
+        ureq::Error::Io(_) | ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => {
+            HubError::Unreachable {
                 endpoint: endpoint(),
-                why: e.to_string(),
-            },
-            e @ (ureq::Error::HostNotFound | ureq::Error::ConnectionFailed) => {
-                HubError::Unreachable {
-                    endpoint: endpoint(),
-                    why: e.to_string(),
-                }
+                why,
             }
-            e => HubError::Broken {
-                file,
-                why: e.to_string(),
-            },
+        }
+        _ => HubError::Broken {
+            file: file.to_string(),
+            why,
         },
-        ApiError::IoError(e) if unreachable(&e) => HubError::Unreachable {
-            endpoint: endpoint(),
-            why: e.to_string(),
-        },
-        ApiError::IoError(e) if from_network(&e) => HubError::Broken {
-            file,
-            why: e.to_string(),
-        },
-        ApiError::IoError(e) => HubError::Cache {
-            file,
-            cache: Cache::from_env().path().display().to_string(),
-            why: e.to_string(),
-        },
-        ApiError::LockAcquisition(path) => HubError::Cache {
-            file,
-            cache: path.display().to_string(),
-            why: "another process is downloading it; wait for it or retry".to_string(),
-        },
-        e => HubError::Broken {
-            file,
-            why: e.to_string(),
-        },
+    }
+}
+
+/// A body that broke off.
+fn from_body(error: std::io::Error, file: &str) -> HubError {
+    HubError::Broken {
+        file: file.to_string(),
+        why: error.to_string(),
+    }
+}
+
+/// A write into the HF cache that failed.
+fn cache_error(file: &str, error: std::io::Error) -> HubError {
+    HubError::Cache {
+        file: file.to_string(),
+        cache: Cache::from_env().path().display().to_string(),
+        why: error.to_string(),
     }
 }
 
@@ -307,15 +311,4 @@ fn unreachable(e: &std::io::Error) -> bool {
             Some(ureq::Error::Io(inner)) => unreachable(inner),
             _ => false,
         }
-}
-
-/// Whether an I/O error of a download came from the connection rather than from the cache's
-/// file system: the HTTP client's own errors, and the kinds only sockets give.
-fn from_network(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    e.get_ref().is_some_and(|inner| inner.is::<ureq::Error>())
-        || matches!(
-            e.kind(),
-            ConnectionReset | ConnectionAborted | UnexpectedEof | TimedOut | BrokenPipe
-        )
 }
