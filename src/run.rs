@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::util::files::write_atomic;
+use crate::util::lock::{FolderLock, Guard};
 
 /// Dev metrics by name (`accuracy`, `f1`, `mcc`, `pearson`, `spearman`, ...).
 pub type Metrics = BTreeMap<String, f64>;
@@ -143,81 +144,15 @@ fn metrics_nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Metrics
 /// One output folder of `pac-wgpu train`, held by this process for as long as the value lives.
 pub struct RunDir {
     pub path: PathBuf,
-    lock: RunLock,
+    lock: FolderLock,
 }
 
-/// `run.lock`: an OS file lock on it keeps one `train` per folder; its text names the holder
-/// (`pid@host`). The OS drops the lock when the process dies, so a lock file left by a killed
-/// run is taken over.
-struct RunLock {
-    file: std::fs::File,
-    path: PathBuf,
-    /// The holder named by a lock file that was left behind, when there was one.
-    stale: Option<String>,
-}
-
-const LOCK_FILE: &str = "run.lock";
-
-impl RunLock {
-    /// Fails when another live process holds the lock of `folder`; touches nothing.
-    fn check_free(folder: &Path) -> Result<()> {
-        let path = folder.join(LOCK_FILE);
-        let Ok(file) = std::fs::File::open(&path) else {
-            return Ok(());
-        };
-        match file.try_lock_shared() {
-            Ok(()) => Ok(()),
-            Err(_) => Err(Self::busy(folder, &path)),
-        }
-    }
-
-    fn busy(folder: &Path, path: &Path) -> anyhow::Error {
-        let holder = std::fs::read_to_string(path).unwrap_or_default();
-        anyhow::anyhow!(
-            "--output-dir {}: another pac-wgpu train is running there (process {}); wait for it to end or choose another --output-dir",
-            folder.display(),
-            holder.trim()
-        )
-    }
-
-    fn acquire(folder: &Path) -> Result<RunLock> {
-        let path = folder.join(LOCK_FILE);
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .with_context(|| format!("{}: cannot create the run lock", path.display()))?;
-        if file.try_lock().is_err() {
-            return Err(Self::busy(folder, &path));
-        }
-        let left = std::fs::read_to_string(&path).unwrap_or_default();
-        let stale = (!left.trim().is_empty()).then(|| left.trim().to_string());
-        let holder = format!("{}@{}", std::process::id(), host_name());
-        file.set_len(0)
-            .and_then(|()| std::io::Write::write_all(&mut &file, holder.as_bytes()))
-            .with_context(|| format!("{}: cannot write the run lock", path.display()))?;
-        Ok(RunLock { file, path, stale })
-    }
-}
-
-impl Drop for RunLock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-        let _ = self.file.unlock();
-    }
-}
-
-fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .or_else(|| std::env::var("COMPUTERNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_string())
-}
+/// `run.lock`: one `train` per output folder.
+pub const RUN_LOCK: Guard = Guard {
+    file: "run.lock",
+    flag: "--output-dir",
+    command: "train",
+};
 
 impl RunDir {
     /// Checks that `path` can take this run, touching nothing: a new run needs a missing or
@@ -229,7 +164,7 @@ impl RunDir {
                 path.display()
             );
         }
-        RunLock::check_free(path)?;
+        RUN_LOCK.check_free(path)?;
         if let Some(parent) = path.ancestors().skip(1).find(|a| a.exists())
             && !parent.is_dir()
         {
@@ -242,7 +177,7 @@ impl RunDir {
         let non_empty = path.is_dir()
             && std::fs::read_dir(path)
                 .with_context(|| format!("{}: cannot read output folder", path.display()))?
-                .any(|e| e.is_ok_and(|e| e.file_name() != LOCK_FILE));
+                .any(|e| e.is_ok_and(|e| e.file_name() != RUN_LOCK.file));
         if non_empty && !resume && !overwrite {
             bail!(
                 "--output-dir {}: folder is not empty; pass --resume to continue that run or --overwrite to replace it",
@@ -258,9 +193,9 @@ impl RunDir {
         Self::check(path, resume, overwrite)?;
         std::fs::create_dir_all(path)
             .with_context(|| format!("{}: cannot create output folder", path.display()))?;
-        let lock = RunLock::acquire(path)?;
+        let lock = RUN_LOCK.acquire(path)?;
         if overwrite && !resume {
-            empty_folder(path, LOCK_FILE)
+            empty_folder(path, RUN_LOCK.file)
                 .with_context(|| format!("{}: cannot empty output folder", path.display()))?;
         }
         std::fs::create_dir_all(path.join("checkpoints"))

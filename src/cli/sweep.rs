@@ -59,6 +59,10 @@ pub struct SweepArgs {
     /// (list: <out>/commands.txt) instead of running it.
     #[arg(long)]
     emit: Option<Emit>,
+    /// Kill a run that writes no history line (no epoch ends) for this many seconds, record it
+    /// as failed, and go on; the next sweep retries it from its checkpoint. [default: none]
+    #[arg(long, value_name = "SECONDS")]
+    run_timeout: Option<f64>,
     /// Run only entry K (0-based) of <out>/plan.json, as a Slurm array task or a list line does.
     #[arg(long)]
     run_index: Option<usize>,
@@ -78,6 +82,7 @@ pub fn run(args: &SweepArgs) -> Result<()> {
         jobs: args.jobs.unwrap_or(devices.len()),
         devices,
         extra: vec!["--quiet".into()],
+        run_timeout: args.run_timeout.map(timeout).transpose()?,
     };
     if options.jobs == 0 {
         bail!("--jobs must be at least 1, found 0");
@@ -132,6 +137,7 @@ fn sweep(plan: &Plan, out: &std::path::Path, options: &Options) -> Result<()> {
         options.jobs
     );
     let mut on_event = |event: Event| match event {
+        Event::Note(note) => eprintln!("note: {note}"),
         Event::Started { run, how, device } => {
             let how = how.map_or(String::new(), |h| format!(" ({h})"));
             eprintln!("start  {} on --device {device}{how}", run.name);
@@ -187,6 +193,13 @@ fn sweep(plan: &Plan, out: &std::path::Path, options: &Options) -> Result<()> {
         );
     }
     Ok(())
+}
+
+fn timeout(seconds: f64) -> Result<std::time::Duration> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        bail!("--run-timeout: expected a positive number of seconds, found {seconds}");
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
 }
 
 /// The plan of the flags given, each run's flags checked as `pac-wgpu train` would.

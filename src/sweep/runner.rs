@@ -3,6 +3,11 @@
 //! `--resume`; a failed run is recorded with its error in status.json and the others go on.
 //! Ctrl-C (or SIGTERM) stops launching runs and passes the stop on to the running ones, which
 //! save their checkpoints.
+//!
+//! The sweep itself may die (kill -9): on Linux its children get the same stop as from Ctrl-C
+//! when it does, and on every Unix the next sweep on the folder first stops any run an earlier
+//! sweep left training. `sweep.lock` keeps one sweep per folder. A run that writes no history
+//! line for `--run-timeout` seconds is killed and recorded as failed; the next sweep retries it.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -15,8 +20,17 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::{Plan, PlannedRun, RunState};
+use crate::run::RUN_LOCK;
 use crate::train::interrupt;
 use crate::util::files::write_json;
+use crate::util::lock::{Guard, local_pid};
+
+/// `sweep.lock`: one sweep per `--out` folder.
+pub const SWEEP_LOCK: Guard = Guard {
+    file: "sweep.lock",
+    flag: "--out",
+    command: "sweep",
+};
 
 /// The exit status `pac-wgpu train` ends with when it stopped on request.
 const INTERRUPTED_EXIT: i32 = 130;
@@ -64,6 +78,8 @@ pub struct Options {
     pub devices: Vec<String>,
     /// Flags added to every run's (`--quiet`).
     pub extra: Vec<String>,
+    /// A run whose history.jsonl has not grown for this long is killed as stalled.
+    pub run_timeout: Option<Duration>,
 }
 
 /// What the sweep reports as it goes.
@@ -83,6 +99,8 @@ pub enum Event<'a> {
         total: usize,
         eta: Option<f64>,
     },
+    /// Something the user should know that is no error.
+    Note(String),
 }
 
 struct Active {
@@ -91,6 +109,27 @@ struct Active {
     child: Child,
     started: Instant,
     log_offset: u64,
+    /// The length of the run's history.jsonl, and when it last changed.
+    history: (u64, Instant),
+    /// Set when the run was killed for making no progress.
+    stalled: Option<String>,
+}
+
+impl Active {
+    /// Kills the run (its whole process group) when its history has not grown for `timeout`.
+    fn check_progress(&mut self, run: &PlannedRun, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else { return };
+        let len = std::fs::metadata(run.output_dir.join("history.jsonl")).map_or(0, |m| m.len());
+        if len != self.history.0 {
+            self.history = (len, Instant::now());
+        } else if self.stalled.is_none() && self.history.1.elapsed() > timeout {
+            let seconds = timeout.as_secs_f64();
+            self.stalled = Some(format!(
+                "no new history line for {seconds} s (--run-timeout {seconds}): killed as stalled; the next sweep retries it"
+            ));
+            signal_group(&self.child, Signal::Kill);
+        }
+    }
 }
 
 /// Runs every unfinished run of `plan` (in `out`) and returns the status written to
@@ -104,6 +143,8 @@ pub fn run(
     let logs = out.join("logs");
     std::fs::create_dir_all(&logs)
         .with_context(|| format!("{}: cannot create the log folder", logs.display()))?;
+    let _lock = SWEEP_LOCK.acquire(out)?;
+    stop_orphans(plan, on_event)?;
     let mut status = Status {
         runs: plan.runs.iter().map(|r| initial_status(r, &logs)).collect(),
     };
@@ -134,17 +175,22 @@ pub fn run(
                 child,
                 started: Instant::now(),
                 log_offset,
+                history: (u64::MAX, Instant::now()),
+                stalled: None,
             });
         }
         if active.is_empty() {
             break;
         }
         if interrupt::requested() && !forwarded {
-            active.iter().for_each(|a| stop(&a.child));
+            active
+                .iter()
+                .for_each(|a| signal_group(&a.child, Signal::Stop));
             forwarded = true;
         }
         let mut still = Vec::with_capacity(active.len());
         for mut a in active {
+            a.check_progress(&plan.runs[a.index], options.run_timeout);
             let Some(exit) = a.child.try_wait()? else {
                 still.push(a);
                 continue;
@@ -153,6 +199,9 @@ pub fn run(
             let entry = &mut status.runs[a.index];
             let run = &plan.runs[a.index];
             *entry = ended(run, entry.log.clone(), exit, seconds, a.log_offset);
+            if let Some(why) = a.stalled {
+                (entry.outcome, entry.error) = (Outcome::Failed, Some(why));
+            }
             entry.device = Some(options.devices[a.device].clone());
             if matches!(entry.outcome, Outcome::Finished | Outcome::Failed) {
                 durations.push(seconds);
@@ -235,8 +284,9 @@ fn command(run: &PlannedRun, state: RunState, options: &Options, device: &str) -
     cmd
 }
 
-/// Starts `run` in its own process group (so Ctrl-C reaches it once, through [`stop`]), its
-/// output appended to `log`; returns the child, how it continues, and where its log starts.
+/// Starts `run` in its own process group (so Ctrl-C reaches it once, through
+/// [`signal_group`]), its output appended to `log`; returns the child, how it continues, and
+/// where its log starts. On Linux the child is stopped as by Ctrl-C when the sweep dies.
 fn spawn(
     run: &PlannedRun,
     log: &Path,
@@ -256,21 +306,98 @@ fn spawn(
         .stderr(file);
     #[cfg(unix)]
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    #[cfg(target_os = "linux")]
+    stop_with_parent(&mut cmd);
     let child = cmd
         .spawn()
         .with_context(|| format!("cannot start {}", options.exe.display()))?;
     Ok((child, state.continue_flag(), offset))
 }
 
-/// Asks a running child to stop as Ctrl-C does (it finishes its step and saves).
-fn stop(child: &Child) {
+#[derive(Clone, Copy)]
+enum Signal {
+    /// SIGINT: finish the step, save, exit (as Ctrl-C).
+    Stop,
+    /// SIGKILL, for a run that no longer answers.
+    Kill,
+}
+
+/// Sends `signal` to the process group of `child` (the run and anything it started).
+fn signal_group(child: &Child, signal: Signal) {
+    signal_pid(child.id(), signal, true);
+}
+
+fn signal_pid(pid: u32, signal: Signal, group: bool) {
     #[cfg(unix)]
-    // SAFETY: kill(2) with the pid of a child this process started and has not reaped.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    {
+        let number = match signal {
+            Signal::Stop => libc::SIGINT,
+            Signal::Kill => libc::SIGKILL,
+        };
+        let target = if group {
+            -(pid as libc::pid_t)
+        } else {
+            pid as libc::pid_t
+        };
+        // SAFETY: kill(2) on a process (group) this sweep started or found holding a run lock.
+        unsafe {
+            libc::kill(target, number);
+        }
     }
     #[cfg(not(unix))]
-    let _ = child;
+    let _ = (pid, signal, group);
+}
+
+/// Linux: the child gets SIGINT when the sweep dies (also if it died before the child's exec).
+#[cfg(target_os = "linux")]
+fn stop_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl, getppid and raise are async-signal-safe, as pre_exec requires.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(cmd, move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT);
+            if libc::getppid() != parent {
+                libc::raise(libc::SIGINT);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Stops the runs an earlier sweep on this folder left training (it was killed where children
+/// do not die with it), waiting for each to save.
+fn stop_orphans(plan: &Plan, on_event: &mut dyn FnMut(Event)) -> Result<()> {
+    for run in &plan.runs {
+        let Some(holder) = RUN_LOCK.holder(&run.output_dir) else {
+            continue;
+        };
+        let Some(pid) = local_pid(&holder) else {
+            anyhow::bail!(
+                "{}: run {} is training on another machine (process {holder}); stop it first",
+                run.output_dir.display(),
+                run.name
+            );
+        };
+        on_event(Event::Note(format!(
+            "{}: left training by an earlier sweep (process {holder}); stopping it",
+            run.name
+        )));
+        let (asked, started) = (Duration::from_secs(60), Instant::now());
+        signal_pid(pid, Signal::Stop, false);
+        while RUN_LOCK.holder(&run.output_dir).is_some() {
+            if started.elapsed() > asked {
+                signal_pid(pid, Signal::Kill, false);
+            }
+            if started.elapsed() > asked * 2 {
+                anyhow::bail!(
+                    "{}: process {pid} holds the run and does not stop; stop it first",
+                    run.output_dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(())
 }
 
 fn ended(run: &PlannedRun, log: PathBuf, exit: ExitStatus, seconds: f64, offset: u64) -> RunStatus {

@@ -5,6 +5,7 @@ pub mod files;
 #[cfg(feature = "native")]
 pub mod hub;
 pub mod kernel;
+pub mod lock;
 pub mod manifest;
 pub mod metrics;
 pub mod reduce;

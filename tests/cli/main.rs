@@ -13,5 +13,6 @@ mod integrity;
 mod interruption;
 mod plots;
 mod sweep;
+mod sweep_crash;
 mod train_e2e;
 mod trainable;
