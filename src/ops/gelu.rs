@@ -19,7 +19,9 @@ use burn::tensor::{DType, Tensor};
 use crate::util::kernel::cpu::{
     Blocks, LANES, block, exp_f32, flex_tensor, lanes, par_map, values,
 };
-use crate::util::kernel::launch::{Io, bind, dense, empty, launch, quad_grid, spare, wgsl_kernel};
+use crate::util::kernel::launch::{
+    Block, Io, bind, dense, empty, launch, quad_grid, spare, wgsl_kernel,
+};
 
 /// x·Φ(x) for every element of `x`, differentiable on autodiff devices.
 pub fn gelu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
@@ -61,7 +63,13 @@ fn launch_gelu(op: u32, x: CubeTensor, dy: Option<CubeTensor>) -> CubeTensor {
         bind(dy.as_ref(), Io::Read, &unused),
     ];
     let params = [op, u32::try_from(n).expect("tensor too large"), 0, 0];
-    launch(&out, GeluKernel, quad_grid(n), &buffers, &[&params]);
+    launch(
+        &out,
+        GeluKernel,
+        quad_grid(n),
+        &buffers,
+        &[Block::Kept(&params)],
+    );
     out
 }
 

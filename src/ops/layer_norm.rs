@@ -24,7 +24,7 @@ use crate::util::kernel::cpu::{
     RowSums, Rows, flex_tensor, par_row_sums, par_rows, rows, sum_by_lanes, values,
 };
 use crate::util::kernel::launch::{
-    Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel,
+    Block, Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel,
 };
 
 /// γ·(x − μ)/√(σ² + ε) + β over the last dimension of the input, μ and σ² its mean and
@@ -167,7 +167,7 @@ fn launch_layer_norm(
         LayerNormKernel,
         thread_grid(threads),
         buffers,
-        &[&params],
+        &[Block::Kept(&params)],
     );
 }
 

@@ -20,7 +20,7 @@ use crate::util::kernel::cpu::{
     Rows, exp_f32, flex_tensor, max_by_lanes, par_rows, rows, sum_by_lanes, values,
 };
 use crate::util::kernel::launch::{
-    Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel,
+    Block, Io, bind, dense, empty, launch, spare, thread_grid, wgsl_kernel,
 };
 
 /// Softmax of `x` along its last dimension, differentiable on autodiff devices.
@@ -67,7 +67,13 @@ fn launch_softmax(op: u32, x: CubeTensor, dy: Option<CubeTensor>) -> CubeTensor 
     ];
     let word = |v: usize| u32::try_from(v).expect("tensor too large");
     let params = [op, word(rows), word(len), 0];
-    launch(&out, SoftmaxKernel, thread_grid(rows), &buffers, &[&params]);
+    launch(
+        &out,
+        SoftmaxKernel,
+        thread_grid(rows),
+        &buffers,
+        &[Block::Kept(&params)],
+    );
     out
 }
 

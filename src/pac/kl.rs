@@ -27,7 +27,7 @@ use crate::util::kernel::cpu::{
     BlockSums, LANES, block, expm1_block, flex_tensor, lanes, par_sum, values,
 };
 use crate::util::kernel::launch::{
-    Io, WORKGROUP, bind, dense, empty, launch, spare, step_block, wgsl_kernel,
+    Block, Io, WORKGROUP, bind, dense, empty, launch, spare, step_block, wgsl_kernel,
 };
 
 /// Row j of the first result is (E_j, F_j, D_j) for the j-th tensors of the three lists, each
@@ -158,7 +158,10 @@ pub(super) fn partials_wgsl(
             (&partials.handle, Io::Write),
             bind(given.as_ref(), Io::Read, &unused[1]),
         ],
-        &[&tensor, &step_block(&[seed, step], b)],
+        &[
+            Block::Kept(&tensor),
+            Block::Step(&step_block(&[seed, step], b)),
+        ],
     );
     (partials, out)
 }
@@ -182,7 +185,10 @@ pub(super) fn finish_wgsl(partials: CubeTensor) -> CubeTensor {
             (&unused[3].handle, Io::Unused),
         ],
         // The step block's shape with one (unread) b_j: the shader's layout needs one.
-        &[&[OP_FINISH, 0, 0, 0, 0, 0, 0, 0], &[0, 0, 0]],
+        &[
+            Block::Kept(&[OP_FINISH, 0, 0, 0, 0, 0, 0, 0]),
+            Block::Kept(&[0, 0, 0]),
+        ],
     );
     out
 }

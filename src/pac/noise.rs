@@ -27,7 +27,9 @@ use super::backend::{PacBackend, Tau};
 use crate::util::kernel::cpu::{
     Blocks, LANES, block, exp_f32, flex_tensor, lanes, par_map, values,
 };
-use crate::util::kernel::launch::{Io, bind, dense, empty, launch, quad_grid, spare, wgsl_kernel};
+use crate::util::kernel::launch::{
+    Block, Io, bind, dense, empty, launch, quad_grid, spare, wgsl_kernel,
+};
 
 /// Where the τ of an operation comes from.
 #[derive(Clone)]
@@ -317,7 +319,7 @@ fn launch_noise(
         NoiseKernel,
         quad_grid(n),
         &buffers,
-        &[&tensor, &[seed, step]],
+        &[Block::Kept(&tensor), Block::Step(&[seed, step])],
     );
 }
 

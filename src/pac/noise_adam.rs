@@ -32,7 +32,7 @@ use crate::util::kernel::cpu::{
     Blocks, LANES, block, exp_f32, expm1_block, flex_tensor, lanes, par_fill, values,
 };
 use crate::util::kernel::launch::{
-    Io, bind, dense, empty, launch, quad_grid, spare, step_block, wgsl_kernel, writable,
+    Block, Io, bind, dense, empty, launch, quad_grid, spare, step_block, wgsl_kernel, writable,
 };
 
 /// The noise-Adam's hyper-parameters (defaults: the authors' values).
@@ -345,7 +345,7 @@ pub(super) fn step_wgsl(
         NoiseAdamKernel,
         quad_grid(n),
         &buffers,
-        &[&tensor, &step_block(&head, b)],
+        &[Block::Kept(&tensor), Block::Step(&step_block(&head, b))],
     );
     let grad = if write_grad { aux } else { None };
     (p, mv, g, grad)

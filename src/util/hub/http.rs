@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use hf_hub::{Cache, Repo};
 use ureq::http::Response;
 
-use super::{HubError, Watch, endpoint};
+use super::{HubError, Watch};
 
 /// Redirects one request may take (the hub answers with one or two).
 const MAX_REDIRECTS: usize = 10;
@@ -23,14 +23,17 @@ pub struct Metadata {
     pub url: String,
 }
 
+/// Requests to one hub (`endpoint`), downloads into one HF cache.
 pub struct Client {
     agent: ureq::Agent,
+    endpoint: String,
     origin: String,
     token: Option<String>,
+    cache: Cache,
 }
 
 impl Client {
-    pub fn new(token: Option<String>) -> Client {
+    pub fn new(endpoint: &str, token: Option<String>, cache: Cache) -> Client {
         let agent = ureq::Agent::config_builder()
             .max_redirects(0)
             .http_status_as_error(false)
@@ -39,16 +42,18 @@ impl Client {
             .into();
         Client {
             agent,
-            origin: origin(&endpoint()).unwrap_or_default(),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            origin: origin(endpoint).unwrap_or_default(),
             token,
+            cache,
         }
     }
 
     /// The URL of `file` in `repo` on the hub.
-    pub fn url(repo: &Repo, file: &str) -> String {
+    pub fn url(&self, repo: &Repo, file: &str) -> String {
         format!(
             "{}/{}/resolve/{}/{file}",
-            endpoint(),
+            self.endpoint,
             repo.url(),
             repo.url_revision()
         )
@@ -93,7 +98,7 @@ impl Client {
 
     /// Where `file` is and how large, asking for its first byte.
     pub fn metadata(&self, repo: &Repo, file: &str) -> Result<Metadata, HubError> {
-        let answer = self.get(&Client::url(repo, file), "bytes=0-0", file)?;
+        let answer = self.get(&self.url(repo, file), "bytes=0-0", file)?;
         let size = answer.total_size(file)?;
         let bad = |what: &str| HubError::Status {
             status: answer.response.status().as_u16(),
@@ -114,7 +119,7 @@ impl Client {
     /// returns its path in the snapshot folder.
     pub fn download(&self, repo: &Repo, file: &str, watch: &Watch) -> Result<PathBuf, HubError> {
         let meta = self.metadata(repo, file)?;
-        let cache = Cache::from_env().repo(repo.clone());
+        let cache = self.cache.repo(repo.clone());
         let blob = cache.blob_path(&meta.etag);
         let cache_error = |e: std::io::Error| super::cache_error(file, e);
         std::fs::create_dir_all(blob.parent().unwrap_or(Path::new("."))).map_err(cache_error)?;

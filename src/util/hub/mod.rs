@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use hf_hub::{Cache, Repo};
 use indicatif::ProgressBar;
 
-mod http;
+pub mod http;
 
 /// Why a hub file could not be had. Each message says what failed and what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +107,7 @@ fn client() -> http::Client {
         .ok()
         .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty());
-    http::Client::new(token)
+    http::Client::new(&endpoint(), token, Cache::from_env())
 }
 
 /// A timeout in seconds from the environment variable `name`, 10 s when unset.
@@ -131,7 +131,7 @@ fn seconds(name: &str) -> Result<Duration, HubError> {
 /// What a download reports as it goes: when data last moved, whether the body has started
 /// (before that, the etag timeout applies), and the size the hub announced.
 #[derive(Clone)]
-struct Watch {
+pub struct Watch {
     start: Instant,
     last_ms: Arc<AtomicU64>,
     body: Arc<AtomicBool>,
@@ -140,7 +140,8 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(file: &str) -> Watch {
+    /// A watch on the download of `file`, with a progress bar when stderr is a terminal.
+    pub fn new(file: &str) -> Watch {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::hidden().with_message(file.to_string());
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());

@@ -104,6 +104,15 @@ pub(crate) fn spare(like: &CubeTensor) -> CubeTensor {
     empty(like, Shape::new([1]), DType::F32)
 }
 
+/// A launch's parameter block. `Kept` blocks recur (a tensor's, every step) and stay on the
+/// device; a `Step` block changes every step (it holds the step, or b, which stage 1 learns), so
+/// only the latest few are kept, and memory stays flat over a long run.
+#[derive(Clone, Copy)]
+pub(crate) enum Block<'a> {
+    Kept(&'a [u32]),
+    Step(&'a [u32]),
+}
+
 /// Launches `kernel` on `on`'s device with `buffers` at bindings 0.. and each block of `params`
 /// in a small storage buffer after them. Not a uniform: lavapipe folds uniform values that steer
 /// branches into the shader and compiles it again for every launch (≈5 ms and ≈400 KB of host
@@ -113,7 +122,7 @@ pub(crate) fn launch<K: KernelSource>(
     kernel: K,
     grid: CubeCount,
     buffers: &[(&Handle, Io)],
-    params: &[&[u32]],
+    params: &[Block],
 ) {
     let mut args = KernelArguments::new();
     for (handle, io) in buffers {
@@ -126,7 +135,7 @@ pub(crate) fn launch<K: KernelSource>(
         args = args.with_buffer_io((*handle).clone().binding(), io);
     }
     for block in params {
-        args = args.with_buffer_io(uploaded(on, block).binding(), BufferIOAttr::ReadOnly);
+        args = args.with_buffer_io(uploaded(on, *block).binding(), BufferIOAttr::ReadOnly);
     }
     on.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
@@ -157,42 +166,52 @@ pub(crate) fn writable(t: CubeTensor) -> CubeTensor {
 /// every tensor). An upload per launch cost lavapipe ≈0.15 ms, half of a small launch.
 struct ParamsCache {
     blocks: HashMap<(CubeDevice, Vec<u32>), (Handle, u64)>,
+    /// The same for [`Block::Step`] blocks, at most [`STEP_BLOCKS_KEPT`].
+    step_blocks: HashMap<(CubeDevice, Vec<u32>), (Handle, u64)>,
     /// Lookups so far; each block remembers its latest, and the stalest goes first when full.
     clock: u64,
 }
 
-/// Blocks kept at most: far more than the tensors' blocks of a model (three kernels per
-/// trainable tensor), which are then never evicted by the steps' blocks.
+/// Kept blocks at most: far more than the tensors' blocks of a model (three kernels per
+/// trainable tensor).
 const PARAMS_KEPT: usize = 4096;
+
+/// Step blocks kept: a step's own (each kernel kind has one) and the step before's.
+const STEP_BLOCKS_KEPT: usize = 8;
 
 static PARAMS: LazyLock<Mutex<ParamsCache>> = LazyLock::new(|| {
     Mutex::new(ParamsCache {
         blocks: HashMap::new(),
+        step_blocks: HashMap::new(),
         clock: 0,
     })
 });
 
-/// The buffer holding `words` on `on`'s device.
-fn uploaded(on: &CubeTensor, words: &[u32]) -> Handle {
-    let mut cache = PARAMS.lock().unwrap_or_else(PoisonError::into_inner);
+/// The buffer holding `block`'s words on `on`'s device.
+fn uploaded(on: &CubeTensor, block: Block) -> Handle {
+    let mut guard = PARAMS.lock().unwrap_or_else(PoisonError::into_inner);
+    let cache = &mut *guard;
     cache.clock += 1;
     let now = cache.clock;
+    let (words, blocks, kept) = match block {
+        Block::Kept(words) => (words, &mut cache.blocks, PARAMS_KEPT),
+        Block::Step(words) => (words, &mut cache.step_blocks, STEP_BLOCKS_KEPT),
+    };
     let key = (on.device.clone(), words.to_vec());
-    if let Some((handle, used)) = cache.blocks.get_mut(&key) {
+    if let Some((handle, used)) = blocks.get_mut(&key) {
         *used = now;
         return handle.clone();
     }
-    if cache.blocks.len() >= PARAMS_KEPT {
-        let stalest = cache
-            .blocks
+    if blocks.len() >= kept {
+        let stalest = blocks
             .iter()
             .min_by_key(|(_, (_, used))| *used)
             .map(|(key, _)| key.clone());
         if let Some(key) = stalest {
-            cache.blocks.remove(&key);
+            blocks.remove(&key);
         }
     }
     let handle = on.client.create_from_slice(bytemuck::cast_slice(words));
-    cache.blocks.insert(key, (handle.clone(), now));
+    blocks.insert(key, (handle.clone(), now));
     handle
 }
