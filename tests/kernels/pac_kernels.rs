@@ -318,6 +318,34 @@ fn noise_kernels_match_the_reference() {
     }
 }
 
+/// Each step's parameter block (its step number) is uploaded for that step only: a few hundred
+/// steps of noise leave the device memory in use where the first steps left it.
+#[test]
+#[cfg_attr(
+    not(pac_test_lavapipe),
+    ignore = "needs lavapipe (a wgpu device's memory pool)"
+)]
+fn steps_of_noise_keep_device_memory_flat() {
+    let device = Device::wgpu(DeviceKind::DefaultDevice);
+    let theta = tensor(&Inputs(7).signed(256, 0.01, 0.1), &device);
+    let p = tensor(&Inputs(8).uniform(256, -6.0, -1.0), &device);
+    let in_use = |steps: std::ops::Range<u32>| {
+        for step in steps {
+            let noise = NoiseSource::Philox { seed: 3, step };
+            read(noise::inject(theta.clone(), &p, 0, &noise));
+        }
+        pac_wgpu::util::device::memory(&device)
+            .device_bytes_in_use
+            .unwrap()
+    };
+    let warm = in_use(0..20);
+    let after = in_use(20..400);
+    assert!(
+        after <= warm,
+        "device memory in use grew from {warm} to {after} bytes over 380 steps"
+    );
+}
+
 /// One noise-Adam step of p_j in plain Rust, f32, operations grouped as the kernels group
 /// them: (new p, m, v, g_p) from p, g = ∂loss1/∂θ', the moments (None: first step) and τ.
 fn noise_adam_reference(
