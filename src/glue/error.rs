@@ -23,6 +23,8 @@ fn location(file: &Path, line: &Option<usize>) -> String {
 }
 
 impl DataError {
+    /// The error; control characters in `expected` and `found` (a header or key holding a
+    /// newline) are escaped, so that the message stays one line.
     pub fn new(
         file: &Path,
         line: Option<usize>,
@@ -32,10 +34,23 @@ impl DataError {
         DataError {
             file: file.to_path_buf(),
             line,
-            expected: expected.into(),
-            found: found.into(),
+            expected: escape_controls(expected.into()),
+            found: escape_controls(found.into()),
         }
     }
+}
+
+/// `text` with its control characters as Rust escapes (`\n`, `\u{1b}`).
+fn escape_controls(text: String) -> String {
+    if !text.contains(char::is_control) {
+        return text;
+    }
+    text.chars()
+        .map(|c| match c.is_control() {
+            true => c.escape_default().to_string(),
+            false => c.to_string(),
+        })
+        .collect()
 }
 
 /// A field for an error message: quoted, escaped and cut to 60 characters.
