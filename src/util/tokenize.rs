@@ -65,7 +65,7 @@ impl TextTokenizer {
         let mut inner = match file {
             TokenizerFile::Json(bytes) => {
                 let json = dir.join("tokenizer.json");
-                check_bpe_merges(&json, &bytes)?;
+                check_tokenizer_json(&json, &bytes)?;
                 Tokenizer::from_bytes(&bytes).map_err(|e| {
                     anyhow!(
                         "{}: expected a tokenizers JSON file, found {e}",
@@ -124,11 +124,15 @@ impl TextTokenizer {
 /// Padding tokens by family, in the order they are looked up.
 const PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<|endoftext|>"];
 
-/// A byte-level BPE tokenizer needs its merges; without them every word falls apart into bytes.
-fn check_bpe_merges(json: &Path, bytes: &[u8]) -> Result<()> {
+/// Checks what the tokenizers crate reads without complaint but mishandles later: a byte-level
+/// BPE tokenizer needs its merges (without them every word falls apart into bytes), and a
+/// template post-processor must define the special tokens it names ([`check_template`]).
+fn check_tokenizer_json(json: &Path, bytes: &[u8]) -> Result<()> {
     #[derive(serde::Deserialize)]
     struct File {
         model: Model,
+        #[serde(default)]
+        post_processor: serde_json::Value,
     }
     #[derive(serde::Deserialize)]
     struct Model {
@@ -148,6 +152,36 @@ fn check_bpe_merges(json: &Path, bytes: &[u8]) -> Result<()> {
             "{}: expected a BPE tokenizer with merges (model.merges), found none",
             json.display()
         ));
+    }
+    check_template(json, &file.post_processor)
+}
+
+/// A `TemplateProcessing` post-processor (alone or in a `Sequence`): each special token its
+/// templates name is in its `special_tokens`, and the single template uses no second sequence. The tokenizers crate panics on the first encode otherwise.
+fn check_template(json: &Path, processor: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    if let Some(processors) = processor.get("processors").and_then(Value::as_array) {
+        return processors.iter().try_for_each(|p| check_template(json, p));
+    }
+    if processor.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
+        return Ok(());
+    }
+    let bad = |what: String| anyhow!("{}: expected post_processor {what}", json.display());
+    let tokens = processor.get("special_tokens").and_then(Value::as_object);
+    for template in ["single", "pair"] {
+        let pieces = processor.get(template).and_then(Value::as_array);
+        for piece in pieces.into_iter().flatten() {
+            if let Some(id) = piece.pointer("/SpecialToken/id").and_then(Value::as_str)
+                && !tokens.is_some_and(|t| t.contains_key(id))
+            {
+                return Err(bad(format!(
+                    "special_tokens to define {id:?}, which its {template} template names"
+                )));
+            }
+            if template == "single" && piece.pointer("/Sequence/id") == Some(&Value::from("B")) {
+                return Err(bad("single template to use sequence A only, found B".into()));
+            }
+        }
     }
     Ok(())
 }
