@@ -431,6 +431,40 @@ fn check_header(path: &Path, bytes: &[u8], config: &ModelConfig) -> Result<()> {
             );
         }
     }
+    check_depth(path, &header, config, unprefixed)
+}
+
+/// The weights must hold the last layer that config.json asks for, before a model of that
+/// depth is built (a hostile `num_hidden_layers` would otherwise size the layer list).
+fn check_depth(
+    path: &Path,
+    header: &safetensors::tensor::Metadata,
+    config: &ModelConfig,
+    unprefixed: impl Fn(&str) -> String,
+) -> Result<()> {
+    let (layers, key, prefix) = match config {
+        ModelConfig::Bert(c) | ModelConfig::Roberta(c) => {
+            (c.num_hidden_layers, "num_hidden_layers", "encoder.layer.")
+        }
+        ModelConfig::Gpt2(c) => (c.n_layer, "n_layer", "h."),
+        ModelConfig::Llama(c) => (c.num_hidden_layers, "num_hidden_layers", "layers."),
+        ModelConfig::ModernBert(c) => (c.num_hidden_layers, "num_hidden_layers", "layers."),
+    };
+    let Some(last) = layers.checked_sub(1) else {
+        return Ok(());
+    };
+    let name = format!("{prefix}{last}.");
+    if !header
+        .tensors()
+        .into_keys()
+        .any(|n| unprefixed(&n).starts_with(&name))
+    {
+        bail!(
+            "{}: {key} {layers} (config.json) does not match {}, which holds no tensor of layer {last} ({name}*)",
+            path.with_file_name("config.json").display(),
+            path.display()
+        );
+    }
     Ok(())
 }
 
