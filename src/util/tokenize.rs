@@ -125,8 +125,9 @@ impl TextTokenizer {
 const PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<|endoftext|>"];
 
 /// Checks what the tokenizers crate reads without complaint but mishandles later: a byte-level
-/// BPE tokenizer needs its merges (without them every word falls apart into bytes), and a
-/// template post-processor must define the special tokens it names ([`check_template`]).
+/// BPE tokenizer needs its merges (without them every word falls apart into bytes), vocabulary
+/// entries must be of a sane length ([`MAX_TOKEN_BYTES`]), and a template post-processor must
+/// define the special tokens it names ([`check_template`]).
 fn check_tokenizer_json(json: &Path, bytes: &[u8]) -> Result<()> {
     #[derive(serde::Deserialize)]
     struct File {
@@ -139,6 +140,8 @@ fn check_tokenizer_json(json: &Path, bytes: &[u8]) -> Result<()> {
         #[serde(rename = "type")]
         kind: Option<String>,
         merges: Option<Vec<serde_json::Value>>,
+        #[serde(default)]
+        vocab: serde_json::Value,
     }
     let file: File = serde_json::from_slice(bytes).map_err(|e| {
         anyhow!(
@@ -153,7 +156,33 @@ fn check_tokenizer_json(json: &Path, bytes: &[u8]) -> Result<()> {
             json.display()
         ));
     }
+    check_token_lengths(json, &file.model.vocab)?;
     check_template(json, &file.post_processor)
+}
+
+/// The longest vocabulary entry read. The tokenizers crate keeps a Unigram vocabulary in a trie
+/// of one level per character and frees it recursively: a 160 000-character entry overflows
+/// an 8 MiB stack. Real entries are at most a few hundred bytes.
+const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The entries of `model.vocab` (an object of WordPiece or BPE, or Unigram's `[piece, score]`
+/// list) are at most [`MAX_TOKEN_BYTES`] long.
+fn check_token_lengths(json: &Path, vocab: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    let longest = match vocab {
+        Value::Object(entries) => entries.keys().map(String::len).max(),
+        Value::Array(pieces) => (pieces.iter())
+            .filter_map(|p| Some(p.get(0)?.as_str()?.len()))
+            .max(),
+        _ => None,
+    };
+    match longest {
+        Some(len) if len > MAX_TOKEN_BYTES => Err(anyhow!(
+            "{}: expected model.vocab entries of at most {MAX_TOKEN_BYTES} bytes, found one of {len}",
+            json.display()
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A `TemplateProcessing` post-processor (alone or in a `Sequence`): each special token its
