@@ -6,7 +6,8 @@
 //!     cargo run --release --example fuzz_inputs -- --cases 10000 --json fuzz.json
 //!     cargo run --release --example fuzz_inputs -- --only parquet --seed 1 --dump failed/
 //!
-//! `--dump DIR` writes each failing input to `DIR/<reader>-<case>.bin`.
+//! `--dump DIR` writes each failing input to `DIR/<reader>-<case>.bin`; with `--case N` (that
+//! case alone) it writes the input before running it, for a case that takes the process down.
 
 #[path = "common/mod.rs"]
 mod common;
@@ -46,6 +47,9 @@ struct Args {
     /// Writes each failing input into this folder.
     #[arg(long)]
     dump: Option<PathBuf>,
+    /// Runs this case alone.
+    #[arg(long)]
+    case: Option<usize>,
 }
 
 fn main() -> Result<()> {
@@ -58,11 +62,20 @@ fn main() -> Result<()> {
     let mut rows = Vec::new();
     let mut failed = 0;
     for reader in READERS.iter().filter(|r| r.name.contains(&args.only)) {
-        let counts = fuzz(reader, args.seed, args.cases);
+        let cases = match args.case {
+            Some(case) => case..case + 1,
+            None => 0..args.cases,
+        };
+        if let (Some(dir), Some(case)) = (&args.dump, args.case) {
+            dump(dir, reader, case, &harness::input(reader, args.seed, case))?;
+        }
+        let counts = fuzz(reader, args.seed, cases);
         print_row(reader, &counts);
         failed += counts.failures.len();
-        if let Some(dir) = &args.dump {
-            dump(dir, reader, &counts)?;
+        for f in counts.failures.iter().filter(|_| args.case.is_none()) {
+            if let Some(dir) = &args.dump {
+                dump(dir, reader, f.case, &f.input)?;
+            }
         }
         rows.push(row_json(reader, &counts));
     }
@@ -123,11 +136,9 @@ fn row_json(reader: &Reader, c: &Counts) -> Value {
     })
 }
 
-fn dump(dir: &std::path::Path, reader: &Reader, c: &Counts) -> Result<()> {
+/// Writes case `case` of `reader` to `dir/<reader>-<case>.bin`.
+fn dump(dir: &std::path::Path, reader: &Reader, case: usize, input: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir)?;
-    for f in &c.failures {
-        let name = format!("{}-{}.bin", reader.name.replace([' ', '.'], "_"), f.case);
-        std::fs::write(dir.join(name), &f.input)?;
-    }
-    Ok(())
+    let name = format!("{}-{case}.bin", reader.name.replace([' ', '.'], "_"));
+    Ok(std::fs::write(dir.join(name), input)?)
 }

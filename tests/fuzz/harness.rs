@@ -9,6 +9,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::RefCell;
 use std::io::Write;
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -17,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use crate::mutate::{Rng, case_seed, mutate};
 use crate::readers::Reader;
+
+/// The stack of a case's thread: a Linux main thread's (`ulimit -s`, 8 MiB), where the command
+/// line calls the readers.
+const MAIN_STACK: usize = 8 << 20;
 
 /// The slowest a case may be.
 pub const TIME_LIMIT: Duration = Duration::from_secs(5);
@@ -134,18 +139,21 @@ pub fn run_case(reader: &'static Reader, bytes: Vec<u8>) -> Case {
     PEAK.store(base, Ordering::Relaxed);
     CAPPED.store(true, Ordering::Relaxed);
     let start = Instant::now();
-    let thread = std::thread::spawn(move || {
-        IN_CASE.with(|c| *c.borrow_mut() = true);
-        let dir = tempfile::tempdir().expect("a temporary folder");
-        let result = catch_unwind(AssertUnwindSafe(|| (reader.read)(dir.path(), &bytes)));
-        let outcome = match result {
-            Ok(Ok(())) => Outcome::Ok,
-            Ok(Err(e)) => Outcome::Error(format!("{e:#}")),
-            Err(_) => Outcome::Panic(PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default()),
-        };
-        drop(dir);
-        let _ = send.send(outcome);
-    });
+    let thread = std::thread::Builder::new()
+        .stack_size(MAIN_STACK)
+        .spawn(move || {
+            IN_CASE.with(|c| *c.borrow_mut() = true);
+            let dir = tempfile::tempdir().expect("a temporary folder");
+            let result = catch_unwind(AssertUnwindSafe(|| (reader.read)(dir.path(), &bytes)));
+            let outcome = match result {
+                Ok(Ok(())) => Outcome::Ok,
+                Ok(Err(e)) => Outcome::Error(format!("{e:#}")),
+                Err(_) => Outcome::Panic(PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default()),
+            };
+            drop(dir);
+            let _ = send.send(outcome);
+        });
+    let thread = thread.expect("a thread for the case");
     let outcome = receive.recv_timeout(TIME_LIMIT).unwrap_or(Outcome::Hang);
     if outcome != Outcome::Hang {
         let _ = thread.join();
@@ -190,10 +198,10 @@ pub fn input(reader: &Reader, base_seed: u64, case: usize) -> Vec<u8> {
     }
 }
 
-/// Runs `cases` cases of `reader`; stops early after a hang.
-pub fn fuzz(reader: &'static Reader, base_seed: u64, cases: usize) -> Counts {
+/// Runs cases `cases` of `reader`; stops early after a hang.
+pub fn fuzz(reader: &'static Reader, base_seed: u64, cases: Range<usize>) -> Counts {
     let mut counts = Counts::default();
-    for case in 0..cases {
+    for case in cases {
         let bytes = input(reader, base_seed, case);
         let result = run_case(reader, bytes.clone());
         counts.cases += 1;

@@ -43,7 +43,7 @@ fn every_reader_survives_generated_inputs() {
         r.name
             .contains(&std::env::var("PAC_FUZZ_ONLY").unwrap_or_default())
     }) {
-        let counts = fuzz(reader, seed, cases);
+        let counts = fuzz(reader, seed, 0..cases);
         println!(
             "{:<26} {} cases: {} ok, {} errors, {} panics, max {:.0} ms, peak {} KiB",
             reader.name,

@@ -126,3 +126,18 @@ fn custom_jsonl_with_numeric_labels() {
     let jsonl = b"{\"text\": \"a .\", \"label\": 62.4}\n{\"text\": \"b .\", \"label\": 0.4}\n";
     assert_eq!(outcome("custom jsonl", jsonl), Outcome::Ok);
 }
+
+#[test]
+fn tokenizer_unigram_entry_of_160_000_characters() {
+    let entry = "t".repeat(160_000);
+    let unigram = format!(
+        r#"{{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+        "normalizer": null, "pre_tokenizer": {{"type": "Whitespace"}}, "decoder": null,
+        "post_processor": null, "model": {{"type": "Unigram", "unk_id": 0, "byte_fallback": false,
+        "vocab": [["<unk>", 0.0], ["{entry}", -1.0]]}}}}"#
+    );
+    assert_error(
+        outcome("tokenizer.json", unigram.as_bytes()),
+        &["tokenizer.json", "at most 4096 bytes, found one of 160000"],
+    );
+}
