@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::task::{Label, Task};
+use crate::util::text::escape_controls;
 
 /// A one-line error naming the file, the line (1-based; absent when the whole file is at
 /// fault), what was expected and what was found.
@@ -34,23 +35,10 @@ impl DataError {
         DataError {
             file: file.to_path_buf(),
             line,
-            expected: escape_controls(expected.into()),
-            found: escape_controls(found.into()),
+            expected: escape_controls(&expected.into()),
+            found: escape_controls(&found.into()),
         }
     }
-}
-
-/// `text` with its control characters as Rust escapes (`\n`, `\u{1b}`).
-fn escape_controls(text: String) -> String {
-    if !text.contains(char::is_control) {
-        return text;
-    }
-    text.chars()
-        .map(|c| match c.is_control() {
-            true => c.escape_default().to_string(),
-            false => c.to_string(),
-        })
-        .collect()
 }
 
 /// A field for an error message: quoted, escaped and cut to 60 characters.

@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::util::text::escape_controls;
+
 pub use super::llama::LlamaConfig;
 pub use super::modernbert::ModernBertConfig;
 
@@ -52,7 +54,9 @@ impl ModelConfig {
             ModelConfig::Llama(c) => c.validate(),
             ModelConfig::ModernBert(c) => c.validate(),
         };
-        checked.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        checked.map_err(|e| {
+            anyhow::anyhow!("{}: {}", path.display(), escape_controls(&e.to_string()))
+        })?;
         Ok(config)
     }
 
@@ -148,9 +152,10 @@ impl ModelConfig {
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str, what: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "{}:{}: expected a {what} config.json, found invalid JSON or a missing field ({e})",
+            "{}:{}: expected a {what} config.json, found invalid JSON or a missing field ({})",
             path.display(),
-            e.line()
+            e.line(),
+            escape_controls(&e.to_string())
         )
     })
 }

@@ -18,6 +18,7 @@ use super::hf_names::{from_hf_names, hf_name};
 use super::llama::Llama;
 use super::modernbert::ModernBert;
 use super::roberta::Roberta;
+use crate::util::text::escape_controls;
 
 /// A folder's one-file checkpoint.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -94,9 +95,10 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
         .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", index.display()))?;
     let parsed: Index = serde_json::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
-            "{}:{}: expected a safetensors index with a \"weight_map\" ({e})",
+            "{}:{}: expected a safetensors index with a \"weight_map\" ({})",
             index.display(),
-            e.line()
+            e.line(),
+            escape_controls(&e.to_string())
         )
     })?;
     let names: BTreeSet<String> = parsed.weight_map.into_values().collect();
@@ -143,8 +145,9 @@ pub fn read_as_f32(path: &Path) -> Result<Vec<RawTensor>> {
     let bytes = read_weights(path)?;
     let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         anyhow::anyhow!(
-            "{}: expected a safetensors file, found a corrupt header ({e})",
-            path.display()
+            "{}: expected a safetensors file, found a corrupt header ({})",
+            path.display(),
+            escape_controls(&e.to_string())
         )
     })?;
     file.tensors()
@@ -301,9 +304,10 @@ fn apply<M: Module>(
     module: &mut M,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let mut store = from_hf_names(store, None);
-    let result = module
-        .load_from(&mut store)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read tensors: {e}", path.display()))?;
+    let result = module.load_from(&mut store).map_err(|e| {
+        let e = escape_controls(&e.to_string());
+        anyhow::anyhow!("{}: cannot read tensors: {e}", path.display())
+    })?;
 
     if let Some(error) = result.errors.first() {
         let problem = match error {
@@ -327,7 +331,7 @@ fn apply<M: Module>(
             ),
             other => format!("{other:?}"),
         };
-        bail!("{}: {problem}", path.display());
+        bail!("{}: {}", path.display(), escape_controls(&problem));
     }
     let missing = result.missing.iter().map(|(n, _)| hf_name(n)).collect();
     Ok((missing, result.unused.clone()))
@@ -367,8 +371,9 @@ fn check_header(path: &Path, bytes: &[u8], config: &ModelConfig) -> Result<()> {
     let header = match safetensors::SafeTensors::read_metadata(bytes) {
         Ok((_, header)) => header,
         Err(e) => bail!(
-            "{}: expected a safetensors file, found a corrupt header ({e})",
-            path.display()
+            "{}: expected a safetensors file, found a corrupt header ({})",
+            path.display(),
+            escape_controls(&e.to_string())
         ),
     };
     // The config's sizes must be the weights' before anything of that size is built.

@@ -8,4 +8,5 @@ pub mod kernel;
 pub mod metrics;
 pub mod reduce;
 pub mod rng;
+pub mod text;
 pub mod tokenize;

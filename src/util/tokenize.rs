@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::util::text::escape_controls;
 use anyhow::{Result, anyhow};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tokenizers::models::wordpiece::WordPiece;
@@ -68,8 +69,9 @@ impl TextTokenizer {
                 check_tokenizer_json(&json, &bytes)?;
                 Tokenizer::from_bytes(&bytes).map_err(|e| {
                     anyhow!(
-                        "{}: expected a tokenizers JSON file, found {e}",
-                        json.display()
+                        "{}: expected a tokenizers JSON file, found {}",
+                        json.display(),
+                        escape_controls(&e.to_string())
                     )
                 })?
             }
@@ -145,9 +147,10 @@ fn check_tokenizer_json(json: &Path, bytes: &[u8]) -> Result<()> {
     }
     let file: File = serde_json::from_slice(bytes).map_err(|e| {
         anyhow!(
-            "{}:{}: expected a tokenizers JSON file with a \"model\", found {e}",
+            "{}:{}: expected a tokenizers JSON file with a \"model\", found {}",
             json.display(),
-            e.line()
+            e.line(),
+            escape_controls(&e.to_string())
         )
     })?;
     if file.model.kind.as_deref() == Some("BPE") && file.model.merges.is_none_or(|m| m.is_empty()) {
@@ -220,8 +223,9 @@ fn from_vocab(vocab: &Path, bytes: &[u8]) -> Result<Tokenizer> {
         .and_then(|words| WordPiece::builder().vocab(words).build())
         .map_err(|e| {
             anyhow!(
-                "{}: expected a WordPiece vocabulary, found {e}",
-                vocab.display()
+                "{}: expected a WordPiece vocabulary, found {}",
+                vocab.display(),
+                escape_controls(&e.to_string())
             )
         })?;
     let mut tokenizer = Tokenizer::new(model);
