@@ -162,7 +162,8 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str, what: &str) ->
 
 fn unsupported(model_type: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "unsupported architecture: model_type \"{model_type}\" (pac-wgpu implements bert, roberta, gpt2, llama, mistral, qwen2, qwen3 and modernbert)"
+        "unsupported architecture: model_type \"{}\" (pac-wgpu implements bert, roberta, gpt2, llama, mistral, qwen2, qwen3 and modernbert)",
+        escape_controls(model_type)
     )
 }
 

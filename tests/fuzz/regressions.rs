@@ -161,3 +161,13 @@ fn plan_json_unknown_field_with_a_carriage_return() {
         &["plan.json:1", "unknown field `\\runs`"],
     );
 }
+
+/// Case 5794 of `config.json roberta` under seed 1.
+#[test]
+fn config_json_model_type_with_a_carriage_return() {
+    let config = br#"{"model_type": "\roberta", "vocab_size": 30}"#;
+    assert_error(
+        outcome("config.json roberta", config),
+        &["config.json", "model_type \"\\roberta\""],
+    );
+}
