@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::util::files::write_atomic;
 use crate::util::lock::{FolderLock, Guard};
+use crate::util::text::escape_controls;
 
 /// Dev metrics by name (`accuracy`, `f1`, `mcc`, `pearson`, `spearman`, ...).
 pub type Metrics = BTreeMap<String, f64>;
@@ -231,8 +232,13 @@ impl RunDir {
             .enumerate()
             .filter(|(_, l)| !l.trim().is_empty())
             .map(|(i, l)| {
-                serde_json::from_str(l).with_context(|| {
-                    format!("{}:{}: expected a history record", path.display(), i + 1)
+                serde_json::from_str(l).map_err(|e| {
+                    anyhow!(
+                        "{}:{}: expected a history record, found {}",
+                        path.display(),
+                        i + 1,
+                        escape_controls(&e.to_string())
+                    )
                 })
             })
             .collect()

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::task::{Label, Task};
+use crate::util::text::escape_controls;
 
 /// A one-line error naming the file, the line (1-based; absent when the whole file is at
 /// fault), what was expected and what was found.
@@ -23,6 +24,8 @@ fn location(file: &Path, line: &Option<usize>) -> String {
 }
 
 impl DataError {
+    /// The error; control characters in `expected` and `found` (a header or key holding a
+    /// newline) are escaped, so that the message stays one line.
     pub fn new(
         file: &Path,
         line: Option<usize>,
@@ -32,8 +35,8 @@ impl DataError {
         DataError {
             file: file.to_path_buf(),
             line,
-            expected: expected.into(),
-            found: found.into(),
+            expected: escape_controls(&expected.into()),
+            found: escape_controls(&found.into()),
         }
     }
 }

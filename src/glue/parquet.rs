@@ -15,10 +15,12 @@ use super::error::{DataError, io_found, parse_label, quoted};
 use super::read::Columns;
 use super::task::{Example, Label, Task};
 
-/// The examples of the parquet file at `path`, taking the named columns. With `labelled` false
-/// (test splits, whose hub files hold −1) the label column is not read.
 /// The columns of a parquet file, in schema order.
 pub(super) fn column_names(path: &Path) -> Result<Vec<String>, DataError> {
+    guarded(path, || schema_names(path))
+}
+
+fn schema_names(path: &Path) -> Result<Vec<String>, DataError> {
     let whole = |expected: &str, found: String| DataError::new(path, None, expected, found);
     let file = File::open(path).map_err(|e| whole("a readable parquet file", io_found(&e)))?;
     let reader = SerializedFileReader::new(file)
@@ -28,7 +30,30 @@ pub(super) fn column_names(path: &Path) -> Result<Vec<String>, DataError> {
     Ok(fields.iter().map(|f| f.name().to_string()).collect())
 }
 
+/// The examples of the parquet file at `path`, taking the named columns. With `labelled` false
+/// (test splits, whose hub files hold −1) the label column is not read.
 pub fn read_parquet(
+    path: &Path,
+    columns: &Columns,
+    task: &Task,
+    labelled: bool,
+) -> Result<Vec<Example>, DataError> {
+    guarded(path, || read_rows(path, columns, task, labelled))
+}
+
+/// `read`, with a panic of the parquet crate as the file's error: it panics on some corrupt
+/// files (a dictionary-encoded page without its dictionary) instead of returning an error.
+fn guarded<T>(path: &Path, read: impl FnOnce() -> Result<T, DataError>) -> Result<T, DataError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let message = (panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let found = format!("a corrupt one (the parquet reader stopped: {message})");
+        Err(DataError::new(path, None, "a parquet file", found))
+    })
+}
+
+fn read_rows(
     path: &Path,
     columns: &Columns,
     task: &Task,

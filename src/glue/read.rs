@@ -451,6 +451,8 @@ fn json_example(
     };
     let text = |name: &str| match field(name)? {
         serde_json::Value::String(text) => Ok(text.clone()),
+        // The label column read as text (a custom task's labels): numbers as JSON spells them.
+        number @ serde_json::Value::Number(_) if name == columns.label => Ok(number.to_string()),
         other => Err(error(
             format!("a string for {name:?}"),
             quoted(&other.to_string()),

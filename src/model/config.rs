@@ -6,6 +6,8 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::util::text::escape_controls;
+
 pub use super::llama::LlamaConfig;
 pub use super::modernbert::ModernBertConfig;
 
@@ -52,7 +54,9 @@ impl ModelConfig {
             ModelConfig::Llama(c) => c.validate(),
             ModelConfig::ModernBert(c) => c.validate(),
         };
-        checked.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        checked.map_err(|e| {
+            anyhow::anyhow!("{}: {}", path.display(), escape_controls(&e.to_string()))
+        })?;
         Ok(config)
     }
 
@@ -148,16 +152,18 @@ impl ModelConfig {
 fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &str, what: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| {
         anyhow::anyhow!(
-            "{}:{}: expected a {what} config.json, found invalid JSON or a missing field ({e})",
+            "{}:{}: expected a {what} config.json, found invalid JSON or a missing field ({})",
             path.display(),
-            e.line()
+            e.line(),
+            escape_controls(&e.to_string())
         )
     })
 }
 
 fn unsupported(model_type: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "unsupported architecture: model_type \"{model_type}\" (pac-wgpu implements bert, roberta, gpt2, llama, mistral, qwen2, qwen3 and modernbert)"
+        "unsupported architecture: model_type \"{}\" (pac-wgpu implements bert, roberta, gpt2, llama, mistral, qwen2, qwen3 and modernbert)",
+        escape_controls(model_type)
     )
 }
 

@@ -18,6 +18,7 @@ use super::hf_names::{from_hf_names, hf_name};
 use super::llama::Llama;
 use super::modernbert::ModernBert;
 use super::roberta::Roberta;
+use crate::util::text::escape_controls;
 
 /// A folder's one-file checkpoint.
 pub const WEIGHTS: &str = "model.safetensors";
@@ -94,9 +95,10 @@ pub fn shard_names(index: &Path) -> Result<Vec<String>> {
         .map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", index.display()))?;
     let parsed: Index = serde_json::from_str(&text).map_err(|e| {
         anyhow::anyhow!(
-            "{}:{}: expected a safetensors index with a \"weight_map\" ({e})",
+            "{}:{}: expected a safetensors index with a \"weight_map\" ({})",
             index.display(),
-            e.line()
+            e.line(),
+            escape_controls(&e.to_string())
         )
     })?;
     let names: BTreeSet<String> = parsed.weight_map.into_values().collect();
@@ -143,8 +145,9 @@ pub fn read_as_f32(path: &Path) -> Result<Vec<RawTensor>> {
     let bytes = read_weights(path)?;
     let file = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| {
         anyhow::anyhow!(
-            "{}: expected a safetensors file, found a corrupt header ({e})",
-            path.display()
+            "{}: expected a safetensors file, found a corrupt header ({})",
+            path.display(),
+            escape_controls(&e.to_string())
         )
     })?;
     file.tensors()
@@ -301,9 +304,10 @@ fn apply<M: Module>(
     module: &mut M,
 ) -> Result<(Vec<String>, Vec<String>)> {
     let mut store = from_hf_names(store, None);
-    let result = module
-        .load_from(&mut store)
-        .map_err(|e| anyhow::anyhow!("{}: cannot read tensors: {e}", path.display()))?;
+    let result = module.load_from(&mut store).map_err(|e| {
+        let e = escape_controls(&e.to_string());
+        anyhow::anyhow!("{}: cannot read tensors: {e}", path.display())
+    })?;
 
     if let Some(error) = result.errors.first() {
         let problem = match error {
@@ -327,7 +331,7 @@ fn apply<M: Module>(
             ),
             other => format!("{other:?}"),
         };
-        bail!("{}: {problem}", path.display());
+        bail!("{}: {}", path.display(), escape_controls(&problem));
     }
     let missing = result.missing.iter().map(|(n, _)| hf_name(n)).collect();
     Ok((missing, result.unused.clone()))
@@ -367,8 +371,9 @@ fn check_header(path: &Path, bytes: &[u8], config: &ModelConfig) -> Result<()> {
     let header = match safetensors::SafeTensors::read_metadata(bytes) {
         Ok((_, header)) => header,
         Err(e) => bail!(
-            "{}: expected a safetensors file, found a corrupt header ({e})",
-            path.display()
+            "{}: expected a safetensors file, found a corrupt header ({})",
+            path.display(),
+            escape_controls(&e.to_string())
         ),
     };
     // The config's sizes must be the weights' before anything of that size is built.
@@ -430,6 +435,40 @@ fn check_header(path: &Path, bytes: &[u8], config: &ModelConfig) -> Result<()> {
                 path.display()
             );
         }
+    }
+    check_depth(path, &header, config, unprefixed)
+}
+
+/// The weights must hold the last layer that config.json asks for, before a model of that
+/// depth is built (a hostile `num_hidden_layers` would otherwise size the layer list).
+fn check_depth(
+    path: &Path,
+    header: &safetensors::tensor::Metadata,
+    config: &ModelConfig,
+    unprefixed: impl Fn(&str) -> String,
+) -> Result<()> {
+    let (layers, key, prefix) = match config {
+        ModelConfig::Bert(c) | ModelConfig::Roberta(c) => {
+            (c.num_hidden_layers, "num_hidden_layers", "encoder.layer.")
+        }
+        ModelConfig::Gpt2(c) => (c.n_layer, "n_layer", "h."),
+        ModelConfig::Llama(c) => (c.num_hidden_layers, "num_hidden_layers", "layers."),
+        ModelConfig::ModernBert(c) => (c.num_hidden_layers, "num_hidden_layers", "layers."),
+    };
+    let Some(last) = layers.checked_sub(1) else {
+        return Ok(());
+    };
+    let name = format!("{prefix}{last}.");
+    if !header
+        .tensors()
+        .into_keys()
+        .any(|n| unprefixed(&n).starts_with(&name))
+    {
+        bail!(
+            "{}: {key} {layers} (config.json) does not match {}, which holds no tensor of layer {last} ({name}*)",
+            path.with_file_name("config.json").display(),
+            path.display()
+        );
     }
     Ok(())
 }

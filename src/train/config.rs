@@ -12,6 +12,7 @@ use crate::glue::custom::{self, ProblemType};
 use crate::glue::{Columns, DataSource, Split, Task};
 use crate::model::HeadKind;
 use crate::util::device::DeviceChoice;
+use crate::util::text::escape_controls;
 
 /// How a step is taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -501,9 +502,10 @@ pub fn read_config(path: &Path) -> Result<TrainConfig> {
     serde_json::from_str(&text).or_else(|e| {
         from_legacy(&text).ok_or_else(|| {
             anyhow!(
-                "{}:{}: expected a pac-wgpu run.json, found {e}",
+                "{}:{}: expected a pac-wgpu run.json, found {}",
                 path.display(),
-                e.line()
+                e.line(),
+                escape_controls(&e.to_string())
             )
         })
     })

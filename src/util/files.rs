@@ -9,6 +9,8 @@ use burn::tensor::{Device, Tensor, TensorData};
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
+use super::text::escape_controls;
+
 /// Writes `bytes` to `path` through `path.part` + rename, so readers never see half a file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
@@ -78,9 +80,12 @@ impl TensorFile {
 
     /// The tensors of a safetensors file's `bytes`; `path` names the file in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<TensorFile> {
-        let (_, header) = safetensors::SafeTensors::read_metadata(bytes)
-            .map_err(|e| anyhow!("{}: corrupt safetensors file ({e})", path.display()))?;
-        let file = safetensors::SafeTensors::deserialize(bytes)?;
+        let corrupt = |e: safetensors::SafeTensorError| {
+            let e = escape_controls(&e.to_string());
+            anyhow!("{}: corrupt safetensors file ({e})", path.display())
+        };
+        let (_, header) = safetensors::SafeTensors::read_metadata(bytes).map_err(corrupt)?;
+        let file = safetensors::SafeTensors::deserialize(bytes).map_err(corrupt)?;
         let (mut tensors, mut shapes) = (HashMap::new(), HashMap::new());
         for (name, view) in file.tensors() {
             let values = view

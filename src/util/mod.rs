@@ -10,4 +10,5 @@ pub mod manifest;
 pub mod metrics;
 pub mod reduce;
 pub mod rng;
+pub mod text;
 pub mod tokenize;

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use crate::util::text::escape_controls;
 use anyhow::{Result, anyhow};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use tokenizers::models::wordpiece::WordPiece;
@@ -65,11 +66,12 @@ impl TextTokenizer {
         let mut inner = match file {
             TokenizerFile::Json(bytes) => {
                 let json = dir.join("tokenizer.json");
-                check_bpe_merges(&json, &bytes)?;
+                check_tokenizer_json(&json, &bytes)?;
                 Tokenizer::from_bytes(&bytes).map_err(|e| {
                     anyhow!(
-                        "{}: expected a tokenizers JSON file, found {e}",
-                        json.display()
+                        "{}: expected a tokenizers JSON file, found {}",
+                        json.display(),
+                        escape_controls(&e.to_string())
                     )
                 })?
             }
@@ -124,23 +126,31 @@ impl TextTokenizer {
 /// Padding tokens by family, in the order they are looked up.
 const PAD_TOKENS: [&str; 3] = ["[PAD]", "<pad>", "<|endoftext|>"];
 
-/// A byte-level BPE tokenizer needs its merges; without them every word falls apart into bytes.
-fn check_bpe_merges(json: &Path, bytes: &[u8]) -> Result<()> {
+/// Checks what the tokenizers crate reads without complaint but mishandles later: a byte-level
+/// BPE tokenizer needs its merges (without them every word falls apart into bytes), vocabulary
+/// entries must be of a sane length ([`MAX_TOKEN_BYTES`]), and a template post-processor must
+/// define the special tokens it names ([`check_template`]).
+fn check_tokenizer_json(json: &Path, bytes: &[u8]) -> Result<()> {
     #[derive(serde::Deserialize)]
     struct File {
         model: Model,
+        #[serde(default)]
+        post_processor: serde_json::Value,
     }
     #[derive(serde::Deserialize)]
     struct Model {
         #[serde(rename = "type")]
         kind: Option<String>,
         merges: Option<Vec<serde_json::Value>>,
+        #[serde(default)]
+        vocab: serde_json::Value,
     }
     let file: File = serde_json::from_slice(bytes).map_err(|e| {
         anyhow!(
-            "{}:{}: expected a tokenizers JSON file with a \"model\", found {e}",
+            "{}:{}: expected a tokenizers JSON file with a \"model\", found {}",
             json.display(),
-            e.line()
+            e.line(),
+            escape_controls(&e.to_string())
         )
     })?;
     if file.model.kind.as_deref() == Some("BPE") && file.model.merges.is_none_or(|m| m.is_empty()) {
@@ -148,6 +158,62 @@ fn check_bpe_merges(json: &Path, bytes: &[u8]) -> Result<()> {
             "{}: expected a BPE tokenizer with merges (model.merges), found none",
             json.display()
         ));
+    }
+    check_token_lengths(json, &file.model.vocab)?;
+    check_template(json, &file.post_processor)
+}
+
+/// The longest vocabulary entry read. The tokenizers crate keeps a Unigram vocabulary in a trie
+/// of one level per character and frees it recursively: a 160 000-character entry overflows
+/// an 8 MiB stack. Real entries are at most a few hundred bytes.
+const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The entries of `model.vocab` (an object of WordPiece or BPE, or Unigram's `[piece, score]`
+/// list) are at most [`MAX_TOKEN_BYTES`] long.
+fn check_token_lengths(json: &Path, vocab: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    let longest = match vocab {
+        Value::Object(entries) => entries.keys().map(String::len).max(),
+        Value::Array(pieces) => (pieces.iter())
+            .filter_map(|p| Some(p.get(0)?.as_str()?.len()))
+            .max(),
+        _ => None,
+    };
+    match longest {
+        Some(len) if len > MAX_TOKEN_BYTES => Err(anyhow!(
+            "{}: expected model.vocab entries of at most {MAX_TOKEN_BYTES} bytes, found one of {len}",
+            json.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A `TemplateProcessing` post-processor (alone or in a `Sequence`): each special token its
+/// templates name is in its `special_tokens`, and the single template uses no second sequence. The tokenizers crate panics on the first encode otherwise.
+fn check_template(json: &Path, processor: &serde_json::Value) -> Result<()> {
+    use serde_json::Value;
+    if let Some(processors) = processor.get("processors").and_then(Value::as_array) {
+        return processors.iter().try_for_each(|p| check_template(json, p));
+    }
+    if processor.get("type").and_then(Value::as_str) != Some("TemplateProcessing") {
+        return Ok(());
+    }
+    let bad = |what: String| anyhow!("{}: expected post_processor {what}", json.display());
+    let tokens = processor.get("special_tokens").and_then(Value::as_object);
+    for template in ["single", "pair"] {
+        let pieces = processor.get(template).and_then(Value::as_array);
+        for piece in pieces.into_iter().flatten() {
+            if let Some(id) = piece.pointer("/SpecialToken/id").and_then(Value::as_str)
+                && !tokens.is_some_and(|t| t.contains_key(id))
+            {
+                return Err(bad(format!(
+                    "special_tokens to define {id:?}, which its {template} template names"
+                )));
+            }
+            if template == "single" && piece.pointer("/Sequence/id") == Some(&Value::from("B")) {
+                return Err(bad("single template to use sequence A only, found B".into()));
+            }
+        }
     }
     Ok(())
 }
@@ -157,8 +223,9 @@ fn from_vocab(vocab: &Path, bytes: &[u8]) -> Result<Tokenizer> {
         .and_then(|words| WordPiece::builder().vocab(words).build())
         .map_err(|e| {
             anyhow!(
-                "{}: expected a WordPiece vocabulary, found {e}",
-                vocab.display()
+                "{}: expected a WordPiece vocabulary, found {}",
+                vocab.display(),
+                escape_controls(&e.to_string())
             )
         })?;
     let mut tokenizer = Tokenizer::new(model);
