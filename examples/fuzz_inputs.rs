@@ -13,6 +13,8 @@
 mod common;
 #[path = "../tests/fuzz/harness.rs"]
 mod harness;
+#[path = "../tests/fuzz/hub.rs"]
+mod hub;
 #[path = "../tests/fuzz/mutate.rs"]
 mod mutate;
 #[path = "../tests/fuzz/readers.rs"]

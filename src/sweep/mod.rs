@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::train::checkpoint;
 use crate::util::files::write_json;
+use crate::util::text::escape_controls;
 
 /// plan.json: every run of a sweep.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,9 +90,10 @@ impl Plan {
         })?;
         serde_json::from_str(&text).map_err(|e| {
             anyhow!(
-                "{}:{}: expected a pac-wgpu sweep plan, found {e}",
+                "{}:{}: expected a pac-wgpu sweep plan, found {}",
                 path.display(),
-                e.line()
+                e.line(),
+                escape_controls(&e.to_string())
             )
         })
     }

@@ -4,6 +4,7 @@
 //! `cargo run --release --example fuzz_inputs -- --cases 10000` runs more and prints the counts.
 
 mod harness;
+mod hub;
 mod mutate;
 mod readers;
 mod regressions;

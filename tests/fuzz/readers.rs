@@ -17,6 +17,7 @@ use pac_wgpu::util::device::{DeviceChoice, select};
 use pac_wgpu::util::files::TensorFile;
 use pac_wgpu::util::tokenize::TextTokenizer;
 
+use crate::hub;
 use crate::mutate::Rng;
 use crate::seeds;
 
@@ -35,7 +36,7 @@ const fn reader(
     Reader { name, seed, read }
 }
 
-pub static READERS: [Reader; 26] = [
+pub static READERS: [Reader; 29] = [
     reader("glue tsv sst2", seeds::sst2_tsv, |dir, b| {
         glue(dir, b, Task::Sst2, "SST-2/train.tsv")
     }),
@@ -114,6 +115,9 @@ pub static READERS: [Reader; 26] = [
     reader("history.jsonl", seeds::history_jsonl, history),
     reader("plan.json", seeds::plan_json, plan),
     reader("status.json", seeds::status_json, status),
+    reader("checkpoint state.json", seeds::state_json, state),
+    reader("checkpoint manifest.json", seeds::manifest_json, manifest),
+    reader("hub answers", hub::answers, hub::download),
 ];
 
 /// Writes `bytes` to `dir/name` (making its folder) and returns the path.
@@ -256,5 +260,21 @@ fn status(dir: &Path, bytes: &[u8]) -> Result<()> {
     put(dir, "plan.json", &seeds::plan_json(&mut Rng::new(0)));
     put(dir, "status.json", bytes);
     build(&[dir.to_path_buf()], None, At::Final)?;
+    Ok(())
+}
+
+/// state.json of a checkpoint, as `--resume` reads it.
+fn state(dir: &Path, bytes: &[u8]) -> Result<()> {
+    put(dir, "state.json", bytes);
+    pac_wgpu::train::checkpoint::load_state(dir)?;
+    Ok(())
+}
+
+/// manifest.json of a checkpoint holding [`seeds::MANIFEST_FILE`], as a checkpoint's reader
+/// checks it.
+fn manifest(dir: &Path, bytes: &[u8]) -> Result<()> {
+    put(dir, seeds::MANIFEST_FILE.0, seeds::MANIFEST_FILE.1);
+    put(dir, "manifest.json", bytes);
+    pac_wgpu::util::manifest::verify(dir)?;
     Ok(())
 }

@@ -153,7 +153,6 @@ fn run_json_unknown_field_with_a_carriage_return() {
 
 /// Case 7804 of `plan.json` under seed 0: serde quotes the unknown key with its carriage return.
 #[test]
-#[ignore = "Plan::read (src/sweep/mod.rs) is the sweep work's: escape serde's message there with util::text::escape_controls"]
 fn plan_json_unknown_field_with_a_carriage_return() {
     let plan = br#"{"\runs": []}"#;
     assert_error(

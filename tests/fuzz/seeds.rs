@@ -465,3 +465,35 @@ pub fn status_json(rng: &mut Rng) -> Vec<u8> {
         .collect();
     serde_json::to_vec_pretty(&Status { runs }).unwrap()
 }
+
+/// A checkpoint's loop state.
+pub fn state_json(rng: &mut Rng) -> Vec<u8> {
+    let epoch = rng.below(50);
+    let state = serde_json::json!({
+        "epoch": epoch,
+        "step": epoch * 10 + rng.below(10),
+        "best": [rng.below(epoch + 1), 0.75],
+        "stale_evals": rng.below(3),
+        "wall_seconds": 12.5,
+        "epoch_losses": [0.69, 0.68],
+        "epoch_skipped": 0,
+    });
+    serde_json::to_vec_pretty(&state).unwrap()
+}
+
+/// The file beside [`manifest_json`]'s manifest: its name and contents.
+pub const MANIFEST_FILE: (&str, &[u8]) = ("model.safetensors", b"sixteen bytes ok");
+
+/// A manifest that [`MANIFEST_FILE`] matches.
+pub fn manifest_json(rng: &mut Rng) -> Vec<u8> {
+    let (name, bytes) = MANIFEST_FILE;
+    let mut files = vec![serde_json::json!({
+        "name": name,
+        "bytes": bytes.len(),
+        "xxh3": format!("{:016x}", xxhash_rust::xxh3::xxh3_64(bytes)),
+    })];
+    if rng.one_in(2) {
+        files.clear();
+    }
+    serde_json::to_vec_pretty(&serde_json::json!({ "files": files })).unwrap()
+}
