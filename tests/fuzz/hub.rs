@@ -25,14 +25,15 @@ const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 const PORT: &str = "@PORT@";
 
 /// A valid exchange: maybe a relative redirect, maybe an LFS redirect to another path (the
-/// same origin here) or to another host, then the file's bytes.
+/// same origin here) or to another host, then the file's bytes. Each answer closes its
+/// connection, as the server does.
 pub fn answers(rng: &mut Rng) -> Vec<u8> {
     let body = br#"{"model_type": "bert", "hidden_size": 32}"#;
     let tag = format!("{:016x}", rng.next());
     let mut list = Vec::new();
     if rng.one_in(3) {
         list.push(format!(
-            "HTTP/1.1 307 Temporary Redirect\r\nLocation: /org/renamed/resolve/main/config.json\r\nContent-Length: 0\r\n\r\n"
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: /org/renamed/resolve/main/config.json\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
         ));
     }
     if rng.one_in(2) {
@@ -41,7 +42,7 @@ pub fn answers(rng: &mut Rng) -> Vec<u8> {
             false => format!("http://localhost:{PORT}/cdn/blob"),
         };
         list.push(format!(
-            "HTTP/1.1 302 Found\r\nLocation: {cdn}\r\nX-Linked-Etag: \"{tag}\"\r\nX-Repo-Commit: {COMMIT}\r\nContent-Length: 0\r\n\r\n"
+            "HTTP/1.1 302 Found\r\nLocation: {cdn}\r\nX-Linked-Etag: \"{tag}\"\r\nX-Repo-Commit: {COMMIT}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
         ));
     }
     let range = if rng.one_in(2) {
@@ -53,7 +54,7 @@ pub fn answers(rng: &mut Rng) -> Vec<u8> {
         "200 OK".to_string()
     };
     list.push(format!(
-        "HTTP/1.1 {range}\r\nETag: \"{tag}\"\r\nX-Repo-Commit: {COMMIT}\r\nContent-Length: {}\r\n\r\n{}",
+        "HTTP/1.1 {range}\r\nETag: \"{tag}\"\r\nX-Repo-Commit: {COMMIT}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
         body.len(),
         String::from_utf8_lossy(body)
     ));
