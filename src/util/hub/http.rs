@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use hf_hub::{Cache, Repo};
 use ureq::http::Response;
 
-use super::{HubError, Watch};
+use super::error::{HubError, cache_error, check_status, from_body, from_ureq};
+use super::watch::Watch;
 
 /// Redirects one request may take (the hub answers with one or two).
 const MAX_REDIRECTS: usize = 10;
@@ -69,7 +70,9 @@ impl Client {
             if let (true, Some(token)) = (same_origin, &self.token) {
                 request = request.header("Authorization", format!("Bearer {token}"));
             }
-            let response = request.call().map_err(|e| super::from_ureq(e, file))?;
+            let response = request
+                .call()
+                .map_err(|e| from_ureq(e, file, &self.endpoint))?;
             if same_origin {
                 hub_headers.update(&response);
             }
@@ -121,14 +124,13 @@ impl Client {
         let meta = self.metadata(repo, file)?;
         let cache = self.cache.repo(repo.clone());
         let blob = cache.blob_path(&meta.etag);
-        let cache_error = |e: std::io::Error| super::cache_error(file, e);
+        let cache_error = |e: std::io::Error| cache_error(file, e, self.cache.path());
         std::fs::create_dir_all(blob.parent().unwrap_or(Path::new("."))).map_err(cache_error)?;
         let lock = std::fs::File::create(blob.with_extension("lock")).map_err(cache_error)?;
         if lock.try_lock().is_err() {
-            return Err(super::cache_error(
-                file,
-                std::io::Error::other("another process is downloading it; wait for it or retry"),
-            ));
+            return Err(cache_error(std::io::Error::other(
+                "another process is downloading it; wait for it or retry",
+            )));
         }
         let part = blob.with_extension("part");
         self.fetch_into(&part, &meta, file, watch)?;
@@ -151,34 +153,33 @@ impl Client {
             .create(true)
             .append(true)
             .open(part)
-            .map_err(|e| super::cache_error(file, e))?;
+            .map_err(|e| cache_error(file, e, self.cache.path()))?;
         let mut start = out
             .metadata()
-            .map_err(|e| super::cache_error(file, e))?
+            .map_err(|e| cache_error(file, e, self.cache.path()))?
             .len();
         if start == meta.size {
             return Ok(());
         }
         let answer = self.get(&meta.url, &format!("bytes={start}-"), file)?;
         let status = answer.response.status().as_u16();
-        super::check_status(status, file)?;
+        check_status(status, file)?;
         if start > meta.size || status != 206 {
             // A longer `.part`, or a server that sends the whole file: start over.
-            out.set_len(0).map_err(|e| super::cache_error(file, e))?;
+            out.set_len(0)
+                .map_err(|e| cache_error(file, e, self.cache.path()))?;
             start = 0;
         }
         watch.started(meta.size, start);
         let mut body = answer.response.into_body().into_reader();
         let mut block = vec![0u8; 1 << 16];
         loop {
-            let n = body
-                .read(&mut block)
-                .map_err(|e| super::from_body(e, file))?;
+            let n = body.read(&mut block).map_err(|e| from_body(e, file))?;
             if n == 0 {
                 return Ok(());
             }
             std::io::Write::write_all(&mut out, &block[..n])
-                .map_err(|e| super::cache_error(file, e))?;
+                .map_err(|e| cache_error(file, e, self.cache.path()))?;
             watch.advanced(n as u64);
         }
     }
@@ -196,7 +197,7 @@ impl Answer {
     /// answer); a failed status is its error.
     fn total_size(&self, file: &str) -> Result<u64, HubError> {
         let status = self.response.status().as_u16();
-        super::check_status(status, file)?;
+        check_status(status, file)?;
         let size = match header(&self.response, "content-range") {
             Some(range) => range.rsplit('/').next().and_then(|s| s.trim().parse().ok()),
             None => header(&self.response, "content-length").and_then(|s| s.trim().parse().ok()),
