@@ -7,18 +7,20 @@
 //! - `pac_test_lavapipe`: Mesa's software Vulkan driver;
 //! - `pac_test_browser`: Chromium, the wasm32 target and the wasm-bindgen CLI that web/ pins;
 //! - `pac_test_checkpoints`: the tiny golden checkpoints (`scripts/fetch-golden.sh`);
-//! - `pac_test_peft`: Python 3 with torch, transformers and peft (PEFT adapter exports).
+//! - `pac_test_peft`: Python 3 with torch, transformers and peft (PEFT adapter exports);
+//! - `pac_test_naga`: the naga CLI of wgpu's naga version and spirv-val (cross-compilation).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const CFGS: [&str; 6] = [
+const CFGS: [&str; 7] = [
     "pac_test_minilm",
     "pac_test_glue",
     "pac_test_lavapipe",
     "pac_test_browser",
     "pac_test_checkpoints",
     "pac_test_peft",
+    "pac_test_naga",
 ];
 
 fn main() {
@@ -43,6 +45,7 @@ fn main() {
         browser(),
         checkpoints(),
         python_peft(),
+        naga(),
     ];
     for (cfg, found) in CFGS.into_iter().zip(found) {
         if ci || found {
@@ -145,6 +148,22 @@ fn browser() -> bool {
         watch(&path);
     }
     found
+}
+
+/// naga (`cargo install naga-cli`) with wgpu's naga version, and spirv-val (spirv-tools).
+fn naga() -> bool {
+    let version = Command::new("naga").arg("--version").output();
+    let lock = std::fs::read_to_string(crate_dir().join("Cargo.lock")).unwrap_or_default();
+    let wanted = lock
+        .split("name = \"naga\"\nversion = \"")
+        .nth(1)
+        .and_then(|rest| rest.split('.').next())
+        .map(|major| format!("{major}."));
+    let same = match (version, wanted) {
+        (Ok(out), Some(major)) => String::from_utf8_lossy(&out.stdout).starts_with(&major),
+        _ => false,
+    };
+    same && on_path("spirv-val").is_some()
 }
 
 fn on_path(name: &str) -> Option<PathBuf> {

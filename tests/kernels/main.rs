@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod cross_compile;
 mod fused_ops;
 mod lavapipe_sum;
 mod pac_kernels;

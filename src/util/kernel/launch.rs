@@ -187,6 +187,13 @@ static PARAMS: LazyLock<Mutex<ParamsCache>> = LazyLock::new(|| {
     })
 });
 
+/// How many kept and step parameter blocks are on their devices now (for the tests).
+#[doc(hidden)]
+pub fn params_blocks() -> (usize, usize) {
+    let cache = PARAMS.lock().unwrap_or_else(PoisonError::into_inner);
+    (cache.blocks.len(), cache.step_blocks.len())
+}
+
 /// The buffer holding `block`'s words on `on`'s device.
 fn uploaded(on: &CubeTensor, block: Block) -> Handle {
     let mut guard = PARAMS.lock().unwrap_or_else(PoisonError::into_inner);
