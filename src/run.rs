@@ -127,6 +127,10 @@ pub struct Summary {
     /// Wall-clock seconds over every invocation of the run.
     pub wall_seconds: f64,
     pub device: String,
+    /// The distinct `[rows, tokens]` batch shapes this invocation ran (kernels are compiled and
+    /// autotuned per shape on a GPU).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_shapes: Option<usize>,
 }
 
 fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {

@@ -526,7 +526,11 @@ fn random_ids(token_types: impl Iterator<Item = Vec<u32>>, vocab: usize, seed: u
         });
         labels.push(Label::Class(next() % 2));
     }
-    Prepared { encoded, labels }
+    Prepared {
+        encoded,
+        labels,
+        ..Prepared::default()
+    }
 }
 
 /// The `n` MRPC training pairs that `train --task mrpc --seed <seed>` draws from `glue_dir`,

@@ -3,6 +3,9 @@
 
 pub mod batch;
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+
 use anyhow::Result;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -22,9 +25,12 @@ pub struct Batch {
 }
 
 /// A split ready for the model: token ids and gold labels, in example order.
+#[derive(Default)]
 pub struct Prepared {
     pub encoded: Vec<Encoded>,
     pub labels: Vec<Label>,
+    /// The `[rows, tokens]` of every batch [`Prepared::device_batch`] made.
+    pub shapes: Mutex<BTreeSet<[usize; 2]>>,
 }
 
 impl Prepared {
@@ -42,7 +48,11 @@ impl Prepared {
             encoded.push(tokenizer.encode(&e.text_a, e.text_b.as_deref())?);
             labels.push(e.label);
         }
-        Ok(Prepared { encoded, labels })
+        Ok(Prepared {
+            encoded,
+            labels,
+            shapes: Mutex::default(),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -79,7 +89,7 @@ impl Prepared {
         let micro = self
             .micro_rows(rows, max_rows, device)
             .into_iter()
-            .map(|r| (self.batch(&r, pad), self.targets(&r, device)))
+            .map(|r| (self.device_batch(&r, pad, device), self.targets(&r, device)))
             .collect();
         Batch {
             micro,
@@ -97,6 +107,33 @@ impl Prepared {
     pub fn batch(&self, rows: &[usize], pad_id: u32) -> PaddedBatch {
         let refs: Vec<&Encoded> = rows.iter().map(|&i| &self.encoded[i]).collect();
         PaddedBatch::new(&refs, pad_id)
+    }
+
+    /// The batch of `rows` as `device` runs it: on a GPU padded up to a multiple of
+    /// [`SEQ_MULTIPLE`] tokens (at most the split's longest example), so that a run compiles
+    /// and autotunes kernels for a few shapes however varied its data; recorded in `shapes`.
+    pub fn device_batch(&self, rows: &[usize], pad_id: u32, device: &Device) -> PaddedBatch {
+        let refs: Vec<&Encoded> = rows.iter().map(|&i| &self.encoded[i]).collect();
+        let longest = refs.iter().map(|e| e.input_ids.len()).max().unwrap_or(0);
+        let seq = match crate::util::device::is_cpu(device) {
+            true => longest,
+            false => longest
+                .next_multiple_of(SEQ_MULTIPLE)
+                .min(self.longest())
+                .max(longest),
+        };
+        let mut shapes = self.shapes.lock().unwrap_or_else(PoisonError::into_inner);
+        shapes.insert([rows.len(), seq]);
+        PaddedBatch::with_length(&refs, pad_id, seq)
+    }
+
+    /// The most tokens an example of the split has.
+    fn longest(&self) -> usize {
+        self.encoded
+            .iter()
+            .map(|e| e.input_ids.len())
+            .max()
+            .unwrap_or(0)
     }
 
     /// The gold labels of `rows` as a loss target.
@@ -179,6 +216,9 @@ pub fn label_of(task: &Task, row: &[f32]) -> Label {
     Label::Class(best.0)
 }
 
+/// GPU batches are padded to a multiple of this many tokens ([`Prepared::device_batch`]).
+pub const SEQ_MULTIPLE: usize = 16;
+
 /// What one more forward pass costs, in padded tokens: a length-sorted batch is cut in two where
 /// that saves more padding than this ([`LengthOrder::batches`]). On the CPU a pass costs little
 /// beyond its arithmetic (MiniLM, one thread: ≈ 10 ms a pass, ≈ 0.28 ms a token); a GPU pays
@@ -203,11 +243,62 @@ pub async fn outputs(
     let order = split.length_order();
     let mut out = Vec::with_capacity(split.len());
     for rows in order.batches(batch_size, pass_cost(device)) {
-        let (ids, types, mask) = split.batch(rows, pad_id).to_tensors(device);
+        let (ids, types, mask) = split.device_batch(rows, pad_id, device).to_tensors(device);
         let logits = model.forward(ids, types, mask);
         let [b, k] = logits.dims();
         let values = crate::util::device::read_f32(logits, "logits").await?;
         out.extend(values.chunks(k).take(b).map(<[f32]>::to_vec));
     }
     Ok(order.restore(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::DeviceKind;
+
+    fn split(lengths: &[usize]) -> Prepared {
+        let encoded = lengths
+            .iter()
+            .map(|&n| Encoded {
+                input_ids: (0..n as u32).collect(),
+                token_type_ids: vec![0; n],
+            })
+            .collect();
+        Prepared {
+            encoded,
+            labels: vec![Label::Class(0); lengths.len()],
+            ..Prepared::default()
+        }
+    }
+
+    /// On a GPU every batch is padded to a multiple of 16 tokens or to the split's longest
+    /// example, so 38 lengths make 3 sequence lengths; the CPU keeps each batch's own.
+    #[test]
+    fn gpu_batches_snap_to_a_few_lengths_and_cpu_batches_keep_theirs() {
+        let lengths: Vec<usize> = (3..=40).collect();
+        let rows: Vec<Vec<usize>> = (0..lengths.len()).map(|i| vec![i, (i * 7) % 38]).collect();
+        let (gpu, cpu) = (Device::wgpu(DeviceKind::DefaultDevice), Device::flex());
+        let (on_gpu, on_cpu) = (split(&lengths), split(&lengths));
+        for r in &rows {
+            let longest = r.iter().map(|&i| lengths[i]).max().unwrap();
+            let padded = on_gpu.device_batch(r, 0, &gpu);
+            assert!(padded.seq >= longest && (padded.seq % 16 == 0 || padded.seq == 40));
+            assert_eq!(
+                padded.attention_mask.iter().sum::<f32>() as usize,
+                r.iter().map(|&i| lengths[i]).sum::<usize>()
+            );
+            assert_eq!(on_cpu.device_batch(r, 0, &cpu).seq, longest);
+        }
+        let seqs = |p: &Prepared| {
+            p.shapes
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|s| s[1])
+                .collect::<BTreeSet<_>>()
+        };
+        assert_eq!(seqs(&on_gpu), BTreeSet::from([16, 32, 40]));
+        assert!(seqs(&on_cpu).len() > 20);
+    }
 }

@@ -172,7 +172,10 @@ async fn example_losses(
     let order = train.data.length_order();
     let mut losses = Vec::with_capacity(train.data.len());
     for chunk in order.batches(train.batch_size, crate::data::pass_cost(device)) {
-        let (ids, types, mask) = train.data.batch(chunk, train.pad).to_tensors(device);
+        let (ids, types, mask) = train
+            .data
+            .device_batch(chunk, train.pad, device)
+            .to_tensors(device);
         let logits = model.forward(ids, types, mask);
         let losses_t = per_example_loss(logits, &train.data.targets(chunk, device));
         let values = crate::util::device::read_f32(losses_t, "losses").await?;

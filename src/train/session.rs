@@ -393,6 +393,12 @@ impl<'a> Session<'a> {
             .is_some_and(|patience| state.stale_evals >= patience)
     }
 
+    /// The distinct batch shapes of the training and dev sets so far.
+    fn batch_shapes(&self) -> usize {
+        let lock = |p: &Prepared| p.shapes.lock().map(|s| s.clone()).unwrap_or_default();
+        lock(&self.train).union(&lock(&self.dev)).count()
+    }
+
     pub fn summary(
         &self,
         history: &[EpochRecord],
@@ -431,6 +437,7 @@ impl<'a> Session<'a> {
             k_estimation_seconds: state.k_seconds,
             wall_seconds,
             device: device.to_string(),
+            batch_shapes: Some(self.batch_shapes()),
         }
     }
 }

@@ -263,6 +263,11 @@ impl PaddedBatch {
             .map(|e| e.input_ids.len())
             .max()
             .unwrap_or(0);
+        Self::with_length(examples, pad_id, seq)
+    }
+
+    /// `examples` padded to `seq` tokens (at least the longest's).
+    pub fn with_length(examples: &[&Encoded], pad_id: u32, seq: usize) -> Self {
         let batch = examples.len();
         let mut out = PaddedBatch {
             batch,
