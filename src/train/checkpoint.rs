@@ -92,12 +92,18 @@ pub fn save(
         .with_context(|| format!("{}: cannot write", partial.join(STATE).display()))?;
     manifest::write(&partial)?;
 
-    // Swap: dir -> dir.old, partial -> dir. [`existing`] falls back to dir.old.
+    // Swap: dir -> dir.old, partial -> dir. [`existing`] falls back to dir.old. A `dir` that
+    // is not this state's predecessor (a damaged one `--resume` passed over) is dropped instead,
+    // so that dir.old stays the checkpoint the run resumed from.
     let old = dir.with_extension("old");
-    if old.exists() {
-        std::fs::remove_dir_all(&old)?;
+    let predecessor = load_state(dir).is_ok_and(|s| (s.step, s.epoch) < (state.step, state.epoch));
+    if dir.exists() && keep_previous && !predecessor {
+        std::fs::remove_dir_all(dir)?;
     }
     if dir.exists() {
+        if old.exists() {
+            std::fs::remove_dir_all(&old)?;
+        }
         std::fs::rename(dir, &old)?;
     }
     std::fs::rename(&partial, dir)?;

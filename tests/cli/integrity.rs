@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{binary, history_without_timings, last_weights, run_ok};
+use pac_wgpu::util::manifest::{Integrity, verify};
 
 /// A finished 3-epoch PAC run of a tiny BERT (checkpoint `last` after every epoch, so
 /// `last.old` holds epoch 2), under a temporary folder.
@@ -146,6 +147,14 @@ fn a_flipped_byte_in_any_checkpoint_file_is_named_and_resume_falls_back_to_last_
         assert!(
             last_weights(&run) == last_weights(&f.run()),
             "{name}: weights differ"
+        );
+        // The damaged checkpoint is gone; `last.old` is still the one the run resumed from.
+        let old = run.join("checkpoints/last.old");
+        assert_eq!(verify(&old).unwrap(), Integrity::Verified, "{name}");
+        assert_eq!(
+            common::read_json(&old.join("state.json"))["epoch"],
+            2,
+            "{name}"
         );
     }
 }
