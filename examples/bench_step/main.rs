@@ -60,10 +60,11 @@ use pac_wgpu::pac::{self, PacTuning, PriorDraws, bound};
 use pac_wgpu::pac::{KERNEL_PARTS, PARTS};
 use pac_wgpu::step::{self, Lrs, Part, StepContext};
 use pac_wgpu::train::{TrainConfig, TrainSet, method};
-use pac_wgpu::util::device::{DeviceChoice, MemoryReading, memory, select};
+use pac_wgpu::util::device::{DeviceChoice, MemoryReading, memory, readbacks, select};
+use pac_wgpu::util::kernel::launch::launches;
 use pac_wgpu::util::tokenize::{Encoded, TextTokenizer};
 use pollster::block_on;
-use serde_json::json;
+use serde_json::{Value, json};
 use torch::{AnchorInputs, TorchAnchor, cpu_threads};
 
 #[derive(Parser)]
@@ -179,6 +180,43 @@ impl Method {
             Method::Pgd => "pgd",
         }
     }
+}
+
+/// (this project's kernel launches, parameter uploads, bytes uploaded, read-backs, bytes read
+/// back) so far.
+fn traffic_counts() -> [u64; 5] {
+    let (launches, uploads, up) = launches();
+    let (readbacks, down) = readbacks();
+    [launches, uploads, up, readbacks, down]
+}
+
+/// What one more step of each method costs the device: this project's kernel launches (cubecl's
+/// own are not counted), parameter uploads and their bytes, and the host's read-backs (each a
+/// wait for the device) and their bytes.
+fn device_traffic(bench: &mut Bench) -> Result<Value> {
+    println!("\nper step      our launches  param uploads  bytes up  read-backs  bytes down");
+    let mut out = serde_json::Map::new();
+    for method in Method::ALL {
+        let before = traffic_counts();
+        bench.run(method, &mut |_| {})?;
+        let after = traffic_counts();
+        let d: [u64; 5] = std::array::from_fn(|i| after[i] - before[i]);
+        println!(
+            "{:<12} {:>13} {:>14} {:>9} {:>11} {:>11}",
+            method.key(),
+            d[0],
+            d[1],
+            d[2],
+            d[3],
+            d[4]
+        );
+        let counts = json!({
+            "our_launches": d[0], "param_uploads": d[1], "bytes_up": d[2],
+            "readbacks": d[3], "bytes_down": d[4],
+        });
+        out.insert(method.key().into(), counts);
+    }
+    Ok(Value::Object(out))
 }
 
 fn sync(device: &Device) -> Result<()> {
@@ -908,6 +946,7 @@ fn main() -> Result<()> {
         eprintln!("timed round {}/{}", round + 1, args.steps);
     }
     let timed_s = timed_start.elapsed().as_secs_f64();
+    let traffic = device_traffic(&mut bench)?;
 
     let growth_start = Instant::now();
     let growth = if args.growth_steps > 0 {
@@ -1228,6 +1267,7 @@ fn main() -> Result<()> {
             "prior_models": prior_models,
             "forwards": k_forwards,
         },
+        "device_traffic": traffic,
         "memory": {
             "peak_rss_bytes": end.peak_rss_bytes,
             "peak_device_bytes": bench.peak_device,

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, DeviceKind, Tensor};
@@ -277,8 +278,24 @@ pub fn memory(device: &Device) -> MemoryReading {
     }
 }
 
+/// Read-backs through [`read_f32`] and [`read_scalar`] so far (each a wait for the device on a
+/// GPU), and the bytes they brought back.
+static READBACKS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
+
+fn count_readback(bytes: usize) {
+    READBACKS[0].fetch_add(1, Ordering::Relaxed);
+    READBACKS[1].fetch_add(bytes as u64, Ordering::Relaxed);
+}
+
+/// (read-backs, bytes read back) so far in this process.
+pub fn readbacks() -> (u64, u64) {
+    let load = |i: usize| READBACKS[i].load(Ordering::Relaxed);
+    (load(0), load(1))
+}
+
 /// The values of `t`, read back without blocking; `what` names them in errors.
 pub async fn read_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
+    count_readback(t.shape().num_elements() * 4);
     t.into_data_async()
         .await
         .map_err(|e| anyhow::anyhow!("cannot read {what} back: {e:?}"))?
@@ -288,6 +305,7 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f3
 
 /// A one-element tensor's value, read back without blocking.
 pub async fn read_scalar(t: Tensor<1>) -> Result<f64> {
+    count_readback(4);
     let value = t
         .into_scalar_async::<f32>()
         .await

@@ -2,6 +2,7 @@
 //! grid, buffer bindings and the parameter blocks kept on the device.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, PoisonError};
 
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, into_contiguous};
@@ -137,6 +138,7 @@ pub(crate) fn launch<K: KernelSource>(
     for block in params {
         args = args.with_buffer_io(uploaded(on, *block).binding(), BufferIOAttr::ReadOnly);
     }
+    COUNTS[0].fetch_add(1, Ordering::Relaxed);
     on.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
         grid,
@@ -187,6 +189,16 @@ static PARAMS: LazyLock<Mutex<ParamsCache>> = LazyLock::new(|| {
     })
 });
 
+/// This project's kernel launches, parameter-block uploads and their bytes, so far.
+static COUNTS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+
+/// (launches of this project's kernels, parameter uploads, bytes uploaded) so far in this
+/// process; cubecl's own kernels are not counted.
+pub fn launches() -> (u64, u64, u64) {
+    let load = |i: usize| COUNTS[i].load(Ordering::Relaxed);
+    (load(0), load(1), load(2))
+}
+
 /// How many kept and step parameter blocks are on their devices now (for the tests).
 #[doc(hidden)]
 pub fn params_blocks() -> (usize, usize) {
@@ -218,6 +230,8 @@ fn uploaded(on: &CubeTensor, block: Block) -> Handle {
             blocks.remove(&key);
         }
     }
+    COUNTS[1].fetch_add(1, Ordering::Relaxed);
+    COUNTS[2].fetch_add(4 * words.len() as u64, Ordering::Relaxed);
     let handle = on.client.create_from_slice(bytemuck::cast_slice(words));
     blocks.insert(key, (handle.clone(), now));
     handle
