@@ -1,10 +1,10 @@
 //! Choosing where tensors live: a wgpu adapter (Vulkan, Metal, DX12, GL) or Burn's CPU backend;
 //! reading tensors back without blocking (the only way a browser's GPU allows).
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, DeviceKind, Tensor};
@@ -278,19 +278,22 @@ pub fn memory(device: &Device) -> MemoryReading {
     }
 }
 
-/// Read-backs through [`read_f32`] and [`read_scalar`] so far (each a wait for the device on a
-/// GPU), and the bytes they brought back.
-static READBACKS: [AtomicU64; 2] = [const { AtomicU64::new(0) }; 2];
-
-fn count_readback(bytes: usize) {
-    READBACKS[0].fetch_add(1, Ordering::Relaxed);
-    READBACKS[1].fetch_add(bytes as u64, Ordering::Relaxed);
+thread_local! {
+    /// Read-backs through [`read_f32`] and [`read_scalar`] on this thread so far (each a wait
+    /// for the device on a GPU), and the bytes they brought back.
+    static READBACKS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-/// (read-backs, bytes read back) so far in this process.
+fn count_readback(bytes: usize) {
+    READBACKS.with(|c| {
+        let (n, b) = c.get();
+        c.set((n + 1, b + bytes as u64));
+    });
+}
+
+/// (read-backs, bytes read back) on this thread so far.
 pub fn readbacks() -> (u64, u64) {
-    let load = |i: usize| READBACKS[i].load(Ordering::Relaxed);
-    (load(0), load(1))
+    READBACKS.with(Cell::get)
 }
 
 /// The values of `t`, read back without blocking; `what` names them in errors.

@@ -307,6 +307,7 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
             device: &device,
             lap: &mut |_| {},
         };
+        let readbacks = pac_wgpu::util::device::readbacks().0;
         let report = if stage1 {
             let (updated, outcome) =
                 pollster::block_on(pac.stage1_step(model, &mut ctx, &batch, &tau)).unwrap();
@@ -330,6 +331,15 @@ fn run_on(device_name: &str, plain: &Device, golden: &Golden, dir: &Path) {
                 grad_p: Vec::new(),
             }
         };
+        // One transfer per quantity (losses, the finite check's sums, the KL sums), never one
+        // per tensor: a GPU waits for each.
+        let waits = pac_wgpu::util::device::readbacks().0 - readbacks;
+        assert!(
+            waits <= 3 && slots.len() > 3,
+            "{}: {waits} read-backs for {} tensors",
+            what("step"),
+            slots.len()
+        );
 
         tally(
             "loss1",
