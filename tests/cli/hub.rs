@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::error_line;
 use common::hub::{COMMIT, Fault, Hub, files_under};
 use common::parquet::write_pair_split;
 use pac_wgpu::glue::{DataSource, Split, Task, hub::parquet_file};
@@ -40,19 +41,6 @@ fn encode(hub: &Hub, home: &Path, model: &str) -> Command {
         model,
     ]);
     cmd
-}
-
-/// The one line a failed command printed; fails the test on success, a panic or more lines.
-fn error_line(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected a failure, got: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let lines: Vec<&str> = stderr
-        .lines()
-        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
-        .collect();
-    assert_eq!(lines.len(), 1, "expected one line: {stderr}");
-    lines[0].to_string()
 }
 
 fn assert_ok(out: &Output) -> String {

@@ -67,29 +67,14 @@ fn eval(run: &Path) -> Output {
 }
 
 fn resume(run: &Path) -> Output {
-    binary()
-        .args([
-            "train",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--resume",
-            "--output-dir",
-        ])
-        .arg(run)
-        .output()
-        .unwrap()
+    common::resume_command(run).output().unwrap()
 }
 
 /// The one `error:` line of a failed command.
 fn error_line(out: &Output) -> String {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "expected a failure: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line: {stderr}");
-    assert!(lines[0].starts_with("error: "), "{stderr}");
-    lines[0].to_string()
+    let line = common::error_line(out);
+    assert!(line.starts_with("error: "), "{line}");
+    line
 }
 
 fn flip_middle_byte(path: &Path) {
@@ -99,19 +84,10 @@ fn flip_middle_byte(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
-fn files_of(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 #[test]
 fn a_flipped_byte_in_any_checkpoint_file_is_named_and_resume_falls_back_to_last_old() {
     let f = Fixture::new();
-    let names = files_of(&f.run().join("checkpoints/last"));
+    let names = common::file_names(&f.run().join("checkpoints/last"));
     for name in [
         "manifest.json",
         "model.safetensors",

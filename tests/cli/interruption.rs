@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    assert_flat, binary, history, history_without_timings, last_weights, read_json, run_ok,
+    assert_flat, binary, history, history_without_timings, last_weights, read_json, resume_command,
+    run_ok,
 };
 
 /// A tiny model and the toy SST-2 under a temporary folder.
@@ -63,20 +64,6 @@ impl Setup {
             .arg(out);
         cmd
     }
-}
-
-fn resume(out: &Path) -> Command {
-    let mut cmd = binary();
-    cmd.args([
-        "train",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--resume",
-        "--output-dir",
-    ])
-    .arg(out);
-    cmd
 }
 
 /// The state of the last checkpoint: `checkpoints/last`, or `last.old` when a kill landed
@@ -153,7 +140,7 @@ fn ctrl_c_finishes_the_step_saves_and_resumes_to_the_same_result() {
     let steps = state["step"].as_u64().unwrap();
     assert!(steps < 400, "the run was not interrupted: {state}");
 
-    run_ok(&mut resume(&cut));
+    run_ok(&mut resume_command(&cut));
     assert_same_run(&cut, &full);
     // The summary's wall time counts the interrupted invocation too.
     let before = state["wall_seconds"].as_f64().unwrap();
@@ -213,7 +200,7 @@ fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result
     let cut = s.out("cut");
     let mut child = start_and_wait_for_an_epoch(&mut s.train(&cut), &cut);
     let holder = format!("process {}@", child.id());
-    let second = resume(&cut).output().unwrap();
+    let second = resume_command(&cut).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(
         !second.status.success(),
@@ -229,7 +216,7 @@ fn kill_9_at_a_random_moment_leaves_a_checkpoint_that_resumes_to_the_same_result
     let state = last_state(&cut);
     eprintln!("killed {delay:?} after the first epoch (seed {seed}), at {state}");
 
-    let resumed = resume(&cut).output().unwrap();
+    let resumed = resume_command(&cut).output().unwrap();
     let stderr = String::from_utf8_lossy(&resumed.stderr);
     assert!(resumed.status.success(), "{stderr}");
     assert!(
@@ -374,7 +361,7 @@ fn a_full_disk_ends_the_run_cleanly_and_keeps_the_checkpoint_before() {
         "{largest_plot} {moments_bytes}"
     );
     let limit = (largest_plot + moments_bytes) / 2;
-    let mut full = resume(&out);
+    let mut full = resume_command(&out);
     full.args(["--epochs", "3"]);
     // Safety: only async-signal-safe calls between fork and exec.
     unsafe {
@@ -411,7 +398,7 @@ fn a_full_disk_ends_the_run_cleanly_and_keeps_the_checkpoint_before() {
     let state = read_json(&out.join("checkpoints/last/state.json"));
     assert_eq!(state["epoch"], 1, "{state}");
 
-    run_ok(resume(&out).args(["--epochs", "3"]));
+    run_ok(resume_command(&out).args(["--epochs", "3"]));
     let epochs: Vec<u64> = history(&out)
         .iter()
         .map(|r| r["epoch"].as_u64().unwrap())

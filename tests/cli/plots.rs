@@ -93,15 +93,6 @@ fn assert_no_temp_files(dir: &Path) {
     }
 }
 
-fn names(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
-
 const BLUE: [u8; 3] = [31, 119, 180];
 const ORANGE: [u8; 3] = [255, 127, 14];
 const GREEN: [u8; 3] = [44, 160, 44];
@@ -133,7 +124,7 @@ fn vanilla_history_gives_loss_and_dev_plots() {
         .collect();
     write_history_plots(&s.path, &history, None).unwrap();
     let plots = s.path.join("plots");
-    assert_eq!(names(&plots), ["dev.png", "loss.png"]);
+    assert_eq!(crate::common::file_names(&plots), ["dev.png", "loss.png"]);
     check_png(&plots.join("loss.png"), CURVE_SIZE);
     check_png(&plots.join("dev.png"), CURVE_SIZE);
     assert!(has_color(&plots.join("loss.png"), BLUE), "no loss curve");
@@ -179,7 +170,7 @@ fn pac_history_gives_noise_and_kl_plots() {
     write_history_plots(&s.path, &pac_history(), None).unwrap();
     let plots = s.path.join("plots");
     assert_eq!(
-        names(&plots),
+        crate::common::file_names(&plots),
         ["dev.png", "kl.png", "loss.png", "noise.png"]
     );
     for name in ["dev.png", "kl.png", "loss.png", "noise.png"] {
@@ -200,7 +191,10 @@ fn degenerate_histories_do_not_panic() {
     // Empty history: an empty loss plot.
     let s = scratch("empty");
     write_history_plots(&s.path, &[], None).unwrap();
-    assert_eq!(names(&s.path.join("plots")), ["loss.png"]);
+    assert_eq!(
+        crate::common::file_names(&s.path.join("plots")),
+        ["loss.png"]
+    );
     let (w, h) = CURVE_SIZE;
     let bytes = std::fs::read(s.path.join("plots/loss.png")).unwrap();
     let image = image::load_from_memory(&bytes).unwrap();
@@ -218,10 +212,10 @@ fn degenerate_histories_do_not_panic() {
     write_history_plots(&s.path, &history, None).unwrap();
     let plots = s.path.join("plots");
     assert_eq!(
-        names(&plots),
+        crate::common::file_names(&plots),
         ["dev.png", "kl.png", "loss.png", "noise.png"]
     );
-    for name in names(&plots) {
+    for name in crate::common::file_names(&plots) {
         let image = image::open(plots.join(&name)).unwrap();
         assert_eq!((image.width(), image.height()), (w, h), "{name}");
     }

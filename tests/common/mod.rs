@@ -223,3 +223,42 @@ pub fn tensor_bytes(path: &Path) -> std::collections::BTreeMap<String, Vec<u8>> 
 pub fn last_weights(run: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     tensor_bytes(&run.join("checkpoints/last/model.safetensors"))
 }
+
+/// `pac-wgpu train --resume` of the run in `out` on the CPU, quiet; the run's flags from run.json.
+pub fn resume_command(out: &Path) -> std::process::Command {
+    let mut cmd = binary();
+    cmd.args([
+        "train",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--resume",
+        "--output-dir",
+    ])
+    .arg(out);
+    cmd
+}
+
+/// The one line a failed command printed (the headless Vulkan loader's XDG_RUNTIME_DIR warning
+/// aside); fails the test on success, a panic or more lines.
+pub fn error_line(out: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "expected a failure, got: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    assert_eq!(lines.len(), 1, "expected one line: {stderr}");
+    lines[0].to_string()
+}
+
+/// The names of the entries of `dir`, sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}

@@ -63,7 +63,7 @@ pub fn answers(rng: &mut Rng) -> Vec<u8> {
 
 /// Downloads `config.json` of `org/m` from a server answering `bytes`, into an HF cache in `dir`.
 pub fn download(dir: &Path, bytes: &[u8]) -> Result<()> {
-    let script = split(bytes);
+    let script = split_at(bytes, NEXT);
     let server = Server::start(script)?;
     let cache = dir.join("cache");
     let client = Client::new(
@@ -89,12 +89,13 @@ pub fn download(dir: &Path, bytes: &[u8]) -> Result<()> {
     }
 }
 
-fn split(bytes: &[u8]) -> Vec<Vec<u8>> {
+/// `bytes` cut at each `sep`, without it.
+fn split_at(bytes: &[u8], sep: &[u8]) -> Vec<Vec<u8>> {
     let mut parts = Vec::new();
     let mut rest = bytes;
-    while let Some(at) = rest.windows(NEXT.len()).position(|w| w == NEXT) {
+    while let Some(at) = rest.windows(sep.len()).position(|w| w == sep) {
         parts.push(rest[..at].to_vec());
-        rest = &rest[at + NEXT.len()..];
+        rest = &rest[at + sep.len()..];
     }
     parts.push(rest.to_vec());
     parts
@@ -147,15 +148,7 @@ impl Server {
 
 /// `answer` with [`PORT`] replaced by `port`, bytes kept as they are.
 fn with_port(answer: &[u8], port: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(answer.len());
-    let mut rest = answer;
-    while let Some(at) = rest.windows(PORT.len()).position(|w| w == PORT.as_bytes()) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(port.as_bytes());
-        rest = &rest[at + PORT.len()..];
-    }
-    out.extend_from_slice(rest);
-    out
+    split_at(answer, PORT.as_bytes()).join(port.as_bytes())
 }
 
 fn answer_one(stream: TcpStream, answer: &[u8], endpoint: &str, leaked: &Mutex<Option<String>>) {
