@@ -136,25 +136,16 @@ pub fn export(
     }
     std::fs::create_dir_all(&partial)
         .with_context(|| format!("--out {}: cannot create the folder", out.display()))?;
+    let source = Source {
+        ckpt,
+        config,
+        task,
+        model_config,
+        tensors,
+    };
     let written = match peft {
-        true => write_peft_folder(
-            &partial,
-            &ckpt,
-            &config,
-            &task,
-            &model_config,
-            &tensors,
-            dtype,
-        ),
-        false => write_folder(
-            &partial,
-            &ckpt,
-            &config,
-            &task,
-            &model_config,
-            &tensors,
-            dtype,
-        ),
+        true => write_peft_folder(&partial, &source, dtype),
+        false => write_folder(&partial, &source, dtype),
     };
     if let Err(e) = written {
         let _ = std::fs::remove_dir_all(&partial);
@@ -162,6 +153,12 @@ pub fn export(
     }
     std::fs::rename(&partial, out)
         .with_context(|| format!("--out {}: cannot move the export in place", out.display()))?;
+    let Source {
+        config,
+        task,
+        model_config,
+        ..
+    } = source;
     let python = match (peft, config.head) {
         (true, _) => Some(peft_python(out, &config, &task)),
         (false, HeadKind::Cls) => Some(cls_python(out, &model_config, &config)),
@@ -175,6 +172,16 @@ pub fn export(
     })
 }
 
+/// What an export is written from: the checkpoint folder, the run's config and task, the
+/// model's config, and the model's tensors in HF layout.
+struct Source {
+    ckpt: PathBuf,
+    config: TrainConfig,
+    task: Task,
+    model_config: ModelConfig,
+    tensors: TensorFile,
+}
+
 /// The model of checkpoint folder `ckpt` with its LoRA adapters merged, in HF layout.
 fn merged(config: &TrainConfig, task: &Task, ckpt: &Path) -> Result<TensorFile> {
     let (_, model) = checkpoint::load_trained(config, task, ckpt, &Device::flex())?;
@@ -184,15 +191,14 @@ fn merged(config: &TrainConfig, task: &Task, ckpt: &Path) -> Result<TensorFile> 
 /// A PEFT adapter folder ([`super::peft`]): the adapters, and for `--head hf` runs the head as
 /// `modules_to_save`; a `--head cls` run's head as in [`write_folder`]. PAC runs' noise covers
 /// the adapters under the same names.
-fn write_peft_folder(
-    dir: &Path,
-    ckpt: &Path,
-    config: &TrainConfig,
-    task: &Task,
-    model_config: &ModelConfig,
-    tensors: &TensorFile,
-    dtype: Dtype,
-) -> Result<()> {
+fn write_peft_folder(dir: &Path, source: &Source, dtype: Dtype) -> Result<()> {
+    let Source {
+        ckpt,
+        config,
+        task,
+        model_config,
+        tensors,
+    } = source;
     let prefix = encoder_prefix(model_config);
     let (_, untrained) = checkpoint::untrained(config, task, ckpt, &Device::flex())?;
     let head = head_names(&untrained);
@@ -299,15 +305,14 @@ fn peft_python(folder: &Path, config: &TrainConfig, task: &Task) -> String {
     )
 }
 
-fn write_folder(
-    dir: &Path,
-    ckpt: &Path,
-    config: &TrainConfig,
-    task: &Task,
-    model_config: &ModelConfig,
-    tensors: &TensorFile,
-    dtype: Dtype,
-) -> Result<()> {
+fn write_folder(dir: &Path, source: &Source, dtype: Dtype) -> Result<()> {
+    let Source {
+        ckpt,
+        config,
+        task,
+        model_config,
+        tensors,
+    } = source;
     let prefix = encoder_prefix(model_config);
     let names = sorted_names(tensors);
     match config.head {
