@@ -131,6 +131,10 @@ pub struct Summary {
     /// autotuned per shape on a GPU).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_shapes: Option<usize>,
+    /// The distinct kernels this invocation launched on a wgpu device: each is one pipeline
+    /// compiled (autotune's candidates included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipelines: Option<usize>,
 }
 
 fn nan_if_null<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {

@@ -5,7 +5,7 @@
 //! Steps are async: every read-back awaits the device (a browser's GPU has no blocking reads);
 //! the native loop drives them with `pollster::block_on`.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use burn::tensor::{Device, Tensor};
 
 use crate::data::{Batch, per_example_loss};
@@ -110,32 +110,37 @@ pub async fn plain(
     ctx: &mut StepContext<'_>,
     batch: &Batch,
 ) -> Result<(Classifier, Outcome)> {
-    let (loss1, grads) = forward_backward(&model, ctx, batch).await?;
+    let (loss, grads) = forward_backward(&model, ctx, batch).await?;
     (ctx.lap)(FORWARD_BACKWARD);
-    if let Some(bad) = check(loss1, &grads, ctx.trainable).await? {
+    let checked = check(loss, &grads, ctx.trainable, None).await?;
+    if let Some(bad) = checked.bad {
         return Ok((model, Outcome::NonFinite(bad)));
     }
     (ctx.lap)(NONFINITE_CHECK);
-    let (model, report) = update(model, ctx, loss1, grads).await?;
+    let (model, report) = update(model, ctx, checked.loss1, grads).await?;
     Ok((model, Outcome::Done(report)))
 }
 
-/// loss1, the batch's mean loss at the model's current weights, and its gradient for each
-/// trainable tensor (flattened), summed over the micro-batches.
+/// The batch's mean loss at the model's current weights (a one-element tensor, still on the
+/// device) and its gradient for each trainable tensor (flattened), summed over the micro-batches.
 pub async fn forward_backward(
     model: &Classifier,
     ctx: &StepContext<'_>,
     batch: &Batch,
-) -> Result<(f64, Grads)> {
+) -> Result<(Tensor<1>, Grads)> {
     let mut grads: Grads = vec![None; ctx.trainable.len()];
-    let mut loss1 = 0.0;
+    let mut loss1: Option<Tensor<1>> = None;
     for (inputs, targets) in &batch.micro {
         let (ids, types, mask) = inputs.to_tensors(ctx.device);
         let logits = model.forward(ids, types, mask);
         // Summed over the micro-batch and divided by the whole batch: the micro-batch
         // gradients add up to the gradient of the batch mean.
         let loss = per_example_loss(logits, targets).sum() / batch.len as f32;
-        loss1 += crate::util::device::read_scalar(loss.clone()).await?;
+        let value = loss.clone().inner();
+        loss1 = Some(match loss1 {
+            Some(sum) => sum + value,
+            None => value,
+        });
         let g = loss.backward();
         trainable::visit(model, ctx.scope, Some(&g), |j, _, grad| {
             if let Some(grad) = grad {
@@ -146,21 +151,49 @@ pub async fn forward_backward(
             }
         });
     }
+    let loss1 = loss1.ok_or_else(|| anyhow!("a training batch without examples"))?;
     Ok((loss1, grads))
 }
 
-/// The first non-finite term among loss1 and the gradients, if any.
+/// What [`check`] read back from the device.
+pub struct Checked {
+    pub loss1: f64,
+    /// The first non-finite term among loss1 and the gradients.
+    pub bad: Option<NonFinite>,
+    /// The values of `more`, read in the same transfer.
+    pub more: Vec<f32>,
+}
+
+/// Reads back loss1, one sum per gradient (a NaN or an infinity in a gradient makes its sum
+/// non-finite) and `more` (other values the step needs from the device) in one transfer: the
+/// step's one wait for the device before it updates anything.
 pub async fn check(
-    loss1: f64,
+    loss1: Tensor<1>,
     grads: &[Option<Tensor<1>>],
     trainable: &[Trainable],
-) -> Result<Option<NonFinite>> {
-    if !loss1.is_finite() {
-        return Ok(Some(NonFinite::new("loss1", loss1)));
-    }
-    Ok(first_non_finite(grads)
-        .await?
-        .map(|(j, value)| NonFinite::new(&format!("the gradient of {}", trainable[j].name), value)))
+    more: Option<Tensor<1>>,
+) -> Result<Checked> {
+    let (index, sums): (Vec<usize>, Vec<Tensor<1>>) = grads
+        .iter()
+        .enumerate()
+        .filter_map(|(j, g)| g.as_ref().map(|g| (j, crate::util::reduce::sum(g.clone()))))
+        .unzip();
+    let parts: Vec<Tensor<1>> = std::iter::once(loss1).chain(sums).chain(more).collect();
+    let values = crate::util::device::read_f32(Tensor::cat(parts, 0), "the loss and gradient sums");
+    let mut values = values.await?;
+    let more = values.split_off(1 + index.len());
+    let loss1 = f64::from(values[0]);
+    let bad = match loss1.is_finite() {
+        false => Some(NonFinite::new("loss1", loss1)),
+        true => index
+            .into_iter()
+            .zip(&values[1..])
+            .find(|(_, v)| !v.is_finite())
+            .map(|(j, &v)| {
+                NonFinite::new(&format!("the gradient of {}", trainable[j].name), v.into())
+            }),
+    };
+    Ok(Checked { loss1, bad, more })
 }
 
 /// Clips the gradients (`--max-grad-norm`) and takes AdamW's step on θ with them.
@@ -191,25 +224,6 @@ pub async fn update(
     });
     (ctx.lap)(ADAMW);
     Ok((model, report))
-}
-
-/// The first tensor whose gradient holds a NaN or an infinity (its sum then is not finite), read
-/// back with one transfer for all tensors.
-async fn first_non_finite(grads: &[Option<Tensor<1>>]) -> Result<Option<(usize, f64)>> {
-    let (index, sums): (Vec<usize>, Vec<Tensor<1>>) = grads
-        .iter()
-        .enumerate()
-        .filter_map(|(j, g)| g.as_ref().map(|g| (j, crate::util::reduce::sum(g.clone()))))
-        .unzip();
-    if sums.is_empty() {
-        return Ok(None);
-    }
-    let values = crate::util::device::read_f32(Tensor::cat(sums, 0), "the gradient sums").await?;
-    Ok(index
-        .into_iter()
-        .zip(values)
-        .find(|(_, v)| !v.is_finite())
-        .map(|(j, v)| (j, v as f64)))
 }
 
 /// Scales the gradients so that their global L2 norm is at most `max_norm`.

@@ -60,8 +60,9 @@ use pac_wgpu::pac::{self, PacTuning, PriorDraws, bound};
 use pac_wgpu::pac::{KERNEL_PARTS, PARTS};
 use pac_wgpu::step::{self, Lrs, Part, StepContext};
 use pac_wgpu::train::{TrainConfig, TrainSet, method};
-use pac_wgpu::util::device::{DeviceChoice, MemoryReading, memory, readbacks, select};
+use pac_wgpu::util::device::{DeviceChoice, MemoryReading, is_cpu, memory, readbacks, select};
 use pac_wgpu::util::kernel::launch::launches;
+use pac_wgpu::util::kernel::watch::{LaunchCount, Pipelines};
 use pac_wgpu::util::tokenize::{Encoded, TextTokenizer};
 use pollster::block_on;
 use serde_json::{Value, json};
@@ -161,7 +162,7 @@ const PGD_STD: f64 = 1e-3;
 /// The growth run reads memory after this step and after its last.
 const GROWTH_FROM: usize = 10;
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum Method {
     Vanilla,
     Stage1,
@@ -190,29 +191,42 @@ fn traffic_counts() -> [u64; 5] {
     [launches, uploads, up, readbacks, down]
 }
 
-/// What one more step of each method costs the device: this project's kernel launches (cubecl's
-/// own are not counted), parameter uploads and their bytes, and the host's read-backs (each a
-/// wait for the device) and their bytes.
+/// What one more step of each method costs the device: every kernel launch (cubecl's and this
+/// project's; none on the CPU device), this project's own launches, parameter uploads and their
+/// bytes, and the host's read-backs (each a wait for the device) and their bytes.
 fn device_traffic(bench: &mut Bench) -> Result<Value> {
-    println!("\nper step      our launches  param uploads  bytes up  read-backs  bytes down");
+    println!(
+        "\nper step      launches  ours  param uploads  bytes up  read-backs  bytes down  launches/vanilla"
+    );
     let mut out = serde_json::Map::new();
+    let mut vanilla_launches = 0;
     for method in Method::ALL {
         let before = traffic_counts();
+        let count = LaunchCount::start();
         bench.run(method, &mut |_| {})?;
+        let all = count.total();
         let after = traffic_counts();
         let d: [u64; 5] = std::array::from_fn(|i| after[i] - before[i]);
+        if method == Method::Vanilla {
+            vanilla_launches = all;
+        }
+        // None on the CPU device, which launches no kernels.
+        let ratio = Some(all as f64 / vanilla_launches as f64).filter(|r| r.is_finite());
         println!(
-            "{:<12} {:>13} {:>14} {:>9} {:>11} {:>11}",
+            "{:<12} {:>9} {:>5} {:>14} {:>9} {:>11} {:>11} {:>17}",
             method.key(),
+            all,
             d[0],
             d[1],
             d[2],
             d[3],
-            d[4]
+            d[4],
+            ratio.map_or("n/a".into(), |r| format!("{r:.2}"))
         );
         let counts = json!({
-            "our_launches": d[0], "param_uploads": d[1], "bytes_up": d[2],
-            "readbacks": d[3], "bytes_down": d[4],
+            "launches": all, "launches_over_vanilla": ratio, "our_launches": d[0],
+            "param_uploads": d[1], "bytes_up": d[2], "readbacks": d[3], "bytes_down": d[4],
+            "launches_by_kernel": count.by_kernel(),
         });
         out.insert(method.key().into(), counts);
     }
@@ -735,6 +749,7 @@ fn main() -> Result<()> {
         bail!("--growth-steps must be 0 (skip) or more than {GROWTH_FROM}");
     }
     let started = Instant::now();
+    let pipelines = Pipelines::start();
     let selected = select(args.device)?;
     let plain = selected.device.clone();
     let run_config = run_config(args.trainable, args.checkpoint_activations);
@@ -1160,6 +1175,19 @@ fn main() -> Result<()> {
         ("pgd_le_1.05x_vanilla", Some(ratio(Method::Pgd)), 1.05),
         ("kernels_le_5pct_of_stage1", Some(kernels_share), 0.05),
         (
+            "stage1_launches_le_1.3x_vanilla",
+            traffic["pac_stage1"]["launches_over_vanilla"].as_f64(),
+            1.3,
+        ),
+        (
+            "readbacks_per_step_le_2",
+            Method::ALL
+                .iter()
+                .filter_map(|m| traffic[m.key()]["readbacks"].as_f64())
+                .reduce(f64::max),
+            2.0,
+        ),
+        (
             "pac_state_le_5_f32_per_param",
             Some(pac_bytes_per_param / 4.0),
             5.0,
@@ -1206,6 +1234,10 @@ fn main() -> Result<()> {
         })
         .collect();
 
+    let pipelines = Some(pipelines.count()).filter(|_| !is_cpu(&plain));
+    if let Some(n) = pipelines {
+        println!("pipelines this run compiled (distinct kernels launched): {n}");
+    }
     let report = json!({
         "device": selected.name,
         "model": args.model,
@@ -1268,6 +1300,7 @@ fn main() -> Result<()> {
             "forwards": k_forwards,
         },
         "device_traffic": traffic,
+        "pipelines_per_run": pipelines,
         "memory": {
             "peak_rss_bytes": end.peak_rss_bytes,
             "peak_device_bytes": bench.peak_device,

@@ -20,9 +20,7 @@ use burn::cubecl::CubeCount;
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::backend::{PacBackend, Tau};
-use super::bound::TensorSums;
 use super::noise::{self, NoiseSource, tau_params};
-use crate::model::trainable::Trainable;
 use crate::util::kernel::cpu::{
     BlockSums, LANES, block, expm1_block, flex_tensor, lanes, par_sum, values,
 };
@@ -277,14 +275,4 @@ pub(super) fn finish_cpu(partials: FlexTensor) -> FlexTensor {
         .collect();
     let tensors = out.len() / 3;
     flex_tensor(out, Shape::new([tensors, 3]))
-}
-
-/// The [L, 3] result of [`sums`] read back (one small transfer per step).
-pub async fn read_sums(
-    sums: Tensor<2>,
-    trainable: &[Trainable],
-) -> anyhow::Result<Vec<TensorSums>> {
-    let values = crate::util::device::read_f32(sums, "the KL sums").await?;
-    let numels: Vec<usize> = trainable.iter().map(Trainable::numel).collect();
-    Ok(TensorSums::from_rows(&values, &numels))
 }

@@ -201,11 +201,15 @@ impl PacTuning {
         // θ0 in buffers of its own (× 1 is exact): WebGPU refuses θ and θ0 in one buffer when a
         // kernel binds both.
         trainable::visit(model, scope, None, |_, value, _| theta0.push(value * 1.0));
+        let abs_sums: Vec<Tensor<1>> = theta0
+            .iter()
+            .map(|t| reduce::sum(t.clone().abs()))
+            .collect();
+        let abs_sums = crate::util::device::read_f32(Tensor::cat(abs_sums, 0), "the |θ0| sums");
         let (mut abs_sum, mut count) = ([0.0f64; 2], [0usize; 2]);
-        for (t, value) in trainable.iter().zip(&theta0) {
+        for (t, sum) in trainable.iter().zip(abs_sums.await?) {
             let g = (t.group == Group::Head) as usize;
-            abs_sum[g] +=
-                crate::util::device::read_scalar(reduce::sum(value.clone().abs())).await?;
+            abs_sum[g] += f64::from(sum);
             count[g] += t.numel();
         }
         let log_std = bound::init_log_std(
@@ -268,13 +272,15 @@ impl PacTuning {
         let model = trainable::map(model, scope, |j, _| noisy[j].clone());
         (ctx.lap)(INJECT);
 
-        let (model, gradients) = noisy_gradients(model, &clean, ctx, batch).await?;
-        let (loss1, mut grads) = match gradients {
+        let kl_sums = sums.flatten::<1>(0, 1);
+        let (model, gradients) = noisy_gradients(model, &clean, ctx, batch, Some(kl_sums)).await?;
+        let (loss1, mut grads, sums) = match gradients {
             Outcome::Done(gradients) => gradients,
             Outcome::NonFinite(bad) => return Ok((model, Outcome::NonFinite(bad))),
         };
 
-        let sums = kl::read_sums(sums, ctx.trainable).await?;
+        let numels: Vec<usize> = ctx.trainable.iter().map(Trainable::numel).collect();
+        let sums = bound::TensorSums::from_rows(&sums, &numels);
         let terms = bound::bound_terms(&sums, &self.b, self.n, self.gamma_range, &self.k_hat);
         for (term, value) in [("loss2", terms.loss2), ("KL", terms.kl), ("K̂", terms.k)] {
             if !value.is_finite() {
@@ -393,9 +399,9 @@ pub async fn perturbed_step(
         noise::inject(theta, &p[j], j as u32, &tau(j))
     });
     (ctx.lap)(INJECT);
-    let (model, gradients) = noisy_gradients(model, &clean, ctx, batch).await?;
+    let (model, gradients) = noisy_gradients(model, &clean, ctx, batch, None).await?;
     match gradients {
-        Outcome::Done((loss1, grads)) => {
+        Outcome::Done((loss1, grads, _)) => {
             let (model, report) = step::update(model, ctx, loss1, grads).await?;
             Ok((model, Outcome::Done(report)))
         }
@@ -404,20 +410,23 @@ pub async fn perturbed_step(
 }
 
 /// loss1 and its gradients at the noisy weights the model holds, then the `clean` θ put back;
-/// a non-finite loss or gradient instead, found before anything is updated.
+/// a non-finite loss or gradient instead, found before anything is updated. `more` is read
+/// back in the same transfer as the guard's sums.
 async fn noisy_gradients(
     model: Classifier,
     clean: &[Tensor<1>],
     ctx: &mut StepContext<'_>,
     batch: &Batch,
-) -> Result<(Classifier, Outcome<(f64, Grads)>)> {
+    more: Option<Tensor<1>>,
+) -> Result<(Classifier, Outcome<(f64, Grads, Vec<f32>)>)> {
     let (loss1, grads) = step::forward_backward(&model, ctx, batch).await?;
     (ctx.lap)(step::FORWARD_BACKWARD);
     let model = trainable::map(model, ctx.scope, |j, _| clean[j].clone());
     (ctx.lap)(RESTORE);
-    if let Some(bad) = step::check(loss1, &grads, ctx.trainable).await? {
+    let checked = step::check(loss1, &grads, ctx.trainable, more).await?;
+    if let Some(bad) = checked.bad {
         return Ok((model, Outcome::NonFinite(bad)));
     }
     (ctx.lap)(step::NONFINITE_CHECK);
-    Ok((model, Outcome::Done((loss1, grads))))
+    Ok((model, Outcome::Done((checked.loss1, grads, checked.more))))
 }

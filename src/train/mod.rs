@@ -24,8 +24,9 @@ use crate::glue::{Label, Split, Task};
 use crate::model::{Classifier, ModelConfig, Pretrained, resolve_model};
 use crate::pac::PacTuning;
 use crate::run::{EpochRecord, RunDir, Summary};
-use crate::util::device::select;
+use crate::util::device::{is_cpu, select};
 use crate::util::files::{as_written, write_atomic, write_json};
+use crate::util::kernel::watch::Pipelines;
 use epochs::{NonFiniteStop, Progress};
 use method::Trainer;
 
@@ -77,6 +78,7 @@ pub fn train(
         )));
         return Ok(summary);
     }
+    let pipelines = Pipelines::start();
     let (mut job, model) = prepare(config, task, resume, overwrite)?;
     let mut progress = match &resume_from {
         Some(last) => resumed(&mut job, model, last)?,
@@ -113,11 +115,13 @@ pub fn train(
             break;
         }
     }
+    let pipelines = Some(pipelines.count()).filter(|_| !is_cpu(&run.plain));
     let summary = run.summary(
         &progress.history,
         &progress.state,
         wall_seconds(&job),
         &job.device_name,
+        pipelines,
     );
     write_json(&job.dir.file("summary.json"), &summary)?;
     Ok(summary)

@@ -405,6 +405,7 @@ impl<'a> Session<'a> {
         state: &LoopState,
         wall_seconds: f64,
         device: &str,
+        pipelines: Option<usize>,
     ) -> Summary {
         let at = |epoch: usize| EvalPoint {
             epoch,
@@ -438,6 +439,7 @@ impl<'a> Session<'a> {
             wall_seconds,
             device: device.to_string(),
             batch_shapes: Some(self.batch_shapes()),
+            pipelines,
         }
     }
 }

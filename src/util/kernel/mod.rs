@@ -5,3 +5,4 @@
 pub mod cpu;
 pub mod flush;
 pub mod launch;
+pub mod watch;

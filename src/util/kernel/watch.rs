@@ -1,0 +1,71 @@
+//! Every kernel launch the process issues on a wgpu device, cubecl's own (matrix products,
+//! reductions, element-wise ops) and this project's, counted on the thread that issues it; and
+//! the distinct kernels a run launches, each of which cubecl compiled into one pipeline.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use burn::cubecl::launched::LaunchedKernels;
+use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
+
+#[derive(Default)]
+struct Tally {
+    total: AtomicU64,
+    by_kernel: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl LaunchObserver for Tally {
+    fn launched(&self, kernel: &'static str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        let mut by_kernel = self
+            .by_kernel
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *by_kernel.entry(kernel).or_default() += 1;
+    }
+}
+
+/// Counts launches from [`LaunchCount::start`] until it drops. One watches at a time: a second
+/// replaces the first while it lives (cubecl has one observer slot).
+pub struct LaunchCount {
+    tally: Arc<Tally>,
+    _observation: LaunchObservation,
+}
+
+impl LaunchCount {
+    pub fn start() -> Self {
+        let tally = Arc::new(Tally::default());
+        LaunchCount {
+            _observation: LaunchObservation::new(tally.clone()),
+            tally,
+        }
+    }
+
+    /// Launches so far.
+    pub fn total(&self) -> u64 {
+        self.tally.total.load(Ordering::Relaxed)
+    }
+
+    /// Launches so far per kernel type, as cubecl names it (one type can have several
+    /// pipelines, one per shape class or vector width).
+    pub fn by_kernel(&self) -> BTreeMap<&'static str, u64> {
+        let by_kernel = self.tally.by_kernel.lock();
+        by_kernel.unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// The distinct kernels launched between [`Pipelines::start`] and [`Pipelines::count`], on every
+/// thread. A kernel is compiled once per process, so on a fresh process this is the number of
+/// pipelines the work compiled, autotune's candidates included.
+pub struct Pipelines(LaunchedKernels);
+
+impl Pipelines {
+    pub fn start() -> Self {
+        Pipelines(LaunchedKernels::new())
+    }
+
+    pub fn count(self) -> usize {
+        self.0.finish().len()
+    }
+}
