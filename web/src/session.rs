@@ -18,6 +18,7 @@ use pac_wgpu::train::epochs::{self, Progress};
 use pac_wgpu::train::{self, Method, Session, TrainConfig, predictions_tsv};
 use pac_wgpu::util::device::DeviceChoice;
 use pac_wgpu::util::files::as_written;
+use pac_wgpu::util::kernel::watch::Pipelines;
 use pac_wgpu::util::tokenize::{TextTokenizer, TokenizerFile};
 
 /// A file picked or fetched by the page: its name and bytes.
@@ -80,6 +81,7 @@ pub async fn run(
     on_event: &mut dyn FnMut(Event),
 ) -> Result<RunFiles> {
     let started = clock();
+    let pipelines = Pipelines::start();
     let (config, train_is_glue) = config_of(&inputs)?;
     let task = config.validate()?;
     let config_path = Path::new("config.json");
@@ -117,6 +119,7 @@ pub async fn run(
         &trained.state,
         clock() - started,
         device_name,
+        Some(pipelines.count()),
     );
     let mut files: RunFiles = vec![
         ("run.json".into(), json(&run.written_config())?),
