@@ -60,7 +60,9 @@ use pac_wgpu::pac::{self, PacTuning, PriorDraws, bound};
 use pac_wgpu::pac::{KERNEL_PARTS, PARTS};
 use pac_wgpu::step::{self, Lrs, Part, StepContext};
 use pac_wgpu::train::{TrainConfig, TrainSet, method};
-use pac_wgpu::util::device::{DeviceChoice, MemoryReading, is_cpu, memory, readbacks, select};
+use pac_wgpu::util::device::{
+    DeviceChoice, MemoryReading, is_cpu, memory, readbacks, select, uploads,
+};
 use pac_wgpu::util::kernel::launch::launches;
 use pac_wgpu::util::kernel::watch::{LaunchCount, Pipelines};
 use pac_wgpu::util::tokenize::{Encoded, TextTokenizer};
@@ -183,20 +185,21 @@ impl Method {
     }
 }
 
-/// (this project's kernel launches, parameter uploads, bytes uploaded, read-backs, bytes read
-/// back) so far.
+/// (this project's kernel launches, uploads, bytes uploaded, read-backs, bytes read back) so
+/// far.
 fn traffic_counts() -> [u64; 5] {
-    let (launches, uploads, up) = launches();
+    let (count, up) = uploads();
     let (readbacks, down) = readbacks();
-    [launches, uploads, up, readbacks, down]
+    [launches(), count, up, readbacks, down]
 }
 
 /// What one more step of each method costs the device: every kernel launch (cubecl's and this
-/// project's; none on the CPU device), this project's own launches, parameter uploads and their
-/// bytes, and the host's read-backs (each a wait for the device) and their bytes.
+/// project's; none on the CPU device), this project's own launches, the uploads (the batch's
+/// tensors, our kernels' parameter blocks) and their bytes, and the host's read-backs (each a
+/// wait for the device) and their bytes.
 fn device_traffic(bench: &mut Bench) -> Result<Value> {
     println!(
-        "\nper step      launches  ours  param uploads  bytes up  read-backs  bytes down  launches/vanilla"
+        "\nper step      launches  ours  uploads  bytes up  read-backs  bytes down  launches/vanilla"
     );
     let mut out = serde_json::Map::new();
     let mut vanilla_launches = 0;
@@ -213,7 +216,7 @@ fn device_traffic(bench: &mut Bench) -> Result<Value> {
         // None on the CPU device, which launches no kernels.
         let ratio = Some(all as f64 / vanilla_launches as f64).filter(|r| r.is_finite());
         println!(
-            "{:<12} {:>9} {:>5} {:>14} {:>9} {:>11} {:>11} {:>17}",
+            "{:<12} {:>9} {:>5} {:>8} {:>9} {:>11} {:>11} {:>17}",
             method.key(),
             all,
             d[0],
@@ -225,7 +228,7 @@ fn device_traffic(bench: &mut Bench) -> Result<Value> {
         );
         let counts = json!({
             "launches": all, "launches_over_vanilla": ratio, "our_launches": d[0],
-            "param_uploads": d[1], "bytes_up": d[2], "readbacks": d[3], "bytes_down": d[4],
+            "uploads": d[1], "bytes_up": d[2], "readbacks": d[3], "bytes_down": d[4],
             "launches_by_kernel": count.by_kernel(),
         });
         out.insert(method.key().into(), counts);

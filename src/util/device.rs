@@ -284,6 +284,24 @@ thread_local! {
     static READBACKS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
+thread_local! {
+    /// Host-to-device copies this library makes on this thread so far (batches, kernel
+    /// parameter blocks), and their bytes.
+    static UPLOADS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+}
+
+pub(crate) fn count_upload(bytes: usize) {
+    UPLOADS.with(|c| {
+        let (n, b) = c.get();
+        c.set((n + 1, b + bytes as u64));
+    });
+}
+
+/// (uploads, bytes uploaded) on this thread so far.
+pub fn uploads() -> (u64, u64) {
+    UPLOADS.with(Cell::get)
+}
+
 fn count_readback(bytes: usize) {
     READBACKS.with(|c| {
         let (n, b) = c.get();

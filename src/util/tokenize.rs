@@ -290,6 +290,11 @@ impl PaddedBatch {
     /// `(input_ids, token_type_ids, attention_mask)` on `device`.
     pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
         let shape = [self.batch, self.seq];
+        let ids = std::mem::size_of_val(self.input_ids.as_slice());
+        let mask = std::mem::size_of_val(self.attention_mask.as_slice());
+        for bytes in [ids, ids, mask] {
+            crate::util::device::count_upload(bytes);
+        }
         (
             Tensor::from_data(TensorData::new(self.input_ids.clone(), shape), device),
             Tensor::from_data(TensorData::new(self.token_type_ids.clone(), shape), device),

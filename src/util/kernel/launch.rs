@@ -138,7 +138,7 @@ pub(crate) fn launch<K: KernelSource>(
     for block in params {
         args = args.with_buffer_io(uploaded(on, *block).binding(), BufferIOAttr::ReadOnly);
     }
-    COUNTS[0].fetch_add(1, Ordering::Relaxed);
+    LAUNCHES.fetch_add(1, Ordering::Relaxed);
     on.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
         grid,
@@ -189,14 +189,13 @@ static PARAMS: LazyLock<Mutex<ParamsCache>> = LazyLock::new(|| {
     })
 });
 
-/// This project's kernel launches, parameter-block uploads and their bytes, so far.
-static COUNTS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
+/// This project's kernel launches so far.
+static LAUNCHES: AtomicU64 = AtomicU64::new(0);
 
-/// (launches of this project's kernels, parameter uploads, bytes uploaded) so far in this
-/// process; cubecl's own kernels are not counted.
-pub fn launches() -> (u64, u64, u64) {
-    let load = |i: usize| COUNTS[i].load(Ordering::Relaxed);
-    (load(0), load(1), load(2))
+/// Launches of this project's kernels so far in this process (cubecl's own are counted by
+/// [`super::watch::LaunchCount`]).
+pub fn launches() -> u64 {
+    LAUNCHES.load(Ordering::Relaxed)
 }
 
 /// How many kept and step parameter blocks are on their devices now (for the tests).
@@ -230,8 +229,7 @@ fn uploaded(on: &CubeTensor, block: Block) -> Handle {
             blocks.remove(&key);
         }
     }
-    COUNTS[1].fetch_add(1, Ordering::Relaxed);
-    COUNTS[2].fetch_add(4 * words.len() as u64, Ordering::Relaxed);
+    crate::util::device::count_upload(4 * words.len());
     let handle = on.client.create_from_slice(bytemuck::cast_slice(words));
     blocks.insert(key, (handle.clone(), now));
     handle
