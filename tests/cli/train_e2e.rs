@@ -69,6 +69,10 @@ fn vanilla_minilm_mrpc_on_cpu_trains_reloads_and_resumes() {
         }
     }
     assert_eq!(summary["metric"], "f1");
+    assert!(
+        summary["pipelines"].is_null(),
+        "the CPU device compiles no pipelines"
+    );
     for file in [
         "run.json",
         "history.jsonl",
@@ -166,6 +170,10 @@ fn vanilla_tiny_bert_on_lavapipe_learns_and_writes_the_run_folder() {
         "{summary}"
     );
     assert!(summary["final"]["accuracy"].is_number());
+    // Each distinct kernel the run launched, once: the forward, backward and AdamW's ops of one
+    // batch shape are more than 10, and far fewer than the run's thousands of launches.
+    let pipelines = summary["pipelines"].as_u64().unwrap_or(0);
+    assert!((10..500).contains(&pipelines), "pipelines: {summary}");
     for file in [
         "run.json",
         "checkpoints/best/model.safetensors",

@@ -6,6 +6,7 @@ mod common;
 
 mod cross_compile;
 mod fused_ops;
+mod launch_count;
 mod lavapipe_sum;
 mod pac_kernels;
 mod reduce_sum;

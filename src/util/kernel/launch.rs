@@ -1,8 +1,8 @@
 //! What the WGSL kernels share on wgpu devices: the kernel macro, dense tensors, the launch
 //! grid, buffer bindings and the parameter blocks kept on the device.
 
+use std::cell::Cell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, PoisonError};
 
 use burn::backend::wgpu::{CubeTensor, KernelSource, SourceKernel, into_contiguous};
@@ -138,7 +138,7 @@ pub(crate) fn launch<K: KernelSource>(
     for block in params {
         args = args.with_buffer_io(uploaded(on, *block).binding(), BufferIOAttr::ReadOnly);
     }
-    LAUNCHES.fetch_add(1, Ordering::Relaxed);
+    LAUNCHES.with(|n| n.set(n.get() + 1));
     on.client.launch(
         Box::new(SourceKernel::new(kernel, CubeDim::new_1d(WORKGROUP))),
         grid,
@@ -189,13 +189,15 @@ static PARAMS: LazyLock<Mutex<ParamsCache>> = LazyLock::new(|| {
     })
 });
 
-/// This project's kernel launches so far.
-static LAUNCHES: AtomicU64 = AtomicU64::new(0);
+thread_local! {
+    /// This project's kernel launches on this thread so far.
+    static LAUNCHES: Cell<u64> = const { Cell::new(0) };
+}
 
-/// Launches of this project's kernels so far in this process (cubecl's own are counted by
+/// Launches of this project's kernels on this thread so far (cubecl's own are counted by
 /// [`super::watch::LaunchCount`]).
 pub fn launches() -> u64 {
-    LAUNCHES.load(Ordering::Relaxed)
+    LAUNCHES.with(Cell::get)
 }
 
 /// How many kept and step parameter blocks are on their devices now (for the tests).

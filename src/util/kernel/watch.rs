@@ -1,22 +1,27 @@
-//! Every kernel launch the process issues on a wgpu device, cubecl's own (matrix products,
-//! reductions, element-wise ops) and this project's, counted on the thread that issues it; and
-//! the distinct kernels a run launches, each of which cubecl compiled into one pipeline.
+//! The kernel launches a thread issues on a wgpu device, cubecl's own (matrix products,
+//! reductions, element-wise ops) and this project's; and the distinct kernels a run launches,
+//! each of which cubecl compiled into one pipeline.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::ThreadId;
 
 use burn::cubecl::launched::LaunchedKernels;
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 
-#[derive(Default)]
 struct Tally {
+    thread: ThreadId,
     total: AtomicU64,
     by_kernel: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl LaunchObserver for Tally {
+    /// Called on the thread that launches.
     fn launched(&self, kernel: &'static str) {
+        if std::thread::current().id() != self.thread {
+            return;
+        }
         self.total.fetch_add(1, Ordering::Relaxed);
         let mut by_kernel = self
             .by_kernel
@@ -26,8 +31,8 @@ impl LaunchObserver for Tally {
     }
 }
 
-/// Counts launches from [`LaunchCount::start`] until it drops. One watches at a time: a second
-/// replaces the first while it lives (cubecl has one observer slot).
+/// Counts the launches this thread issues from [`LaunchCount::start`] until it drops. One
+/// watches at a time: a second replaces the first while it lives (cubecl has one observer slot).
 pub struct LaunchCount {
     tally: Arc<Tally>,
     _observation: LaunchObservation,
@@ -35,7 +40,11 @@ pub struct LaunchCount {
 
 impl LaunchCount {
     pub fn start() -> Self {
-        let tally = Arc::new(Tally::default());
+        let tally = Arc::new(Tally {
+            thread: std::thread::current().id(),
+            total: AtomicU64::new(0),
+            by_kernel: Mutex::default(),
+        });
         LaunchCount {
             _observation: LaunchObservation::new(tally.clone()),
             tally,
@@ -56,7 +65,7 @@ impl LaunchCount {
 }
 
 /// The distinct kernels launched between [`Pipelines::start`] and [`Pipelines::count`], on every
-/// thread. A kernel is compiled once per process, so on a fresh process this is the number of
+/// thread of the process. A kernel is compiled once per process, so on a fresh process this is the number of
 /// pipelines the work compiled, autotune's candidates included.
 pub struct Pipelines(LaunchedKernels);
 
