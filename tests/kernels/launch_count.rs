@@ -23,7 +23,7 @@ fn launches_and_pipelines_count_cubecl_kernels_and_ours() {
     let ours_before = launches();
     let pipelines = Pipelines::start();
     let count = LaunchCount::start();
-    // Three times the same work: launches triple, distinct kernels do not.
+    // Three times the same work: one GELU and at least one matrix product each.
     for _ in 0..3 {
         let y = gelu(a.clone().matmul(b.clone()));
         let _ = y.into_data();
@@ -50,8 +50,8 @@ fn launches_and_pipelines_count_cubecl_kernels_and_ours() {
         named("matmul") >= 3,
         "cubecl's matrix product: {by_kernel:#?}"
     );
+    // Beside them, what the first pass alone may add (autotune's copies, for one).
     assert_eq!(total, by_kernel.values().sum::<u64>());
-    assert_eq!(total % 3, 0, "the same launches each pass: {by_kernel:#?}");
     // Other tests' threads add theirs: at least the matrix product and GELU.
     assert!(distinct >= 2, "{distinct} distinct kernels");
 }
