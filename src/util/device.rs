@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
+use std::thread::LocalKey;
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, DeviceKind, Tensor};
@@ -282,31 +283,26 @@ thread_local! {
     /// Read-backs through [`read_f32`] and [`read_scalar`] on this thread so far (each a wait
     /// for the device on a GPU), and the bytes they brought back.
     static READBACKS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
-}
-
-thread_local! {
     /// Host-to-device copies this library makes on this thread so far (batches, kernel
     /// parameter blocks), and their bytes.
     static UPLOADS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
 }
 
-pub(crate) fn count_upload(bytes: usize) {
-    UPLOADS.with(|c| {
+/// One more transfer of `bytes` in `tally`.
+fn count(tally: &'static LocalKey<Cell<(u64, u64)>>, bytes: usize) {
+    tally.with(|c| {
         let (n, b) = c.get();
         c.set((n + 1, b + bytes as u64));
     });
+}
+
+pub(crate) fn count_upload(bytes: usize) {
+    count(&UPLOADS, bytes);
 }
 
 /// (uploads, bytes uploaded) on this thread so far.
 pub fn uploads() -> (u64, u64) {
     UPLOADS.with(Cell::get)
-}
-
-fn count_readback(bytes: usize) {
-    READBACKS.with(|c| {
-        let (n, b) = c.get();
-        c.set((n + 1, b + bytes as u64));
-    });
 }
 
 /// (read-backs, bytes read back) on this thread so far.
@@ -316,7 +312,7 @@ pub fn readbacks() -> (u64, u64) {
 
 /// The values of `t`, read back without blocking; `what` names them in errors.
 pub async fn read_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f32>> {
-    count_readback(t.shape().num_elements() * 4);
+    count(&READBACKS, t.shape().num_elements() * 4);
     t.into_data_async()
         .await
         .map_err(|e| anyhow::anyhow!("cannot read {what} back: {e:?}"))?
@@ -326,7 +322,7 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>, what: &str) -> Result<Vec<f3
 
 /// A one-element tensor's value, read back without blocking.
 pub async fn read_scalar(t: Tensor<1>) -> Result<f64> {
-    count_readback(4);
+    count(&READBACKS, 4);
     let value = t
         .into_scalar_async::<f32>()
         .await

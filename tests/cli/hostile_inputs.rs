@@ -537,19 +537,10 @@ fn hostile_inputs_fail_cleanly_with_one_line_and_leave_the_output_folder_alone()
         &["--output-dir", "--resume", "--overwrite"],
     );
     let resume = |out: &Path, extra: &[&str]| {
-        let mut args: Vec<String> = [
-            "train",
-            "--device",
-            "cpu",
-            "--quiet",
-            "--resume",
-            "--output-dir",
-        ]
-        .map(String::from)
-        .to_vec();
-        args.push(out.display().to_string());
-        args.extend(extra.iter().map(|s| s.to_string()));
-        args
+        let command = common::resume_command(out);
+        let args = command.get_args().map(|a| a.to_string_lossy().into_owned());
+        args.chain(extra.iter().map(|s| s.to_string()))
+            .collect::<Vec<String>>()
     };
     let no_checkpoint = f.path("no-checkpoint");
     copy_dir(&f.finished_run(), &no_checkpoint);

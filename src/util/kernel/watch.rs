@@ -3,7 +3,6 @@
 //! each of which cubecl compiled into one pipeline.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::ThreadId;
 
@@ -12,7 +11,6 @@ use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 
 struct Tally {
     thread: ThreadId,
-    total: AtomicU64,
     by_kernel: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -22,7 +20,6 @@ impl LaunchObserver for Tally {
         if std::thread::current().id() != self.thread {
             return;
         }
-        self.total.fetch_add(1, Ordering::Relaxed);
         let mut by_kernel = self
             .by_kernel
             .lock()
@@ -42,7 +39,6 @@ impl LaunchCount {
     pub fn start() -> Self {
         let tally = Arc::new(Tally {
             thread: std::thread::current().id(),
-            total: AtomicU64::new(0),
             by_kernel: Mutex::default(),
         });
         LaunchCount {
@@ -53,7 +49,7 @@ impl LaunchCount {
 
     /// Launches so far.
     pub fn total(&self) -> u64 {
-        self.tally.total.load(Ordering::Relaxed)
+        self.by_kernel().values().sum()
     }
 
     /// Launches so far per kernel type, as cubecl names it (one type can have several
