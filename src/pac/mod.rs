@@ -320,6 +320,8 @@ impl PacTuning {
         }
         (ctx.lap)(NOISE_ADAM_B);
 
+        // The model holds θ alone again, so that AdamW updates it in its buffers.
+        drop(clean);
         let (model, report) = step::update(model, ctx, loss1, grads).await?;
         let report = Stage1Report {
             step: report,
@@ -400,6 +402,7 @@ pub async fn perturbed_step(
     });
     (ctx.lap)(INJECT);
     let (model, gradients) = noisy_gradients(model, &clean, ctx, batch, None).await?;
+    drop(clean);
     match gradients {
         Outcome::Done((loss1, grads, _)) => {
             let (model, report) = step::update(model, ctx, loss1, grads).await?;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use common::{binary, history_without_timings, read_json, run_ok};
 
-/// AdamW's ε (src/optim.rs: PyTorch's default, 1e-8).
+/// AdamW's ε (src/optim/adamw.rs: PyTorch's default, 1e-8).
 const ADAM_EPS: f64 = 1e-8;
 
 /// A tiny model and the toy SST-2 under one temporary folder.

@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod adamw;
 mod cross_compile;
 mod fused_ops;
 mod launch_count;

@@ -28,7 +28,7 @@ const RELATIVE_TOLERANCE: f32 = 1e-5;
 const TAIL: f64 = 0.045_500_263_896_358_42;
 
 /// The CPU device, then the wgpu device where there is an adapter.
-fn devices() -> Vec<(&'static str, Device)> {
+pub(crate) fn devices() -> Vec<(&'static str, Device)> {
     let mut devices = vec![("cpu", Device::flex())];
     if !pac_wgpu::util::device::adapters().is_empty() {
         devices.push(("wgpu", Device::wgpu(DeviceKind::DefaultDevice)));
@@ -54,7 +54,7 @@ fn a_wgpu_adapter_is_present() {
 }
 
 /// Deterministic inputs: xorshift64*.
-struct Inputs(u64);
+pub(crate) struct Inputs(pub(crate) u64);
 
 impl Inputs {
     fn next(&mut self) -> f32 {
@@ -64,12 +64,12 @@ impl Inputs {
         (self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 40) as f32 / (1u64 << 24) as f32
     }
 
-    fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    pub(crate) fn uniform(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n).map(|_| lo + (hi - lo) * self.next()).collect()
     }
 
     /// Magnitudes in [lo, hi] with random signs: never zero.
-    fn signed(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
+    pub(crate) fn signed(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
         (0..n)
             .map(|_| {
                 let v = lo + (hi - lo) * self.next();
@@ -79,17 +79,17 @@ impl Inputs {
     }
 }
 
-fn tensor(values: &[f32], device: &Device) -> Tensor<1> {
+pub(crate) fn tensor(values: &[f32], device: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
 }
 
-fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+pub(crate) fn read<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_into_vec().expect("f32 data")
 }
 
 /// max over i of |actual − expected| / scale, where scale is the sum of the magnitudes of the
 /// terms that make up the expected value: the error floating point allows grows with them.
-fn max_error(actual: &[f32], expected: &[f32], scale: &[f32]) -> f32 {
+pub(crate) fn max_error(actual: &[f32], expected: &[f32], scale: &[f32]) -> f32 {
     assert_eq!(actual.len(), expected.len());
     (0..actual.len())
         .map(|i| (actual[i] - expected[i]).abs() / scale[i])

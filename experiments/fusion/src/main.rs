@@ -1,5 +1,5 @@
-//! AdamW's update of the `small` BERT's 34 trainable tensors (the op sequence of the main
-//! crate's `optim.rs`), on a wgpu adapter, with or without Burn's fusion (`--features fusion`).
+//! AdamW's update of the `small` BERT's 34 trainable tensors as Burn tensor operations (PyTorch's
+//! order, 14 per tensor), on a wgpu adapter, with or without Burn's fusion (`--features fusion`).
 //! Prints launches per step, milliseconds per step, and writes the updated weights after
 //! `STEPS` steps so that two builds can be compared.
 //!

@@ -379,6 +379,13 @@ pub(crate) trait Blocks<const K: usize>: Sync {
     fn block(&self, i0: usize) -> [[f32; LANES]; K];
 }
 
+/// A CPU kernel that updates `K` buffers of one length in place, a block of [`LANES`] at a time.
+pub(crate) trait InPlace<const K: usize>: Sync {
+    /// Replaces the elements `i0..i0 + len` of each buffer, given as `parts` (len ≤ [`LANES`]),
+    /// by their new values.
+    fn update(&self, i0: usize, parts: [&mut [f32]; K]);
+}
+
 /// A CPU kernel that sums three terms over the elements, a block of [`LANES`] at a time.
 pub(crate) trait BlockSums: Sync {
     /// The sums over the `len` elements from `i0`.
@@ -434,6 +441,38 @@ pub(crate) fn par_fill<const K: usize>(out: [&mut [MaybeUninit<f32>]; K], kernel
             let start = c * chunk;
             flush::spawn(scope, move || {
                 simd(Fill {
+                    kernel,
+                    start,
+                    parts,
+                })
+            });
+        }
+    });
+}
+
+/// Every element of the `K` buffers (of one length) updated in place by `kernel`, over the
+/// CPU's threads.
+pub(crate) fn par_in_place<const K: usize>(parts: [&mut [f32]; K], kernel: &impl InPlace<K>) {
+    let n = parts[0].len();
+    assert!(parts.iter().all(|p| p.len() == n), "buffers of one length");
+    let chunk = chunk_len(n).next_multiple_of(LANES);
+    if chunk >= n {
+        simd(Update {
+            kernel,
+            start: 0,
+            parts,
+        });
+        return;
+    }
+    std::thread::scope(|scope| {
+        let mut chunks = parts.map(|v| v.chunks_mut(chunk));
+        for c in 0..n.div_ceil(chunk) {
+            let parts = chunks
+                .each_mut()
+                .map(|it| it.next().expect("one chunk per buffer"));
+            let start = c * chunk;
+            flush::spawn(scope, move || {
+                simd(Update {
                     kernel,
                     start,
                     parts,
@@ -613,6 +652,31 @@ impl<const K: usize, B: Rows<K>> Job for FillRows<'_, K, B> {
                 rest[k] = tail;
             }
             self.kernel.row(self.first + r, row);
+        }
+    }
+}
+
+struct Update<'a, const K: usize, B> {
+    kernel: &'a B,
+    start: usize,
+    parts: [&'a mut [f32]; K],
+}
+
+impl<const K: usize, B: InPlace<K>> Job for Update<'_, K, B> {
+    type Out = ();
+
+    #[inline(always)]
+    fn run(self) {
+        let len = self.parts[0].len();
+        let mut rest = self.parts;
+        for i in (0..len).step_by(LANES) {
+            let take = LANES.min(len - i);
+            let block = rest.each_mut().map(|r| {
+                let (head, tail) = std::mem::take(r).split_at_mut(take);
+                *r = tail;
+                head
+            });
+            self.kernel.update(self.start + i, block);
         }
     }
 }

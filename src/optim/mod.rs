@@ -1,0 +1,5 @@
+//! The optimiser of θ: AdamW.
+
+mod adamw;
+
+pub use adamw::{AdamW, AdamWBackend, AdamWConfig, AdamWScalars};
