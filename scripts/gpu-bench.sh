@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU benchmark, in one command: on a machine with a real GPU it lists the devices, runs the
 # MiniLM parity test on the GPU, bench_step on MiniLM and on a bert-base-size model at 32 × 128
-# (step times; launches, read-backs and bytes per step; pipelines compiled), a 20-epoch PAC MRPC
+# (step times; launches, read-backs and bytes per step; pipelines compiled), bench_adamw (the
+# fused AdamW against Burn's tensor operations), a 20-epoch PAC MRPC
 # run twice (the second with autotune's cache from the first), and bench_memory (memory over a
 # long PAC run), then writes one JSON with the device, its driver and every figure.
 #
@@ -31,11 +32,13 @@ glue="${GLUE_DIR:-$root/../shared/glue}"
 [ -f "$glue/MRPC/train.tsv" ] || { echo "error: no GLUE MRPC at $glue: set GLUE_DIR" >&2; exit 1; }
 
 if [ "$build" = 1 ]; then
-    cargo build --release --bin pac-wgpu --example bench_step --example bench_memory
+    cargo build --release --bin pac-wgpu --example bench_step --example bench_memory \
+        --example bench_adamw
 fi
 bin="$root/target/release/pac-wgpu"
 bench="$root/target/release/examples/bench_step"
 memory="$root/target/release/examples/bench_memory"
+adamw="$root/target/release/examples/bench_adamw"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
@@ -65,17 +68,22 @@ if [ "$tiny" = 1 ]; then
     train_args=(--train-size 8 --max-length 32 --batch-size 8 --epochs 2 --stage1-epochs 1
         --eval-every-epochs 2 --prior-models 1)
     memory_steps=40
+    adamw_shapes=small
 else
     bench_sizes=(--batch 32 --seq 128)
     big_model=bert-base
     train_args=(--epochs 20 --stage1-epochs 16 --eval-every-epochs 5)
     memory_steps=2000
+    adamw_shapes=small,bert-base
 fi
 for m in minilm "$big_model"; do
     echo "== bench_step, $m"
     [ "$m" = minilm ] && path="$model" || path="$m"
     "$bench" --model "$path" --device "$device" "${bench_sizes[@]}" --json "$work/bench-$m.json"
 done
+
+echo "== bench_adamw, $adamw_shapes"
+"$adamw" --device "$device" --shapes "$adamw_shapes" --json "$work/adamw.json"
 
 # Twice: the second run finds the first's autotune results in cubecl's cache.
 for run in 1 2; do
@@ -115,6 +123,7 @@ report = {
     # Autotune kept between runs: the second run's first epoch over its second.
     "second_run_epoch1_over_epoch2": seconds[0] / seconds[1] if len(seconds) > 1 else None,
     "memory": load("memory.json"),
+    "adamw": load("adamw.json"),
 }
 summary = first["summary"]
 tmp = out + ".tmp"

@@ -421,63 +421,47 @@ pub(crate) fn par_map<const K: usize>(n: usize, kernel: &impl Blocks<K>) -> [Vec
 /// Writes every value of the `K` outputs (of one length) of `kernel`, over the CPU's threads;
 /// the outputs need not be initialised.
 pub(crate) fn par_fill<const K: usize>(out: [&mut [MaybeUninit<f32>]; K], kernel: &impl Blocks<K>) {
-    let n = out[0].len();
-    assert!(out.iter().all(|o| o.len() == n), "outputs of one length");
-    let chunk = chunk_len(n).next_multiple_of(LANES);
-    if chunk >= n {
+    par_chunks(out, |start, parts| {
         simd(Fill {
             kernel,
-            start: 0,
-            parts: out,
-        });
-        return;
-    }
-    std::thread::scope(|scope| {
-        let mut chunks = out.map(|v| v.chunks_mut(chunk));
-        for c in 0..n.div_ceil(chunk) {
-            let parts = chunks
-                .each_mut()
-                .map(|it| it.next().expect("one chunk per output"));
-            let start = c * chunk;
-            flush::spawn(scope, move || {
-                simd(Fill {
-                    kernel,
-                    start,
-                    parts,
-                })
-            });
-        }
+            start,
+            parts,
+        })
     });
 }
 
 /// Every element of the `K` buffers (of one length) updated in place by `kernel`, over the
 /// CPU's threads.
 pub(crate) fn par_in_place<const K: usize>(parts: [&mut [f32]; K], kernel: &impl InPlace<K>) {
+    par_chunks(parts, |start, parts| {
+        simd(Update {
+            kernel,
+            start,
+            parts,
+        })
+    });
+}
+
+/// `job(start, parts)` on each chunk of the `K` buffers (of one length), a thread per chunk;
+/// a single chunk runs on this thread.
+fn par_chunks<T: Send, const K: usize>(
+    parts: [&mut [T]; K],
+    job: impl Fn(usize, [&mut [T]; K]) + Sync,
+) {
     let n = parts[0].len();
     assert!(parts.iter().all(|p| p.len() == n), "buffers of one length");
     let chunk = chunk_len(n).next_multiple_of(LANES);
     if chunk >= n {
-        simd(Update {
-            kernel,
-            start: 0,
-            parts,
-        });
-        return;
+        return job(0, parts);
     }
     std::thread::scope(|scope| {
         let mut chunks = parts.map(|v| v.chunks_mut(chunk));
+        let job = &job;
         for c in 0..n.div_ceil(chunk) {
             let parts = chunks
                 .each_mut()
                 .map(|it| it.next().expect("one chunk per buffer"));
-            let start = c * chunk;
-            flush::spawn(scope, move || {
-                simd(Update {
-                    kernel,
-                    start,
-                    parts,
-                })
-            });
+            flush::spawn(scope, move || job(c * chunk, parts));
         }
     });
 }
