@@ -65,8 +65,9 @@ impl AdamW {
         let dispatch = |t: Tensor<1>| t.inner().into_dispatch();
         let moments = self.m[j].take().zip(self.v[j].take());
         let first = moments.is_none();
-        // Before the first update there are no moments: θ stands in, unread.
-        let (m, v) = moments.unwrap_or_else(|| (theta.clone(), theta.clone()));
+        // Before the first update there are no moments: the gradient stands in, unread (θ
+        // would then be shared, and copied before its update).
+        let (m, v) = moments.unwrap_or_else(|| (grad.clone(), grad.clone()));
         let (theta, m, v) = <Dispatch as AdamWBackend>::adamw_step(
             dispatch(theta),
             dispatch(grad),
@@ -255,9 +256,7 @@ impl AdamWBackend for Flex {
         let shape = theta.shape();
         assert_eq!(shape, g.shape(), "θ and its gradient differ in shape");
         let (m, v) = match first {
-            // The stand-ins are dropped first, so that θ's buffer is not shared.
             true => {
-                drop((m, v));
                 let zeros = || FlexTensor::zeros(shape.clone(), DType::F32);
                 (zeros(), zeros())
             }

@@ -153,3 +153,30 @@ fn held_tensors_keep_their_values() {
         }
     }
 }
+
+/// On wgpu an update is one launch, the first too: θ and the moments are updated in their own
+/// buffers, never copied first, when nothing else holds them.
+#[test]
+#[cfg_attr(not(pac_test_lavapipe), ignore = "needs lavapipe (a wgpu device)")]
+fn an_update_is_one_launch_on_wgpu() {
+    use pac_wgpu::util::kernel::watch::LaunchCount;
+    for (device_name, device) in devices().into_iter().filter(|(name, _)| *name != "cpu") {
+        let mut rng = Inputs(11);
+        let n = 4096;
+        let mut adam = AdamW::new(AdamWConfig::default(), 1);
+        let mut theta = tensor(&rng.signed(n, 1e-3, 1.0), &device);
+        for t in 1..=3 {
+            let g = tensor(&rng.signed(n, 1e-3, 1.0), &device);
+            device.sync().unwrap();
+            adam.begin_step();
+            let count = LaunchCount::start();
+            theta = adam.update(0, theta, g, 1e-2);
+            let launches = count.by_kernel();
+            assert_eq!(
+                count.total(),
+                1,
+                "{device_name}, step {t}: launches {launches:?}"
+            );
+        }
+    }
+}
