@@ -13,7 +13,7 @@ mod common;
 use std::time::Instant;
 
 use adamw_ops::adamw_by_tensor_ops;
-use anyhow::{Result, anyhow};
+use anyhow::{Result, anyhow, bail};
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
 use common::{git_revision, write_report};
@@ -159,6 +159,9 @@ fn bench(device: &Device, numels: &[usize], steps: usize) -> Result<Value> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.steps == 0 {
+        bail!("--steps must be at least 1");
+    }
     let mut rows = Vec::new();
     println!(
         "{:<48} {:<10} {:>8} {:>12} {:>10} {:>12} {:>10} {:>8}",

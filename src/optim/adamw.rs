@@ -63,7 +63,11 @@ impl AdamW {
     pub fn update(&mut self, j: usize, theta: Tensor<1>, grad: Tensor<1>, lr: f64) -> Tensor<1> {
         let scalars = self.scalars(lr);
         let dispatch = |t: Tensor<1>| t.inner().into_dispatch();
-        let moments = self.m[j].take().zip(self.v[j].take());
+        let moments = match (self.m[j].take(), self.v[j].take()) {
+            (Some(m), Some(v)) => Some((m, v)),
+            (None, None) => None,
+            _ => panic!("AdamW holds one moment of tensor {j} without the other"),
+        };
         let first = moments.is_none();
         // Before the first update there are no moments: the gradient stands in, unread (θ
         // would then be shared, and copied before its update).

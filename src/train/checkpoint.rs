@@ -285,11 +285,19 @@ pub fn load_moments(
     trainable: &[Trainable],
     device: &Device,
 ) -> Result<()> {
-    let file = TensorFile::read(&dir.join(OPTIMIZER))?;
+    let path = dir.join(OPTIMIZER);
+    let file = TensorFile::read(&path)?;
     adam.step = file.meta("adam_step")?;
     for (j, t) in trainable.iter().enumerate() {
         adam.m[j] = file.tensor(&format!("m.{}", t.name), t.numel(), device)?;
         adam.v[j] = file.tensor(&format!("v.{}", t.name), t.numel(), device)?;
+        if adam.m[j].is_some() != adam.v[j].is_some() {
+            bail!(
+                "{}: expected both AdamW moments of {name} (m.{name} and v.{name}), found one",
+                path.display(),
+                name = t.name
+            );
+        }
     }
     Ok(())
 }
@@ -340,4 +348,41 @@ pub fn has_adapters(path: &Path) -> Result<bool> {
         .tensors()
         .keys()
         .any(|name| super::peft::is_adapter(name)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::trainable::Group;
+    use crate::optim::AdamWConfig;
+    use burn::tensor::Tensor;
+
+    /// A file holding m of a tensor without its v (or the reverse) is refused, naming both.
+    #[test]
+    fn moments_load_in_pairs() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = Device::flex();
+        let trainable = [Trainable {
+            name: "out.bias".into(),
+            shape: vec![3],
+            group: Group::Head,
+        }];
+        let mut adam = AdamW::new(AdamWConfig::default(), 1);
+        adam.step = 4;
+        adam.m[0] = Some(Tensor::from_floats([0.1, 0.2, 0.3], &device));
+        adam.v[0] = Some(Tensor::from_floats([0.01, 0.02, 0.03], &device));
+        write_moments(&dir.path().join(OPTIMIZER), &adam, &trainable).unwrap();
+        let mut loaded = AdamW::new(AdamWConfig::default(), 1);
+        load_moments(dir.path(), &mut loaded, &trainable, &device).unwrap();
+        assert_eq!(loaded.step, 4);
+
+        adam.v[0] = None;
+        write_moments(&dir.path().join(OPTIMIZER), &adam, &trainable).unwrap();
+        let error = load_moments(dir.path(), &mut loaded, &trainable, &device).unwrap_err();
+        let line = format!("{error:#}");
+        assert!(
+            line.contains("optimizer.safetensors") && line.contains("v.out.bias"),
+            "{line}"
+        );
+    }
 }
