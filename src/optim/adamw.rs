@@ -39,8 +39,8 @@ pub struct AdamW {
     pub config: AdamWConfig,
     /// Steps taken so far (PyTorch's `step`; the next update uses `step + 1`).
     pub step: u64,
-    pub m: Vec<Option<Tensor<1>>>,
-    pub v: Vec<Option<Tensor<1>>>,
+    /// Per trainable tensor, (m, v); None before its first update.
+    pub moments: Vec<Option<(Tensor<1>, Tensor<1>)>>,
 }
 
 impl AdamW {
@@ -48,8 +48,7 @@ impl AdamW {
         AdamW {
             config,
             step: 0,
-            m: vec![None; tensors],
-            v: vec![None; tensors],
+            moments: vec![None; tensors],
         }
     }
 
@@ -63,11 +62,7 @@ impl AdamW {
     pub fn update(&mut self, j: usize, theta: Tensor<1>, grad: Tensor<1>, lr: f64) -> Tensor<1> {
         let scalars = self.scalars(lr);
         let dispatch = |t: Tensor<1>| t.inner().into_dispatch();
-        let moments = match (self.m[j].take(), self.v[j].take()) {
-            (Some(m), Some(v)) => Some((m, v)),
-            (None, None) => None,
-            _ => panic!("AdamW holds one moment of tensor {j} without the other"),
-        };
+        let moments = self.moments[j].take();
         let first = moments.is_none();
         // Before the first update there are no moments: the gradient stands in, unread (θ
         // would then be shared, and copied before its update).
@@ -80,8 +75,7 @@ impl AdamW {
             first,
             scalars,
         );
-        self.m[j] = Some(Tensor::from_dispatch(m));
-        self.v[j] = Some(Tensor::from_dispatch(v));
+        self.moments[j] = Some((Tensor::from_dispatch(m), Tensor::from_dispatch(v)));
         Tensor::from_dispatch(theta)
     }
 

@@ -62,8 +62,7 @@ fn adamw_matches_burns_operations() {
                     // Restored moments, as from checkpoints/last.
                     let m = rng.signed(n, 1e-6, 1.0);
                     let v = rng.uniform(n, 1e-9, 1.0);
-                    adam.m[0] = Some(tensor(&m, &device));
-                    adam.v[0] = Some(tensor(&v, &device));
+                    adam.moments[0] = Some((tensor(&m, &device), tensor(&v, &device)));
                     moments = Some((m, v));
                 }
                 let on = |x: &[f32]| tensor(x, &device);
@@ -78,8 +77,8 @@ fn adamw_matches_burns_operations() {
                 .map(read);
                 adam.begin_step();
                 let got_theta = read(adam.update(0, on(&theta), on(&g), lr));
-                let got_m = read(adam.m[0].clone().unwrap());
-                let got_v = read(adam.v[0].clone().unwrap());
+                let (got_m, got_v) = adam.moments[0].clone().unwrap();
+                let (got_m, got_v) = (read(got_m), read(got_v));
                 let what = format!("step {t}, lr {lr}");
                 let moment_scale = |old: Option<&Vec<f32>>, new: &[f32]| -> Vec<f32> {
                     (0..n)
@@ -134,8 +133,8 @@ fn held_tensors_keep_their_values() {
         for _ in 0..2 {
             adam.begin_step();
             let g = tensor(&rng.signed(n, 1e-3, 1.0), &device);
-            let moments = [adam.m[0].clone(), adam.v[0].clone()].map(|t| t.map(read));
-            let held_m = adam.m[0].clone();
+            let held_m = adam.moments[0].clone().map(|(m, _)| m);
+            let values = held_m.clone().map(read);
             let updated = read(adam.update(0, theta.clone(), g, 1e-2));
             assert_ne!(updated, before, "{device_name}: θ did not move");
             assert_eq!(
@@ -143,9 +142,9 @@ fn held_tensors_keep_their_values() {
                 before,
                 "{device_name}: a held θ was overwritten"
             );
-            if let (Some(held), Some(values)) = (held_m, &moments[0]) {
+            if let (Some(held), Some(values)) = (held_m, values) {
                 assert_eq!(
-                    &read(held),
+                    read(held),
                     values,
                     "{device_name}: held moments were overwritten"
                 );
