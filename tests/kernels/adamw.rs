@@ -159,7 +159,6 @@ fn held_tensors_keep_their_values() {
 #[cfg_attr(not(pac_test_lavapipe), ignore = "needs lavapipe (a wgpu device)")]
 fn an_update_is_one_launch_on_wgpu() {
     use pac_wgpu::util::kernel::watch::LaunchCount;
-    let _turn = crate::launch_observer_turn();
     for (device_name, device) in devices().into_iter().filter(|(name, _)| *name != "cpu") {
         let mut rng = Inputs(11);
         let n = 4096;

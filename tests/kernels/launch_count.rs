@@ -14,7 +14,6 @@ use pac_wgpu::util::kernel::watch::{LaunchCount, Pipelines};
     ignore = "needs lavapipe: apt-get install mesa-vulkan-drivers libvulkan1"
 )]
 fn launches_and_pipelines_count_cubecl_kernels_and_ours() {
-    let _turn = crate::launch_observer_turn();
     let lavapipe = common::lavapipe();
     let device = &lavapipe.device;
     let a = Tensor::<2>::random([24, 40], Distribution::Normal(0.0, 1.0), device);

@@ -3,7 +3,7 @@
 //! each of which cubecl compiled into one pipeline.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::ThreadId;
 
 use burn::cubecl::launched::LaunchedKernels;
@@ -28,21 +28,29 @@ impl LaunchObserver for Tally {
     }
 }
 
-/// Counts the launches this thread issues from [`LaunchCount::start`] until it drops. One
-/// watches at a time: a second replaces the first while it lives (cubecl has one observer slot).
+/// Counts the launches this thread issues from [`LaunchCount::start`] until it drops. cubecl
+/// has one observer per process, so one counts at a time: a second `start`, on any thread,
+/// waits until the first drops (on the same thread it would never return).
 pub struct LaunchCount {
     tally: Arc<Tally>,
+    /// Dropped before `_turn`, so that the next count starts once this one has let go.
     _observation: LaunchObservation,
+    _turn: MutexGuard<'static, ()>,
 }
+
+/// Held by the live [`LaunchCount`].
+static COUNTING: Mutex<()> = Mutex::new(());
 
 impl LaunchCount {
     pub fn start() -> Self {
+        let turn = COUNTING.lock().unwrap_or_else(PoisonError::into_inner);
         let tally = Arc::new(Tally {
             thread: std::thread::current().id(),
             by_kernel: Mutex::default(),
         });
         LaunchCount {
             _observation: LaunchObservation::new(tally.clone()),
+            _turn: turn,
             tally,
         }
     }
