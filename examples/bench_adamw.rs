@@ -16,7 +16,7 @@ use adamw_ops::adamw_by_tensor_ops;
 use anyhow::{Result, anyhow, bail};
 use burn::tensor::{Device, Distribution, Tensor};
 use clap::Parser;
-use common::{git_revision, write_report};
+use common::{git_revision, median, sync, write_report};
 use pac_wgpu::optim::{AdamW, AdamWConfig};
 use pac_wgpu::util::device::{DeviceChoice, select};
 use pac_wgpu::util::kernel::watch::LaunchCount;
@@ -107,15 +107,8 @@ fn timed(device: &Device, f: impl FnOnce()) -> Result<(f64, u64)> {
     let count = LaunchCount::start();
     let start = Instant::now();
     f();
-    device
-        .sync()
-        .map_err(|e| anyhow!("device sync failed: {e}"))?;
+    sync(device)?;
     Ok((start.elapsed().as_secs_f64() * 1e3, count.total()))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
 }
 
 fn bench(device: &Device, numels: &[usize], steps: usize) -> Result<Value> {
@@ -133,9 +126,7 @@ fn bench(device: &Device, numels: &[usize], steps: usize) -> Result<Value> {
     // The first step of each compiles its kernels and creates the moments.
     step_fused(&mut adam, &mut fused_theta, &grads);
     step_unfused(&mut unfused, &grads, config);
-    device
-        .sync()
-        .map_err(|e| anyhow!("device sync failed: {e}"))?;
+    sync(device)?;
     let (mut fused_ms, mut unfused_ms, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     let (mut fused_launches, mut unfused_launches) = (0, 0);
     for _ in 0..steps {
@@ -149,9 +140,9 @@ fn bench(device: &Device, numels: &[usize], steps: usize) -> Result<Value> {
     Ok(json!({
         "tensors": numels.len(),
         "parameters": numels.iter().sum::<usize>(),
-        "fused_ms": median(fused_ms),
-        "unfused_ms": median(unfused_ms),
-        "fused_over_unfused": median(ratios),
+        "fused_ms": median(&fused_ms),
+        "unfused_ms": median(&unfused_ms),
+        "fused_over_unfused": median(&ratios),
         "fused_launches": fused_launches,
         "unfused_launches": unfused_launches,
     }))

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use pac_wgpu::run::{EpochRecord, Summary};
 use serde_json::{Value, json};
 
 #[derive(Parser)]
@@ -132,21 +133,22 @@ fn print_times(dir: &Path, browser_s: f64) -> Result<()> {
     let read = |name: &str| -> Result<String> {
         std::fs::read_to_string(dir.join(name)).with_context(|| format!("{name} in the run"))
     };
-    let summary: Value = serde_json::from_str(&read("summary.json")?)?;
+    let summary: Summary = serde_json::from_str(&read("summary.json")?)?;
     println!("run folder: {}", dir.display());
     println!("browser, page load to the posted run: {browser_s:.1} s");
-    if let Some(k) = summary["k_estimation_seconds"].as_f64() {
+    if let Some(k) = summary.k_estimation_seconds {
         println!("K(λ): {k:.1} s");
     }
     for line in read("history.jsonl")?.lines() {
-        let record: Value = serde_json::from_str(line)?;
+        let record: EpochRecord = serde_json::from_str(line)?;
+        let score = record.dev.as_ref().and_then(|d| d.get(&summary.metric));
         println!(
             "epoch {}: train {:.1} s, evaluation {:.1} s, {} {}",
-            record["epoch"],
-            record["epoch_seconds"].as_f64().unwrap_or(f64::NAN),
-            record["eval_seconds"].as_f64().unwrap_or(f64::NAN),
-            summary["metric"].as_str().unwrap_or("metric"),
-            record["dev"][summary["metric"].as_str().unwrap_or("")]
+            record.epoch,
+            record.epoch_seconds,
+            record.eval_seconds.unwrap_or(f64::NAN),
+            summary.metric,
+            score.map_or("-".into(), f64::to_string)
         );
     }
     Ok(())

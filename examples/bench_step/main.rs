@@ -44,11 +44,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use clap::Parser;
-use common::{git_revision, write_report};
+use common::{Spread, git_revision, median, spread, sync, write_report};
 use pac_wgpu::data::{Batch, Examples, Prepared, pass_cost};
 use pac_wgpu::glue::sample::few_shot;
 use pac_wgpu::glue::{DataSource, Label, Split, Task};
@@ -234,12 +234,6 @@ fn device_traffic(bench: &mut Bench) -> Result<Value> {
         out.insert(method.key().into(), counts);
     }
     Ok(Value::Object(out))
-}
-
-fn sync(device: &Device) -> Result<()> {
-    device
-        .sync()
-        .map_err(|e| anyhow!("device sync failed: {e}"))
 }
 
 /// Milliseconds per part of one step, the device synchronised at every boundary.
@@ -612,33 +606,6 @@ fn whole_batch(data: &Prepared, device: &Device) -> Batch {
         micro: vec![(data.batch(&rows, 0), data.targets(&rows, device))],
         len: data.len(),
     }
-}
-
-/// Order statistics of a sample (nearest rank).
-#[derive(serde::Serialize)]
-struct Spread {
-    min: f64,
-    p25: f64,
-    median: f64,
-    p75: f64,
-    max: f64,
-}
-
-fn spread(sample: &[f64]) -> Spread {
-    let mut v = sample.to_vec();
-    v.sort_by(f64::total_cmp);
-    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-    Spread {
-        min: at(0.0),
-        p25: at(0.25),
-        median: at(0.5),
-        p75: at(0.75),
-        max: at(1.0),
-    }
-}
-
-fn median(sample: &[f64]) -> f64 {
-    spread(sample).median
 }
 
 /// Timed steps per method and stage-1 breakdowns (ms per part), one of each per round.

@@ -290,9 +290,11 @@ impl PaddedBatch {
     /// `(input_ids, token_type_ids, attention_mask)` on `device`.
     pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>, Tensor<2>) {
         let shape = [self.batch, self.seq];
-        let ids = std::mem::size_of_val(self.input_ids.as_slice());
-        let mask = std::mem::size_of_val(self.attention_mask.as_slice());
-        for bytes in [ids, ids, mask] {
+        for bytes in [
+            std::mem::size_of_val(self.input_ids.as_slice()),
+            std::mem::size_of_val(self.token_type_ids.as_slice()),
+            std::mem::size_of_val(self.attention_mask.as_slice()),
+        ] {
             crate::util::device::count_upload(bytes);
         }
         (
